@@ -1,0 +1,191 @@
+//! The patch-object contract: the manifest that the builder writes into `.hotpatch.manifest` and the
+//! applier reads back. Both sides use these types, so writer and reader cannot drift.
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the ELF section that carries the manifest as UTF-8 JSON.
+pub const MANIFEST_SECTION: &str = ".hotpatch.manifest";
+
+/// Version of the manifest format this build writes and reads. Readers refuse other versions.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Everything the applier needs to know about a patch object beyond its ELF contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version ([`MANIFEST_FORMAT`]).
+    pub format: u32,
+    /// Identifier of this patch, unique enough to name it in `list` and `revert`.
+    pub patch_id: String,
+    /// The source revision the running process is expected to run (e.g. `v1 (1a2b3c4d)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_revision: Option<String>,
+    /// The source revision the patch brings (e.g. `v2 (5e6f7a8b)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_revision: Option<String>,
+    /// GNU build id (hex) of the binary the patch was built for, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_build_id: Option<String>,
+    /// Compiler flags the patch was built with, for the report and for reproducing it.
+    #[serde(default)]
+    pub cflags: Vec<String>,
+    /// Functions the patch defines: each replaces a function of the target or is new.
+    pub functions: Vec<ManifestFunction>,
+    /// How undefined symbols of the object bind to the target. Undefined symbols that are not
+    /// listed here bind to a global symbol of the same name.
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    /// Data objects the patch brings with fresh storage (new globals), for the report.
+    #[serde(default)]
+    pub new_data: Vec<NewData>,
+}
+
+/// One function defined by the patch object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFunction {
+    /// Name of the defining symbol inside the patch object.
+    pub symbol: String,
+    /// Which function of the target this is: its source name, and for `static` functions the file.
+    pub target: SymbolRef,
+    /// Replace the target's function, or add a function the target does not have.
+    pub action: FunctionAction,
+    /// Why the function is in the patch, in words for the operator
+    /// (e.g. "changed", "new", "may inline `scale`").
+    pub reason: String,
+}
+
+/// What the applier does with a function of the patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionAction {
+    /// Redirect the target's existing function to the patch's code.
+    Replace,
+    /// The function is new; only code of the patch calls it.
+    Add,
+    /// The function changed, but the target has no symbol for it (inlined everywhere); its callers
+    /// are replaced instead. Applying checks that the target really lacks it.
+    InlinedOnly,
+}
+
+/// A symbol of the target, named the way the source names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SymbolRef {
+    /// A global (external linkage) symbol, looked up in the executable first, then in libraries.
+    Global {
+        /// Symbol name.
+        name: String,
+    },
+    /// A `static` (file-local) symbol defined by the named source file.
+    FileLocal {
+        /// Symbol name as in the source.
+        name: String,
+        /// Repository-relative path of the source file that defines it (matched against the
+        /// binary's `STT_FILE` symbols by path suffix).
+        file: String,
+    },
+}
+
+impl SymbolRef {
+    /// The source name of the symbol.
+    pub fn name(&self) -> &str {
+        match self {
+            SymbolRef::Global { name } | SymbolRef::FileLocal { name, .. } => name,
+        }
+    }
+}
+
+impl std::fmt::Display for SymbolRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SymbolRef::Global { name } => write!(f, "`{name}`"),
+            SymbolRef::FileLocal { name, file } => write!(f, "`{name}` (static in {file})"),
+        }
+    }
+}
+
+/// Binds an undefined symbol of the patch object to a symbol of the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Name of the undefined symbol inside the patch object.
+    pub symbol: String,
+    /// The target symbol it means.
+    pub target: SymbolRef,
+}
+
+/// A data object the patch brings with fresh storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewData {
+    /// Source name of the variable.
+    pub name: String,
+    /// Source file that defines it.
+    pub file: String,
+}
+
+impl Manifest {
+    /// Serialises the manifest to the JSON stored in [`MANIFEST_SECTION`].
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest always serialises")
+    }
+
+    /// Parses the JSON of a [`MANIFEST_SECTION`], refusing unknown format versions.
+    pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let format = value.get("format").and_then(|f| f.as_u64());
+        if format != Some(u64::from(MANIFEST_FORMAT)) {
+            return Err(ManifestError::UnsupportedFormat(format));
+        }
+        serde_json::from_value(value).map_err(|e| ManifestError::Malformed(e.to_string()))
+    }
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    /// The section is not the JSON this format expects.
+    #[error("the patch manifest is malformed: {0}")]
+    Malformed(String),
+    /// The manifest was written by an incompatible version of hotpatch.
+    #[error("the patch manifest has format {0:?}; this hotpatch reads format {MANIFEST_FORMAT}")]
+    UnsupportedFormat(Option<u64>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            patch_id: "p1".into(),
+            old_revision: Some("v1".into()),
+            new_revision: Some("v2".into()),
+            target_build_id: None,
+            cflags: vec!["-O2".into()],
+            functions: vec![ManifestFunction {
+                symbol: "scale".into(),
+                target: SymbolRef::FileLocal { name: "scale".into(), file: "lib.c".into() },
+                action: FunctionAction::Replace,
+                reason: "changed".into(),
+            }],
+            bindings: vec![Binding {
+                symbol: "hp.lib.c.count".into(),
+                target: SymbolRef::FileLocal { name: "count".into(), file: "lib.c".into() },
+            }],
+            new_data: vec![],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json() {
+        let m = sample();
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn other_format_versions_are_refused() {
+        let text = sample().to_json().replace("\"format\": 1", "\"format\": 7");
+        assert_eq!(Manifest::from_json(&text), Err(ManifestError::UnsupportedFormat(Some(7))));
+        assert!(matches!(Manifest::from_json("{"), Err(ManifestError::Malformed(_))));
+    }
+}

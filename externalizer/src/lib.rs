@@ -1,0 +1,1 @@
+//! The externalizer: turns a ChangeSet into patch translation units.
