@@ -1,0 +1,47 @@
+//! The differ's output: which functions changed between two revisions.
+
+use serde::Serialize;
+
+/// Everything that changed between two snapshots, function by function.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeSet {
+    /// Label of the old revision.
+    pub old_label: String,
+    /// Label of the new revision.
+    pub new_label: String,
+    /// `.c` files whose bytes differ (including added and removed files), sorted.
+    pub changed_files: Vec<String>,
+    /// Changed, added and removed functions, ordered by file then line.
+    pub functions: Vec<FunctionChange>,
+    /// Things the operator should know (parse damage, unanalysed headers, ...).
+    pub warnings: Vec<String>,
+}
+
+/// One function that was added, changed or removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionChange {
+    /// The function's name.
+    pub name: String,
+    /// Repository-relative path of its `.c` file.
+    pub file: String,
+    /// How it changed.
+    pub change: Change,
+    /// Declared `static` (identified within its file).
+    pub is_static: bool,
+    /// 1-based line of the definition: new side, old side when removed.
+    pub line: u32,
+    /// Unified diff of the function's text, old to new.
+    pub diff: String,
+}
+
+/// How a function changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// Only in the new revision.
+    Added,
+    /// In both, with different tokens.
+    Changed,
+    /// Only in the old revision (it stays in the running binary).
+    Removed,
+}

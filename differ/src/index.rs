@@ -1,0 +1,605 @@
+//! The C item index: one tree-sitter parse and one traversal give every top-level item of a file
+//! (including items nested in preprocessor conditionals) with the byte ranges and facts the later
+//! stages need.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use tree_sitter::{Node, Parser, TreeCursor};
+
+/// What a top-level item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A function definition (with a body), or a region with parse errors that looks like one.
+    Function,
+    /// A declaration: variables and/or function prototypes (see [`Item::declarators`]).
+    Declaration,
+    /// A `typedef`, or a struct/union/enum definition standing alone.
+    Type,
+    /// A `#define` (object-like or function-like).
+    Macro,
+    /// Anything else (includes, pragmas, damaged regions without a recognisable function, ...).
+    Other,
+}
+
+/// One declarator of a declaration, e.g. `x = 1` in `static int x = 1, y;`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declarator {
+    /// The declared name.
+    pub name: String,
+    /// True when the name is declared as a function (a prototype), not a variable.
+    pub is_function: bool,
+    /// Byte range from the `=` to the end of the initializer value, if there is one.
+    pub initializer: Option<Range<usize>>,
+    /// True for a read-only variable: const-qualified with no non-const pointer level.
+    pub read_only: bool,
+}
+
+/// A `static` variable declared inside a function body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticLocal {
+    /// Name of the variable.
+    pub name: String,
+    /// 1-based line of its declaration.
+    pub line: u32,
+}
+
+/// One top-level item of a C file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// What the item is.
+    pub kind: ItemKind,
+    /// Declared names (function name, variable names, typedef names, macro name, struct tag).
+    pub names: Vec<String>,
+    /// Has the `static` storage class.
+    pub is_static: bool,
+    /// Has an `inline` specifier (`inline`, `__inline`, `__inline__`, `__forceinline`).
+    pub is_inline: bool,
+    /// Has the `extern` storage class.
+    pub is_extern: bool,
+    /// Byte range of the whole item.
+    pub range: Range<usize>,
+    /// Byte range of the `static` keyword, if any.
+    pub static_keyword: Option<Range<usize>>,
+    /// For function definitions: byte range of the body (the compound statement).
+    pub body: Option<Range<usize>>,
+    /// For declarations: every declarator in order.
+    pub declarators: Vec<Declarator>,
+    /// 1-based line where the item starts.
+    pub line: u32,
+    /// For declarations: every declarator is a read-only variable (see [`Declarator::read_only`]).
+    pub read_only: bool,
+    /// Identifiers used in the function body, the initializers, or the macro value (for call graphs).
+    pub references: BTreeSet<String>,
+    /// Static locals declared in the function body.
+    pub static_locals: Vec<StaticLocal>,
+    /// Hash of the item's token texts (comments and whitespace excluded): equal tokens, equal hash.
+    pub token_hash: u64,
+    /// Tree-sitter reported a parse error inside this item.
+    pub has_error: bool,
+}
+
+impl Item {
+    /// The first declared name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.names.first().map(String::as_str)
+    }
+
+    /// True for a function definition with a known name.
+    pub fn is_function_definition(&self) -> bool {
+        self.kind == ItemKind::Function && !self.names.is_empty()
+    }
+
+    /// True for a declaration that declares at least one variable.
+    pub fn declares_variable(&self) -> bool {
+        self.kind == ItemKind::Declaration && self.declarators.iter().any(|d| !d.is_function)
+    }
+
+    /// The item's source text (empty if the range does not fit `source`).
+    pub fn text<'s>(&self, source: &'s str) -> &'s str {
+        source.get(self.range.clone()).unwrap_or("")
+    }
+}
+
+/// Every top-level item of one C file, in source order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    /// The items in source order.
+    pub items: Vec<Item>,
+    /// The parse reported at least one error somewhere in the file.
+    pub has_error: bool,
+}
+
+impl Index {
+    /// Parses `source` as C and indexes its top-level items. Never fails: a file tree-sitter
+    /// cannot parse at all yields an empty index marked `has_error`.
+    pub fn parse(source: &str) -> Index {
+        let mut parser = Parser::new();
+        if parser
+            .set_language(&tree_sitter_c::LANGUAGE.into())
+            .is_err()
+        {
+            return Index {
+                items: Vec::new(),
+                has_error: true,
+            };
+        }
+        let Some(tree) = parser.parse(source, None) else {
+            return Index {
+                items: Vec::new(),
+                has_error: true,
+            };
+        };
+        let root = tree.root_node();
+        let mut items = Vec::new();
+        let src = source.as_bytes();
+        let mut pending: Vec<Node> = named_children_rev(root);
+        while let Some(node) = pending.pop() {
+            match node.kind() {
+                "preproc_if"
+                | "preproc_ifdef"
+                | "preproc_else"
+                | "preproc_elif"
+                | "preproc_elifdef"
+                | "linkage_specification"
+                | "declaration_list" => {
+                    pending.extend(block_children_rev(node));
+                }
+                "ERROR" => {
+                    let inner = block_children_rev(node);
+                    if inner.iter().any(|n| is_item_kind(n.kind())) {
+                        pending.extend(inner);
+                    } else {
+                        items.push(damaged_item(node, src));
+                    }
+                }
+                "comment" => {}
+                _ => items.push(index_item(node, src)),
+            }
+        }
+        Index {
+            items,
+            has_error: root.has_error(),
+        }
+    }
+
+    /// The function definitions (with names), in source order.
+    pub fn functions(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|i| i.is_function_definition())
+    }
+}
+
+fn is_item_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "function_definition"
+            | "declaration"
+            | "type_definition"
+            | "preproc_def"
+            | "preproc_function_def"
+    )
+}
+
+fn text<'s>(node: Node, src: &'s [u8]) -> &'s str {
+    src.get(node.byte_range())
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+fn line_of(node: Node) -> u32 {
+    u32::try_from(node.start_position().row + 1).unwrap_or(u32::MAX)
+}
+
+/// Named children, reversed (for a stack that pops them in source order).
+fn named_children_rev(node: Node) -> Vec<Node> {
+    let mut cursor = node.walk();
+    let mut out: Vec<Node> = node.named_children(&mut cursor).collect();
+    out.reverse();
+    out
+}
+
+/// Children of a preprocessor block that are items (not its name or condition), reversed.
+fn block_children_rev(node: Node) -> Vec<Node> {
+    let mut out = Vec::new();
+    let mut cursor = node.walk();
+    if cursor.goto_first_child() {
+        loop {
+            let child = cursor.node();
+            let field = cursor.field_name();
+            if child.is_named() && !matches!(field, Some("name" | "condition")) {
+                out.push(child);
+            }
+            if !cursor.goto_next_sibling() {
+                break;
+            }
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// Visits every node of the subtree rooted at `node` (pre-order), without recursion.
+fn walk(node: Node, mut visit: impl FnMut(Node)) {
+    let mut cursor: TreeCursor = node.walk();
+    loop {
+        visit(cursor.node());
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.node() == node {
+                return;
+            }
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return;
+            }
+        }
+    }
+}
+
+/// Node kind ids the hot loop compares (comparing ids avoids string conversions).
+struct Kinds {
+    comment: u16,
+    identifier: u16,
+    preproc_arg: u16,
+    declaration: u16,
+}
+
+fn kinds() -> &'static Kinds {
+    static KINDS: OnceLock<Kinds> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        let language = tree_sitter::Language::new(tree_sitter_c::LANGUAGE);
+        Kinds {
+            comment: language.id_for_node_kind("comment", true),
+            identifier: language.id_for_node_kind("identifier", true),
+            preproc_arg: language.id_for_node_kind("preproc_arg", true),
+            declaration: language.id_for_node_kind("declaration", true),
+        }
+    })
+}
+
+/// A fast, deterministic hash of a token sequence (not for adversarial use: equal tokens give
+/// equal hashes, which is all the comparison needs).
+struct TokenHasher(u64);
+
+impl TokenHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+
+    fn token(&mut self, bytes: &[u8]) {
+        self.add(bytes.len() as u64);
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut word = [0u8; 8];
+        let rest = chunks.remainder();
+        word[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(word));
+    }
+}
+
+/// Facts gathered in the single walk over an item.
+#[derive(Default)]
+struct Walked {
+    hash: u64,
+    references: BTreeSet<String>,
+    static_locals: Vec<StaticLocal>,
+}
+
+/// Walks `node` once: hashes leaf tokens (no comments), collects identifiers inside the byte
+/// ranges `ref_ranges`, and static locals inside `body`.
+fn walk_item(
+    node: Node,
+    src: &[u8],
+    ref_ranges: &[Range<usize>],
+    body: Option<&Range<usize>>,
+) -> Walked {
+    let k = kinds();
+    let mut hasher = TokenHasher(0);
+    let mut idents: HashSet<&str> = HashSet::new();
+    let mut static_locals = Vec::new();
+    walk(node, |n| {
+        let kind = n.kind_id();
+        if kind == k.comment {
+            return;
+        }
+        let range = n.byte_range();
+        if n.child_count() == 0 {
+            hasher.token(src.get(range.clone()).unwrap_or(&[]));
+        }
+        let start = range.start;
+        if kind == k.identifier {
+            if ref_ranges.iter().any(|r| r.contains(&start)) {
+                idents.insert(text(n, src));
+            }
+        } else if kind == k.preproc_arg {
+            if ref_ranges.iter().any(|r| r.contains(&start)) {
+                idents.extend(scan_identifiers(text(n, src)));
+            }
+        } else if kind == k.declaration && body.is_some_and(|b| b.contains(&start)) {
+            let specs = specifiers(n, src);
+            if specs.static_keyword.is_some() {
+                for d in declarators(n, src) {
+                    static_locals.push(StaticLocal {
+                        name: d.name,
+                        line: line_of(n),
+                    });
+                }
+            }
+        }
+    });
+    Walked {
+        hash: hasher.0,
+        references: idents
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        static_locals,
+    }
+}
+
+/// Crude identifier scan of unparsed text (macro values).
+fn scan_identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        })
+}
+
+/// Storage class and qualifiers found among an item's direct children.
+#[derive(Default)]
+struct Specifiers {
+    static_keyword: Option<Range<usize>>,
+    is_inline: bool,
+    is_extern: bool,
+    is_const: bool,
+}
+
+fn specifiers(node: Node, src: &[u8]) -> Specifiers {
+    let mut specs = Specifiers::default();
+    let mut cursor = node.walk();
+    for child in node.named_children(&mut cursor) {
+        match child.kind() {
+            "storage_class_specifier" => match text(child, src) {
+                "static" => specs.static_keyword = Some(child.byte_range()),
+                "extern" => specs.is_extern = true,
+                "inline" | "__inline" | "__inline__" | "__forceinline" => specs.is_inline = true,
+                _ => {}
+            },
+            "type_qualifier" if text(child, src) == "const" => specs.is_const = true,
+            _ => {}
+        }
+    }
+    specs
+}
+
+/// Result of following a declarator chain down to its name.
+struct Chain {
+    name: Option<String>,
+    /// The derivation nearest the name is a function.
+    is_function: bool,
+    /// Some pointer level lacks `const`.
+    nonconst_pointer: bool,
+}
+
+fn follow_declarator(start: Node, src: &[u8]) -> Chain {
+    let mut node = start;
+    let mut nearest_is_function = false;
+    let mut nonconst_pointer = false;
+    let mut name = None;
+    // Bounded: a declarator chain is shorter than the file.
+    for _ in 0..10_000 {
+        let next = match node.kind() {
+            "identifier" | "type_identifier" | "field_identifier" | "primitive_type" => {
+                name = Some(text(node, src).to_string());
+                None
+            }
+            "pointer_declarator" | "abstract_pointer_declarator" => {
+                nearest_is_function = false;
+                let mut cursor = node.walk();
+                let has_const = node
+                    .named_children(&mut cursor)
+                    .any(|c| c.kind() == "type_qualifier" && text(c, src) == "const");
+                if !has_const {
+                    nonconst_pointer = true;
+                }
+                node.child_by_field_name("declarator")
+            }
+            "function_declarator" => {
+                nearest_is_function = true;
+                node.child_by_field_name("declarator")
+            }
+            "array_declarator" => {
+                nearest_is_function = false;
+                node.child_by_field_name("declarator")
+            }
+            "init_declarator" => node.child_by_field_name("declarator"),
+            "parenthesized_declarator" | "attributed_declarator" => {
+                let mut cursor = node.walk();
+                let inner = node.named_children(&mut cursor).find(|c| {
+                    !matches!(
+                        c.kind(),
+                        "ms_call_modifier" | "attribute_declaration" | "attribute_specifier"
+                    )
+                });
+                inner
+            }
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => break,
+        }
+    }
+    Chain {
+        name,
+        is_function: nearest_is_function,
+        nonconst_pointer,
+    }
+}
+
+fn declarators(node: Node, src: &[u8]) -> Vec<Declarator> {
+    let base_const = specifiers(node, src).is_const;
+    let mut cursor = node.walk();
+    let mut out = Vec::new();
+    for d in node.children_by_field_name("declarator", &mut cursor) {
+        let chain = follow_declarator(d, src);
+        let Some(name) = chain.name else { continue };
+        let initializer = if d.kind() == "init_declarator" {
+            let mut c2 = d.walk();
+            let eq = d.children(&mut c2).find(|c| c.kind() == "=");
+            match (eq, d.child_by_field_name("value")) {
+                (Some(eq), Some(value)) => Some(eq.start_byte()..value.end_byte()),
+                (Some(eq), None) => Some(eq.start_byte()..d.end_byte()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        out.push(Declarator {
+            name,
+            is_function: chain.is_function,
+            initializer,
+            read_only: !chain.is_function && base_const && !chain.nonconst_pointer,
+        });
+    }
+    out
+}
+
+fn base_item(node: Node, kind: ItemKind) -> Item {
+    Item {
+        kind,
+        names: Vec::new(),
+        is_static: false,
+        is_inline: false,
+        is_extern: false,
+        range: node.byte_range(),
+        static_keyword: None,
+        body: None,
+        declarators: Vec::new(),
+        line: line_of(node),
+        read_only: false,
+        references: BTreeSet::new(),
+        static_locals: Vec::new(),
+        token_hash: 0,
+        has_error: node.has_error(),
+    }
+}
+
+fn index_item(node: Node, src: &[u8]) -> Item {
+    match node.kind() {
+        "function_definition" => function_item(node, src),
+        "declaration" => declaration_item(node, src),
+        "type_definition" => {
+            let mut item = base_item(node, ItemKind::Type);
+            let mut cursor = node.walk();
+            item.names = node
+                .children_by_field_name("declarator", &mut cursor)
+                .filter_map(|d| follow_declarator(d, src).name)
+                .collect();
+            item.token_hash = walk_item(node, src, &[], None).hash;
+            item
+        }
+        "struct_specifier" | "union_specifier" | "enum_specifier" => {
+            let mut item = base_item(node, ItemKind::Type);
+            if let Some(name) = node.child_by_field_name("name") {
+                item.names.push(text(name, src).to_string());
+            }
+            item.token_hash = walk_item(node, src, &[], None).hash;
+            item
+        }
+        "preproc_def" | "preproc_function_def" => {
+            let mut item = base_item(node, ItemKind::Macro);
+            if let Some(name) = node.child_by_field_name("name") {
+                item.names.push(text(name, src).to_string());
+            }
+            let value = node.child_by_field_name("value").map(|v| v.byte_range());
+            let ranges: Vec<Range<usize>> = value.into_iter().collect();
+            let walked = walk_item(node, src, &ranges, None);
+            item.token_hash = walked.hash;
+            item.references = walked.references;
+            item
+        }
+        _ => {
+            let mut item = base_item(node, ItemKind::Other);
+            item.token_hash = walk_item(node, src, &[], None).hash;
+            item
+        }
+    }
+}
+
+fn function_item(node: Node, src: &[u8]) -> Item {
+    let mut item = base_item(node, ItemKind::Function);
+    let specs = specifiers(node, src);
+    item.is_static = specs.static_keyword.is_some();
+    item.static_keyword = specs.static_keyword;
+    item.is_inline = specs.is_inline;
+    item.is_extern = specs.is_extern;
+    if let Some(decl) = node.child_by_field_name("declarator") {
+        item.names.extend(follow_declarator(decl, src).name);
+    }
+    item.body = node.child_by_field_name("body").map(|b| b.byte_range());
+    let ranges: Vec<Range<usize>> = item.body.iter().cloned().collect();
+    let walked = walk_item(node, src, &ranges, item.body.as_ref());
+    item.token_hash = walked.hash;
+    item.references = walked.references;
+    item.static_locals = walked.static_locals;
+    item
+}
+
+fn declaration_item(node: Node, src: &[u8]) -> Item {
+    let mut item = base_item(node, ItemKind::Declaration);
+    let specs = specifiers(node, src);
+    item.is_static = specs.static_keyword.is_some();
+    item.static_keyword = specs.static_keyword;
+    item.is_inline = specs.is_inline;
+    item.is_extern = specs.is_extern;
+    item.declarators = declarators(node, src);
+    item.names = item.declarators.iter().map(|d| d.name.clone()).collect();
+    item.read_only = !item.declarators.is_empty() && item.declarators.iter().all(|d| d.read_only);
+    let ranges: Vec<Range<usize>> = item
+        .declarators
+        .iter()
+        .filter_map(|d| d.initializer.clone())
+        .collect();
+    let walked = walk_item(node, src, &ranges, None);
+    item.token_hash = walked.hash;
+    item.references = walked.references;
+    item
+}
+
+/// A top-level region tree-sitter could not parse into items: guess the function it holds.
+fn damaged_item(node: Node, src: &[u8]) -> Item {
+    let mut guess: Option<String> = None;
+    walk(node, |n| {
+        if guess.is_none() && n.kind() == "function_declarator" {
+            guess = follow_declarator(n, src).name;
+        }
+    });
+    let kind = if guess.is_some() {
+        ItemKind::Function
+    } else {
+        ItemKind::Other
+    };
+    let mut item = base_item(node, kind);
+    item.has_error = true;
+    item.names.extend(guess);
+    let whole = [node.byte_range()];
+    let walked = walk_item(node, src, &whole, None);
+    item.token_hash = walked.hash;
+    item.references = walked.references;
+    item
+}
