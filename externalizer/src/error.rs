@@ -1,0 +1,52 @@
+//! Why a patch translation unit cannot be made.
+
+/// A refusal or failure of the externalizer; each names the function, file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalizeError {
+    /// The function would have to be replaced but is always on the stack.
+    #[error("{file}:{line}: `{function}` would have to be replaced ({reason}) but it is always active: the running call never returns, so the new code would never run")]
+    AlwaysActive {
+        /// The function (`main`).
+        function: String,
+        /// Its file.
+        file: String,
+        /// Line of its definition.
+        line: u32,
+        /// Why it would be replaced (`changed`, `may inline `X``).
+        reason: String,
+    },
+    /// A function to emit declares a `static` local, whose running value would be lost.
+    #[error("static local `{local}` in `{function}` ({file}:{line}): binding it to the running process's storage is not implemented yet; patching would reset it")]
+    StaticLocal {
+        /// The static local variable.
+        local: String,
+        /// The function declaring it.
+        function: String,
+        /// Its file.
+        file: String,
+        /// Line of the local's declaration.
+        line: u32,
+    },
+    /// One declaration declares both an existing variable and a new one.
+    #[error("{file}:{line}: the declaration of {names} mixes existing variables with new ones ({new}): existing ones must stay bound to the running process, new ones need fresh storage; split the declaration")]
+    MixedDeclaration {
+        /// All declared names, formatted for the operator.
+        names: String,
+        /// The new ones among them.
+        new: String,
+        /// Its file.
+        file: String,
+        /// Line of the declaration.
+        line: u32,
+    },
+    /// The new revision of a changed file is missing or not UTF-8 text.
+    #[error("{file}: the new revision of this file is missing or not UTF-8 text, so `{function}` (line {line}) cannot be compiled into a patch")]
+    MissingSource {
+        /// A function of the file that needed patching.
+        function: String,
+        /// The file.
+        file: String,
+        /// The function's line.
+        line: u32,
+    },
+}

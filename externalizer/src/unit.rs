@@ -1,0 +1,230 @@
+//! Making the patch translation unit of one file by text edits on its new source.
+
+use std::collections::BTreeSet;
+
+use hotpatch_differ::index::{Index, Item, ItemKind};
+use hotpatch_differ::FunctionChange;
+
+use crate::edits::{newlines_of, Edits};
+use crate::plan::{plan, Lookup, Plan};
+use crate::{Action, ExternalizeError, Options, PatchFunction, PatchUnit};
+
+/// What happens to a file-scope variable declaration.
+enum VarFate {
+    /// Not a variable definition: left as it is.
+    Untouched,
+    /// Kept as a definition (new variables, or a private read-only copy).
+    Keep,
+    /// Turned into an `extern` declaration bound to the running process's storage.
+    Demote,
+}
+
+/// Builds the patch unit of `file` from its new source, the old source (to tell new variables)
+/// and its changed/added functions.
+pub fn make_unit(
+    file: &str,
+    old_source: &str,
+    source: &str,
+    changes: &[&FunctionChange],
+    options: &Options<'_>,
+) -> Result<PatchUnit, ExternalizeError> {
+    let index = Index::parse(source);
+    let old_vars = variable_names(&Index::parse(old_source));
+    let mut new_data = Vec::new();
+    let mut fates = Vec::with_capacity(index.items.len());
+    for item in &index.items {
+        let fate = var_fate(file, item, &old_vars)?;
+        if matches!(fate, VarFate::Keep) {
+            new_data.extend(
+                variables(item)
+                    .filter(|n| !old_vars.contains(*n))
+                    .map(str::to_string),
+            );
+        }
+        fates.push(fate);
+    }
+    let kept_data: Vec<&Item> = index
+        .items
+        .iter()
+        .zip(&fates)
+        .filter(|(_, f)| matches!(f, VarFate::Keep))
+        .map(|(i, _)| i)
+        .collect();
+    let lookup = Lookup::new(&index);
+    let plan = plan(file, changes, &lookup, &kept_data, options);
+    refuse(file, &plan, &lookup)?;
+
+    let mut edits = Edits::default();
+    let mut bindings = BTreeSet::new();
+    let mut demoted = BTreeSet::new();
+    for item in index.items.iter().filter(|i| i.kind == ItemKind::Function) {
+        let Some(name) = item.name() else { continue };
+        if plan.members.contains_key(name) {
+            // Every patch function keeps its code in the object, even one the compiler inlines
+            // into all its callers in the patch: the manifest names it and the builder checks it.
+            if item.is_static {
+                edits.insert(item.range.start, "__attribute__((used)) ");
+            }
+        } else if item.is_inline || plan.copied.contains(name) {
+            // kept as it is
+        } else if let Some(body) = item.body.clone() {
+            let replacement = format!(";{}", newlines_of(source.get(body.clone()).unwrap_or("")));
+            edits.replace(body, replacement);
+            if let Some(kw) = item.static_keyword.clone() {
+                edits.replace(kw, "extern");
+                demoted.insert(name.to_string());
+                bindings.insert(name.to_string());
+            }
+        } else {
+            edits.blank(source, item.range.clone());
+        }
+    }
+    for (item, fate) in index.items.iter().zip(&fates) {
+        if item.kind != ItemKind::Declaration {
+            continue;
+        }
+        match fate {
+            VarFate::Demote => {
+                if let Some(kw) = item.static_keyword.clone() {
+                    edits.replace(kw, "extern");
+                    bindings.extend(variables(item).map(str::to_string));
+                } else {
+                    edits.insert(item.range.start, "extern ");
+                }
+                for init in item
+                    .declarators
+                    .iter()
+                    .filter_map(|d| d.initializer.clone())
+                {
+                    edits.blank(source, init);
+                }
+            }
+            VarFate::Keep => {}
+            VarFate::Untouched => {
+                let names_demoted = item.names.iter().any(|n| demoted.contains(n));
+                if names_demoted {
+                    if let Some(kw) = item.static_keyword.clone() {
+                        edits.replace(kw, "extern");
+                    }
+                }
+            }
+        }
+    }
+    let mut functions: Vec<PatchFunction> = plan
+        .members
+        .iter()
+        .map(|(name, member)| PatchFunction {
+            name: name.clone(),
+            is_static: lookup
+                .defs
+                .get(name.as_str())
+                .is_some_and(|d| d.iter().any(|i| i.is_static)),
+            action: member.action,
+            reason: member.reason.clone(),
+            line: first_line(&lookup, name),
+        })
+        .collect();
+    functions.sort_by(|a, b| (a.line, &a.name).cmp(&(b.line, &b.name)));
+    let escaped = file.replace('\\', "\\\\").replace('"', "\\\"");
+    Ok(PatchUnit {
+        file: file.to_string(),
+        source: format!("#line 1 \"{escaped}\"\n{}", edits.apply(source)),
+        functions,
+        bindings: bindings.into_iter().collect(),
+        copied: plan.copied.into_iter().collect(),
+        new_data,
+    })
+}
+
+fn first_line(lookup: &Lookup<'_>, name: &str) -> u32 {
+    lookup
+        .defs
+        .get(name)
+        .and_then(|d| d.iter().map(|i| i.line).min())
+        .unwrap_or(0)
+}
+
+/// Names of the variables (not prototypes) a declaration declares.
+fn variables(item: &Item) -> impl Iterator<Item = &str> {
+    item.declarators
+        .iter()
+        .filter(|d| !d.is_function)
+        .map(|d| d.name.as_str())
+}
+
+/// Every file-scope variable name declared in `index`.
+fn variable_names(index: &Index) -> BTreeSet<String> {
+    index
+        .items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Declaration)
+        .flat_map(|i| variables(i).map(str::to_string))
+        .collect()
+}
+
+fn var_fate(
+    file: &str,
+    item: &Item,
+    old_vars: &BTreeSet<String>,
+) -> Result<VarFate, ExternalizeError> {
+    if !item.declares_variable() || item.is_extern {
+        return Ok(VarFate::Untouched);
+    }
+    let all: Vec<&str> = variables(item).collect();
+    let new: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|n| !old_vars.contains(*n))
+        .collect();
+    if new.len() == all.len() {
+        return Ok(VarFate::Keep);
+    }
+    if !new.is_empty() {
+        let quote = |v: &[&str]| {
+            v.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(ExternalizeError::MixedDeclaration {
+            names: quote(&all),
+            new: quote(&new),
+            file: file.to_string(),
+            line: item.line,
+        });
+    }
+    if item.is_static && item.read_only {
+        return Ok(VarFate::Keep);
+    }
+    Ok(VarFate::Demote)
+}
+
+/// The refusals: `main` in the set, static locals in replaced or copied functions.
+fn refuse(file: &str, plan: &Plan, lookup: &Lookup<'_>) -> Result<(), ExternalizeError> {
+    if let Some(member) = plan.members.get("main") {
+        return Err(ExternalizeError::AlwaysActive {
+            function: "main".to_string(),
+            file: file.to_string(),
+            line: first_line(lookup, "main"),
+            reason: member.reason.clone(),
+        });
+    }
+    let replaced = plan
+        .members
+        .iter()
+        .filter(|(_, m)| m.action != Action::Add)
+        .map(|(n, _)| n);
+    for name in replaced.chain(plan.copied.iter()) {
+        for def in lookup.defs.get(name.as_str()).into_iter().flatten() {
+            if let Some(local) = def.static_locals.first() {
+                return Err(ExternalizeError::StaticLocal {
+                    local: local.name.clone(),
+                    function: name.clone(),
+                    file: file.to_string(),
+                    line: local.line,
+                });
+            }
+        }
+    }
+    Ok(())
+}
