@@ -1,9 +1,30 @@
 //! ptrace control of a target process: remote system calls through one thread, memory access, and
 //! stopping every thread for the commit.
 //!
-//! CONTRACT (implementation pending): the signatures below are fixed; bodies are being written.
+//! All tracing uses `PTRACE_SEIZE` + `PTRACE_INTERRUPT` (never `PTRACE_ATTACH`, which would send a
+//! `SIGSTOP` that could be observed or lost). Two rules hold on every path, including errors:
+//!
+//! * a thread we seized is detached before we return (or, for [`StoppedProcess`], when it is
+//!   resumed or dropped), with its registers restored;
+//! * a signal the kernel reported to us while a thread was stopped (a signal-delivery-stop) is
+//!   handed back to that thread, with its original `siginfo`, so the target never loses one.
+//!
+//! The Linux ptrace API binds a tracee to the OS thread that seized it: every later request for
+//! it must come from that same thread. [`remote_syscall`] seizes and detaches within one call;
+//! [`StoppedProcess`] is therefore `!Send`.
+//!
+//! Memory is accessed through `/proc/PID/mem`, which (for a caller allowed to ptrace the target)
+//! also writes read-only text pages; `process_vm_writev` would fail there with `EFAULT`.
 
+mod proc;
+mod sys;
+
+use std::marker::PhantomData;
+
+use nix::errno::Errno;
 use thiserror::Error;
+
+use sys::{Regs, SigInfo, Stop};
 
 /// Why a ptrace operation on the target failed.
 #[derive(Debug, Error)]
@@ -31,25 +52,314 @@ pub enum PtraceError {
     },
 }
 
+/// Builds [`PtraceError::Failed`] for a ptrace request on thread `tid`, or
+/// [`PtraceError::NoSuchProcess`] when the whole process has gone away meanwhile.
+fn op_failed(pid: i32, tid: i32, op: &str, err: Errno) -> PtraceError {
+    if proc::ensure_process(pid).is_err() {
+        return PtraceError::NoSuchProcess(pid);
+    }
+    PtraceError::Failed {
+        pid: tid,
+        op: op.to_string(),
+        detail: err.desc().to_string(),
+    }
+}
+
+/// Maps a failed `PTRACE_SEIZE` of thread `tid` to the error the caller sees.
+fn seize_error(pid: i32, tid: i32, err: Errno) -> PtraceError {
+    match err {
+        Errno::ESRCH => PtraceError::NoSuchProcess(pid),
+        Errno::EPERM => PtraceError::NotPermitted {
+            pid,
+            reason: proc::eperm_reason(pid, tid),
+        },
+        e => op_failed(pid, tid, &format!("PTRACE_SEIZE of thread {tid}"), e),
+    }
+}
+
+/// Upper bound on the single-steps spent getting the injected `syscall` executed; each extra step
+/// is caused by a signal or stop that arrived first, so this is only a guard against livelock.
+const MAX_STEPS: usize = 256;
+
 /// Runs one system call in the target through one of its threads and returns the raw result
 /// (negative errno on failure), while the other threads keep running. The thread's registers,
 /// pending syscall restart and signals are restored exactly; the thread is detached afterwards.
+///
+/// The main thread is used if it is alive, else another thread. Its `rip` is pointed at an
+/// existing `syscall` instruction of the process (in the vDSO or libc), never at new code, and
+/// the stack is not touched. The result is the raw `rax`: kernel-internal restart codes
+/// (`-ERESTARTSYS`, ...) may appear if the injected call itself blocks and is interrupted.
 pub fn remote_syscall(pid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PtraceError> {
-    let _ = (pid, nr, args);
-    todo!("ptrace helper")
+    proc::ensure_process(pid)?;
+    let insn = find_syscall_insn(pid)?;
+    let mut tids = proc::list_tasks(pid)?;
+    // Prefer the main thread, then the others in tid order.
+    if let Some(i) = tids.iter().position(|&t| t == pid) {
+        let main = tids.remove(i);
+        tids.insert(0, main);
+    }
+    for tid in tids {
+        if proc::thread_is_dead(pid, tid) {
+            continue;
+        }
+        match inject(pid, tid, insn, nr, args)? {
+            Some(result) => return Ok(result),
+            None => continue, // the thread vanished under us: try another one
+        }
+    }
+    proc::ensure_process(pid)?;
+    Err(PtraceError::Failed {
+        pid,
+        op: "remote syscall".to_string(),
+        detail: "no thread of the process could be seized".to_string(),
+    })
+}
+
+/// Finds the address of a `syscall` instruction (`0f 05`) in an executable mapping, looking in
+/// the vDSO first, then libc, then everything else.
+fn find_syscall_insn(pid: i32) -> Result<u64, PtraceError> {
+    let mut maps = proc::exec_mappings(pid)?;
+    maps.sort_by_key(|m| {
+        if m.name == "[vdso]" {
+            0
+        } else if m.name.contains("/libc.so") || m.name.contains("/libc-") {
+            1
+        } else {
+            2
+        }
+    });
+    let mem = proc::open_mem(pid, false)?;
+    const CHUNK: u64 = 64 * 1024;
+    for m in &maps {
+        let mut at = m.start;
+        while at < m.end {
+            let len = CHUNK.min(m.end - at);
+            let mut buf = vec![0u8; len as usize];
+            if proc::read_exact_at(&mem, pid, at, &mut buf).is_err() {
+                break; // unreadable mapping: try the next one
+            }
+            if let Some(i) = buf.windows(2).position(|w| w == [0x0f, 0x05]) {
+                return Ok(at + i as u64);
+            }
+            // Overlap by one byte so an instruction split across chunks is still found.
+            at += if len > 1 { len - 1 } else { len };
+        }
+    }
+    Err(PtraceError::Failed {
+        pid,
+        op: "looking for a syscall instruction".to_string(),
+        detail: "no executable mapping contains 0f 05".to_string(),
+    })
+}
+
+/// A thread seized for one remote syscall. Dropping it (on any error path) restores the saved
+/// registers, re-queues remembered signals and detaches, all best-effort.
+struct Injection {
+    pid: i32,
+    tid: i32,
+    /// The registers at the stop, once read.
+    saved: Option<Regs>,
+    /// Signals reported to us (signal-delivery-stops) while the thread was ours, in order.
+    signals: Vec<SigInfo>,
+    /// Whether the thread is known to be in a ptrace-stop right now.
+    stopped: bool,
+    /// Set once the thread is detached or gone.
+    done: bool,
+}
+
+impl Injection {
+    /// Records the signal of a signal-delivery-stop so it can be handed back.
+    fn remember_signal(&mut self, sig: i32) {
+        match sys::get_siginfo(self.tid) {
+            Ok(info) => self.signals.push(info),
+            Err(_) => {
+                // Without siginfo, keep at least the signal number.
+                // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+                let mut info: SigInfo = unsafe { std::mem::zeroed() };
+                info.si_signo = sig;
+                info.si_code = -6; // SI_TKILL
+                self.signals.push(info);
+            }
+        }
+    }
+
+    /// Restores registers and detaches, handing back the first remembered signal through the
+    /// current signal-delivery-stop (with its original siginfo) and re-queueing the others.
+    fn finish(&mut self) -> Result<(), PtraceError> {
+        let (pid, tid) = (self.pid, self.tid);
+        if let Some(regs) = &self.saved {
+            sys::set_regs(tid, regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+        }
+        let mut first_sig = 0;
+        if let Some((first, rest)) = self.signals.split_first() {
+            for info in rest {
+                let _ = sys::requeue_signal(pid, tid, info);
+            }
+            if sys::set_siginfo(tid, first).is_ok() {
+                first_sig = first.si_signo;
+            } else {
+                let _ = sys::requeue_signal(pid, tid, first);
+            }
+        }
+        self.signals.clear();
+        let r = sys::detach(tid, first_sig);
+        self.done = true;
+        r.map_err(|e| op_failed(pid, tid, "PTRACE_DETACH", e))
+    }
+
+    /// Best-effort cleanup for error paths.
+    fn abandon(&mut self) {
+        if self.done {
+            return;
+        }
+        let tid = self.tid;
+        if !self.stopped {
+            // The thread is running (or stepping): stop it again before touching it.
+            let _ = sys::interrupt(tid);
+            match sys::wait_stop(tid) {
+                Ok(Stop::Gone) | Err(_) => {
+                    self.done = true;
+                    return;
+                }
+                // Our own single-step trap is not the target's signal: drop it.
+                Ok(Stop::Signal { sig }) if sig == nix::libc::SIGTRAP && is_kernel_trap(tid) => {}
+                Ok(Stop::Signal { sig }) => self.remember_signal(sig),
+                Ok(_) => {}
+            }
+        }
+        if let Some(regs) = &self.saved {
+            let _ = sys::set_regs(tid, regs);
+        }
+        // We may not be in a signal-delivery-stop: re-queue every signal rather than rely on
+        // PTRACE_DETACH's signal argument.
+        for info in std::mem::take(&mut self.signals) {
+            let _ = sys::requeue_signal(self.pid, tid, &info);
+        }
+        let _ = sys::detach(tid, 0);
+        self.done = true;
+    }
+}
+
+impl Drop for Injection {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// Runs the syscall through thread `tid`. `Ok(None)` means the thread disappeared before the
+/// syscall ran (the caller may try another thread).
+fn inject(
+    pid: i32,
+    tid: i32,
+    insn: u64,
+    nr: i64,
+    args: [u64; 6],
+) -> Result<Option<i64>, PtraceError> {
+    match sys::seize(tid) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => return Ok(None),
+        Err(Errno::EPERM) if proc::thread_is_dead(pid, tid) => return Ok(None),
+        Err(e) => return Err(seize_error(pid, tid, e)),
+    }
+    let mut th = Injection {
+        pid,
+        tid,
+        saved: None,
+        signals: Vec::new(),
+        stopped: false,
+        done: false,
+    };
+    if let Err(e) = sys::interrupt(tid) {
+        if e != Errno::ESRCH {
+            return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e));
+        }
+    }
+    match sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))? {
+        Stop::Gone => {
+            th.done = true;
+            return Ok(None);
+        }
+        Stop::Exiting => {
+            th.stopped = true;
+            return Ok(None); // dropping `th` detaches; the thread finishes exiting
+        }
+        Stop::Signal { sig } => {
+            th.stopped = true;
+            th.remember_signal(sig);
+        }
+        Stop::Interrupt { .. } | Stop::OtherEvent { .. } => th.stopped = true,
+    }
+
+    let saved = sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+    th.saved = Some(saved);
+    let mut regs = saved;
+    regs.rip = insn;
+    regs.rax = nr as u64;
+    // -1: not inside a syscall, so the kernel's restart logic leaves our registers alone.
+    regs.orig_rax = u64::MAX;
+    regs.rdi = args[0];
+    regs.rsi = args[1];
+    regs.rdx = args[2];
+    regs.r10 = args[3];
+    regs.r8 = args[4];
+    regs.r9 = args[5];
+    sys::set_regs(tid, &regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+
+    for _ in 0..MAX_STEPS {
+        sys::single_step(tid).map_err(|e| op_failed(pid, tid, "PTRACE_SINGLESTEP", e))?;
+        th.stopped = false;
+        let stop = sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?;
+        match stop {
+            Stop::Gone => {
+                th.done = true;
+                return Err(PtraceError::NoSuchProcess(pid));
+            }
+            Stop::Exiting => {
+                th.stopped = true;
+                return Err(PtraceError::NoSuchProcess(pid));
+            }
+            // The pending PTRACE_INTERRUPT trap (if a signal stop came first) or a group-stop:
+            // the syscall has not run yet; step again.
+            Stop::Interrupt { .. } | Stop::OtherEvent { .. } => th.stopped = true,
+            Stop::Signal { sig } => {
+                th.stopped = true;
+                let now =
+                    sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+                if sig == nix::libc::SIGTRAP && now.rip == insn + 2 && is_kernel_trap(tid) {
+                    th.finish()?;
+                    return Ok(Some(now.rax as i64));
+                }
+                // A real signal arrived first: keep it for later and step again without it.
+                th.remember_signal(sig);
+            }
+        }
+    }
+    Err(PtraceError::Failed {
+        pid: tid,
+        op: "single-stepping the injected syscall".to_string(),
+        detail: format!("the syscall did not complete within {MAX_STEPS} steps"),
+    })
+}
+
+/// Whether the current signal-delivery-stop's SIGTRAP was generated by the kernel (our
+/// single-step) rather than sent by a process (`kill`/`tgkill` give `si_code <= 0`).
+fn is_kernel_trap(tid: i32) -> bool {
+    sys::get_siginfo(tid).map(|i| i.si_code > 0).unwrap_or(true)
 }
 
 /// Reads `len` bytes of the target's memory at `addr` (through `/proc/PID/mem`).
 pub fn read_memory(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, PtraceError> {
-    let _ = (pid, addr, len);
-    todo!("ptrace helper")
+    let mem = proc::open_mem(pid, false)?;
+    let mut buf = vec![0u8; len];
+    proc::read_exact_at(&mem, pid, addr, &mut buf)?;
+    Ok(buf)
 }
 
 /// Writes `bytes` into the target's memory at `addr` (through `/proc/PID/mem`, which also writes
 /// read-only text pages).
 pub fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), PtraceError> {
-    let _ = (pid, addr, bytes);
-    todo!("ptrace helper")
+    let mem = proc::open_mem(pid, true)?;
+    proc::write_all_at(&mem, pid, addr, bytes)
 }
 
 /// One stopped thread and where it stands.
@@ -63,19 +373,111 @@ pub struct StoppedThread {
     pub sp: u64,
 }
 
+/// A thread we have seized, and what must be done to release it.
+#[derive(Debug)]
+struct Held {
+    tid: i32,
+    /// Whether we have seen its ptrace-stop (otherwise it must be waited for before detaching).
+    stopped: bool,
+    /// Signal of a signal-delivery-stop, handed back at detach (0: none).
+    signal: i32,
+}
+
 /// Every thread of a process stopped with `PTRACE_SEIZE` + `PTRACE_INTERRUPT`. Dropping it resumes
 /// and detaches every thread, so no error path can leave a thread stopped or traced.
+///
+/// It is `!Send`: Linux only accepts ptrace requests for a tracee from the OS thread that seized
+/// it, so the value must be resumed or dropped on the thread that called [`StoppedProcess::stop_all`].
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<hotpatch_applier::ptrace::StoppedProcess>();
+/// ```
 #[derive(Debug)]
 pub struct StoppedProcess {
     pid: i32,
     threads: Vec<StoppedThread>,
+    held: Vec<Held>,
+    _same_os_thread: PhantomData<*const ()>,
 }
 
 impl StoppedProcess {
     /// Seizes and interrupts every thread, re-reading the thread list until it is stable.
+    ///
+    /// Threads created meanwhile are caught by the re-reads; threads that exit meanwhile are
+    /// dropped. A thread that reports a signal-delivery-stop instead of the interrupt keeps its
+    /// signal, delivered at resume. May block while a thread is in an uninterruptible kernel
+    /// wait (e.g. a `vfork` parent).
     pub fn stop_all(pid: i32) -> Result<StoppedProcess, PtraceError> {
-        let _ = pid;
-        todo!("ptrace helper")
+        proc::ensure_process(pid)?;
+        let mut sp = StoppedProcess {
+            pid,
+            threads: Vec::new(),
+            held: Vec::new(),
+            _same_os_thread: PhantomData,
+        };
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let tids = proc::list_tasks(pid)?;
+            let fresh: Vec<i32> = tids.into_iter().filter(|&t| seen.insert(t)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            // Seize and interrupt all new threads first, then collect the stops: they stop in
+            // parallel.
+            let first_new = sp.held.len();
+            for tid in fresh {
+                match sys::seize(tid) {
+                    Ok(()) => {}
+                    Err(Errno::ESRCH) => continue,
+                    Err(Errno::EPERM) if proc::thread_is_dead(pid, tid) => continue,
+                    Err(e) => return Err(seize_error(pid, tid, e)),
+                }
+                sp.held.push(Held {
+                    tid,
+                    stopped: false,
+                    signal: 0,
+                });
+                match sys::interrupt(tid) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e)),
+                }
+            }
+            let mut i = first_new;
+            while i < sp.held.len() {
+                let tid = sp.held[i].tid;
+                let stop = sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?;
+                match stop {
+                    Stop::Gone => {
+                        sp.held.remove(i);
+                        continue;
+                    }
+                    Stop::Exiting => {
+                        // Exiting: it will never run user code again; let it finish.
+                        let _ = sys::detach(tid, 0);
+                        sp.held.remove(i);
+                        continue;
+                    }
+                    Stop::Signal { sig } => {
+                        sp.held[i].stopped = true;
+                        sp.held[i].signal = sig;
+                    }
+                    Stop::Interrupt { .. } | Stop::OtherEvent { .. } => sp.held[i].stopped = true,
+                }
+                let regs =
+                    sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+                sp.threads.push(StoppedThread {
+                    tid,
+                    pc: regs.rip,
+                    sp: regs.rsp,
+                });
+                i += 1;
+            }
+        }
+        if sp.held.is_empty() {
+            return Err(PtraceError::NoSuchProcess(pid));
+        }
+        Ok(sp)
     }
 
     /// The process id.
@@ -89,7 +491,49 @@ impl StoppedProcess {
     }
 
     /// Resumes and detaches every thread, reporting the first failure.
-    pub fn resume(self) -> Result<(), PtraceError> {
-        todo!("ptrace helper")
+    ///
+    /// Every thread is released even when an earlier one fails; a thread that exited meanwhile
+    /// is not an error.
+    pub fn resume(mut self) -> Result<(), PtraceError> {
+        self.release_all()
+    }
+
+    /// Detaches every held thread (waiting first for the stop of any not yet seen stopped).
+    fn release_all(&mut self) -> Result<(), PtraceError> {
+        let pid = self.pid;
+        let mut first_err = None;
+        for h in std::mem::take(&mut self.held) {
+            let mut signal = h.signal;
+            if !h.stopped {
+                let _ = sys::interrupt(h.tid);
+                match sys::wait_stop(h.tid) {
+                    Ok(Stop::Gone) => continue,
+                    Ok(Stop::Signal { sig }) => signal = sig,
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(op_failed(pid, h.tid, "waitpid", e));
+                        continue;
+                    }
+                }
+            }
+            match sys::detach(h.tid, signal) {
+                Ok(()) => {}
+                Err(Errno::ESRCH) if proc::thread_is_dead(pid, h.tid) => {}
+                Err(e) => {
+                    first_err.get_or_insert(op_failed(pid, h.tid, "PTRACE_DETACH", e));
+                }
+            }
+        }
+        self.threads.clear();
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StoppedProcess {
+    fn drop(&mut self) {
+        let _ = self.release_all();
     }
 }
