@@ -164,13 +164,19 @@ mod tests {
             cflags: vec!["-O2".into()],
             functions: vec![ManifestFunction {
                 symbol: "scale".into(),
-                target: SymbolRef::FileLocal { name: "scale".into(), file: "lib.c".into() },
+                target: SymbolRef::FileLocal {
+                    name: "scale".into(),
+                    file: "lib.c".into(),
+                },
                 action: FunctionAction::Replace,
                 reason: "changed".into(),
             }],
             bindings: vec![Binding {
                 symbol: "hp.lib.c.count".into(),
-                target: SymbolRef::FileLocal { name: "count".into(), file: "lib.c".into() },
+                target: SymbolRef::FileLocal {
+                    name: "count".into(),
+                    file: "lib.c".into(),
+                },
             }],
             new_data: vec![],
         }
@@ -185,7 +191,13 @@ mod tests {
     #[test]
     fn other_format_versions_are_refused() {
         let text = sample().to_json().replace("\"format\": 1", "\"format\": 7");
-        assert_eq!(Manifest::from_json(&text), Err(ManifestError::UnsupportedFormat(Some(7))));
-        assert!(matches!(Manifest::from_json("{"), Err(ManifestError::Malformed(_))));
+        assert_eq!(
+            Manifest::from_json(&text),
+            Err(ManifestError::UnsupportedFormat(Some(7)))
+        );
+        assert!(matches!(
+            Manifest::from_json("{"),
+            Err(ManifestError::Malformed(_))
+        ));
     }
 }

@@ -1,0 +1,292 @@
+//! Applying a plan: allocate the region, link the patch at its address, write the ledger header,
+//! code and data while the target runs, protect the code, then commit the jumps in one short stop.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::artifact::{FunctionAction, SymbolRef};
+use crate::commit::{commit, Committed, Site};
+use crate::error::ApplyError;
+use crate::layout::PAGE;
+use crate::ledger::{self, LedgerFunction, LedgerRecord, OverwrittenRange};
+use crate::link::{Image, Linker};
+use crate::maps::read_maps;
+use crate::plan::Plan;
+use crate::ptrace::{read_memory, write_memory};
+use crate::region::{self, PROT_EXEC, PROT_READ};
+use crate::target::Target;
+use crate::trampoline::{branches_into, covered_length, jump_bytes};
+
+/// Tunables of [`apply`].
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// How long to keep retrying while a thread is inside code being overwritten.
+    pub timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// The patch id.
+    pub patch_id: String,
+    /// How long every thread was stopped for the commit, in microseconds.
+    pub pause_us: u64,
+    /// How many threads were stopped.
+    pub threads: usize,
+    /// Start of the region holding the patch.
+    pub region_address: u64,
+    /// Size of the region.
+    pub region_size: u64,
+    /// Every function of the patch.
+    pub functions: Vec<AppliedFunction>,
+}
+
+/// One function of an applied patch.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedFunction {
+    /// Source name of the function.
+    pub name: String,
+    /// Source file, for `static` functions.
+    pub file: Option<String>,
+    /// What was done.
+    pub action: FunctionAction,
+    /// Why it is in the patch.
+    pub reason: String,
+    /// Entry of the replaced function (now a jump).
+    pub old_address: Option<u64>,
+    /// Address of the new code.
+    pub new_address: u64,
+}
+
+/// How many times a region is re-chosen when its range was taken meanwhile.
+const REGION_ATTEMPTS: usize = 3;
+
+/// Applies a plan to the running target. On any error before the commit the region is unmapped
+/// again and the target is left as it was; no path leaves a thread stopped.
+pub fn apply(
+    target: &Target,
+    plan: &Plan,
+    options: &ApplyOptions,
+) -> Result<ApplyReport, ApplyError> {
+    let pid = target.pid();
+    if pid != plan.pid {
+        return Err(ApplyError::ProcRead {
+            pid,
+            what: "the plan".into(),
+            detail: format!("it was made for pid {}", plan.pid),
+        });
+    }
+    for redirect in &plan.redirects {
+        if read_memory(pid, redirect.entry, redirect.code.len())? != redirect.code {
+            let name = plan.functions[redirect.function].target.name().to_string();
+            return Err(ApplyError::CodeChanged {
+                name,
+                address: redirect.entry,
+            });
+        }
+    }
+    let header_bound = ledger::encode(&record(plan, &[], u64::MAX, u64::MAX, u64::MAX, &[]));
+    let header_size = (header_bound.len() as u64).next_multiple_of(PAGE);
+    let region_size = header_size + plan.image_size();
+    let base = allocate_region(target, region_size)?;
+    match write_and_commit(target, plan, options, base, header_size, region_size) {
+        Ok(report) => Ok(report),
+        Err(error) => {
+            region::release(pid, base, region_size);
+            Err(error)
+        }
+    }
+}
+
+fn allocate_region(target: &Target, size: u64) -> Result<u64, ApplyError> {
+    let pid = target.pid();
+    let mut last_error = None;
+    for _ in 0..REGION_ATTEMPTS {
+        let maps = read_maps(pid)?;
+        let base = region::choose(&maps, target.exe_span(), size, region::mmap_min_addr())
+            .ok_or(ApplyError::NoRegion { pid, size })?;
+        match region::allocate(pid, base, size) {
+            Ok(()) => return Ok(base),
+            Err(e @ ApplyError::RemoteCall { .. }) => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or(ApplyError::NoRegion { pid, size }))
+}
+
+fn write_and_commit(
+    target: &Target,
+    plan: &Plan,
+    options: &ApplyOptions,
+    base: u64,
+    header_size: u64,
+    region_size: u64,
+) -> Result<ApplyReport, ApplyError> {
+    let pid = target.pid();
+    let text_base = base + header_size;
+    let linker = Linker {
+        object: &plan.object,
+        layout: &plan.layout,
+        externals: &plan.externals,
+        text_base,
+        data_base: text_base + plan.layout.text_size,
+    };
+    let image = linker.link()?;
+    let mut new_addresses = Vec::new();
+    for function in &plan.functions {
+        let address = linker
+            .symbol_address(function.object_symbol)
+            .map_err(ApplyError::MalformedObject)?;
+        new_addresses.push(address);
+    }
+    let sites = sites(plan, &new_addresses)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let header = ledger::encode(&record(
+        plan,
+        &new_addresses,
+        now,
+        base,
+        region_size,
+        &sites,
+    ));
+    if header.len() as u64 > header_size {
+        return Err(ApplyError::Ledger(
+            "the header outgrew its reserved pages".into(),
+        ));
+    }
+    write_image(pid, base, &header, &image)?;
+    region::protect(pid, base, header_size, PROT_READ)?;
+    region::protect(pid, text_base, plan.layout.text_size, PROT_READ | PROT_EXEC)?;
+
+    let Committed { pause_us, threads } = commit(pid, &sites, options.timeout)?;
+    let functions = plan
+        .functions
+        .iter()
+        .zip(&new_addresses)
+        .map(|(f, &new_address)| AppliedFunction {
+            name: f.target.name().to_string(),
+            file: file_of(&f.target),
+            action: f.action,
+            reason: f.reason.clone(),
+            old_address: f.old_address,
+            new_address,
+        })
+        .collect();
+    Ok(ApplyReport {
+        patch_id: plan.patch_id.clone(),
+        pause_us,
+        threads,
+        region_address: base,
+        region_size,
+        functions,
+    })
+}
+
+fn write_image(pid: i32, base: u64, header: &[u8], image: &Image) -> Result<(), ApplyError> {
+    write_memory(pid, base, header)?;
+    if !image.text.is_empty() {
+        write_memory(pid, image.text_base, &image.text)?;
+    }
+    if !image.data.is_empty() {
+        write_memory(pid, image.data_base, &image.data)?;
+    }
+    Ok(())
+}
+
+/// The jumps to write, with the bytes they replace and the ranges no thread may be inside.
+fn sites(plan: &Plan, new_addresses: &[u64]) -> Result<Vec<Site>, ApplyError> {
+    let mut out = Vec::new();
+    for redirect in &plan.redirects {
+        let name = plan.functions[redirect.function].target.name().to_string();
+        let to = new_addresses[redirect.function];
+        let jump = jump_bytes(redirect.entry, to);
+        let covered = covered_length(
+            &name,
+            &redirect.code,
+            redirect.entry,
+            redirect.size,
+            jump.len(),
+        )?;
+        let covered_end = redirect.entry.saturating_add(covered as u64);
+        // A branch back into the overwritten bytes would land mid-jump: then no thread may be
+        // anywhere in the old body.
+        let busy_end = if branches_into(&redirect.code, redirect.entry, redirect.entry, covered_end)
+        {
+            redirect.entry.saturating_add(redirect.size)
+        } else {
+            covered_end
+        };
+        let original = redirect.code.get(..jump.len()).unwrap_or_default().to_vec();
+        out.push(Site {
+            name,
+            entry: redirect.entry,
+            jump,
+            original,
+            busy: (redirect.entry, busy_end),
+        });
+    }
+    Ok(out)
+}
+
+fn file_of(target: &SymbolRef) -> Option<String> {
+    match target {
+        SymbolRef::FileLocal { file, .. } => Some(file.clone()),
+        SymbolRef::Global { .. } => None,
+    }
+}
+
+/// The ledger record of this application. With empty `new_addresses`/`sites`, every number is
+/// replaced by `u64::MAX` so the result bounds the header's size.
+fn record(
+    plan: &Plan,
+    new_addresses: &[u64],
+    now: u64,
+    base: u64,
+    size: u64,
+    sites: &[Site],
+) -> LedgerRecord {
+    let functions = plan
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let redirect = plan.redirects.iter().find(|r| r.function == index);
+            let overwritten = redirect.map(|r| {
+                let original = match sites.iter().find(|s| s.entry == r.entry) {
+                    Some(site) => ledger::hex(&site.original),
+                    None => "ff".repeat(crate::trampoline::ABS_LEN),
+                };
+                OverwrittenRange {
+                    address: r.entry,
+                    original_hex: original,
+                }
+            });
+            LedgerFunction {
+                name: f.target.name().to_string(),
+                file: file_of(&f.target),
+                action: f.action,
+                new_address: new_addresses.get(index).copied().unwrap_or(u64::MAX),
+                overwritten,
+            }
+        })
+        .collect();
+    LedgerRecord {
+        patch_id: plan.patch_id.clone(),
+        applied_at_unix: now,
+        region_address: base,
+        region_size: size,
+        manifest: plan.object.manifest().cloned(),
+        functions,
+    }
+}

@@ -1,0 +1,210 @@
+//! The one error type of the applier: every failure names the thing it is about (symbol, file,
+//! function, pid) and why, in one line.
+
+use crate::artifact::{ManifestError, SymbolRef};
+use crate::ptrace::PtraceError;
+
+/// Why a patch could not be planned or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The patch bytes are not an ELF file at all.
+    #[error("the patch is not an ELF object file (bad magic)")]
+    NotElf,
+    /// The patch is ELF, but not the kind the applier loads.
+    #[error("the patch is {found}; expected an ELF64 x86-64 relocatable object (gcc -c)")]
+    WrongObjectKind {
+        /// What the file is instead (class, machine or type).
+        found: String,
+    },
+    /// The patch object is ELF64 x86-64 ET_REL but damaged.
+    #[error("the patch object is malformed: {0}")]
+    MalformedObject(String),
+    /// The manifest section could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The manifest names a function the object does not define.
+    #[error("the manifest lists function `{symbol}`, but the patch object does not define it")]
+    ManifestSymbolMissing {
+        /// The defining symbol the manifest names.
+        symbol: String,
+    },
+    /// The target process does not exist.
+    #[error("no process with pid {0} (it does not exist or has exited)")]
+    NoSuchProcess(i32),
+    /// Reading something under `/proc/PID` failed.
+    #[error("cannot read {what} of pid {pid}: {detail}")]
+    ProcRead {
+        /// The pid.
+        pid: i32,
+        /// What we tried to read (e.g. "/proc/42/maps").
+        what: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// A module mapped by the process could not be read or parsed from disk.
+    #[error("cannot read module {path}: {detail}")]
+    ModuleRead {
+        /// Path of the module.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// A function the patch replaces does not exist in the process.
+    #[error("the running binary has no symbol for {0}")]
+    MissingFunction(SymbolRef),
+    /// An undefined symbol of the patch has no definition in the process.
+    #[error(
+        "undefined symbol `{symbol}` of the patch (meaning {target}) is not defined in the process"
+    )]
+    UnresolvedSymbol {
+        /// The undefined symbol in the object.
+        symbol: String,
+        /// The target symbol it was bound to.
+        target: SymbolRef,
+    },
+    /// A file-local symbol matches in several source files.
+    #[error(
+        "{target} is ambiguous: it matches static symbols in {files}; name the file more precisely"
+    )]
+    AmbiguousFileLocal {
+        /// The symbol looked up.
+        target: SymbolRef,
+        /// The candidate files, comma separated.
+        files: String,
+    },
+    /// A function of a plain object (no manifest) matches several functions of the target.
+    #[error(
+        "function `{name}` of the patch matches several functions of the running binary ({candidates}); \
+         ship a manifest naming the file (target: {{kind: file_local, name, file}})"
+    )]
+    AmbiguousFunction {
+        /// The function name.
+        name: String,
+        /// Where it was found (files, or "global").
+        candidates: String,
+    },
+    /// A plain object replaces nothing.
+    #[error("no function of the patch object matches a function of the running binary {exe}")]
+    NothingToReplace {
+        /// The executable path.
+        exe: String,
+    },
+    /// Symbols of `.symtab` (statics, non-exported functions) were needed but the executable is
+    /// stripped.
+    #[error("{module} has no symbol table (it is stripped), so {target} cannot be found")]
+    NoSymbolTable {
+        /// The module path.
+        module: String,
+        /// The file-local symbol that was needed.
+        target: SymbolRef,
+    },
+    /// An IFUNC symbol whose implementation is not known yet.
+    #[error(
+        "`{0}` is an IFUNC the process has not resolved yet (no resolved GOT slot in any module)"
+    )]
+    UnresolvedIfunc(String),
+    /// A symbol is thread-local; TLS is not supported yet.
+    #[error("symbol `{0}` is thread-local (TLS), which the applier does not support yet")]
+    ThreadLocal(String),
+    /// The function is too short to hold the redirecting jump.
+    #[error("`{name}` is {size} bytes, shorter than the {jump}-byte jump")]
+    FunctionTooShort {
+        /// Function name.
+        name: String,
+        /// Its size (st_size) or the bytes covered by whole instructions.
+        size: u64,
+        /// The jump length.
+        jump: usize,
+    },
+    /// The function's first instructions could not be decoded.
+    #[error("cannot decode the instructions at the entry of `{name}` (0x{address:x})")]
+    Undecodable {
+        /// Function name.
+        name: String,
+        /// Address of the undecodable instruction.
+        address: u64,
+    },
+    /// A relocation type the applier does not handle.
+    #[error("unsupported relocation {kind} against `{symbol}` in section {section}")]
+    UnsupportedRelocation {
+        /// Relocation type name (e.g. `R_X86_64_TPOFF32`).
+        kind: String,
+        /// Symbol name.
+        symbol: String,
+        /// Section holding the relocation.
+        section: String,
+    },
+    /// A relocation's value does not fit its field.
+    #[error("relocation {kind} against `{symbol}` at {section}+0x{offset:x} overflows (value 0x{value:x})")]
+    RelocationOverflow {
+        /// Relocation type name.
+        kind: String,
+        /// Symbol name.
+        symbol: String,
+        /// Section holding the relocation.
+        section: String,
+        /// Offset in the section.
+        offset: u64,
+        /// The computed value, as two's complement.
+        value: u64,
+    },
+    /// A relocation refers to something the loaded image does not contain.
+    #[error("relocation {kind} at {section}+0x{offset:x}: {detail}")]
+    BadRelocation {
+        /// Relocation type name.
+        kind: String,
+        /// Section holding the relocation.
+        section: String,
+        /// Offset in the section.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No free address range near the executable.
+    #[error("no free {size}-byte range within 2 GiB of the executable of pid {pid}")]
+    NoRegion {
+        /// The pid.
+        pid: i32,
+        /// Bytes needed.
+        size: u64,
+    },
+    /// A system call run in the target failed.
+    #[error("{call} in pid {pid} failed: {detail}")]
+    RemoteCall {
+        /// The pid.
+        pid: i32,
+        /// The call (e.g. "mmap(0x..., 8192)").
+        call: String,
+        /// errno or other detail.
+        detail: String,
+    },
+    /// The code of a function changed between planning and applying.
+    #[error("the entry of `{name}` at 0x{address:x} changed since the plan was made")]
+    CodeChanged {
+        /// Function name.
+        name: String,
+        /// Its entry.
+        address: u64,
+    },
+    /// A thread kept executing inside code that would be overwritten.
+    #[error(
+        "thread {tid} is at pc 0x{pc:x} inside `{function}`, which is being replaced; \
+         gave up after {waited_ms} ms"
+    )]
+    ThreadBusy {
+        /// Thread id.
+        tid: i32,
+        /// Its pc.
+        pc: u64,
+        /// The function.
+        function: String,
+        /// How long we retried.
+        waited_ms: u64,
+    },
+    /// A ledger header in a region could not be read.
+    #[error("cannot read the patch ledger: {0}")]
+    Ledger(String),
+    /// A ptrace operation failed.
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+}

@@ -1,0 +1,115 @@
+//! Where everything of the patch goes in the region, relative to the zone starts: the text zone
+//! (code sections, call stubs, read-only data) and the data zone (GOT slots, data, bss). Each zone
+//! is a whole number of pages. The layout does not depend on the region's address.
+
+use std::collections::BTreeMap;
+
+use object::elf;
+
+use crate::object_file::{PatchObject, Placement, SectionClass};
+
+/// Page size of x86-64 Linux.
+pub(crate) const PAGE: u64 = 4096;
+/// Bytes reserved per call stub (`jmp *[rip+0]` + 8-byte address, padded).
+pub(crate) const STUB_SIZE: u64 = 16;
+
+/// Which zone of the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Zone {
+    /// Read + execute after writing.
+    Text,
+    /// Read + write.
+    Data,
+}
+
+/// Offsets of sections, GOT slots and stubs in their zones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layout {
+    /// Size of the text zone, page aligned.
+    pub(crate) text_size: u64,
+    /// Size of the data zone, page aligned.
+    pub(crate) data_size: u64,
+    /// Section index → (zone, offset).
+    pub(crate) sections: BTreeMap<usize, (Zone, u64)>,
+    /// Symbol index → offset of its GOT slot in the data zone.
+    pub(crate) got: BTreeMap<usize, u64>,
+    /// Symbol index → offset of its call stub in the text zone.
+    pub(crate) stubs: BTreeMap<usize, u64>,
+}
+
+/// Whether the relocation type reads a GOT slot.
+pub(crate) fn uses_got(r_type: elf::RelocationType) -> bool {
+    matches!(
+        r_type,
+        elf::R_X86_64_GOTPCREL | elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX
+    )
+}
+
+/// Whether the relocation may be sent through a call stub when its target is out of reach.
+pub(crate) fn may_use_stub(r_type: elf::RelocationType) -> bool {
+    matches!(r_type, elf::R_X86_64_PLT32 | elf::R_X86_64_PC32)
+}
+
+fn align_up(value: u64, align: u64) -> u64 {
+    let align = align.max(1);
+    value.div_ceil(align).saturating_mul(align)
+}
+
+impl Layout {
+    /// Lays out the loadable sections of `object`. `is_external_function(sym)` says whether an
+    /// undefined symbol resolved to a function (a call to it may need a stub).
+    pub(crate) fn compute(
+        object: &PatchObject,
+        is_external_function: impl Fn(usize) -> bool,
+    ) -> Layout {
+        let mut layout = Layout::default();
+        let mut text = 0u64;
+        let mut data = 0u64;
+        let place = |layout: &mut Layout, class: SectionClass, zone: Zone, cursor: &mut u64| {
+            for section in object.sections.iter().filter(|s| s.class == class) {
+                *cursor = align_up(*cursor, section.align);
+                layout.sections.insert(section.index, (zone, *cursor));
+                *cursor = cursor.saturating_add(section.size);
+            }
+        };
+        place(&mut layout, SectionClass::Text, Zone::Text, &mut text);
+
+        let relocations = object
+            .sections
+            .iter()
+            .filter(|s| s.class != SectionClass::Skip)
+            .flat_map(|s| s.relocations.iter());
+        let mut got_symbols = Vec::new();
+        let mut stub_symbols = Vec::new();
+        for reloc in relocations {
+            let Some(sym) = reloc.symbol else { continue };
+            if uses_got(reloc.r_type) && !got_symbols.contains(&sym) {
+                got_symbols.push(sym);
+            }
+            let external = object
+                .symbols
+                .get(sym)
+                .is_some_and(|s| s.placement == Placement::Undefined);
+            let call = reloc.r_type == elf::R_X86_64_PLT32 || is_external_function(sym);
+            if may_use_stub(reloc.r_type) && external && call && !stub_symbols.contains(&sym) {
+                stub_symbols.push(sym);
+            }
+        }
+        text = align_up(text, STUB_SIZE);
+        for sym in stub_symbols {
+            layout.stubs.insert(sym, text);
+            text += STUB_SIZE;
+        }
+        place(&mut layout, SectionClass::ReadOnly, Zone::Text, &mut text);
+
+        for sym in got_symbols {
+            layout.got.insert(sym, data);
+            data += 8;
+        }
+        place(&mut layout, SectionClass::Data, Zone::Data, &mut data);
+        place(&mut layout, SectionClass::Bss, Zone::Data, &mut data);
+        layout.text_size = align_up(text, PAGE);
+        layout.data_size = align_up(data, PAGE);
+        layout
+    }
+}

@@ -1,0 +1,395 @@
+//! Planning: decide what each function of the patch does, resolve every undefined symbol, check
+//! that every replaced function can hold its jump, lay the region out and link it once at a
+//! candidate address so relocation problems surface before anything is written.
+
+use std::collections::BTreeMap;
+
+use object::elf;
+
+use crate::artifact::{FunctionAction, Manifest, SymbolRef};
+use crate::error::ApplyError;
+use crate::layout::{Layout, PAGE};
+use crate::link::Linker;
+use crate::object_file::{PatchObject, Placement, SectionClass};
+use crate::ptrace::read_memory;
+use crate::region;
+use crate::resolve::runtime_address;
+use crate::target::{Found, Target};
+use crate::trampoline::{covered_length, ABS_LEN, REL32_LEN};
+
+/// Most bytes of a replaced function read for checks (decoding the entry, branches into it).
+const MAX_READ: u64 = 4096;
+/// Pages assumed for the ledger header when test-linking at plan time.
+const PLAN_HEADER_PAGES: u64 = 1;
+/// Largest patch image accepted (text and data zones together).
+const MAX_IMAGE: u64 = 256 << 20;
+
+/// A checked plan: what will be redirected, added and linked. Making it writes nothing.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The patch id (from the manifest, or derived from the object bytes).
+    pub patch_id: String,
+    /// Every function of the patch and what happens to it.
+    pub functions: Vec<PlannedFunction>,
+    /// How each undefined symbol of the patch resolved.
+    pub resolutions: Vec<Resolution>,
+    pub(crate) pid: i32,
+    pub(crate) object: PatchObject,
+    pub(crate) layout: Layout,
+    pub(crate) externals: BTreeMap<usize, u64>,
+    pub(crate) redirects: Vec<Redirect>,
+}
+
+/// One function of the patch.
+#[derive(Debug, Clone)]
+pub struct PlannedFunction {
+    /// The defining symbol in the patch object.
+    pub symbol: String,
+    /// The function of the target it stands for.
+    pub target: SymbolRef,
+    /// Replace (redirect the old function), add, or inlined-only (nothing in the target).
+    pub action: FunctionAction,
+    /// Why it is in the patch.
+    pub reason: String,
+    /// Entry of the function being replaced.
+    pub old_address: Option<u64>,
+    /// Size (`st_size`) of the function being replaced.
+    pub old_size: Option<u64>,
+    pub(crate) object_symbol: usize,
+}
+
+/// How one undefined symbol of the patch resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The undefined symbol in the patch object.
+    pub symbol: String,
+    /// The target symbol it stands for.
+    pub target: SymbolRef,
+    /// The address code will use (IFUNCs: the resolved implementation; 0 for absent weak symbols).
+    pub address: u64,
+    /// The module defining it.
+    pub module: String,
+}
+
+/// A replaced function's entry, to be overwritten with a jump.
+#[derive(Debug, Clone)]
+pub(crate) struct Redirect {
+    /// Index in [`Plan::functions`].
+    pub(crate) function: usize,
+    /// Entry address.
+    pub(crate) entry: u64,
+    /// `st_size`.
+    pub(crate) size: u64,
+    /// The function's first bytes (up to [`MAX_READ`]) when planned.
+    pub(crate) code: Vec<u8>,
+}
+
+/// Resolves and checks everything needed to apply `patch` to `target`; writes nothing.
+pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
+    let functions = match patch.manifest() {
+        Some(manifest) => manifest_functions(target, patch, manifest)?,
+        None => plain_functions(target, patch)?,
+    };
+    let mut redirects = Vec::new();
+    for (index, function) in functions.iter().enumerate() {
+        if let (Some(entry), Some(size)) = (function.old_address, function.old_size) {
+            if redirects.iter().any(|r: &Redirect| r.entry == entry) {
+                return Err(ApplyError::MalformedObject(format!(
+                    "two functions of the patch replace {} at 0x{entry:x}",
+                    function.target
+                )));
+            }
+            redirects.push(check_redirect(target, index, function, entry, size)?);
+        }
+    }
+    let (externals, resolutions) = resolve_undefined(target, patch)?;
+    let layout = Layout::compute(patch, |sym| is_external_function(target, patch, sym));
+    if layout.text_size.saturating_add(layout.data_size) > MAX_IMAGE {
+        return Err(ApplyError::MalformedObject(format!(
+            "its loadable sections need more than {} MiB",
+            MAX_IMAGE >> 20
+        )));
+    }
+    let plan = Plan {
+        patch_id: patch.patch_id(),
+        functions,
+        resolutions,
+        pid: target.pid(),
+        object: patch.clone(),
+        layout,
+        externals,
+        redirects,
+    };
+    test_link(target, &plan)?;
+    Ok(plan)
+}
+
+impl Plan {
+    /// Bytes of the region without the ledger header (text and data zones).
+    pub fn image_size(&self) -> u64 {
+        self.layout.text_size + self.layout.data_size
+    }
+}
+
+fn lookup_function(target: &Target, wanted: &SymbolRef) -> Result<Option<Found>, ApplyError> {
+    match wanted {
+        SymbolRef::Global { name } => Ok(target.lookup_global(name, true)),
+        SymbolRef::FileLocal { name, file } => target.lookup_file_local(name, file, true),
+    }
+}
+
+/// The error for a function that is not there: a stripped executable is the likely reason.
+fn missing_function(target: &Target, wanted: &SymbolRef) -> ApplyError {
+    let exe = target.exe_module();
+    if exe.symbols.has_symtab {
+        ApplyError::MissingFunction(wanted.clone())
+    } else {
+        ApplyError::NoSymbolTable {
+            module: exe.path.clone(),
+            target: wanted.clone(),
+        }
+    }
+}
+
+fn manifest_functions(
+    target: &Target,
+    patch: &PatchObject,
+    manifest: &Manifest,
+) -> Result<Vec<PlannedFunction>, ApplyError> {
+    let mut out = Vec::new();
+    for function in &manifest.functions {
+        let object_symbol = patch.defined_symbol(&function.symbol).ok_or_else(|| {
+            ApplyError::ManifestSymbolMissing {
+                symbol: function.symbol.clone(),
+            }
+        })?;
+        let (action, old) = match function.action {
+            FunctionAction::Replace => {
+                let found = lookup_function(target, &function.target)?
+                    .ok_or_else(|| missing_function(target, &function.target))?;
+                (FunctionAction::Replace, Some(found))
+            }
+            FunctionAction::Add => (FunctionAction::Add, None),
+            FunctionAction::InlinedOnly => match lookup_function(target, &function.target) {
+                Ok(Some(found)) => (FunctionAction::Replace, Some(found)),
+                Ok(None) | Err(ApplyError::NoSymbolTable { .. }) => {
+                    (FunctionAction::InlinedOnly, None)
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let mut reason = function.reason.clone();
+        if function.action == FunctionAction::InlinedOnly && old.is_some() {
+            reason.push_str(" (the running binary still has it, so it is replaced)");
+        }
+        out.push(PlannedFunction {
+            symbol: function.symbol.clone(),
+            target: function.target.clone(),
+            action,
+            reason,
+            old_address: old.as_ref().map(|f| f.address),
+            old_size: old.as_ref().map(|f| f.symbol.size),
+            object_symbol,
+        });
+    }
+    Ok(out)
+}
+
+fn plain_functions(
+    target: &Target,
+    patch: &PatchObject,
+) -> Result<Vec<PlannedFunction>, ApplyError> {
+    let mut out = Vec::new();
+    for (index, symbol) in patch.symbols.iter().enumerate() {
+        let defined = matches!(symbol.placement, Placement::Section(_));
+        if !defined || symbol.binding != elf::STB_GLOBAL || symbol.st_type != elf::STT_FUNC {
+            continue;
+        }
+        let candidates = target.exe_functions_named(&symbol.name);
+        let (target_ref, action, reason, old) = match candidates.as_slice() {
+            [] => (
+                SymbolRef::Global {
+                    name: symbol.name.clone(),
+                },
+                FunctionAction::Add,
+                "new (no function of this name in the running binary)".to_string(),
+                None,
+            ),
+            [found] => {
+                let target_ref = match &found.file {
+                    Some(file) => SymbolRef::FileLocal {
+                        name: symbol.name.clone(),
+                        file: file.clone(),
+                    },
+                    None => SymbolRef::Global {
+                        name: symbol.name.clone(),
+                    },
+                };
+                (
+                    target_ref,
+                    FunctionAction::Replace,
+                    "same name as a function of the running binary".to_string(),
+                    Some(found),
+                )
+            }
+            several => {
+                let candidates = several
+                    .iter()
+                    .map(|f| match &f.file {
+                        Some(file) => format!("static in {file}"),
+                        None => "global".to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ApplyError::AmbiguousFunction {
+                    name: symbol.name.clone(),
+                    candidates,
+                });
+            }
+        };
+        out.push(PlannedFunction {
+            symbol: symbol.name.clone(),
+            target: target_ref,
+            action,
+            reason,
+            old_address: old.map(|f| f.address),
+            old_size: old.map(|f| f.symbol.size),
+            object_symbol: index,
+        });
+    }
+    if !out.iter().any(|f| f.action == FunctionAction::Replace) {
+        return Err(ApplyError::NothingToReplace {
+            exe: target.exe_path().display().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the function's first bytes and checks the jump fits. Functions of the executable get a
+/// `jmp rel32` (the region is always within reach of it); others the 14-byte absolute jump.
+fn check_redirect(
+    target: &Target,
+    index: usize,
+    function: &PlannedFunction,
+    entry: u64,
+    size: u64,
+) -> Result<Redirect, ApplyError> {
+    let name = function.target.name();
+    let (lo, hi) = target.exe_span();
+    let jump = if lo <= entry && entry < hi {
+        REL32_LEN
+    } else {
+        ABS_LEN
+    };
+    if size < jump as u64 {
+        return Err(ApplyError::FunctionTooShort {
+            name: name.into(),
+            size,
+            jump,
+        });
+    }
+    let len = usize::try_from(size.min(MAX_READ)).unwrap_or(0);
+    let code = read_memory(target.pid(), entry, len)?;
+    covered_length(name, &code, entry, size, jump)?;
+    Ok(Redirect {
+        function: index,
+        entry,
+        size,
+        code,
+    })
+}
+
+fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> bool {
+    let Some(symbol) = patch.symbols.get(sym) else {
+        return false;
+    };
+    if symbol.st_type == elf::STT_FUNC {
+        return true;
+    }
+    target.lookup_global(&symbol.name, true).is_some()
+}
+
+/// Resolves every undefined symbol that a loaded section refers to.
+fn resolve_undefined(
+    target: &Target,
+    patch: &PatchObject,
+) -> Result<(BTreeMap<usize, u64>, Vec<Resolution>), ApplyError> {
+    let bindings = patch
+        .manifest()
+        .map(|m| m.bindings.as_slice())
+        .unwrap_or_default();
+    let mut externals = BTreeMap::new();
+    let mut resolutions = Vec::new();
+    let referenced = patch
+        .sections
+        .iter()
+        .filter(|s| s.class != SectionClass::Skip)
+        .flat_map(|s| s.relocations.iter().filter_map(|r| r.symbol));
+    for index in referenced {
+        let Some(symbol) = patch.symbols.get(index) else {
+            return Err(ApplyError::MalformedObject(format!(
+                "relocation against missing symbol #{index}"
+            )));
+        };
+        if symbol.placement != Placement::Undefined || externals.contains_key(&index) {
+            continue;
+        }
+        let wanted = bindings
+            .iter()
+            .find(|b| b.symbol == symbol.name)
+            .map(|b| b.target.clone())
+            .unwrap_or_else(|| SymbolRef::Global {
+                name: symbol.name.clone(),
+            });
+        let found = match &wanted {
+            SymbolRef::Global { name } => target.lookup_global(name, false),
+            SymbolRef::FileLocal { name, file } => target.lookup_file_local(name, file, false)?,
+        };
+        let (address, module) = match found {
+            Some(found) => {
+                let address = runtime_address(target, wanted.name(), &found)?;
+                (address, target.modules[found.module].path.clone())
+            }
+            None if symbol.binding == elf::STB_WEAK => (0, "(absent weak symbol)".to_string()),
+            None => {
+                return Err(ApplyError::UnresolvedSymbol {
+                    symbol: symbol.name.clone(),
+                    target: wanted,
+                })
+            }
+        };
+        externals.insert(index, address);
+        resolutions.push(Resolution {
+            symbol: symbol.name.clone(),
+            target: wanted,
+            address,
+            module,
+        });
+    }
+    Ok((externals, resolutions))
+}
+
+/// Links once at the address the region would get now, so that unsupported or overflowing
+/// relocations are reported by `plan`.
+fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
+    let size = PLAN_HEADER_PAGES * PAGE + plan.image_size();
+    let base = region::choose(
+        &target.maps,
+        target.exe_span(),
+        size,
+        region::mmap_min_addr(),
+    )
+    .ok_or(ApplyError::NoRegion {
+        pid: target.pid(),
+        size,
+    })?;
+    let text_base = base + PLAN_HEADER_PAGES * PAGE;
+    let linker = Linker {
+        object: &plan.object,
+        layout: &plan.layout,
+        externals: &plan.externals,
+        text_base,
+        data_base: text_base + plan.layout.text_size,
+    };
+    linker.link().map(|_| ())
+}

@@ -1,0 +1,57 @@
+//! Turning a symbol found in the target into the address code should use: plain symbols are their
+//! address; an IFUNC's address is its resolver, so the implementation is read from a GOT slot the
+//! dynamic linker already filled; thread-local symbols are refused.
+
+use object::elf;
+
+use crate::error::ApplyError;
+use crate::ptrace::read_memory;
+use crate::target::{Found, Target};
+
+/// The address of `found` that code of the patch should call or read.
+pub(crate) fn runtime_address(
+    target: &Target,
+    name: &str,
+    found: &Found,
+) -> Result<u64, ApplyError> {
+    match found.symbol.st_type {
+        elf::STT_TLS => Err(ApplyError::ThreadLocal(name.to_string())),
+        elf::STT_GNU_IFUNC => resolved_ifunc(target, name, found.address),
+        _ => Ok(found.address),
+    }
+}
+
+/// Reads the implementation an IFUNC was resolved to from a GOT slot the dynamic linker filled:
+/// any module's `JUMP_SLOT`/`GLOB_DAT` slot for `name`, or an `IRELATIVE` slot of the module that
+/// defines it whose resolver is the same (glibc resolves its own internal calls that way at start,
+/// so a libc IFUNC the program never called is still found). A slot still pointing into its
+/// module's PLT (lazy binding), at the resolver, or at zero is not resolved.
+fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, ApplyError> {
+    for module in &target.modules {
+        let by_name = module.symbols.got_slots.get(name).into_iter().flatten();
+        let by_resolver = module
+            .symbols
+            .irelative_slots
+            .get(&resolver.wrapping_sub(module.bias))
+            .into_iter()
+            .flatten();
+        for slot in by_name.chain(by_resolver) {
+            let address = slot.wrapping_add(module.bias);
+            let Ok(bytes) = read_memory(target.pid(), address, 8) else {
+                continue;
+            };
+            let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) else {
+                continue;
+            };
+            let value = u64::from_le_bytes(bytes);
+            let in_plt = module.symbols.plt_ranges.iter().any(|&(lo, hi)| {
+                let (lo, hi) = (lo.wrapping_add(module.bias), hi.wrapping_add(module.bias));
+                lo <= value && value < hi
+            });
+            if value != 0 && value != resolver && !in_plt {
+                return Ok(value);
+            }
+        }
+    }
+    Err(ApplyError::UnresolvedIfunc(name.to_string()))
+}
