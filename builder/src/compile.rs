@@ -1,0 +1,68 @@
+//! Invoking the C compiler on one patch translation unit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::BuildError;
+
+/// The C compiler, located the way the `cc` crate does it (`CC`, then the platform default).
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    path: PathBuf,
+}
+
+impl Compiler {
+    /// Locates the C compiler for x86-64 Linux.
+    pub fn locate() -> Result<Compiler, BuildError> {
+        let target = "x86_64-unknown-linux-gnu";
+        let tool = cc::Build::new()
+            .target(target)
+            .host(target)
+            .opt_level(2)
+            .cargo_metadata(false)
+            .cargo_warnings(false)
+            .out_dir(std::env::temp_dir())
+            .try_get_compiler()
+            .map_err(|e| BuildError::NoCompiler(e.to_string()))?;
+        Ok(Compiler {
+            path: tool.path().to_path_buf(),
+        })
+    }
+
+    /// Path of the compiler executable.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Compiles `source` (a path relative to `root`, placed beside the original file so that its
+    /// quoted includes resolve the same way) into `output`, running in `root` so that relative
+    /// include paths in `arguments` mean what they meant for the original build. Returns the
+    /// compiler's diagnostics (warnings) on success.
+    pub fn compile(
+        &self,
+        root: &Path,
+        source: &Path,
+        output: &Path,
+        arguments: &[String],
+        unit_file: &str,
+    ) -> Result<String, BuildError> {
+        let result = Command::new(&self.path)
+            .current_dir(root)
+            .args(arguments)
+            .arg("-c")
+            .arg(source)
+            .arg("-o")
+            .arg(output)
+            .output()
+            .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", self.path.display())))?;
+        let diagnostics = String::from_utf8_lossy(&result.stderr).into_owned();
+        if result.status.success() {
+            Ok(diagnostics)
+        } else {
+            Err(BuildError::Compile {
+                file: unit_file.to_string(),
+                diagnostics,
+            })
+        }
+    }
+}
