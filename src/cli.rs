@@ -1,0 +1,92 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Live-patch a running C program from a source diff.
+#[derive(Debug, Parser)]
+#[command(name = "hotpatch", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the C functions that changed between two git revisions; with --apply, patch them
+    /// into a running process.
+    Diff(DiffArgs),
+    /// Build a small bundled program, start it, live-patch it and show that its state survived.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `hotpatch diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Revision range OLD..NEW (tags, branches, commit ids, HEAD~1 ...), read from git objects.
+    pub range: String,
+    /// The git repository (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// Patch the changed functions into the running process given by --pid.
+    #[arg(long, requires = "pid")]
+    pub apply: bool,
+    /// Show everything that would be done, compile the patch, and (with --pid) resolve it against
+    /// the running process, without writing anything to any process.
+    #[arg(long, conflicts_with = "apply")]
+    pub dry_run: bool,
+    /// The process to patch (or to check against, with --dry-run).
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub cflags: Option<String>,
+    /// Print the C source of each patch translation unit.
+    #[arg(long)]
+    pub show_source: bool,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub timeout: f64,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// Arguments of `hotpatch demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// When to use colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour standard output.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The stages strung together: revisions → ChangeSet → patch units → patch object. Shared by
+//! `diff` and `demo`, so both run exactly the same pipeline.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hotpatch_applier::{PatchObject, Target};
+use hotpatch_builder::{BuildFlags, BuiltPatch, PatchOrigin};
+use hotpatch_differ::{Change, ChangeSet, Snapshot};
+use hotpatch_externalizer::PatchUnit;
+use serde::Serialize;
+
+/// Milliseconds spent in each stage, reported in `--json` as `timings`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Timings {
+    /// Reading both revisions and classifying the changes.
+    pub diff_ms: f64,
+    /// Writing the patch translation units.
+    pub externalize_ms: f64,
+    /// Compiling and merging them into the patch object.
+    pub compile_ms: f64,
+    /// Resolving, loading and committing the patch in the process.
+    pub apply_ms: f64,
+}
+
+/// Milliseconds since `start`.
+pub fn elapsed_ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Whether the change set holds anything a patch can carry (changed or new functions).
+pub fn has_patchable_changes(changes: &ChangeSet) -> bool {
+    changes
+        .functions
+        .iter()
+        .any(|f| f.change != Change::Removed)
+}
+
+/// A compiled patch and what went into it.
+pub struct BuiltUnits {
+    /// The translation units, as the externalizer wrote them.
+    pub units: Vec<PatchUnit>,
+    /// The compiled, merged object with its manifest.
+    pub built: BuiltPatch,
+    /// The object as the applier reads it.
+    pub object: PatchObject,
+}
+
+/// Externalizes the change set against the new revision and compiles the patch. With a target,
+/// `static` functions the running binary no longer has (inlined everywhere) are handled through
+/// their callers, and unchanged ones are compiled into the patch as private copies.
+pub fn build_patch(
+    changes: &ChangeSet,
+    old: &Snapshot,
+    new: &Snapshot,
+    target: Option<&Target>,
+    cflags: Option<&str>,
+    timings: &mut Timings,
+) -> Result<BuiltUnits> {
+    let start = Instant::now();
+    let has_local =
+        |file: &str, name: &str| target.is_none_or(|t| t.has_file_local_function(file, name));
+    let options = hotpatch_externalizer::Options {
+        target_has_local_function: Some(&has_local),
+    };
+    let units = hotpatch_externalizer::externalize(changes, old, new, &options)?;
+    timings.externalize_ms = elapsed_ms(start);
+
+    let start = Instant::now();
+    let flags = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))?;
+    let tree = tempfile::Builder::new()
+        .prefix("hotpatch-build-")
+        .tempdir()?;
+    new.write_to(tree.path())
+        .with_context(|| format!("writing {} to {}", new.label, tree.path().display()))?;
+    let origin = PatchOrigin {
+        old_revision: Some(changes.old_label.clone()),
+        new_revision: Some(changes.new_label.clone()),
+    };
+    let built = hotpatch_builder::build(tree.path(), &units, &flags, &origin)?;
+    let object = PatchObject::parse(built.object.clone())?;
+    timings.compile_ms = elapsed_ms(start);
+    Ok(BuiltUnits {
+        units,
+        built,
+        object,
+    })
+}

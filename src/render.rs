@@ -1,0 +1,398 @@
+//! What hotpatch prints: text for people (coloured on a terminal) or JSON for programs.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use hotpatch_applier::artifact::{FunctionAction, SymbolRef};
+use hotpatch_applier::{ApplyReport, Plan};
+use hotpatch_differ::{Change, ChangeSet};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::pipeline::{BuiltUnits, Timings};
+
+/// One line for an error and its causes: `outer: inner: innermost`. Compiler diagnostics keep
+/// their own lines.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for (i, cause) in error.chain().enumerate() {
+        let cause = cause.to_string();
+        if i > 0 {
+            if text.contains(&cause) {
+                continue;
+            }
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// Everything a dry run shows.
+pub struct DryRun<'a> {
+    /// The classified changes.
+    pub changes: &'a ChangeSet,
+    /// The compiled patch.
+    pub patch: &'a BuiltUnits,
+    /// The resolution against the running process, with `--pid`.
+    pub plan: Option<&'a Plan>,
+    /// Whether to print the patch sources.
+    pub show_source: bool,
+    /// Stage timings so far.
+    pub timings: &'a Timings,
+}
+
+/// Everything an apply reports.
+pub struct Applied<'a> {
+    /// The classified changes.
+    pub changes: &'a ChangeSet,
+    /// The compiled patch.
+    pub patch: &'a BuiltUnits,
+    /// What the applier did.
+    pub report: &'a ApplyReport,
+    /// Stage timings.
+    pub timings: &'a Timings,
+}
+
+/// Prints results as text or JSON.
+pub struct Printer {
+    color: bool,
+    json: bool,
+}
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const CYAN: &str = "\x1b[36m";
+const BOLD: &str = "\x1b[1m";
+const YELLOW: &str = "\x1b[33m";
+const RESET: &str = "\x1b[0m";
+
+impl Printer {
+    /// A printer that colours text when `color` and prints JSON when `json`.
+    pub fn new(color: bool, json: bool) -> Printer {
+        Printer {
+            color: color && !json,
+            json,
+        }
+    }
+
+    fn paint(&self, style: &str, text: &str) -> String {
+        if self.color {
+            format!("{style}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn print_json(value: &impl Serialize) -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+
+    fn warnings(&self, changes: &ChangeSet) {
+        for warning in &changes.warnings {
+            eprintln!("{} {warning}", self.paint(YELLOW, "warning:"));
+        }
+    }
+
+    /// `hotpatch diff` without `--apply`: the changed functions with their diffs.
+    pub fn changes(&self, changes: &ChangeSet) -> Result<()> {
+        if self.json {
+            return Self::print_json(&json!({
+                "old": changes.old_label,
+                "new": changes.new_label,
+                "functions": changes.functions,
+                "warnings": changes.warnings,
+            }));
+        }
+        self.warnings(changes);
+        print!("{}", self.changes_text(changes));
+        Ok(())
+    }
+
+    fn changes_text(&self, changes: &ChangeSet) -> String {
+        let mut text = String::new();
+        let files = changes.changed_files.len();
+        let count = changes.functions.len();
+        let _ = writeln!(
+            text,
+            "{} → {}: {count} function{} changed in {files} file{}",
+            changes.old_label,
+            changes.new_label,
+            plural(count),
+            plural(files)
+        );
+        for function in &changes.functions {
+            let kind = match function.change {
+                Change::Added => self.paint(GREEN, "added  "),
+                Change::Changed => self.paint(YELLOW, "changed"),
+                Change::Removed => self.paint(RED, "removed"),
+            };
+            let _ = writeln!(
+                text,
+                "\n{kind} {} {}",
+                self.paint(BOLD, &function.name),
+                location(&function.file, function.line)
+            );
+            for line in function.diff.lines() {
+                let styled = match line.chars().next() {
+                    Some('+') if !line.starts_with("+++") => self.paint(GREEN, line),
+                    Some('-') if !line.starts_with("---") => self.paint(RED, line),
+                    Some('@') => self.paint(CYAN, line),
+                    _ => line.to_string(),
+                };
+                let _ = writeln!(text, "    {styled}");
+            }
+        }
+        text
+    }
+
+    /// `--apply`/`--dry-run` when no function changed: said plainly, nothing done.
+    pub fn nothing_to_patch(&self, changes: &ChangeSet) -> Result<()> {
+        let message = format!(
+            "nothing to patch: no function changed between {} and {} (whitespace, comments and \
+             moved lines are not changes); no process was touched",
+            changes.old_label, changes.new_label
+        );
+        if self.json {
+            return Self::print_json(&json!({
+                "old": changes.old_label,
+                "new": changes.new_label,
+                "functions": [],
+                "changes": changes.functions,
+                "warnings": changes.warnings,
+                "nothing_to_patch": true,
+                "message": message,
+            }));
+        }
+        self.warnings(changes);
+        println!("{message}");
+        Ok(())
+    }
+
+    fn units_text(&self, patch: &BuiltUnits, show_source: bool) -> String {
+        let mut text = String::new();
+        for unit in &patch.units {
+            let _ = writeln!(text, "patch unit for {}:", self.paint(BOLD, &unit.file));
+            for function in &unit.functions {
+                let _ = writeln!(
+                    text,
+                    "  {:<12} {:<20} {}",
+                    format!("{:?}", function.action).to_lowercase(),
+                    function.name,
+                    function.reason
+                );
+            }
+            if !unit.bindings.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "  binds to statics of {}: {}",
+                    unit.file,
+                    unit.bindings.join(", ")
+                );
+            }
+            if !unit.copied.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "  private copies of unchanged statics the binary inlined away: {}",
+                    unit.copied.join(", ")
+                );
+            }
+            if !unit.new_data.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "  new variables, starting from their initializers: {}",
+                    unit.new_data.join(", ")
+                );
+            }
+            if show_source {
+                let _ = writeln!(text, "  --- source of the patch unit ---");
+                for line in unit.source.lines() {
+                    let _ = writeln!(text, "  | {line}");
+                }
+            }
+        }
+        let built = &patch.built;
+        let _ = writeln!(
+            text,
+            "compiled with {} {}: ok, patch {} ({} bytes)",
+            built.compiler.display(),
+            built.arguments.join(" "),
+            built.manifest.patch_id,
+            built.object.len()
+        );
+        for (file, warnings) in &built.warnings {
+            let _ = writeln!(text, "compiler warnings for {file}:\n{warnings}");
+        }
+        text
+    }
+
+    /// `--dry-run`: everything that would be done; nothing was written.
+    pub fn dry_run(&self, dry: &DryRun<'_>) -> Result<()> {
+        if self.json {
+            let plan = dry.plan.map(|plan| {
+                json!({
+                    "patch_id": plan.patch_id,
+                    "functions": plan.functions.iter().map(|f| json!({
+                        "name": f.target.name(),
+                        "file": file_of(&f.target),
+                        "action": f.action,
+                        "reason": f.reason,
+                        "old_address": f.old_address,
+                        "old_size": f.old_size,
+                    })).collect::<Vec<_>>(),
+                    "resolutions": plan.resolutions.iter().map(|r| json!({
+                        "symbol": r.symbol,
+                        "name": r.target.name(),
+                        "file": file_of(&r.target),
+                        "address": r.address,
+                        "module": r.module,
+                    })).collect::<Vec<_>>(),
+                })
+            });
+            return Self::print_json(&json!({
+                "dry_run": true,
+                "old": dry.changes.old_label,
+                "new": dry.changes.new_label,
+                "changes": dry.changes.functions,
+                "warnings": dry.changes.warnings,
+                "units": dry.patch.units,
+                "patch_id": dry.patch.built.manifest.patch_id,
+                "compile": {
+                    "compiler": dry.patch.built.compiler,
+                    "arguments": dry.patch.built.arguments,
+                    "warnings": dry.patch.built.warnings,
+                },
+                "plan": plan,
+                "timings": dry.timings,
+            }));
+        }
+        self.warnings(dry.changes);
+        let mut text = self.changes_text(dry.changes);
+        text.push('\n');
+        text.push_str(&self.units_text(dry.patch, dry.show_source));
+        if let Some(plan) = dry.plan {
+            let _ = writeln!(text, "\nagainst the running process:");
+            for function in &plan.functions {
+                let place = match (function.old_address, function.old_size) {
+                    (Some(address), Some(size)) => format!("at {address:#x} ({size} bytes)"),
+                    (Some(address), None) => format!("at {address:#x}"),
+                    _ => "not in the binary".to_string(),
+                };
+                let _ = writeln!(
+                    text,
+                    "  would {} {} {place}",
+                    action_verb(function.action),
+                    function.target
+                );
+            }
+            for resolution in &plan.resolutions {
+                let _ = writeln!(
+                    text,
+                    "  binds {} → {:#x} in {}",
+                    resolution.target, resolution.address, resolution.module
+                );
+            }
+        }
+        let _ = writeln!(text, "\ndry run: nothing was written to any process");
+        print!("{text}");
+        Ok(())
+    }
+
+    /// `--apply`: what was patched and how long the process was stopped.
+    pub fn applied(&self, applied: &Applied<'_>) -> Result<()> {
+        let report = applied.report;
+        if self.json {
+            return Self::print_json(&json!({
+                "patch_id": report.patch_id,
+                "pause_us": report.pause_us,
+                "threads": report.threads,
+                "region_address": report.region_address,
+                "region_size": report.region_size,
+                "functions": report.functions,
+                "old": applied.changes.old_label,
+                "new": applied.changes.new_label,
+                "changes": applied.changes.functions,
+                "warnings": applied.changes.warnings,
+                "new_data": applied.patch.built.manifest.new_data,
+                "cflags": applied.patch.built.arguments,
+                "timings": applied.timings,
+            }));
+        }
+        self.warnings(applied.changes);
+        println!(
+            "{} {} → {} in {} µs ({} thread{} stopped), patch {}:",
+            self.paint(GREEN, "patched"),
+            applied.changes.old_label,
+            applied.changes.new_label,
+            report.pause_us,
+            report.threads,
+            plural(report.threads),
+            report.patch_id
+        );
+        for function in &report.functions {
+            let file = function
+                .file
+                .as_deref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
+            let detail = match function.action {
+                FunctionAction::InlinedOnly => format!(
+                    "{}; the binary has no symbol for it (inlined everywhere), its callers were patched",
+                    function.reason
+                ),
+                _ if function.reason.starts_with("may inline") => {
+                    format!("patched because it {}", function.reason)
+                }
+                _ => function.reason.clone(),
+            };
+            println!(
+                "  {:<9} {}{file}: {detail}",
+                action_verb_past(function.action),
+                function.name
+            );
+        }
+        for data in &applied.patch.built.manifest.new_data {
+            println!(
+                "  new variable {} ({}) starts from its initializer",
+                data.name, data.file
+            );
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn location(file: &str, line: u32) -> String {
+    format!("{file}:{line}")
+}
+
+fn file_of(target: &SymbolRef) -> Option<&str> {
+    match target {
+        SymbolRef::FileLocal { file, .. } => Some(file),
+        SymbolRef::Global { .. } => None,
+    }
+}
+
+fn action_verb(action: FunctionAction) -> &'static str {
+    match action {
+        FunctionAction::Replace => "replace",
+        FunctionAction::Add => "add",
+        FunctionAction::InlinedOnly => "patch through its callers",
+    }
+}
+
+fn action_verb_past(action: FunctionAction) -> &'static str {
+    match action {
+        FunctionAction::Replace => "replaced",
+        FunctionAction::Add => "added",
+        FunctionAction::InlinedOnly => "inlined",
+    }
+}

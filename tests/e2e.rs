@@ -1,0 +1,172 @@
+//! The end-to-end harness of DESIGN §6: for each case under `testdata/cases/`, commit v1 and v2 to
+//! a fresh git repository, build v1, start it, run `hotpatch diff v1..v2 --apply --pid N --json`
+//! against it, and check the new behaviour, that state survived and that the process lives.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use support::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    description: String,
+    #[serde(default = "default_sources")]
+    sources: Vec<String>,
+    #[serde(default = "default_cflags")]
+    cflags: String,
+    before: String,
+    after: Option<String>,
+    #[serde(default)]
+    counters: Vec<String>,
+    #[serde(default)]
+    patched: Vec<String>,
+    #[serde(default)]
+    nothing_to_patch: bool,
+}
+
+fn default_sources() -> Vec<String> {
+    vec!["main.c".into(), "lib.c".into()]
+}
+
+fn default_cflags() -> String {
+    "-O2 -g".into()
+}
+
+/// The files of one revision of a case, with the shared driver when the case has no main.c.
+fn revision_files(case_dir: &Path, version: &str) -> Vec<(String, String)> {
+    let dir = case_dir.join(version);
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    if !files.iter().any(|(name, _)| name == "main.c") {
+        let driver = project_root().join("testdata/common/main.c");
+        files.push(("main.c".into(), std::fs::read_to_string(driver).unwrap()));
+    }
+    files.sort();
+    files
+}
+
+fn run_case(name: &str) {
+    let case_dir = project_root().join("testdata/cases").join(name);
+    let case: Case =
+        toml::from_str(&std::fs::read_to_string(case_dir.join("case.toml")).unwrap()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let (v1, v2) = (
+        revision_files(&case_dir, "v1"),
+        revision_files(&case_dir, "v2"),
+    );
+    git_repo_with_revisions(&repo, &v1, &v2);
+    let build = work.path().join("build-v1");
+    write_tree(&build, &v1);
+    let binary = work.path().join("target-v1");
+    compile_program(&build, &case.sources, &case.cflags, &binary);
+
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for(&case.before, Duration::from_secs(5));
+    target.read_lines(2);
+    let pid = target.pid().to_string();
+    let output = hotpatch(&[
+        "diff",
+        "v1..v2",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--apply",
+        "--pid",
+        &pid,
+        "--cflags",
+        &case.cflags,
+        "--json",
+    ]);
+    let (stdout, stderr) = (stdout_of(&output), stderr_of(&output));
+    assert!(
+        output.status.success(),
+        "{}: hotpatch failed\n{stdout}\n{stderr}",
+        case.description
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("hotpatch --json printed no JSON ({e}):\n{stdout}\n{stderr}"));
+
+    if case.nothing_to_patch {
+        assert_eq!(report["nothing_to_patch"], true, "{report:#}");
+        target.read_lines(3);
+        let last = target.seen.last().unwrap().clone();
+        assert!(
+            last.contains(&case.before),
+            "behaviour changed without a patch: {last}"
+        );
+    } else {
+        let patched: Vec<&str> = report["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        for function in &case.patched {
+            assert!(
+                patched.contains(&function.as_str()),
+                "`{function}` not patched: {report:#}"
+            );
+        }
+        assert!(
+            report["pause_us"].as_u64().is_some(),
+            "no pause_us: {report:#}"
+        );
+        let after = case
+            .after
+            .as_deref()
+            .expect("a patchable case says what it prints after");
+        target.wait_for(after, Duration::from_secs(5));
+        target.read_lines(2);
+    }
+    for counter in &case.counters {
+        assert_counts_up_by_one(&target.seen, counter);
+    }
+    assert!(
+        target.is_alive(),
+        "the target died after the patch: {:?}",
+        target.seen
+    );
+}
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        $(#[test] fn $name() { run_case(stringify!($name)); })*
+        const CASES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+cases!(
+    simplest,
+    static_function,
+    inlined_into_caller,
+    ref_global,
+    ref_file_static,
+    ref_libc_new,
+    call_unpatched,
+    function_pointer,
+    multiple_files,
+    whitespace_comment_only,
+);
+
+/// Every case directory has a test above, so no case is silently skipped.
+#[test]
+fn every_case_directory_is_run() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(project_root().join("testdata/cases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = CASES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}

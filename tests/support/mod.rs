@@ -1,0 +1,196 @@
+//! Shared helpers of the end-to-end tests: git repositories of two revisions, C targets built and
+//! started for real (killed on every path), and running the hotpatch binary.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// Root of the repository (where `testdata/` lives).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Writes `files` (relative path, contents) under `dir`.
+pub fn write_tree(dir: &Path, files: &[(String, String)]) {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// Creates a git repository in `dir` whose tags `v1` and `v2` hold the two trees.
+pub fn git_repo_with_revisions(dir: &Path, v1: &[(String, String)], v2: &[(String, String)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let git = |args: &[&str]| {
+        run_ok(
+            Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=hotpatch-test",
+                    "-c",
+                    "user.email=test@example.invalid",
+                ])
+                .args(args)
+                .current_dir(dir),
+        )
+    };
+    git(&["init", "-q", "-b", "main"]);
+    write_tree(dir, v1);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "v1"]);
+    git(&["tag", "v1"]);
+    for (path, _) in v1 {
+        std::fs::remove_file(dir.join(path)).unwrap();
+    }
+    write_tree(dir, v2);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "v2"]);
+    git(&["tag", "v2"]);
+}
+
+/// Compiles `sources` in `dir` with `cflags` into `output`.
+pub fn compile_program(dir: &Path, sources: &[String], cflags: &str, output: &Path) {
+    run_ok(
+        Command::new("gcc")
+            .current_dir(dir)
+            .args(cflags.split_whitespace())
+            .args(sources)
+            .arg("-o")
+            .arg(output),
+    );
+}
+
+/// A running target process. Dropping it kills and reaps the process, so no test leaks one.
+pub struct TargetProcess {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl TargetProcess {
+    /// Starts `binary` with its standard output captured line by line.
+    pub fn start(binary: &Path) -> TargetProcess {
+        let mut child = Command::new(binary)
+            .arg("hotpatch-case")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        TargetProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Reads lines until one contains `needle`; panics after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing `{needle}` within {timeout:?}; last lines: {:?}",
+                    &self.seen[self.seen.len().saturating_sub(5)..]
+                ),
+            }
+        }
+    }
+
+    /// Reads `count` more lines.
+    pub fn read_lines(&mut self, count: usize) {
+        for _ in 0..count {
+            self.wait_for("", Duration::from_secs(5));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TargetProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=N` in an output line.
+pub fn field(line: &str, key: &str) -> Option<i64> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// Asserts that `key` goes up by exactly one from each line to the next: the state it counts
+/// survived the patch (not reset, nothing lost).
+pub fn assert_counts_up_by_one(lines: &[String], key: &str) {
+    let values: Vec<i64> = lines.iter().filter_map(|l| field(l, key)).collect();
+    assert!(values.len() >= 2, "too few `{key}=` values in {lines:?}");
+    for pair in values.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "`{key}` did not go up by one: {values:?}"
+        );
+    }
+}
+
+/// Runs the hotpatch binary with `args` and returns its output.
+pub fn hotpatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running hotpatch")
+}
+
+/// Standard output as text.
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
