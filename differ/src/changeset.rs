@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::{ItemChange, Refusal};
+
 /// Everything that changed between two snapshots, function by function.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeSet {
@@ -13,8 +15,13 @@ pub struct ChangeSet {
     pub changed_files: Vec<String>,
     /// Changed, added and removed functions, ordered by file then line.
     pub functions: Vec<FunctionChange>,
-    /// Things the operator should know (parse damage, unanalysed headers, ...).
+    /// Things the operator should know (parse damage, new globals, ...).
     pub warnings: Vec<String>,
+    /// Macros, types, variables and declarations of changed files that were added, changed or
+    /// removed, ordered by file then line.
+    pub items: Vec<ItemChange>,
+    /// Changes the source shows cannot be applied live (DESIGN §3), in file then line order.
+    pub refusals: Vec<Refusal>,
 }
 
 /// One function that was added, changed or removed.
@@ -32,6 +39,8 @@ pub struct FunctionChange {
     pub line: u32,
     /// Unified diff of the function's text, old to new.
     pub diff: String,
+    /// Why it is in the change set, e.g. `changed`, ``uses macro `X` (changed in foo.h)``.
+    pub reasons: Vec<String>,
 }
 
 /// How a function changed.
@@ -40,7 +49,7 @@ pub struct FunctionChange {
 pub enum Change {
     /// Only in the new revision.
     Added,
-    /// In both, with different tokens.
+    /// In both, with different tokens, or using a macro, type or inline function that changed.
     Changed,
     /// Only in the old revision (it stays in the running binary).
     Removed,

@@ -1,47 +1,177 @@
-//! Comparing two snapshots: changed files, then functions matched by (file, name) on tokens.
+//! Comparing two snapshots: which files to analyse, then functions matched by (file, name) on
+//! tokens, changes propagated from macros, types and inline functions, and the refusals.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::defs::{changed_defs, close_over, uses};
+use crate::includes::headers_of;
 use crate::index::{Index, Item, ItemKind};
-use crate::{Change, ChangeSet, FunctionChange, Snapshot};
+use crate::items::classify;
+use crate::parse::{parse_all, Job, Pair, Parsed};
+use crate::rules::FileRules;
+use crate::{Change, ChangeSet, DiffOptions, FunctionChange, ItemChange, Refusal, Snapshot};
 
-/// Compares two snapshots and classifies every function of every changed `.c` file.
+/// Compares two snapshots with default options (no include directories).
 pub fn diff_snapshots(old: &Snapshot, new: &Snapshot) -> ChangeSet {
-    let mut changed_files = Vec::new();
-    let mut functions = Vec::new();
-    let mut warnings = Vec::new();
+    diff_snapshots_with(old, new, &DiffOptions::default())
+}
+
+fn is_source(path: &str) -> bool {
+    path.ends_with(".c") || path.ends_with(".h")
+}
+
+/// Compares two snapshots: classifies every function of every `.c` file that changed or that
+/// includes a changed header, and lists what cannot be applied live.
+pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions) -> ChangeSet {
     let paths: BTreeSet<&String> = old.files.keys().chain(new.files.keys()).collect();
-    for path in paths {
-        let (before, after) = (old.files.get(path), new.files.get(path));
-        if before == after {
-            continue;
+    let changed: BTreeSet<&str> = paths
+        .iter()
+        .filter(|p| is_source(p) && old.files.get(**p) != new.files.get(**p))
+        .map(|p| p.as_str())
+        .collect();
+    let changed_headers: BTreeSet<&str> = changed
+        .iter()
+        .copied()
+        .filter(|p| p.ends_with(".h"))
+        .collect();
+    // .c files to analyse, with the changed headers each includes (on either side).
+    let mut analysed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for path in paths.iter().filter(|p| p.ends_with(".c")) {
+        let mut headers = BTreeSet::new();
+        if !changed_headers.is_empty() {
+            for snapshot in [old, new] {
+                headers.extend(
+                    headers_of(snapshot, path, options)
+                        .into_iter()
+                        .filter(|h| changed_headers.contains(h.as_str())),
+                );
+            }
         }
-        if path.ends_with(".h") {
-            warnings.push(format!(
-                "header {path} changed: header analysis is not implemented yet, functions that use its macros, inline functions or types are not detected"
-            ));
-        } else if path.ends_with(".c") {
-            changed_files.push(path.clone());
-            let old_src = String::from_utf8_lossy(before.map(Vec::as_slice).unwrap_or(&[]));
-            let new_src = String::from_utf8_lossy(after.map(Vec::as_slice).unwrap_or(&[]));
-            let mut file = FileDiff {
-                path,
-                old_src: &old_src,
-                new_src: &new_src,
-                functions: &mut functions,
-                warnings: &mut warnings,
-            };
-            file.compare(&Index::parse(&old_src), &Index::parse(&new_src));
+        if changed.contains(path.as_str()) || !headers.is_empty() {
+            analysed.insert(path.as_str(), headers);
         }
     }
-    functions.sort_by(|a, b| (&a.file, a.line, &a.name).cmp(&(&b.file, b.line, &b.name)));
+    let jobs: Vec<Job<'_>> = paths
+        .iter()
+        .filter(|p| changed_headers.contains(p.as_str()) || analysed.contains_key(p.as_str()))
+        .map(|p| Job {
+            path: p,
+            old: old.files.get(*p).map(Vec::as_slice),
+            new: new.files.get(*p).map(Vec::as_slice),
+        })
+        .collect();
+    let parsed = parse_all(&jobs);
+
+    let mut out = Output::default();
+    let used_names = used_names(&parsed);
+    let sides = |pair: &Pair| -> (std::rc::Rc<Parsed>, std::rc::Rc<Parsed>) {
+        let blank = || {
+            std::rc::Rc::new(Parsed {
+                src: String::new(),
+                index: Index::default(),
+            })
+        };
+        (
+            pair.old.clone().unwrap_or_else(blank),
+            pair.new.clone().unwrap_or_else(blank),
+        )
+    };
+    // Definitions that changed, per changed file; and the refusals of every changed file.
+    let mut defs_of: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    for (path, pair) in &parsed {
+        if !changed.contains(path.as_str()) {
+            continue;
+        }
+        let (o, n) = sides(pair);
+        defs_of.insert(path.as_str(), changed_defs(path, &o.index, &n.index));
+        out.items.extend(classify(path, &o.index, &n.index));
+        let rules = FileRules {
+            path,
+            old_src: &o.src,
+            new_src: &n.src,
+            used_names: &used_names,
+        };
+        if pair.old.is_some() && pair.new.is_some() {
+            rules.types(&o.index, &n.index, &mut out.refusals);
+            rules.globals(&o.index, &n.index, &mut out.refusals, &mut out.warnings);
+        }
+    }
+    for (path, headers) in &analysed {
+        let Some(pair) = parsed.get(*path) else {
+            continue;
+        };
+        let (o, n) = sides(pair);
+        let mut dirty = defs_of.get(path).cloned().unwrap_or_default();
+        let mut scope: Vec<&Index> = vec![&n.index];
+        for header in headers {
+            dirty.extend(defs_of.get(header.as_str()).cloned().unwrap_or_default());
+            if let Some(h) = parsed.get(header).and_then(|p| p.new.as_ref()) {
+                scope.push(&h.index);
+            }
+        }
+        close_over(&mut dirty, &scope);
+        let mut file = FileDiff {
+            path,
+            old: &o,
+            new: &n,
+            dirty: &dirty,
+            out: &mut out,
+            used_names: &used_names,
+        };
+        file.compare();
+    }
+    out.functions
+        .sort_by(|a, b| (&a.file, a.line, &a.name).cmp(&(&b.file, b.line, &b.name)));
+    out.items
+        .sort_by(|a, b| (&a.file, a.line, &a.name).cmp(&(&b.file, b.line, &b.name)));
+    out.refusals
+        .sort_by(|a, b| (&a.file, a.line, &a.item).cmp(&(&b.file, b.line, &b.item)));
+    out.refusals.dedup();
+    let mut changed_files: Vec<String> = changed
+        .iter()
+        .filter(|p| p.ends_with(".c"))
+        .map(|p| p.to_string())
+        .collect();
+    for function in &out.functions {
+        if !changed_files.contains(&function.file) {
+            changed_files.push(function.file.clone());
+        }
+    }
+    changed_files.sort();
     ChangeSet {
         old_label: old.label.clone(),
         new_label: new.label.clone(),
         changed_files,
-        functions,
-        warnings,
+        functions: out.functions,
+        warnings: out.warnings,
+        items: out.items,
+        refusals: out.refusals,
     }
+}
+
+/// What the comparison collects.
+#[derive(Default)]
+struct Output {
+    functions: Vec<FunctionChange>,
+    items: Vec<ItemChange>,
+    warnings: Vec<String>,
+    refusals: Vec<Refusal>,
+}
+
+/// Every name some old-side item uses (other than to define itself).
+fn used_names(parsed: &BTreeMap<String, Pair>) -> HashSet<String> {
+    let mut used = HashSet::new();
+    for pair in parsed.values() {
+        let Some(old) = &pair.old else { continue };
+        for item in &old.index.items {
+            for name in item.references.iter().chain(item.type_references.iter()) {
+                if !item.names.contains(name) {
+                    used.insert(name.clone());
+                }
+            }
+        }
+    }
+    used
 }
 
 /// Whitespace-normalised text: runs of whitespace become one space.
@@ -62,15 +192,17 @@ fn by_name(index: &Index) -> BTreeMap<&str, Vec<&Item>> {
 
 struct FileDiff<'a> {
     path: &'a str,
-    old_src: &'a str,
-    new_src: &'a str,
-    functions: &'a mut Vec<FunctionChange>,
-    warnings: &'a mut Vec<String>,
+    old: &'a Parsed,
+    new: &'a Parsed,
+    /// Macros, types and inline functions visible here that changed, with why.
+    dirty: &'a BTreeMap<String, String>,
+    out: &'a mut Output,
+    used_names: &'a HashSet<String>,
 }
 
 impl FileDiff<'_> {
-    fn compare(&mut self, old: &Index, new: &Index) {
-        let (old_fns, new_fns) = (by_name(old), by_name(new));
+    fn compare(&mut self) {
+        let (old_fns, new_fns) = (by_name(&self.old.index), by_name(&self.new.index));
         let names: BTreeSet<&str> = old_fns.keys().chain(new_fns.keys()).copied().collect();
         for name in names {
             let before = old_fns.get(name).map(Vec::as_slice).unwrap_or(&[]);
@@ -79,35 +211,64 @@ impl FileDiff<'_> {
                 self.compare_one(name, before.get(i).copied(), after.get(i).copied());
             }
         }
-        self.compare_unattributed(old, new);
+        self.compare_unattributed();
+    }
+
+    /// Whether a function present on both sides changed its own tokens.
+    fn own_change(&mut self, name: &str, b: &Item, a: &Item) -> bool {
+        if b.has_error || a.has_error {
+            let damaged = if a.has_error { a } else { b };
+            self.out.warnings.push(format!(
+                "{}:{}: `{name}` has parse errors: compared its whitespace-normalised text instead of its tokens",
+                self.path, damaged.line
+            ));
+            normalised(b.text(&self.old.src)) != normalised(a.text(&self.new.src))
+        } else {
+            b.token_hash != a.token_hash
+        }
     }
 
     fn compare_one(&mut self, name: &str, before: Option<&Item>, after: Option<&Item>) {
-        let old_text = before.map(|i| i.text(self.old_src)).unwrap_or("");
-        let new_text = after.map(|i| i.text(self.new_src)).unwrap_or("");
-        let (change, item) = match (before, after) {
-            (None, Some(a)) => (Change::Added, a),
-            (Some(b), None) => (Change::Removed, b),
+        let old_text = before.map(|i| i.text(&self.old.src)).unwrap_or("");
+        let new_text = after.map(|i| i.text(&self.new.src)).unwrap_or("");
+        let (change, item, reasons) = match (before, after) {
+            (None, Some(a)) => (Change::Added, a, vec!["new function".to_string()]),
+            (Some(b), None) => (
+                Change::Removed,
+                b,
+                vec!["removed: its old code stays in the running process".to_string()],
+            ),
             (Some(b), Some(a)) => {
-                let differs = if b.has_error || a.has_error {
-                    let damaged = if a.has_error { a } else { b };
-                    self.warnings.push(format!(
-                        "{}:{}: `{name}` has parse errors: compared its whitespace-normalised text instead of its tokens",
-                        self.path, damaged.line
-                    ));
-                    normalised(old_text) != normalised(new_text)
-                } else {
-                    b.token_hash != a.token_hash
-                };
-                if !differs {
+                let own = self.own_change(name, b, a);
+                let mut reasons: Vec<String> = Vec::new();
+                if own {
+                    reasons.push("changed".to_string());
+                }
+                reasons.extend(
+                    uses(a, self.dirty)
+                        .into_iter()
+                        .map(|(_, why)| format!("uses {why}")),
+                );
+                if reasons.is_empty() {
                     return;
                 }
-                (Change::Changed, a)
+                let rules = FileRules {
+                    path: self.path,
+                    old_src: &self.old.src,
+                    new_src: &self.new.src,
+                    used_names: self.used_names,
+                };
+                if own {
+                    rules.static_locals(name, b, a, &mut self.out.refusals);
+                    rules.signature(name, b, a, &self.new.index, &mut self.out.refusals);
+                }
+                rules.always_active(name, a, &mut self.out.refusals);
+                (Change::Changed, a, reasons)
             }
             (None, None) => return,
         };
         if change != Change::Changed && item.has_error {
-            self.warnings.push(format!(
+            self.out.warnings.push(format!(
                 "{}:{}: `{name}` has parse errors: its extent may be guessed",
                 self.path, item.line
             ));
@@ -118,18 +279,19 @@ impl FileDiff<'_> {
             .missing_newline_hint(false)
             .header(&format!("a/{}", self.path), &format!("b/{}", self.path))
             .to_string();
-        self.functions.push(FunctionChange {
+        self.out.functions.push(FunctionChange {
             name: name.to_string(),
             file: self.path.to_string(),
             change,
             is_static: item.is_static,
             line: item.line,
             diff,
+            reasons,
         });
     }
 
     /// Damaged regions with no recognisable function: compare them in order, warn on change.
-    fn compare_unattributed(&mut self, old: &Index, new: &Index) {
+    fn compare_unattributed(&mut self) {
         let damaged = |index: &Index| -> Vec<Item> {
             index
                 .items
@@ -138,17 +300,17 @@ impl FileDiff<'_> {
                 .cloned()
                 .collect()
         };
-        let (before, after) = (damaged(old), damaged(new));
+        let (before, after) = (damaged(&self.old.index), damaged(&self.new.index));
         for i in 0..before.len().max(after.len()) {
-            let old_text = before.get(i).map(|it| normalised(it.text(self.old_src)));
-            let new_text = after.get(i).map(|it| normalised(it.text(self.new_src)));
+            let old_text = before.get(i).map(|it| normalised(it.text(&self.old.src)));
+            let new_text = after.get(i).map(|it| normalised(it.text(&self.new.src)));
             if old_text != new_text {
                 let line = after
                     .get(i)
                     .or(before.get(i))
                     .map(|it| it.line)
                     .unwrap_or(0);
-                self.warnings.push(format!(
+                self.out.warnings.push(format!(
                     "{}:{line}: a region that does not parse changed; it could not be attributed to a function, so any function in it is not patched",
                     self.path
                 ));

@@ -2,7 +2,7 @@
 //! (including items nested in preprocessor conditionals) with the byte ranges and facts the later
 //! stages need.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -43,6 +43,10 @@ pub struct StaticLocal {
     pub name: String,
     /// 1-based line of its declaration.
     pub line: u32,
+    /// Hash of the declaration's tokens (type and initializer; comments excluded).
+    pub token_hash: u64,
+    /// Byte range of the whole declaration.
+    pub range: Range<usize>,
 }
 
 /// One top-level item of a C file.
@@ -74,6 +78,14 @@ pub struct Item {
     pub references: BTreeSet<String>,
     /// Static locals declared in the function body.
     pub static_locals: Vec<StaticLocal>,
+    /// Type names used anywhere in the item (typedef names and struct/union/enum tags).
+    pub type_references: BTreeSet<String>,
+    /// For function definitions: hash of the tokens before the body, parameter names excluded
+    /// (equal hashes: same return type, name, storage class and parameter types).
+    pub signature_hash: u64,
+    /// For function definitions: the body has a loop with no exit condition (`for (;;)`,
+    /// `while (1)`) and no `return` or `break` anywhere, so once entered it never returns.
+    pub never_returns: bool,
     /// Hash of the item's token texts (comments and whitespace excluded): equal tokens, equal hash.
     pub token_hash: u64,
     /// Tree-sitter reported a parse error inside this item.
@@ -115,25 +127,82 @@ impl Index {
     /// Parses `source` as C and indexes its top-level items. Never fails: a file tree-sitter
     /// cannot parse at all yields an empty index marked `has_error`.
     pub fn parse(source: &str) -> Index {
-        let mut parser = Parser::new();
-        if parser
-            .set_language(&tree_sitter_c::LANGUAGE.into())
-            .is_err()
-        {
-            return Index {
-                items: Vec::new(),
-                has_error: true,
-            };
+        match c_parser().and_then(|mut parser| parser.parse(source, None)) {
+            Some(tree) => Index::from_tree(&tree, source),
+            None => Index::unparsable(),
         }
-        let Some(tree) = parser.parse(source, None) else {
-            return Index {
-                items: Vec::new(),
-                has_error: true,
-            };
+    }
+
+    /// Indexes two revisions of one file: the old one is parsed, the new one re-parsed
+    /// incrementally from the old tree after the line edits between them, so the cost of the new
+    /// side follows the size of the change; the old side is indexed on another thread meanwhile.
+    /// Gives the same indexes as two calls of [`Index::parse`].
+    pub fn parse_pair(old: &str, new: &str) -> (Index, Index) {
+        let Some(mut parser) = c_parser() else {
+            return (Index::unparsable(), Index::unparsable());
         };
+        // The line diff needs no tree: it runs while the old side is parsed.
+        let (old_tree, edits) = std::thread::scope(|scope| {
+            let edits = scope.spawn(|| crate::incremental::line_edits(old, new));
+            let tree = parser.parse(old, None);
+            (tree, edits.join().ok())
+        });
+        let (Some(old_tree), Some(edits)) = (old_tree, edits) else {
+            return (Index::parse(old), Index::parse(new));
+        };
+        let mut edited = old_tree.clone();
+        // Index the old side while the new one is re-parsed, then index the new side reusing
+        // every old item whose text did not change.
+        let (old_index, new_tree) = std::thread::scope(|scope| {
+            let old_index = scope.spawn(|| Index::from_tree(&old_tree, old));
+            for edit in &edits {
+                edited.edit(edit);
+            }
+            let new_tree = parser.parse(new, Some(&edited));
+            let old_index = old_index.join().unwrap_or_else(|_| Index::parse(old));
+            (old_index, new_tree)
+        });
+        let new_index = match new_tree {
+            Some(tree) => Index::from_tree_reusing(&tree, new, Some((&old_index, old))),
+            None => Index::parse(new),
+        };
+        (old_index, new_index)
+    }
+
+    fn unparsable() -> Index {
+        Index {
+            items: Vec::new(),
+            has_error: true,
+        }
+    }
+
+    /// Indexes the items of a parsed tree of `source`.
+    fn from_tree(tree: &tree_sitter::Tree, source: &str) -> Index {
+        Index::from_tree_reusing(tree, source, None)
+    }
+
+    /// Indexes a parsed tree; with `previous` (the index of an earlier revision and its text), an
+    /// item whose text and parse state are unchanged is copied from it and moved to its new place
+    /// instead of being walked again.
+    fn from_tree_reusing(
+        tree: &tree_sitter::Tree,
+        source: &str,
+        previous: Option<(&Index, &str)>,
+    ) -> Index {
+        let reusable: HashMap<&str, &Item> = previous
+            .map(|(index, text)| {
+                index
+                    .items
+                    .iter()
+                    .filter(|i| i.kind != ItemKind::Other || !i.has_error)
+                    .map(|i| (i.text(text), i))
+                    .collect()
+            })
+            .unwrap_or_default();
         let root = tree.root_node();
-        let mut items = Vec::new();
         let src = source.as_bytes();
+        // The top-level nodes to index, in source order (`true`: a damaged region).
+        let mut work: Vec<(Node, bool)> = Vec::new();
         let mut pending: Vec<Node> = named_children_rev(root);
         while let Some(node) = pending.pop() {
             match node.kind() {
@@ -151,13 +220,47 @@ impl Index {
                     if inner.iter().any(|n| is_item_kind(n.kind())) {
                         pending.extend(inner);
                     } else {
-                        items.push(damaged_item(node, src));
+                        work.push((node, true));
                     }
                 }
                 "comment" => {}
-                _ => items.push(index_item(node, src)),
+                _ => work.push((node, false)),
             }
         }
+        let index_one = |&(node, damaged): &(Node, bool)| -> Item {
+            if damaged {
+                return damaged_item(node, src);
+            }
+            let reused = reusable.get(text(node, src)).filter(|old| {
+                old.kind == kind_of(node.kind()) && old.has_error == node.has_error()
+            });
+            match reused {
+                Some(old) => moved(old, node),
+                None => index_item(node, src),
+            }
+        };
+        // Large files: walk the items on every core, each thread a contiguous share.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let items: Vec<Item> = if threads > 1 && work.len() >= PARALLEL_ITEMS {
+            let share = work.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = work
+                    .chunks(share)
+                    .map(|chunk| scope.spawn(|| chunk.iter().map(index_one).collect::<Vec<_>>()))
+                    .collect();
+                let mut items = Vec::with_capacity(work.len());
+                for (handle, chunk) in handles.into_iter().zip(work.chunks(share)) {
+                    // A thread that failed is redone here rather than losing its items.
+                    match handle.join() {
+                        Ok(part) => items.extend(part),
+                        Err(_) => items.extend(chunk.iter().map(index_one)),
+                    }
+                }
+                items
+            })
+        } else {
+            work.iter().map(index_one).collect()
+        };
         Index {
             items,
             has_error: root.has_error(),
@@ -168,6 +271,51 @@ impl Index {
     pub fn functions(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().filter(|i| i.is_function_definition())
     }
+}
+
+/// From this many top-level items on, a file's items are indexed on several threads.
+const PARALLEL_ITEMS: usize = 2_000;
+
+/// The item kind [`index_item`] gives a top-level node of this kind.
+fn kind_of(node_kind: &str) -> ItemKind {
+    match node_kind {
+        "function_definition" => ItemKind::Function,
+        "declaration" => ItemKind::Declaration,
+        "type_definition" | "struct_specifier" | "union_specifier" | "enum_specifier" => {
+            ItemKind::Type
+        }
+        "preproc_def" | "preproc_function_def" => ItemKind::Macro,
+        _ => ItemKind::Other,
+    }
+}
+
+/// A copy of `item` (same text) moved to where `node` is: every byte range and line shifted.
+fn moved(item: &Item, node: Node) -> Item {
+    let (from, to) = (item.range.start, node.start_byte());
+    let shift =
+        |r: &Range<usize>| (r.start.saturating_sub(from) + to)..(r.end.saturating_sub(from) + to);
+    let line = line_of(node);
+    let shift_line = |l: u32| l.saturating_sub(item.line).saturating_add(line);
+    let mut out = item.clone();
+    out.range = shift(&item.range);
+    out.static_keyword = item.static_keyword.as_ref().map(shift);
+    out.body = item.body.as_ref().map(shift);
+    for d in &mut out.declarators {
+        d.initializer = d.initializer.as_ref().map(shift);
+    }
+    for local in &mut out.static_locals {
+        local.range = shift(&local.range);
+        local.line = shift_line(local.line);
+    }
+    out.line = line;
+    out
+}
+
+/// A parser for C, or `None` if the grammar does not load.
+fn c_parser() -> Option<Parser> {
+    let mut parser = Parser::new();
+    parser.set_language(&tree_sitter_c::LANGUAGE.into()).ok()?;
+    Some(parser)
 }
 
 fn is_item_kind(kind: &str) -> bool {
@@ -181,7 +329,7 @@ fn is_item_kind(kind: &str) -> bool {
     )
 }
 
-fn text<'s>(node: Node, src: &'s [u8]) -> &'s str {
+pub(crate) fn text<'s>(node: Node, src: &'s [u8]) -> &'s str {
     src.get(node.byte_range())
         .and_then(|b| std::str::from_utf8(b).ok())
         .unwrap_or("")
@@ -245,8 +393,14 @@ fn walk(node: Node, mut visit: impl FnMut(Node)) {
 struct Kinds {
     comment: u16,
     identifier: u16,
+    type_identifier: u16,
     preproc_arg: u16,
     declaration: u16,
+    return_statement: u16,
+    break_statement: u16,
+    for_statement: u16,
+    while_statement: u16,
+    do_statement: u16,
 }
 
 fn kinds() -> &'static Kinds {
@@ -256,6 +410,12 @@ fn kinds() -> &'static Kinds {
         Kinds {
             comment: language.id_for_node_kind("comment", true),
             identifier: language.id_for_node_kind("identifier", true),
+            type_identifier: language.id_for_node_kind("type_identifier", true),
+            return_statement: language.id_for_node_kind("return_statement", true),
+            break_statement: language.id_for_node_kind("break_statement", true),
+            for_statement: language.id_for_node_kind("for_statement", true),
+            while_statement: language.id_for_node_kind("while_statement", true),
+            do_statement: language.id_for_node_kind("do_statement", true),
             preproc_arg: language.id_for_node_kind("preproc_arg", true),
             declaration: language.id_for_node_kind("declaration", true),
         }
@@ -293,7 +453,10 @@ impl TokenHasher {
 struct Walked {
     hash: u64,
     references: BTreeSet<String>,
+    type_references: BTreeSet<String>,
     static_locals: Vec<StaticLocal>,
+    has_return: bool,
+    has_endless_loop: bool,
 }
 
 /// Walks `node` once: hashes leaf tokens (no comments), collects identifiers inside the byte
@@ -307,7 +470,9 @@ fn walk_item(
     let k = kinds();
     let mut hasher = TokenHasher(0);
     let mut idents: HashSet<&str> = HashSet::new();
+    let mut types: HashSet<&str> = HashSet::new();
     let mut static_locals = Vec::new();
+    let (mut has_return, mut has_endless_loop) = (false, false);
     walk(node, |n| {
         let kind = n.kind_id();
         if kind == k.comment {
@@ -318,6 +483,13 @@ fn walk_item(
             hasher.token(src.get(range.clone()).unwrap_or(&[]));
         }
         let start = range.start;
+        if kind == k.type_identifier {
+            types.insert(text(n, src));
+        } else if kind == k.return_statement || kind == k.break_statement {
+            has_return = true;
+        } else if kind == k.for_statement || kind == k.while_statement || kind == k.do_statement {
+            has_endless_loop |= is_endless_loop(n, src);
+        }
         if kind == k.identifier {
             if ref_ranges.iter().any(|r| r.contains(&start)) {
                 idents.insert(text(n, src));
@@ -333,6 +505,8 @@ fn walk_item(
                     static_locals.push(StaticLocal {
                         name: d.name,
                         line: line_of(n),
+                        token_hash: hash_tokens(n, src, &[]),
+                        range: n.byte_range(),
                     });
                 }
             }
@@ -345,8 +519,47 @@ fn walk_item(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
+        type_references: types
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         static_locals,
+        has_return,
+        has_endless_loop,
     }
+}
+
+/// A loop statement whose condition is missing or a non-zero constant.
+fn is_endless_loop(node: Node, src: &[u8]) -> bool {
+    match node.child_by_field_name("condition") {
+        None => node.kind() == "for_statement",
+        Some(cond) => {
+            let words: String = text(cond, src)
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '(' && *c != ')')
+                .collect();
+            matches!(words.as_str(), "1" | "true" | "1u" | "1U")
+        }
+    }
+}
+
+/// Hash of the leaf tokens of `node` (comments excluded), skipping tokens that start inside any
+/// of the byte ranges `skip`.
+fn hash_tokens(node: Node, src: &[u8], skip: &[Range<usize>]) -> u64 {
+    let k = kinds();
+    let mut hasher = TokenHasher(0);
+    walk(node, |n| {
+        if n.kind_id() == k.comment || n.child_count() != 0 {
+            return;
+        }
+        let range = n.byte_range();
+        if skip.iter().any(|r| r.contains(&range.start)) {
+            return;
+        }
+        hasher.token(src.get(range).unwrap_or(&[]));
+    });
+    hasher.0
 }
 
 /// Crude identifier scan of unparsed text (macro values).
@@ -387,24 +600,28 @@ fn specifiers(node: Node, src: &[u8]) -> Specifiers {
 }
 
 /// Result of following a declarator chain down to its name.
-struct Chain {
-    name: Option<String>,
+pub(crate) struct Chain {
+    pub(crate) name: Option<String>,
+    /// Byte range of the name.
+    name_range: Option<Range<usize>>,
     /// The derivation nearest the name is a function.
     is_function: bool,
     /// Some pointer level lacks `const`.
     nonconst_pointer: bool,
 }
 
-fn follow_declarator(start: Node, src: &[u8]) -> Chain {
+pub(crate) fn follow_declarator(start: Node, src: &[u8]) -> Chain {
     let mut node = start;
     let mut nearest_is_function = false;
     let mut nonconst_pointer = false;
     let mut name = None;
+    let mut name_range = None;
     // Bounded: a declarator chain is shorter than the file.
     for _ in 0..10_000 {
         let next = match node.kind() {
             "identifier" | "type_identifier" | "field_identifier" | "primitive_type" => {
                 name = Some(text(node, src).to_string());
+                name_range = Some(node.byte_range());
                 None
             }
             "pointer_declarator" | "abstract_pointer_declarator" => {
@@ -446,6 +663,7 @@ fn follow_declarator(start: Node, src: &[u8]) -> Chain {
     }
     Chain {
         name,
+        name_range,
         is_function: nearest_is_function,
         nonconst_pointer,
     }
@@ -494,6 +712,9 @@ fn base_item(node: Node, kind: ItemKind) -> Item {
         read_only: false,
         references: BTreeSet::new(),
         static_locals: Vec::new(),
+        type_references: BTreeSet::new(),
+        signature_hash: 0,
+        never_returns: false,
         token_hash: 0,
         has_error: node.has_error(),
     }
@@ -510,7 +731,9 @@ fn index_item(node: Node, src: &[u8]) -> Item {
                 .children_by_field_name("declarator", &mut cursor)
                 .filter_map(|d| follow_declarator(d, src).name)
                 .collect();
-            item.token_hash = walk_item(node, src, &[], None).hash;
+            let walked = walk_item(node, src, &[], None);
+            item.token_hash = walked.hash;
+            item.type_references = walked.type_references;
             item
         }
         "struct_specifier" | "union_specifier" | "enum_specifier" => {
@@ -518,7 +741,9 @@ fn index_item(node: Node, src: &[u8]) -> Item {
             if let Some(name) = node.child_by_field_name("name") {
                 item.names.push(text(name, src).to_string());
             }
-            item.token_hash = walk_item(node, src, &[], None).hash;
+            let walked = walk_item(node, src, &[], None);
+            item.token_hash = walked.hash;
+            item.type_references = walked.type_references;
             item
         }
         "preproc_def" | "preproc_function_def" => {
@@ -556,8 +781,43 @@ fn function_item(node: Node, src: &[u8]) -> Item {
     let walked = walk_item(node, src, &ranges, item.body.as_ref());
     item.token_hash = walked.hash;
     item.references = walked.references;
+    item.type_references = walked.type_references;
     item.static_locals = walked.static_locals;
+    item.never_returns = walked.has_endless_loop && !walked.has_return;
+    item.signature_hash = signature_hash(node, src);
     item
+}
+
+/// Hash of a function definition's tokens before its body, without parameter names.
+fn signature_hash(node: Node, src: &[u8]) -> u64 {
+    let mut skip: Vec<Range<usize>> = node
+        .child_by_field_name("body")
+        .map(|b| b.byte_range())
+        .into_iter()
+        .collect();
+    let mut pending: Vec<Node> = node.child_by_field_name("declarator").into_iter().collect();
+    // Find the parameter lists of the declarator chain; bounded by the chain's length.
+    while let Some(d) = pending.pop() {
+        if let Some(params) = d.child_by_field_name("parameters") {
+            let mut cursor = params.walk();
+            for param in params.named_children(&mut cursor) {
+                if let Some(decl) = param.child_by_field_name("declarator") {
+                    skip.extend(follow_declarator(decl, src).name_range);
+                }
+            }
+        }
+        pending.extend(d.child_by_field_name("declarator"));
+    }
+    // Only the children before the body: the body itself is never walked again.
+    let mut hasher = TokenHasher(0);
+    let mut cursor = node.walk();
+    for child in node.children(&mut cursor) {
+        if child.kind() == "compound_statement" {
+            break;
+        }
+        hasher.add(hash_tokens(child, src, &skip));
+    }
+    hasher.0
 }
 
 fn declaration_item(node: Node, src: &[u8]) -> Item {
@@ -578,6 +838,7 @@ fn declaration_item(node: Node, src: &[u8]) -> Item {
     let walked = walk_item(node, src, &ranges, None);
     item.token_hash = walked.hash;
     item.references = walked.references;
+    item.type_references = walked.type_references;
     item
 }
 

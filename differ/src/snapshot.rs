@@ -10,6 +10,9 @@ pub struct Snapshot {
     pub label: String,
     /// Contents of every regular file (no submodules, no symlinks).
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Full commit id (40 hex digits) when the snapshot was read from git; `None` for
+    /// directories and single files.
+    pub commit: Option<String>,
 }
 
 impl Snapshot {
@@ -30,6 +33,17 @@ impl Snapshot {
         self.files
             .get(path)
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    }
+
+    /// Reads one file into a snapshot that holds only it, under the path `key` (so two files with
+    /// different names can be compared as two revisions of the same file).
+    pub fn from_file(file: &Path, key: &str, label: &str) -> std::io::Result<Snapshot> {
+        let bytes = std::fs::read(file)?;
+        Ok(Snapshot {
+            label: label.to_string(),
+            files: [(key.to_string(), bytes)].into(),
+            commit: None,
+        })
     }
 
     /// Reads a plain directory tree (skipping `.git` and symlinks) into a snapshot labelled `label`.
@@ -59,6 +73,7 @@ impl Snapshot {
         Ok(Snapshot {
             label: label.to_string(),
             files,
+            commit: None,
         })
     }
 }

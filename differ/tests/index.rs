@@ -158,3 +158,47 @@ fn large_file_indexes_quickly() {
         );
     }
 }
+
+#[test]
+fn incremental_reparse_gives_the_same_index_as_a_fresh_parse() {
+    let old = "#define A 1\nstruct s { int a; };\nint f(void)\n{\n    return A;\n}\n\nstatic int g(int x) { return x; }\nint h(void) { return 3; }";
+    let with_state = "int x = 1, y;\nstatic int count(void)\n{\n    static int calls = 0;\n    return ++calls;\n}\n";
+    let moved = format!("/* header */\n\n{with_state}int z;\n");
+    let (_, b) = Index::parse_pair(with_state, &moved);
+    assert_eq!(b, Index::parse(&moved));
+    let news = [
+        "#define A 2\nstruct s { int a; long b; };\nint f(void)\n{\n    return A + 1;\n}\n\nint g2(int x) { return x; }\nint h(void) { return 3; }",
+        "int h(void) { return 3; }\n",
+        "",
+        "#define A 1\nstruct s { int a; };\nint f(void)\n{\n    return A;\n}\n\nstatic int g(int x) { return x; }\nint h(void) { return 3; }\nint k(void) { return 4; }\n",
+        "// moved\n\n#define A 1\nstruct s { int a; };\nint f(void)\n{\n    return A;\n}\n\nstatic int g(int x) { return x; }\nint h(void) { return 3; }",
+        "/* new first line */\n#define A 1\nstruct s { int a; };\nint f(void)\n{\n    return A;\n// broken\n",
+    ];
+    for new in news {
+        let (a, b) = Index::parse_pair(old, new);
+        assert_eq!(a, Index::parse(old));
+        assert_eq!(b, Index::parse(new), "incremental differs for {new:?}");
+        let (a, b) = Index::parse_pair(new, old);
+        assert_eq!(a, Index::parse(new));
+        assert_eq!(
+            b,
+            Index::parse(old),
+            "incremental differs back from {new:?}"
+        );
+    }
+}
+
+#[test]
+fn large_files_index_in_source_order_on_every_core() {
+    let source: String = (0..3_000)
+        .map(|i| format!("int f{i}(void)\n{{\n    return {i};\n}}\n"))
+        .collect();
+    let index = Index::parse(&source);
+    assert_eq!(index.items.len(), 3_000);
+    for (i, item) in index.items.iter().enumerate() {
+        assert_eq!(item.name(), Some(format!("f{i}").as_str()));
+        assert_eq!(item.line as usize, 4 * i + 1);
+    }
+    let small = Index::parse("int f0(void)\n{\n    return 0;\n}\n");
+    assert_eq!(small.items[0].token_hash, index.items[0].token_hash);
+}

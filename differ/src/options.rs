@@ -1,0 +1,67 @@
+//! Options of a diff: where the original build looks for headers.
+
+/// How to analyse a diff.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Include directories of the original build (`-I`, `-iquote`), relative to the snapshot's
+    /// root (a leading `./` is ignored); searched after the including file's own directory for
+    /// quoted includes, and alone for `<...>` includes. Absolute paths outside the snapshot are
+    /// ignored (system headers do not change between revisions).
+    pub include_dirs: Vec<String>,
+}
+
+impl DiffOptions {
+    /// Options with the include directories named by build flags (already split into words):
+    /// `-Idir`, `-I dir`, `-iquote dir`, `-iquotedir`, `-isystem dir`, `-idirafter dir`.
+    pub fn from_flags<S: AsRef<str>>(flags: &[S]) -> DiffOptions {
+        let mut include_dirs = Vec::new();
+        let mut words = flags.iter().map(AsRef::as_ref);
+        while let Some(word) = words.next() {
+            for option in ["-iquote", "-isystem", "-idirafter", "-I"] {
+                if let Some(rest) = word.strip_prefix(option) {
+                    let dir = if rest.is_empty() {
+                        words.next()
+                    } else {
+                        Some(rest)
+                    };
+                    include_dirs.extend(dir.map(normalise_dir));
+                    break;
+                }
+            }
+        }
+        DiffOptions { include_dirs }
+    }
+}
+
+fn normalise_dir(dir: &str) -> String {
+    let trimmed = dir.trim_start_matches("./").trim_end_matches('/');
+    if trimmed.is_empty() || trimmed == "." {
+        String::new()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_dirs_from_flags() {
+        let flags = [
+            "-O2",
+            "-Iinclude",
+            "-I",
+            "./src/",
+            "-iquote",
+            "q",
+            "-I.",
+            "-DX",
+        ];
+        assert_eq!(
+            DiffOptions::from_flags(&flags).include_dirs,
+            ["include", "src", "q", ""]
+        );
+        assert!(DiffOptions::from_flags(&["-I"]).include_dirs.is_empty());
+    }
+}

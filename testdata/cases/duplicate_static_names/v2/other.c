@@ -1,0 +1,9 @@
+static int helper(void)
+{
+    return 200;
+}
+
+int other(void)
+{
+    return helper();
+}

@@ -1,0 +1,14 @@
+int limit = 20;
+
+static int calls;
+
+int state(void)
+{
+    return calls;
+}
+
+int value(void)
+{
+    calls++;
+    return limit;
+}

@@ -1,0 +1,14 @@
+long limit = 10;
+
+static int calls;
+
+int state(void)
+{
+    return calls;
+}
+
+int value(void)
+{
+    calls++;
+    return (int)limit;
+}

@@ -1,0 +1,14 @@
+#include "lib.h"
+
+static int calls;
+
+int state(void)
+{
+    return calls;
+}
+
+int value(void)
+{
+    calls++;
+    return scale(1);
+}

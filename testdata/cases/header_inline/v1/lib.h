@@ -1,0 +1,4 @@
+static inline int scale(int v)
+{
+    return v * 10;
+}

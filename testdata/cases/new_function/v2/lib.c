@@ -1,0 +1,17 @@
+int bonus(void)
+{
+    return 5;
+}
+
+static int calls;
+
+int state(void)
+{
+    return calls;
+}
+
+int value(void)
+{
+    calls++;
+    return 1 + bonus();
+}
