@@ -5,21 +5,26 @@
 //! artifact types, so the reader and writer of the patch object cannot drift.
 
 mod compile;
+mod compile_commands;
+mod confirm;
 mod flags;
+mod jobs;
 mod merge;
+pub mod preimage;
+mod select;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use hotpatch_applier::artifact::{
-    FunctionAction, Manifest, ManifestFunction, NewData, SymbolRef, MANIFEST_FORMAT,
+    FunctionAction, Manifest, ManifestFunction, NewData, Preimage, SymbolRef, MANIFEST_FORMAT,
 };
 use hotpatch_externalizer::{Action, PatchUnit};
 
 pub use compile::Compiler;
-pub use flags::{BuildFlags, FlagsOrigin, DEFAULT_CFLAGS, PATCH_FLAGS};
-pub use merge::file_local_symbol;
+pub use flags::{BuildFlags, FlagsOrigin, COMPILE_COMMANDS, DEFAULT_CFLAGS, PATCH_FLAGS};
+pub use merge::{file_local_symbol, static_local_symbol};
 
 /// Why a patch could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,9 @@ pub enum BuildError {
     /// The compiled object is not what the patch needs.
     #[error("{0}")]
     Object(String),
+    /// The pre-image fingerprints of the old revision could not be made.
+    #[error("{0}")]
+    Preimage(String),
 }
 
 /// Where the patch comes from, recorded in the manifest.
@@ -58,6 +66,11 @@ pub struct PatchOrigin {
     pub old_revision: Option<String>,
     /// The revision the patch brings.
     pub new_revision: Option<String>,
+    /// A materialised copy of the old revision: with it, every replaced function carries the
+    /// fingerprint of its old code (compiled with the original flags) for the applier to check.
+    pub old_root: Option<PathBuf>,
+    /// GNU build id (hex) of the binary the patch is for, when known.
+    pub target_build_id: Option<String>,
 }
 
 /// A built patch: the object bytes (manifest embedded) and what went into it.
@@ -71,8 +84,15 @@ pub struct BuiltPatch {
     pub compiler: PathBuf,
     /// The exact compiler arguments used for every unit.
     pub arguments: Vec<String>,
-    /// Compiler warnings per unit file (empty units omitted).
+    /// Compiler warnings per unit file (empty units omitted), and notes of the object-level
+    /// confirmation.
     pub warnings: Vec<(String, String)>,
+    /// Functions of the source change whose compiled code is the same as before, so the patch
+    /// leaves them alone, as `file: name`.
+    pub unchanged: Vec<String>,
+    /// Milliseconds spent compiling and comparing the old and new files (the longest unit; the
+    /// comparison runs in parallel with the patch compile).
+    pub confirm_ms: f64,
 }
 
 /// Compiles every unit inside `root` — a materialised copy of the new revision — and merges the
@@ -90,21 +110,33 @@ pub fn build(
     let mut functions = Vec::new();
     let mut new_data = Vec::new();
     let mut warnings = Vec::new();
+    let mut confirm_ms = 0.0f64;
+    let mut file_cflags = BTreeMap::new();
+    let mut unchanged = Vec::new();
     for (index, unit) in units.iter().enumerate() {
-        let source = unit_source_path(&unit.file);
-        let output = PathBuf::from(format!("{}.o", source.display()));
-        write_file(&root.join(&source), unit.source.as_bytes())?;
-        let diagnostics = compiler.compile(root, &source, &output, &arguments, &unit.file)?;
-        if !diagnostics.trim().is_empty() {
-            warnings.push((unit.file.clone(), diagnostics));
+        let unit_flags = flags.for_file(&unit.file);
+        let unit_arguments = unit_flags.patch_arguments();
+        if unit_arguments != arguments {
+            file_cflags.insert(unit.file.clone(), unit_arguments.clone());
         }
-        let bytes = std::fs::read(root.join(&output)).map_err(|e| BuildError::Io {
-            path: root.join(&output),
-            detail: e.to_string(),
-        })?;
+        let outputs = jobs::run(&compiler, root, unit, &unit_flags, origin, &unit_arguments)?;
+        if !outputs.diagnostics.trim().is_empty() {
+            warnings.push((unit.file.clone(), outputs.diagnostics.clone()));
+        }
+        confirm_ms = confirm_ms.max(outputs.confirm_ms);
         let locals: HashSet<&str> = unit.bindings.iter().map(String::as_str).collect();
-        let symbols = merger.add_unit(index, &unit.file, &bytes, &locals)?;
-        for function in &unit.functions {
+        let symbols = merger.add_unit(
+            index,
+            &unit.file,
+            &outputs.object,
+            &locals,
+            &unit.static_locals,
+        )?;
+        let mut preimages = outputs.preimages;
+        let confirmed = select::confirmed_functions(unit, outputs.confirmation.as_ref());
+        warnings.extend(confirmed.warnings);
+        unchanged.extend(confirmed.unchanged);
+        for function in &confirmed.functions {
             let symbol = symbols
                 .functions
                 .get(&function.name)
@@ -115,7 +147,8 @@ pub fn build(
                         unit.file, function.name
                     ))
                 })?;
-            functions.push(manifest_function(unit, function, symbol));
+            let preimage = preimages.remove(&function.name);
+            functions.push(manifest_function(unit, function, symbol, preimage));
         }
         new_data.extend(unit.new_data.iter().map(|name| NewData {
             name: name.clone(),
@@ -127,8 +160,9 @@ pub fn build(
         patch_id: String::new(),
         old_revision: origin.old_revision.clone(),
         new_revision: origin.new_revision.clone(),
-        target_build_id: None,
+        target_build_id: origin.target_build_id.clone(),
         cflags: arguments.clone(),
+        file_cflags,
         functions,
         bindings: merger.bindings().to_vec(),
         new_data,
@@ -141,20 +175,12 @@ pub fn build(
         compiler: compiler.path().to_path_buf(),
         arguments,
         warnings,
+        unchanged,
+        confirm_ms,
     })
 }
 
-/// Where the translation unit of `file` is written: beside it, as `NAME.hotpatch.c`.
-fn unit_source_path(file: &str) -> PathBuf {
-    let path = Path::new(file);
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!("{stem}.hotpatch.c"))
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let io = |e: std::io::Error| BuildError::Io {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -169,6 +195,7 @@ fn manifest_function(
     unit: &PatchUnit,
     function: &hotpatch_externalizer::PatchFunction,
     symbol: String,
+    preimage: Option<Preimage>,
 ) -> ManifestFunction {
     let target = if function.is_static {
         SymbolRef::FileLocal {
@@ -190,6 +217,7 @@ fn manifest_function(
         target,
         action,
         reason: function.reason.clone(),
+        preimage,
     }
 }
 

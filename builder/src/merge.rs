@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use hotpatch_applier::artifact::{Binding, SymbolRef, MANIFEST_SECTION};
+use hotpatch_externalizer::StaticLocalBinding;
 use object::elf::{SHF_ALLOC, SHT_NOBITS, SHT_NOTE};
 use object::read::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use object::write::{self, SymbolId, SymbolSection};
@@ -23,6 +24,12 @@ use crate::BuildError;
 /// object. Readable in `nm` output and unique per (file, name).
 pub fn file_local_symbol(file: &str, name: &str) -> String {
     format!("hp.local:{file}:{name}")
+}
+
+/// The name a unit's reference to the static local `name` of `function` (in `file`) gets in the
+/// merged object.
+pub fn static_local_symbol(file: &str, function: &str, name: &str) -> String {
+    format!("hp.static:{file}:{function}:{name}")
 }
 
 /// Accumulates units into one relocatable ELF object.
@@ -55,13 +62,14 @@ impl Default for Merger {
 
 impl Merger {
     /// Adds the object compiled from `file`; `local_bindings` are the names that mean a `static`
-    /// symbol of `file` in the running binary.
+    /// symbol of `file` in the running binary, `static_locals` the labels of static locals.
     pub fn add_unit(
         &mut self,
         unit_index: usize,
         file: &str,
         bytes: &[u8],
         local_bindings: &HashSet<&str>,
+        static_locals: &[StaticLocalBinding],
     ) -> Result<UnitSymbols, BuildError> {
         let bad =
             |detail: String| BuildError::Object(format!("object compiled from {file}: {detail}"));
@@ -82,7 +90,9 @@ impl Merger {
                         None => continue,
                     }
                 }
-                _ if symbol.is_undefined() => self.undefined(file, name, local_bindings),
+                _ if symbol.is_undefined() => {
+                    self.undefined(file, name, local_bindings, static_locals)
+                }
                 _ => {
                     if symbol.is_common() {
                         return Err(bad(format!(
@@ -153,9 +163,29 @@ impl Merger {
         Ok(map)
     }
 
-    fn undefined(&mut self, file: &str, name: Vec<u8>, local_bindings: &HashSet<&str>) -> SymbolId {
+    fn undefined(
+        &mut self,
+        file: &str,
+        name: Vec<u8>,
+        local_bindings: &HashSet<&str>,
+        static_locals: &[StaticLocalBinding],
+    ) -> SymbolId {
         let source_name = String::from_utf8_lossy(&name).into_owned();
-        let name = if local_bindings.contains(source_name.as_str()) {
+        let static_local = static_locals.iter().find(|s| s.symbol == source_name);
+        let name = if let Some(local) = static_local {
+            let renamed = static_local_symbol(file, &local.function, &local.name);
+            if !self.globals.contains_key(renamed.as_bytes()) {
+                self.bindings.push(Binding {
+                    symbol: renamed.clone(),
+                    target: SymbolRef::StaticLocal {
+                        function: local.function.clone(),
+                        name: local.name.clone(),
+                        file: file.to_string(),
+                    },
+                });
+            }
+            renamed.into_bytes()
+        } else if local_bindings.contains(source_name.as_str()) {
             let renamed = file_local_symbol(file, &source_name);
             if !self.globals.contains_key(renamed.as_bytes()) {
                 self.bindings.push(Binding {

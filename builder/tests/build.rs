@@ -28,6 +28,7 @@ fn unit(
         bindings: bindings.iter().map(|s| s.to_string()).collect(),
         copied: vec![],
         new_data: vec![],
+        static_locals: vec![],
     }
 }
 
@@ -67,6 +68,8 @@ fn units_merge_into_one_object_with_bindings_and_manifest() {
     let origin = PatchOrigin {
         old_revision: Some("v1".into()),
         new_revision: Some("v2".into()),
+        old_root: None,
+        target_build_id: Some("00ff".into()),
     };
     let built = build(root.path(), &[a, b], &flags(), &origin).unwrap();
 
@@ -165,4 +168,49 @@ fn a_function_the_compiler_dropped_is_an_error() {
     );
     let err = build(root.path(), &[unit], &flags(), &PatchOrigin::default()).unwrap_err();
     assert!(err.to_string().contains("has no code for `gone`"), "{err}");
+}
+
+#[test]
+fn replaced_functions_carry_the_preimage_of_their_old_code() {
+    let old = tempfile::tempdir().unwrap();
+    std::fs::write(
+        old.path().join("lib.c"),
+        "int total;\nint add(int x)\n{\n    total += x;\n    return total;\n}\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let new_unit = unit(
+        "lib.c",
+        "extern int total;\nint add(int x)\n{\n    total += 2 * x;\n    return total;\n}\n",
+        &[("add", false, Action::Replace)],
+        &[],
+    );
+    let origin = PatchOrigin {
+        old_root: Some(old.path().to_path_buf()),
+        ..PatchOrigin::default()
+    };
+    let built = build(root.path(), &[new_unit], &flags(), &origin).unwrap();
+    let preimage = built.manifest.functions[0]
+        .preimage
+        .as_ref()
+        .expect("a preimage");
+    assert!(preimage.size > 0);
+    // `total` is reached through a relocation: its site is masked.
+    assert!(!preimage.masked.is_empty(), "{preimage:?}");
+    assert_eq!(preimage.code.len() as u64, preimage.size * 2);
+
+    // An old revision that does not compile is an error that says what was being checked.
+    std::fs::write(
+        old.path().join("lib.c"),
+        "int add(int x) { return x + ; }\n",
+    )
+    .unwrap();
+    let new_unit = unit(
+        "lib.c",
+        "int add(int x) { return x + 1; }\n",
+        &[("add", false, Action::Replace)],
+        &[],
+    );
+    let err = build(root.path(), &[new_unit], &flags(), &origin).unwrap_err();
+    assert!(err.to_string().contains("old revision of lib.c"), "{err}");
 }

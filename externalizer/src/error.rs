@@ -15,8 +15,8 @@ pub enum ExternalizeError {
         /// Why it would be replaced (`changed`, `may inline `X``).
         reason: String,
     },
-    /// A function to emit declares a `static` local, whose running value would be lost.
-    #[error("static local `{local}` in `{function}` ({file}:{line}): binding it to the running process's storage is not implemented yet; patching would reset it")]
+    /// A function to emit declares a `static` local that cannot be bound to the running storage.
+    #[error("static local `{local}` in `{function}` ({file}:{line}) cannot be bound to the running process's storage: {why}; patching would reset it")]
     StaticLocal {
         /// The static local variable.
         local: String,
@@ -26,6 +26,8 @@ pub enum ExternalizeError {
         file: String,
         /// Line of the local's declaration.
         line: u32,
+        /// Why it cannot be bound.
+        why: String,
     },
     /// One declaration declares both an existing variable and a new one.
     #[error("{file}:{line}: the declaration of {names} mixes existing variables with new ones ({new}): existing ones must stay bound to the running process, new ones need fresh storage; split the declaration")]

@@ -8,13 +8,17 @@
 mod edits;
 mod error;
 mod plan;
+mod static_locals;
 mod types;
 mod unit;
 
 use hotpatch_differ::{Change, ChangeSet, Snapshot};
 
 pub use error::ExternalizeError;
-pub use types::{Action, LocalFunctionProbe, Options, PatchFunction, PatchUnit};
+pub use static_locals::label as static_local_label;
+pub use types::{
+    Action, LocalFunctionProbe, Options, PatchFunction, PatchUnit, StaticLocalBinding,
+};
 
 /// Makes one patch unit per changed `.c` file that has changed or added functions.
 ///

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+pub use crate::static_locals::StaticLocalBinding;
+
 /// Answers whether the running binary still has a local function: `(file, name) -> present`.
 pub type LocalFunctionProbe<'a> = &'a dyn Fn(&str, &str) -> bool;
 
@@ -11,6 +13,10 @@ pub struct Options<'a> {
     /// Answers whether the running binary still has a local (static) function `name` of source
     /// file `file`. `None`: assume every function is present.
     pub target_has_local_function: Option<LocalFunctionProbe<'a>>,
+    /// Answers whether the running binary still has storage for a file-scope `static` variable
+    /// `name` of `file`. A variable the compiler folded away (never written) gets a private copy
+    /// with its initializer instead of a binding. `None`: assume every variable is present.
+    pub target_has_local_variable: Option<LocalFunctionProbe<'a>>,
 }
 
 impl std::fmt::Debug for Options<'_> {
@@ -19,6 +25,10 @@ impl std::fmt::Debug for Options<'_> {
             .field(
                 "target_has_local_function",
                 &self.target_has_local_function.map(|_| "<fn>"),
+            )
+            .field(
+                "target_has_local_variable",
+                &self.target_has_local_variable.map(|_| "<fn>"),
             )
             .finish()
     }
@@ -39,6 +49,8 @@ pub struct PatchUnit {
     pub copied: Vec<String>,
     /// Variables new in the new revision, kept as definitions (fresh storage).
     pub new_data: Vec<String>,
+    /// `static` locals of emitted functions, bound to the running process's storage.
+    pub static_locals: Vec<StaticLocalBinding>,
 }
 
 /// A function the patch defines.

@@ -7,6 +7,7 @@ use hotpatch_differ::FunctionChange;
 
 use crate::edits::{newlines_of, Edits};
 use crate::plan::{plan, Lookup, Plan};
+use crate::static_locals;
 use crate::{Action, ExternalizeError, Options, PatchFunction, PatchUnit};
 
 /// What happens to a file-scope variable declaration.
@@ -33,7 +34,10 @@ pub fn make_unit(
     let mut new_data = Vec::new();
     let mut fates = Vec::with_capacity(index.items.len());
     for item in &index.items {
-        let fate = var_fate(file, item, &old_vars)?;
+        let fate = match var_fate(file, item, &old_vars)? {
+            VarFate::Demote if item.is_static && folded_away(file, item, options) => VarFate::Keep,
+            fate => fate,
+        };
         if matches!(fate, VarFate::Keep) {
             new_data.extend(
                 variables(item)
@@ -57,16 +61,22 @@ pub fn make_unit(
     let mut edits = Edits::default();
     let mut bindings = BTreeSet::new();
     let mut demoted = BTreeSet::new();
+    let mut static_locals = Vec::new();
     for item in index.items.iter().filter(|i| i.kind == ItemKind::Function) {
         let Some(name) = item.name() else { continue };
-        if plan.members.contains_key(name) {
+        if let Some(member) = plan.members.get(name) {
             // Every patch function keeps its code in the object, even one the compiler inlines
             // into all its callers in the patch: the manifest names it and the builder checks it.
             if item.is_static {
                 edits.insert(item.range.start, "__attribute__((used)) ");
             }
+            if member.action != Action::Add {
+                static_locals.extend(static_locals::bind(file, source, item, &mut edits)?);
+            }
         } else if item.is_inline || plan.copied.contains(name) {
-            // kept as it is
+            // Kept as it is, but its static locals are the running ones (a bound local that no
+            // emitted code uses leaves no undefined symbol, and so no binding).
+            static_locals.extend(static_locals::bind(file, source, item, &mut edits)?);
         } else if let Some(body) = item.body.clone() {
             let replacement = format!(";{}", newlines_of(source.get(body.clone()).unwrap_or("")));
             edits.replace(body, replacement);
@@ -133,6 +143,7 @@ pub fn make_unit(
         bindings: bindings.into_iter().collect(),
         copied: plan.copied.into_iter().collect(),
         new_data,
+        static_locals,
     })
 }
 
@@ -160,6 +171,14 @@ fn variable_names(index: &Index) -> BTreeSet<String> {
         .filter(|i| i.kind == ItemKind::Declaration)
         .flat_map(|i| variables(i).map(str::to_string))
         .collect()
+}
+
+/// Whether the running binary has no storage for any of the `static` variables `item` declares:
+/// the compiler removed them (never written, so their value is still the initializer).
+fn folded_away(file: &str, item: &Item, options: &Options<'_>) -> bool {
+    options
+        .target_has_local_variable
+        .is_some_and(|present| variables(item).all(|name| !present(file, name)))
 }
 
 fn var_fate(
@@ -199,7 +218,7 @@ fn var_fate(
     Ok(VarFate::Demote)
 }
 
-/// The refusals: `main` in the set, static locals in replaced or copied functions.
+/// The refusals: `main` in the set.
 fn refuse(file: &str, plan: &Plan, lookup: &Lookup<'_>) -> Result<(), ExternalizeError> {
     if let Some(member) = plan.members.get("main") {
         return Err(ExternalizeError::AlwaysActive {
@@ -208,23 +227,6 @@ fn refuse(file: &str, plan: &Plan, lookup: &Lookup<'_>) -> Result<(), Externaliz
             line: first_line(lookup, "main"),
             reason: member.reason.clone(),
         });
-    }
-    let replaced = plan
-        .members
-        .iter()
-        .filter(|(_, m)| m.action != Action::Add)
-        .map(|(n, _)| n);
-    for name in replaced.chain(plan.copied.iter()) {
-        for def in lookup.defs.get(name.as_str()).into_iter().flatten() {
-            if let Some(local) = def.static_locals.first() {
-                return Err(ExternalizeError::StaticLocal {
-                    local: local.name.clone(),
-                    function: name.clone(),
-                    file: file.to_string(),
-                    line: local.line,
-                });
-            }
-        }
     }
     Ok(())
 }

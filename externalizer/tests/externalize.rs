@@ -13,6 +13,7 @@ fn snap(label: &str, files: &[(&str, &str)]) -> Snapshot {
             .iter()
             .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
             .collect(),
+        commit: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn absent_functions_become_inlined_only_or_copies() {
     let absent = |_file: &str, name: &str| !matches!(name, "helper" | "tiny");
     let options = Options {
         target_has_local_function: Some(&absent),
+        ..Options::default()
     };
     let unit = one(V1, &v2(), &options);
     let helper = unit
@@ -225,13 +227,32 @@ fn main_is_refused() {
 }
 
 #[test]
-fn static_local_is_refused_unless_new() {
+fn static_local_binds_to_running_storage_unless_new() {
     let old = "int count(void)\n{\n    static int n;\n    return ++n;\n}\n";
     let new = old.replace("++n", "n += 2");
-    let err = run(old, &new, &Options::default()).expect_err("refused");
+    let unit = one(old, &new, &Options::default());
+    assert!(
+        unit.source
+            .contains("extern int n __asm__(\"__hp_static.count.n\");"),
+        "{}",
+        unit.source
+    );
+    assert_eq!(unit.static_locals.len(), 1);
     assert_eq!(
-        err.to_string(),
-        "static local `n` in `count` (src/lib.c:3): binding it to the running process's storage is not implemented yet; patching would reset it"
+        (
+            unit.static_locals[0].function.as_str(),
+            unit.static_locals[0].name.as_str()
+        ),
+        ("count", "n")
+    );
+    // two locals of one name in one function cannot be told apart
+    let old = "int count(int i)\n{\n    if (i) { static int n; return n++; }\n    { static int n; return n--; }\n}\n";
+    let new = old.replace("n--", "n -= 2");
+    let err = run(old, &new, &Options::default()).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("static local `n` in `count` (src/lib.c:"),
+        "{err}"
     );
     // in a new function, fresh storage is right
     let unit = one(V1, &v2(), &Options::default());
@@ -266,4 +287,23 @@ fn ifdef_blocks_and_removed_functions() {
     // only a removal: nothing to emit
     let new = old.replace("int gone(void) { return 0; }\n", "");
     assert!(run(old, &new, &Options::default()).expect("ok").is_empty());
+}
+
+#[test]
+fn a_static_variable_the_binary_folded_away_gets_a_private_copy() {
+    let old = "static int scale = 3;\nstatic int used;\nint f(void)\n{\n    used++;\n    return scale;\n}\n";
+    let new = old.replace("return scale;", "return scale + 1;");
+    let folded = |_file: &str, name: &str| name != "scale";
+    let options = Options {
+        target_has_local_variable: Some(&folded),
+        ..Options::default()
+    };
+    let unit = one(old, &new, &options);
+    assert!(
+        unit.source.contains("static int scale = 3;"),
+        "{}",
+        unit.source
+    );
+    assert!(unit.source.contains("extern int used;"), "{}", unit.source);
+    assert_eq!(unit.bindings, ["used"]);
 }

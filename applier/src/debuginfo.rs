@@ -1,0 +1,181 @@
+//! DWARF look-ups the symbol tables cannot answer: where a `static` local variable of a function
+//! lives (a `DW_TAG_variable` inside the function's `DW_TAG_subprogram`, located by `DW_OP_addr`).
+
+use std::borrow::Cow;
+
+use gimli::{EndianSlice, LittleEndian};
+use object::{Object, ObjectSection};
+
+use crate::symbols::file_matches;
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// What the debug information says about a static local.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DwarfAnswer {
+    /// The module has no `.debug_info`.
+    NoDebugInfo,
+    /// Link-time addresses of every matching variable (deduplicated; empty: none found).
+    Addresses(Vec<u64>),
+}
+
+/// Finds the link-time addresses of the static local `name` of `function` defined in a
+/// compilation unit whose name matches `file`. Never fails: unreadable DWARF counts as absent.
+pub(crate) fn static_local_addresses(
+    elf: &[u8],
+    file: &str,
+    function: &str,
+    name: &str,
+) -> DwarfAnswer {
+    let Ok(object) = object::File::parse(elf) else {
+        return DwarfAnswer::NoDebugInfo;
+    };
+    if object.section_by_name(".debug_info").is_none() {
+        return DwarfAnswer::NoDebugInfo;
+    }
+    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
+        Ok(object
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[])))
+    };
+    let Ok(sections) = gimli::DwarfSections::load(load) else {
+        return DwarfAnswer::NoDebugInfo;
+    };
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, LittleEndian));
+    let mut found = Vec::new();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        let _ = scan_unit(&dwarf, &unit, file, function, name, &mut found);
+    }
+    found.sort_unstable();
+    found.dedup();
+    DwarfAnswer::Addresses(found)
+}
+
+fn scan_unit(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &gimli::Unit<Slice<'_>>,
+    file: &str,
+    function: &str,
+    name: &str,
+    found: &mut Vec<u64>,
+) -> gimli::Result<()> {
+    let mut entries = unit.entries();
+    // Subprograms enclosing the current entry: (depth, is the wanted function).
+    let mut enclosing: Vec<(isize, bool)> = Vec::new();
+    while let Some(entry) = entries.next_dfs()? {
+        let depth = entry.depth();
+        while enclosing.last().is_some_and(|&(d, _)| d >= depth) {
+            enclosing.pop();
+        }
+        let entry_name = || {
+            entry
+                .attr_value(gimli::DW_AT_name)
+                .and_then(|v| dwarf.attr_string(unit, v).ok())
+                .map(|s| String::from_utf8_lossy(s.slice()).into_owned())
+        };
+        match entry.tag() {
+            gimli::DW_TAG_compile_unit if !entry_name().is_some_and(|n| file_matches(&n, file)) => {
+                return Ok(());
+            }
+            gimli::DW_TAG_subprogram => {
+                enclosing.push((depth, entry_name().as_deref() == Some(function)));
+            }
+            gimli::DW_TAG_variable => {
+                let inside = enclosing.last().is_some_and(|&(_, wanted)| wanted);
+                if inside && entry_name().as_deref() == Some(name) {
+                    if let Some(address) = location_address(unit, entry) {
+                        found.push(address);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The address of a location expression that is exactly `DW_OP_addr A`.
+fn location_address(
+    unit: &gimli::Unit<Slice<'_>>,
+    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
+) -> Option<u64> {
+    let expression = entry.attr_value(gimli::DW_AT_location)?.exprloc_value()?;
+    let mut ops = expression.operations(unit.encoding());
+    match (ops.next().ok()?, ops.next().ok()?) {
+        (Some(gimli::Operation::Address { address }), None) => Some(address),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_static_local_by_function_in_a_gcc_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("lib.c");
+        std::fs::write(
+            &src,
+            "int f(void) { static int n; return ++n; }\nint g(void) { static int n = 5; return n--; }\n",
+        )
+        .unwrap();
+        let out = dir.path().join("lib.so");
+        let status = std::process::Command::new("gcc")
+            .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let bytes = std::fs::read(&out).unwrap();
+        let file = object::File::parse(bytes.as_slice()).unwrap();
+        let symbol = |name: &str| {
+            use object::ObjectSymbol;
+            file.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| s.address())
+                .unwrap()
+        };
+        let f = static_local_addresses(&bytes, "lib.c", "f", "n");
+        let g = static_local_addresses(&bytes, "lib.c", "g", "n");
+        let both = [symbol("n.0"), symbol("n.1")];
+        let (DwarfAnswer::Addresses(f), DwarfAnswer::Addresses(g)) = (f, g) else {
+            panic!("no debug info read");
+        };
+        assert_eq!(f.len(), 1);
+        assert_eq!(g.len(), 1);
+        assert_ne!(f, g);
+        assert!(
+            both.contains(&f[0]) && both.contains(&g[0]),
+            "{f:?} {g:?} {both:?}"
+        );
+        assert_eq!(
+            static_local_addresses(&bytes, "other.c", "f", "n"),
+            DwarfAnswer::Addresses(vec![])
+        );
+    }
+
+    #[test]
+    fn garbage_and_objects_without_dwarf_are_no_debug_info() {
+        assert_eq!(
+            static_local_addresses(b"nope", "a.c", "f", "n"),
+            DwarfAnswer::NoDebugInfo
+        );
+        let obj = object::write::Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let bytes = obj.write().unwrap();
+        assert_eq!(
+            static_local_addresses(&bytes, "a.c", "f", "n"),
+            DwarfAnswer::NoDebugInfo
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! `hotpatch build OLD..NEW -o FILE [--pid N] [--cflags ...] [--json]`: writes the patch object
+//! (relocatable ELF with its `.hotpatch.manifest`) instead of applying it, for `hotpatch apply`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hotpatch_applier::{FunctionAction, Target};
+use hotpatch_differ::{diff_snapshots, parse_range, read_git_revision};
+use serde_json::json;
+
+use crate::pipeline::{self, elapsed_ms, Timings};
+
+/// Arguments of `hotpatch build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Revision range OLD..NEW (tags, branches, commit ids ...), read from git objects.
+    pub range: String,
+    /// Where to write the patch object.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The git repository (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// A process running OLD: the patch records its build id (applying it to another binary is
+    /// refused) and is shaped for it (static functions it inlined away).
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub cflags: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `hotpatch build`.
+pub fn run(args: &BuildArgs) -> Result<()> {
+    let mut timings = Timings::default();
+    let start = Instant::now();
+    let (old_rev, new_rev) = parse_range(&args.range)?;
+    let old = read_git_revision(&args.repo, &old_rev)?;
+    let new = read_git_revision(&args.repo, &new_rev)?;
+    let changes = diff_snapshots(&old, &new);
+    timings.diff_ms = elapsed_ms(start);
+    if !pipeline::has_patchable_changes(&changes) {
+        bail!(
+            "nothing to patch between {} and {}: no function changed",
+            changes.old_label,
+            changes.new_label
+        );
+    }
+    let target = args
+        .pid
+        .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
+        .transpose()?;
+    let patch = pipeline::build_patch(
+        &changes,
+        &old,
+        &new,
+        target.as_ref(),
+        args.cflags.as_deref(),
+        &mut timings,
+    )?;
+    std::fs::write(&args.output, &patch.built.object)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let manifest = &patch.built.manifest;
+    if args.json {
+        let value = json!({
+            "output": args.output,
+            "patch_id": manifest.patch_id,
+            "old": changes.old_label,
+            "new": changes.new_label,
+            "target_build_id": manifest.target_build_id,
+            "functions": manifest.functions.iter().map(|f| json!({
+                "name": f.target.name(),
+                "file": f.target.file(),
+                "action": f.action,
+                "reason": f.reason,
+                "preimage": f.preimage.is_some(),
+            })).collect::<Vec<_>>(),
+            "unchanged": patch.built.unchanged,
+            "bindings": manifest.bindings,
+            "cflags": manifest.cflags,
+            "timings": timings,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "wrote {} ({} bytes): patch {} for {} → {}",
+        args.output.display(),
+        patch.built.object.len(),
+        manifest.patch_id,
+        changes.old_label,
+        changes.new_label
+    );
+    match &manifest.target_build_id {
+        Some(id) => println!("  for the binary with build id {id}"),
+        None => println!(
+            "  for any binary built from {} (no --pid: build id not recorded)",
+            changes.old_label
+        ),
+    }
+    for name in &patch.built.unchanged {
+        println!("  left alone   {name}: its compiled code did not change");
+    }
+    for f in &manifest.functions {
+        let check = match (f.action, &f.preimage) {
+            (FunctionAction::Add, _) => "",
+            (_, Some(_)) => ", old code fingerprinted",
+            (_, None) => ", old code not fingerprinted",
+        };
+        println!(
+            "  {:<12} {}: {}{check}",
+            format!("{:?}", f.action).to_lowercase(),
+            f.target,
+            f.reason
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+static int calls;
+
+int state(void)
+{
+    return calls;
+}
+
+int value(void)
+{
+    static int seen;
+    calls++;
+    seen++;
+    return 20 + (seen - calls);
+}

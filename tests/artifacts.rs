@@ -1,0 +1,290 @@
+//! Patch objects as files and the checks that bind a patch to the binary it was made for:
+//! `hotpatch build` / `hotpatch apply` (user_object), the build id (buildid_mismatch) and the
+//! pre-image of every replaced function (preimage_mismatch). Every started process is killed on
+//! every path (TargetProcess kills on drop).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::*;
+
+const DRIVER: &str = r#"#include <stdio.h>
+#include <unistd.h>
+int state(void);
+int value(void);
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (unsigned tick = 0;; tick++) {
+        int v = value();
+        printf("tick=%u state=%d value=%d\n", tick, state(), v);
+        usleep(20000);
+    }
+}
+"#;
+
+const LIB_V1: &str = r#"static int calls;
+int state(void)
+{
+    return calls;
+}
+int value(void)
+{
+    calls++;
+    return calls % 3 == 7 ? -1 : 42;
+}
+"#;
+
+fn lib_v2() -> String {
+    LIB_V1.replace("? -1 : 42", "? -1 : 43")
+}
+
+fn files(lib: &str) -> Vec<(String, String)> {
+    vec![
+        ("main.c".to_string(), DRIVER.to_string()),
+        ("lib.c".to_string(), lib.to_string()),
+    ]
+}
+
+/// A repository with v1 and v2 and a v1 binary built with `cflags`, from `lib` (v1 by default).
+struct Setup {
+    _work: tempfile::TempDir,
+    repo: PathBuf,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path().join("repo");
+        git_repo_with_revisions(&repo, &files(LIB_V1), &files(&lib_v2()));
+        let dir = work.path().to_path_buf();
+        Setup {
+            _work: work,
+            repo,
+            dir,
+        }
+    }
+
+    fn binary(&self, name: &str, lib: &str, cflags: &str) -> PathBuf {
+        let build = self.dir.join(format!("build-{name}"));
+        write_tree(&build, &files(lib));
+        let binary = self.dir.join(name);
+        compile_program(
+            &build,
+            &["main.c".to_string(), "lib.c".to_string()],
+            cflags,
+            &binary,
+        );
+        binary
+    }
+
+    fn start(&self, binary: &Path) -> TargetProcess {
+        let mut target = TargetProcess::start(binary);
+        target.wait_for("value=42", Duration::from_secs(5));
+        target
+    }
+
+    fn repo(&self) -> &str {
+        self.repo.to_str().unwrap()
+    }
+}
+
+fn assert_failed_with(output: &std::process::Output, needle: &str) {
+    let (stdout, stderr) = (stdout_of(output), stderr_of(output));
+    assert!(!output.status.success(), "succeeded:\n{stdout}\n{stderr}");
+    assert!(stderr.contains(needle), "no `{needle}` in:\n{stderr}");
+}
+
+#[test]
+fn built_patch_object_applies_with_apply() {
+    let setup = Setup::new();
+    let binary = setup.binary("v1", LIB_V1, "-O2 -g");
+    let mut target = setup.start(&binary);
+    let pid = target.pid().to_string();
+    let object = setup.dir.join("fix.hp.o");
+    let output = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        setup.repo(),
+        "--pid",
+        &pid,
+        "-o",
+        object.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert!(report["target_build_id"].as_str().is_some(), "{report:#}");
+    assert_eq!(report["functions"][0]["preimage"], true, "{report:#}");
+
+    let dry = hotpatch(&[
+        "apply",
+        object.to_str().unwrap(),
+        "--pid",
+        &pid,
+        "--dry-run",
+    ]);
+    assert!(dry.status.success(), "{}", stderr_of(&dry));
+    target.read_lines(2);
+    assert!(target.seen.last().unwrap().contains("value=42"));
+
+    let output = hotpatch(&["apply", object.to_str().unwrap(), "--pid", &pid, "--json"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    target.wait_for("value=43", Duration::from_secs(5));
+    target.read_lines(2);
+    assert_counts_up_by_one(&target.seen, "state");
+    assert!(target.is_alive());
+}
+
+#[test]
+fn user_object_without_manifest_replaces_the_function_of_its_name() {
+    let setup = Setup::new();
+    let binary = setup.binary("v1", LIB_V1, "-O2 -g");
+    let mut target = setup.start(&binary);
+    let source = setup.dir.join("vendor.c");
+    std::fs::write(&source, "int value(void) { return 77; }\n").unwrap();
+    let object = setup.dir.join("vendor.o");
+    run_ok(
+        std::process::Command::new("gcc")
+            .args(["-O2", "-fPIC", "-c"])
+            .arg(&source)
+            .arg("-o")
+            .arg(&object),
+    );
+    let pid = target.pid().to_string();
+    let output = hotpatch(&["apply", object.to_str().unwrap(), "--pid", &pid]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(
+        stdout_of(&output).contains("value"),
+        "{}",
+        stdout_of(&output)
+    );
+    target.wait_for("value=77", Duration::from_secs(5));
+    assert!(target.is_alive());
+}
+
+#[test]
+fn user_object_with_an_ambiguous_name_is_a_clear_error() {
+    let work = tempfile::tempdir().unwrap();
+    let lib = "static int helper(void) { return 1; }\nint state(void) { return helper(); }\n";
+    let other = "static int helper(void) { return 2; }\nint value(void) { return 40 + helper() + (state() ? 0 : 1); }\n";
+    let tree = vec![
+        ("main.c".to_string(), DRIVER.to_string()),
+        ("lib.c".to_string(), lib.to_string()),
+        ("other.c".to_string(), other.replace("40 +", "40 + 0 *")),
+    ];
+    write_tree(work.path(), &tree);
+    let binary = work.path().join("target");
+    compile_program(
+        work.path(),
+        &["main.c".into(), "lib.c".into(), "other.c".into()],
+        "-O0 -g",
+        &binary,
+    );
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for("value=", Duration::from_secs(5));
+    let source = work.path().join("vendor.c");
+    std::fs::write(&source, "int helper(void) { return 5; }\n").unwrap();
+    let object = work.path().join("vendor.o");
+    run_ok(
+        std::process::Command::new("gcc")
+            .args(["-O2", "-fPIC", "-c"])
+            .arg(&source)
+            .arg("-o")
+            .arg(&object),
+    );
+    let pid = target.pid().to_string();
+    let output = hotpatch(&["apply", object.to_str().unwrap(), "--pid", &pid]);
+    assert_failed_with(&output, "matches several functions");
+    assert_failed_with(&output, "static in lib.c");
+    assert_failed_with(&output, "static in other.c");
+    assert!(target.is_alive());
+}
+
+#[test]
+fn buildid_mismatch_is_refused_before_anything_is_written() {
+    let setup = Setup::new();
+    let built_for = setup.binary("v1", LIB_V1, "-O2 -g");
+    let other = setup.binary("v1-other", LIB_V1, "-O2 -g -fno-omit-frame-pointer");
+    let first = setup.start(&built_for);
+    let mut second = setup.start(&other);
+    let object = setup.dir.join("fix.hp.o");
+    let output = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        setup.repo(),
+        "--pid",
+        &first.pid().to_string(),
+        "-o",
+        object.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let output = hotpatch(&[
+        "apply",
+        object.to_str().unwrap(),
+        "--pid",
+        &second.pid().to_string(),
+    ]);
+    assert_failed_with(&output, "build id");
+    assert_failed_with(&output, "refusing to patch another binary");
+    second.read_lines(3);
+    assert!(second.seen.last().unwrap().contains("value=42"));
+    assert!(second.is_alive());
+    drop(first);
+}
+
+#[test]
+fn preimage_mismatch_other_flags_is_refused() {
+    let setup = Setup::new();
+    let binary = setup.binary("v1-O0", LIB_V1, "-O0 -g");
+    let mut target = setup.start(&binary);
+    let output = hotpatch(&[
+        "diff",
+        "v1..v2",
+        "--repo",
+        setup.repo(),
+        "--apply",
+        "--pid",
+        &target.pid().to_string(),
+        "--cflags",
+        "-O2 -g",
+    ]);
+    assert_failed_with(
+        &output,
+        "the running `value` does not match v1 built with these flags",
+    );
+    target.read_lines(3);
+    assert!(target.seen.last().unwrap().contains("value=42"));
+    assert!(target.is_alive());
+}
+
+#[test]
+fn preimage_mismatch_other_source_is_refused() {
+    let setup = Setup::new();
+    let v0 = LIB_V1.replace("calls++;", "calls += 2;");
+    let binary = setup.binary("v0", &v0, "-O2 -g");
+    let mut target = setup.start(&binary);
+    let output = hotpatch(&[
+        "diff",
+        "v1..v2",
+        "--repo",
+        setup.repo(),
+        "--apply",
+        "--pid",
+        &target.pid().to_string(),
+        "--cflags",
+        "-O2 -g",
+    ]);
+    assert_failed_with(
+        &output,
+        "the running `value` does not match v1 built with these flags",
+    );
+    target.read_lines(3);
+    assert!(target.seen.last().unwrap().contains("value=42"));
+    assert!(target.is_alive());
+}
