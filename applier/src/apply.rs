@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::artifact::{FunctionAction, SymbolRef};
-use crate::commit::{commit, Committed, Site};
+use crate::commit::{commit, Busy, SafePoint, Safety, Site, Stops};
 use crate::error::ApplyError;
+use crate::installed::{installed_patches, InstalledPatch};
 use crate::layout::PAGE;
-use crate::ledger::{self, LedgerFunction, LedgerRecord, OverwrittenRange};
+use crate::ledger::{self, LedgerFunction, LedgerRecord, LedgerState, OverwrittenRange};
 use crate::link::{Image, Linker};
 use crate::maps::read_maps;
 use crate::plan::Plan;
@@ -17,6 +18,7 @@ use crate::ptrace::{read_memory, write_memory};
 use crate::region::{self, PROT_EXEC, PROT_READ};
 use crate::target::Target;
 use crate::trampoline::{branches_into, covered_length, jump_bytes};
+use crate::unwind::StackUnwinder;
 
 /// Tunables of [`apply`].
 #[derive(Debug, Clone)]
@@ -42,6 +44,15 @@ pub struct ApplyReport {
     pub pause_us: u64,
     /// How many threads were stopped.
     pub threads: usize,
+    /// All stops together, in microseconds (stops that found a thread in the way included).
+    pub total_stopped_us: u64,
+    /// How many times every thread was stopped.
+    pub stops: u32,
+    /// Threads whose stack could not be unwound to its end at the commit (there were none in
+    /// the way as far as the walk saw).
+    pub incomplete_stacks: usize,
+    /// Order of this patch among the patches of the process.
+    pub sequence: u64,
     /// Start of the region holding the patch.
     pub region_address: u64,
     /// Size of the region.
@@ -67,6 +78,84 @@ pub struct AppliedFunction {
     pub new_address: u64,
 }
 
+/// What a live dry run ([`check`]) found: the stop it would need, measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The longest single stop, in microseconds: the pause the commit would cause, predicted.
+    pub pause_us: u64,
+    /// All stops together, in microseconds.
+    pub total_stopped_us: u64,
+    /// How many times every thread was stopped.
+    pub stops: u32,
+    /// Threads stopped.
+    pub threads: usize,
+    /// Threads whose stack could not be unwound to its end.
+    pub incomplete_stacks: usize,
+}
+
+/// A live dry run: checks that every entry still holds the bytes the plan read, then stops every
+/// thread exactly as the commit would (waiting, up to the timeout, until no thread is inside a
+/// function being replaced) and resumes at once. Nothing is written to the process.
+pub fn check(
+    target: &Target,
+    plan: &Plan,
+    options: &ApplyOptions,
+) -> Result<CheckReport, ApplyError> {
+    let pid = target.pid();
+    for redirect in &plan.redirects {
+        if read_memory(pid, redirect.entry, redirect.code.len())? != redirect.code {
+            let name = plan.functions[redirect.function].target.name().to_string();
+            return Err(ApplyError::CodeChanged {
+                name,
+                address: redirect.entry,
+            });
+        }
+    }
+    // Where the region would go decides the jumps' length, hence the bytes they would cover.
+    let maps = read_maps(pid)?;
+    let size = PAGE + plan.image_size();
+    let base = region::choose(&maps, target.exe_span(), size, region::mmap_min_addr())
+        .ok_or(ApplyError::NoRegion { pid, size })?;
+    let predicted = vec![base + PAGE; plan.functions.len()];
+    let sites = sites(plan, &predicted)?;
+    let busy = Busy::for_sites(&sites);
+    let earlier = installed_patches(pid).unwrap_or_default();
+    refuse_if_applied(pid, plan, &earlier)?;
+    let mut unwinder = StackUnwinder::for_target(target);
+    unwinder.add_names(crate::revert::patch_names(&earlier));
+    let safety = Safety {
+        busy: &busy,
+        unwinder: Some(&unwinder),
+        incomplete_blocks: true,
+        timeout: options.timeout,
+        at: None,
+    };
+    let mut stops = Stops::default();
+    crate::commit::stop_safely(pid, &safety, &mut stops, |_, _| Ok(()))?;
+    Ok(CheckReport {
+        pause_us: stops.pause_us,
+        total_stopped_us: stops.total_us,
+        stops: stops.count,
+        threads: stops.threads,
+        incomplete_stacks: stops.incomplete_stacks,
+    })
+}
+
+/// Refuses a patch that is applied to the process already.
+fn refuse_if_applied(pid: i32, plan: &Plan, earlier: &[InstalledPatch]) -> Result<(), ApplyError> {
+    match earlier
+        .iter()
+        .find(|p| p.patch_id == plan.patch_id && p.state == LedgerState::Applied)
+    {
+        Some(same) => Err(ApplyError::AlreadyApplied {
+            patch_id: same.patch_id.clone(),
+            pid,
+            sequence: same.sequence,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// How many times a region is re-chosen when its range was taken meanwhile.
 const REGION_ATTEMPTS: usize = 3;
 
@@ -76,6 +165,56 @@ pub fn apply(
     target: &Target,
     plan: &Plan,
     options: &ApplyOptions,
+) -> Result<ApplyReport, ApplyError> {
+    apply_with(target, plan, options, None)
+}
+
+/// Like [`apply`], but commits only when a thread reaches the entry of `function` (a safe point
+/// the operator chose, e.g. the top of an event loop): a breakpoint is placed there while the
+/// process runs traced, and the commit happens at the stop it causes (the usual safety check
+/// still applies). Gives up after `options.timeout`. While it waits the breakpoint is in the
+/// process: if the tool is killed then, the next thread to reach `function` dies of `SIGTRAP`.
+pub fn apply_at(
+    target: &Target,
+    plan: &Plan,
+    options: &ApplyOptions,
+    function: &str,
+) -> Result<ApplyReport, ApplyError> {
+    let address = safe_point_address(target, function)?;
+    let point = SafePoint {
+        name: function.to_string(),
+        address,
+    };
+    apply_with(target, plan, options, Some(point))
+}
+
+/// The entry of `function`: a global, else the one `static` function of that name.
+fn safe_point_address(target: &Target, function: &str) -> Result<u64, ApplyError> {
+    if let Some(found) = target.lookup_global(function, true) {
+        return Ok(found.address);
+    }
+    let locals = target.exe_functions_named(function);
+    match locals.as_slice() {
+        [one] => Ok(one.address),
+        [] => Err(ApplyError::MissingFunction(SymbolRef::Global {
+            name: function.to_string(),
+        })),
+        several => Err(ApplyError::AmbiguousFunction {
+            name: function.to_string(),
+            candidates: several
+                .iter()
+                .map(|f| f.file.clone().unwrap_or_else(|| "global".into()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+fn apply_with(
+    target: &Target,
+    plan: &Plan,
+    options: &ApplyOptions,
+    at: Option<SafePoint>,
 ) -> Result<ApplyReport, ApplyError> {
     let pid = target.pid();
     if pid != plan.pid {
@@ -94,11 +233,31 @@ pub fn apply(
             });
         }
     }
-    let header_bound = ledger::encode(&record(plan, &[], u64::MAX, u64::MAX, u64::MAX, &[]));
+    // Earlier patches: their order, and names for their code in messages.
+    let earlier = installed_patches(pid).unwrap_or_default();
+    refuse_if_applied(pid, plan, &earlier)?;
+    let sequence = earlier.iter().map(|p| p.sequence).max().unwrap_or(0) + 1;
+    let mut unwinder = StackUnwinder::for_target(target);
+    unwinder.add_names(crate::revert::patch_names(&earlier));
+    let stamp = Stamp {
+        now: u64::MAX,
+        sequence: u64::MAX,
+        base: u64::MAX,
+        size: u64::MAX,
+    };
+    let header_bound = ledger::encode(&record(plan, &[], &stamp, &[]));
     let header_size = (header_bound.len() as u64).next_multiple_of(PAGE);
     let region_size = header_size + plan.image_size();
     let base = allocate_region(target, region_size)?;
-    match write_and_commit(target, plan, options, base, header_size, region_size) {
+    let prepared = Prepared {
+        at,
+        unwinder: &unwinder,
+        sequence,
+        base,
+        header_size,
+        region_size,
+    };
+    match write_and_commit(target, plan, options, &prepared) {
         Ok(report) => Ok(report),
         Err(error) => {
             region::release(pid, base, region_size);
@@ -123,15 +282,33 @@ fn allocate_region(target: &Target, size: u64) -> Result<u64, ApplyError> {
     Err(last_error.unwrap_or(ApplyError::NoRegion { pid, size }))
 }
 
+/// What was settled before the region was written.
+struct Prepared<'a> {
+    at: Option<SafePoint>,
+    unwinder: &'a StackUnwinder,
+    sequence: u64,
+    base: u64,
+    header_size: u64,
+    region_size: u64,
+}
+
+/// The numbers of a ledger record that are not in the plan.
+struct Stamp {
+    now: u64,
+    sequence: u64,
+    base: u64,
+    size: u64,
+}
+
 fn write_and_commit(
     target: &Target,
     plan: &Plan,
     options: &ApplyOptions,
-    base: u64,
-    header_size: u64,
-    region_size: u64,
+    prepared: &Prepared<'_>,
 ) -> Result<ApplyReport, ApplyError> {
     let pid = target.pid();
+    let (base, header_size, region_size) =
+        (prepared.base, prepared.header_size, prepared.region_size);
     let text_base = base + header_size;
     let linker = Linker {
         object: &plan.object,
@@ -152,14 +329,13 @@ fn write_and_commit(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let header = ledger::encode(&record(
-        plan,
-        &new_addresses,
+    let stamp = Stamp {
         now,
+        sequence: prepared.sequence,
         base,
-        region_size,
-        &sites,
-    ));
+        size: region_size,
+    };
+    let header = ledger::encode(&record(plan, &new_addresses, &stamp, &sites));
     if header.len() as u64 > header_size {
         return Err(ApplyError::Ledger(
             "the header outgrew its reserved pages".into(),
@@ -169,7 +345,17 @@ fn write_and_commit(
     region::protect(pid, base, header_size, PROT_READ)?;
     region::protect(pid, text_base, plan.layout.text_size, PROT_READ | PROT_EXEC)?;
 
-    let Committed { pause_us, threads } = commit(pid, &sites, options.timeout)?;
+    let busy = Busy::for_sites(&sites);
+    let safety = Safety {
+        busy: &busy,
+        unwinder: Some(prepared.unwinder),
+        incomplete_blocks: true,
+        timeout: options.timeout,
+        at: prepared.at.clone(),
+    };
+    let applied = LedgerState::Applied.word().to_le_bytes();
+    let state = (base + ledger::STATE_OFFSET, &applied[..]);
+    let stops: Stops = commit(pid, &sites, &safety, Some(state))?;
     let functions = plan
         .functions
         .iter()
@@ -185,8 +371,12 @@ fn write_and_commit(
         .collect();
     Ok(ApplyReport {
         patch_id: plan.patch_id.clone(),
-        pause_us,
-        threads,
+        pause_us: stops.pause_us,
+        threads: stops.threads,
+        total_stopped_us: stops.total_us,
+        stops: stops.count,
+        incomplete_stacks: stops.incomplete_stacks,
+        sequence: prepared.sequence,
         region_address: base,
         region_size,
         functions,
@@ -234,28 +424,19 @@ fn sites(plan: &Plan, new_addresses: &[u64]) -> Result<Vec<Site>, ApplyError> {
             jump,
             original,
             busy: (redirect.entry, busy_end),
+            function: (redirect.entry, redirect.entry.saturating_add(redirect.size)),
         });
     }
     Ok(out)
 }
 
 fn file_of(target: &SymbolRef) -> Option<String> {
-    match target {
-        SymbolRef::FileLocal { file, .. } => Some(file.clone()),
-        SymbolRef::Global { .. } => None,
-    }
+    target.file().map(str::to_string)
 }
 
 /// The ledger record of this application. With empty `new_addresses`/`sites`, every number is
 /// replaced by `u64::MAX` so the result bounds the header's size.
-fn record(
-    plan: &Plan,
-    new_addresses: &[u64],
-    now: u64,
-    base: u64,
-    size: u64,
-    sites: &[Site],
-) -> LedgerRecord {
+fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> LedgerRecord {
     let functions = plan
         .functions
         .iter()
@@ -283,9 +464,10 @@ fn record(
         .collect();
     LedgerRecord {
         patch_id: plan.patch_id.clone(),
-        applied_at_unix: now,
-        region_address: base,
-        region_size: size,
+        applied_at_unix: stamp.now,
+        sequence: stamp.sequence,
+        region_address: stamp.base,
+        region_size: stamp.size,
         manifest: plan.object.manifest().cloned(),
         functions,
     }

@@ -28,6 +28,10 @@ pub struct Manifest {
     /// Compiler flags the patch was built with, for the report and for reproducing it.
     #[serde(default)]
     pub cflags: Vec<String>,
+    /// Files compiled with flags of their own (from `compile_commands.json`): repository-relative
+    /// path → the exact arguments. Files not listed used [`Manifest::cflags`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub file_cflags: std::collections::BTreeMap<String, Vec<String>>,
     /// Functions the patch defines: each replaces a function of the target or is new.
     pub functions: Vec<ManifestFunction>,
     /// How undefined symbols of the object bind to the target. Undefined symbols that are not
@@ -51,6 +55,78 @@ pub struct ManifestFunction {
     /// Why the function is in the patch, in words for the operator
     /// (e.g. "changed", "new", "may inline `scale`").
     pub reason: String,
+    /// Fingerprint of the function's old (v1) code, compiled with the original flags: the applier
+    /// compares it with the process's memory before writing anything. Absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preimage: Option<Preimage>,
+}
+
+/// The fingerprint of a function's expected code in the running binary (Ksplice's run-pre
+/// matching): its old bytes with every relocation site zeroed, since the linker fills those in
+/// (and may relax the instruction around a GOT or TLS reference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preimage {
+    /// Size of the function's code in bytes (its `st_size`).
+    pub size: u64,
+    /// The code as lowercase hex, masked bytes written as `00`.
+    pub code: String,
+    /// Byte ranges `[start, length]` that are not compared.
+    #[serde(default)]
+    pub masked: Vec<[u64; 2]>,
+}
+
+impl Preimage {
+    /// Fingerprints `code`, not comparing the `masked` ranges (`[start, length]`).
+    pub fn of(code: &[u8], masked: Vec<[u64; 2]>) -> Preimage {
+        let hex: String = code
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if in_mask(&masked, i) { 0 } else { b })
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Preimage {
+            size: code.len() as u64,
+            code: hex,
+            masked,
+        }
+    }
+
+    /// The first offset at which `code` (read from the process) differs from the fingerprint,
+    /// ignoring the masked ranges and the first `skip` bytes; `None` when it matches. A length
+    /// or malformed fingerprint mismatch reports the offset `size`.
+    pub fn first_difference(&self, code: &[u8], skip: usize) -> Option<u64> {
+        let expected = decode_hex(&self.code);
+        match expected {
+            Some(expected)
+                if expected.len() as u64 == self.size && code.len() == expected.len() =>
+            {
+                (0..code.len())
+                    .find(|&i| i >= skip && !in_mask(&self.masked, i) && code[i] != expected[i])
+                    .map(|i| i as u64)
+            }
+            _ => Some(self.size),
+        }
+    }
+}
+
+fn in_mask(masked: &[[u64; 2]], i: usize) -> bool {
+    let i = i as u64;
+    masked
+        .iter()
+        .any(|&[start, len]| start <= i && i < start.saturating_add(len))
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect()
 }
 
 /// What the applier does with a function of the patch.
@@ -83,13 +159,34 @@ pub enum SymbolRef {
         /// binary's `STT_FILE` symbols by path suffix).
         file: String,
     },
+    /// A `static` variable declared inside a function: found through the function's DWARF entry
+    /// when the binary has debug information, otherwise as the unique `name.N` local symbol of
+    /// the source file.
+    StaticLocal {
+        /// The function declaring it.
+        function: String,
+        /// The variable's name.
+        name: String,
+        /// Repository-relative path of the source file defining the function.
+        file: String,
+    },
 }
 
 impl SymbolRef {
     /// The source name of the symbol.
     pub fn name(&self) -> &str {
         match self {
-            SymbolRef::Global { name } | SymbolRef::FileLocal { name, .. } => name,
+            SymbolRef::Global { name }
+            | SymbolRef::FileLocal { name, .. }
+            | SymbolRef::StaticLocal { name, .. } => name,
+        }
+    }
+
+    /// The source file named by a file-local or static-local reference.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            SymbolRef::Global { .. } => None,
+            SymbolRef::FileLocal { file, .. } | SymbolRef::StaticLocal { file, .. } => Some(file),
         }
     }
 }
@@ -99,6 +196,11 @@ impl std::fmt::Display for SymbolRef {
         match self {
             SymbolRef::Global { name } => write!(f, "`{name}`"),
             SymbolRef::FileLocal { name, file } => write!(f, "`{name}` (static in {file})"),
+            SymbolRef::StaticLocal {
+                function,
+                name,
+                file,
+            } => write!(f, "`{name}` (static local of `{function}` in {file})"),
         }
     }
 }
@@ -162,6 +264,7 @@ mod tests {
             new_revision: Some("v2".into()),
             target_build_id: None,
             cflags: vec!["-O2".into()],
+            file_cflags: [("src/a.c".to_string(), vec!["-O1".to_string()])].into(),
             functions: vec![ManifestFunction {
                 symbol: "scale".into(),
                 target: SymbolRef::FileLocal {
@@ -170,6 +273,7 @@ mod tests {
                 },
                 action: FunctionAction::Replace,
                 reason: "changed".into(),
+                preimage: Some(Preimage::of(&[0x55, 1, 2, 3, 4, 0xc3], vec![[1, 4]])),
             }],
             bindings: vec![Binding {
                 symbol: "hp.lib.c.count".into(),
@@ -180,6 +284,43 @@ mod tests {
             }],
             new_data: vec![],
         }
+    }
+
+    #[test]
+    fn preimages_ignore_masked_bytes_only() {
+        let p = Preimage::of(&[0xe8, 1, 2, 3, 4, 0xc3], vec![[1, 4]]);
+        assert_eq!(p.code, "e800000000c3");
+        assert_eq!(p.first_difference(&[0xe8, 9, 9, 9, 9, 0xc3], 0), None);
+        assert_eq!(p.first_difference(&[0xe9, 9, 9, 9, 9, 0xc3], 0), Some(0));
+        assert_eq!(p.first_difference(&[0xe9, 9, 9, 9, 9, 0xc3], 5), None);
+        assert_eq!(
+            p.first_difference(&[0xe8, 9, 9, 9, 9, 0xc3, 0x90], 0),
+            Some(6)
+        );
+        let huge = Preimage::of(&[1], vec![[u64::MAX, u64::MAX]]);
+        assert_eq!(huge.first_difference(&[1], 0), None);
+        let bad = Preimage {
+            size: 1,
+            code: "zz".into(),
+            masked: vec![],
+        };
+        assert_eq!(bad.first_difference(&[1], 0), Some(1));
+    }
+
+    #[test]
+    fn static_local_references_round_trip() {
+        let mut m = sample();
+        m.bindings.push(Binding {
+            symbol: "hp.static:lib.c:count:n".into(),
+            target: SymbolRef::StaticLocal {
+                function: "count".into(),
+                name: "n".into(),
+                file: "lib.c".into(),
+            },
+        });
+        let text = m.to_json();
+        assert!(text.contains("\"kind\": \"static_local\""), "{text}");
+        assert_eq!(Manifest::from_json(&text).unwrap(), m);
     }
 
     #[test]

@@ -103,6 +103,34 @@ pub enum ApplyError {
         "`{0}` is an IFUNC the process has not resolved yet (no resolved GOT slot in any module)"
     )]
     UnresolvedIfunc(String),
+    /// The patch was built for another binary.
+    #[error("the patch was built for the binary with build id {expected}, but pid {pid} runs {exe} with build id {found}: refusing to patch another binary")]
+    BuildIdMismatch {
+        /// The build id the manifest names.
+        expected: String,
+        /// The pid.
+        pid: i32,
+        /// The running executable.
+        exe: String,
+        /// Its build id (or "none").
+        found: String,
+    },
+    /// The code of a function to replace is not the code the patch was made against.
+    #[error("the running `{name}` does not match v1 built with these flags ({detail}): the process does not run the revision the patch was made from, or was built with other flags")]
+    PreimageMismatch {
+        /// The function.
+        name: String,
+        /// What differs (size or bytes), with the address.
+        detail: String,
+    },
+    /// A static local of a patched function cannot be bound to the running storage.
+    #[error("cannot find the storage of {target}: {detail}")]
+    StaticLocal {
+        /// The static local.
+        target: SymbolRef,
+        /// Why, naming the module.
+        detail: String,
+    },
     /// A symbol is thread-local; TLS is not supported yet.
     #[error("symbol `{0}` is thread-local (TLS), which the applier does not support yet")]
     ThreadLocal(String),
@@ -186,20 +214,52 @@ pub enum ApplyError {
         /// Its entry.
         address: u64,
     },
-    /// A thread kept executing inside code that would be overwritten.
-    #[error(
-        "thread {tid} is at pc 0x{pc:x} inside `{function}`, which is being replaced; \
-         gave up after {waited_ms} ms"
-    )]
+    /// Threads kept executing inside (or had frames in) code being replaced or retired.
+    #[error("gave up after {waited_ms} ms: {detail}")]
     ThreadBusy {
-        /// Thread id.
+        /// The first blocking thread.
         tid: i32,
         /// Its pc.
         pc: u64,
-        /// The function.
+        /// What it is in (e.g. "`spin`, which is being replaced").
         function: String,
+        /// Every blocking thread with its frames.
+        detail: String,
         /// How long we retried.
         waited_ms: u64,
+    },
+    /// A revert that would break last-in first-out order, or that names no installed patch.
+    #[error("{0}")]
+    Revert(String),
+    /// No thread reached the `--at` safe point in time.
+    #[error("no thread reached `{function}` (the --at safe point) within {waited_ms} ms")]
+    SafePointNotReached {
+        /// The function.
+        function: String,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// The patch is already applied to the process.
+    #[error("patch {patch_id} is already applied to pid {pid} (as #{sequence}); revert it first to apply it again")]
+    AlreadyApplied {
+        /// The patch id.
+        patch_id: String,
+        /// The pid.
+        pid: i32,
+        /// Its sequence number in the process.
+        sequence: u64,
+    },
+    /// Patching one process of a group failed; the others were rolled back.
+    #[error("pid {pid}: {source}; rolled back the processes already patched: {rolled_back}{not_rolled_back}")]
+    Group {
+        /// The process that failed.
+        pid: i32,
+        /// Why.
+        source: Box<ApplyError>,
+        /// The pids reverted, comma separated ("none" if none).
+        rolled_back: String,
+        /// Empty, or "; could NOT roll back ..." naming each pid whose revert failed.
+        not_rolled_back: String,
     },
     /// A ledger header in a region could not be read.
     #[error("cannot read the patch ledger: {0}")]

@@ -37,11 +37,15 @@ pub(crate) struct Layout {
     pub(crate) stubs: BTreeMap<usize, u64>,
 }
 
-/// Whether the relocation type reads a GOT slot.
+/// Whether the relocation type reads a GOT slot (`GOTTPOFF`: a slot holding a thread-local
+/// variable's offset from the thread pointer).
 pub(crate) fn uses_got(r_type: elf::RelocationType) -> bool {
     matches!(
         r_type,
-        elf::R_X86_64_GOTPCREL | elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX
+        elf::R_X86_64_GOTPCREL
+            | elf::R_X86_64_GOTPCRELX
+            | elf::R_X86_64_REX_GOTPCRELX
+            | elf::R_X86_64_GOTTPOFF
     )
 }
 

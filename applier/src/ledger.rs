@@ -1,7 +1,13 @@
 //! The ledger header at the start of every patch region: what was applied and which bytes were
 //! overwritten, so `list` and `revert` can read it back from the process itself.
 //!
-//! Layout: `b"HOTPATCH"`, format (u32 LE), JSON length (u32 LE), then the JSON of [`LedgerRecord`].
+//! Layout: `b"HOTPATCH"`, format (u32 LE), JSON length (u32 LE), state (u32 LE, see
+//! [`LedgerState`]), 4 reserved bytes, then the JSON of [`LedgerRecord`].
+//!
+//! The JSON is written once, before the commit, while the region is not reachable. Only the state
+//! word changes later, with one aligned 4-byte write at the stop that makes the change (jumps
+//! written: `Applied`; original bytes restored: `Reverted`), so a tool killed at any moment leaves
+//! a header that is either the old state or the new one, never a torn record.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,9 +17,55 @@ use crate::error::ApplyError;
 /// The 8 bytes every patch region starts with.
 pub const LEDGER_MAGIC: &[u8; 8] = b"HOTPATCH";
 /// Version of the ledger header format.
-pub const LEDGER_FORMAT: u32 = 1;
+pub const LEDGER_FORMAT: u32 = 2;
 /// Bytes before the JSON.
-pub const LEDGER_PREFIX: usize = 16;
+pub const LEDGER_PREFIX: usize = 24;
+/// Offset of the state word in the header.
+pub const STATE_OFFSET: u64 = 16;
+
+/// Where a patch stands, as its header's state word records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerState {
+    /// Written and linked, jumps not (known to be) committed: the tool stopped before or during
+    /// the commit. `list` checks the entries to tell whether the jumps are in place.
+    Prepared,
+    /// The jumps are committed.
+    Applied,
+    /// The original bytes were restored; the region stays mapped only while code in it might
+    /// still be reachable.
+    Reverted,
+}
+
+impl LedgerState {
+    /// The state word's value.
+    pub fn word(self) -> u32 {
+        match self {
+            LedgerState::Prepared => 0,
+            LedgerState::Applied => 1,
+            LedgerState::Reverted => 2,
+        }
+    }
+
+    /// The state a word records (an unknown value reads as `Prepared`, the state that makes
+    /// `list` look at the entries themselves).
+    pub fn from_word(word: u32) -> LedgerState {
+        match word {
+            1 => LedgerState::Applied,
+            2 => LedgerState::Reverted,
+            _ => LedgerState::Prepared,
+        }
+    }
+
+    /// Lower-case name, as `list` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerState::Prepared => "prepared",
+            LedgerState::Applied => "applied",
+            LedgerState::Reverted => "reverted",
+        }
+    }
+}
 
 /// What one applied patch records about itself in its region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +74,10 @@ pub struct LedgerRecord {
     pub patch_id: String,
     /// When it was applied (seconds since the Unix epoch).
     pub applied_at_unix: u64,
+    /// Order of application in this process: one more than the highest sequence of the patches
+    /// already installed when it was prepared.
+    #[serde(default)]
+    pub sequence: u64,
     /// Start of the region (where this header lives).
     pub region_address: u64,
     /// Size of the region in bytes.
@@ -56,15 +112,26 @@ pub struct OverwrittenRange {
     pub original_hex: String,
 }
 
-/// Encodes a header: prefix and JSON.
+/// Encodes a header in state `Prepared`: prefix and JSON.
 pub fn encode(record: &LedgerRecord) -> Vec<u8> {
     let json = serde_json::to_vec(record).unwrap_or_default();
     let mut out = Vec::with_capacity(LEDGER_PREFIX + json.len());
     out.extend_from_slice(LEDGER_MAGIC);
     out.extend_from_slice(&LEDGER_FORMAT.to_le_bytes());
     out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&LedgerState::Prepared.word().to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&json);
     out
+}
+
+/// The state word a header records (`Prepared` if `bytes` is too short to hold one).
+pub fn state(bytes: &[u8]) -> LedgerState {
+    let word = bytes
+        .get(16..20)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes);
+    LedgerState::from_word(word)
 }
 
 /// The JSON length a header announces, if `prefix` starts like one (to know how much to read).
@@ -80,7 +147,11 @@ pub fn announced_length(prefix: &[u8]) -> Option<usize> {
 pub fn decode(bytes: &[u8]) -> Result<LedgerRecord, ApplyError> {
     let bad = |why: &str| ApplyError::Ledger(why.to_string());
     let len = announced_length(bytes).ok_or_else(|| bad("no HOTPATCH header"))?;
-    let format = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| bad("truncated"))?);
+    let format = bytes
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| bad("truncated"))?;
     if format != LEDGER_FORMAT {
         return Err(bad(&format!(
             "header format {format}, this hotpatch reads {LEDGER_FORMAT}"
@@ -106,6 +177,7 @@ mod tests {
         let record = LedgerRecord {
             patch_id: "p".into(),
             applied_at_unix: 5,
+            sequence: 1,
             region_address: 0x1000,
             region_size: 0x3000,
             manifest: None,
@@ -123,6 +195,11 @@ mod tests {
         let bytes = encode(&record);
         assert_eq!(&bytes[..8], LEDGER_MAGIC);
         assert_eq!(decode(&bytes).unwrap(), record);
+        assert_eq!(state(&bytes), LedgerState::Prepared);
+        let mut applied = bytes.clone();
+        applied[16..20].copy_from_slice(&LedgerState::Applied.word().to_le_bytes());
+        assert_eq!(state(&applied), LedgerState::Applied);
+        assert_eq!(decode(&applied).unwrap(), record);
         assert!(decode(&bytes[..20]).is_err());
         assert!(decode(b"nothing here").is_err());
     }

@@ -9,17 +9,26 @@
 //!   hold its jump and test-links the patch; it writes nothing.
 //! - [`apply`] maps a region within ±2 GiB of the executable (ledger header, text zone, data zone),
 //!   links and writes the patch while the target runs, then stops every thread only for the
-//!   commit (safety check, jumps, resume) and reports the pause.
+//!   commit (safety check on every thread's unwound stack, jumps, ledger state, resume) and
+//!   reports the pause.
+//! - [`installed_patches`] reads the ledgers back from the process; [`revert()`] undoes the newest
+//!   (or a named) patch, last-in first-out per function.
 //!
 //! Modules, one job each: [`object_file`] (the patch), [`target`] and `symbols`/`maps` (the
 //! process), [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
-//! `trampoline` (entry jumps), `commit` (the stop), [`apply`], [`ledger`] (the header format),
-//! [`ptrace`] (low-level process control) and [`artifact`] (the manifest contract).
+//! `trampoline` (entry jumps), `commit` (the stop and its safety check), `unwind` (CFI stack
+//! walks), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
+//! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
+//! processes, all or none), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
+//! contract).
 
 pub mod apply;
 pub mod artifact;
 mod commit;
+mod debuginfo;
 pub mod error;
+pub mod group;
+pub mod installed;
 mod layout;
 pub mod ledger;
 mod link;
@@ -29,14 +38,20 @@ pub mod plan;
 pub mod ptrace;
 mod region;
 mod resolve;
+pub mod revert;
 mod symbols;
 pub mod target;
 mod trampoline;
+mod unwind;
 
-pub use apply::{apply, AppliedFunction, ApplyOptions, ApplyReport};
-pub use artifact::{FunctionAction, Manifest, SymbolRef};
+pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
+pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
+pub use group::{apply_all, pids_of_exe};
+pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
+pub use ledger::LedgerState;
 pub use object_file::PatchObject;
 pub use plan::{plan, Plan, PlannedFunction, Resolution};
 pub use ptrace::PtraceError;
+pub use revert::{revert, RestoredFunction, RevertReport};
 pub use target::Target;

@@ -203,7 +203,7 @@ impl Linker<'_> {
         if reloc.r_type == elf::R_X86_64_NONE {
             return Ok(());
         }
-        if is_tls(reloc.r_type) {
+        if is_tls(reloc.r_type) && reloc.r_type != elf::R_X86_64_GOTTPOFF {
             return Err(ApplyError::UnsupportedRelocation {
                 kind: format!("{kind} (thread-local storage)"),
                 symbol: symbol_name,

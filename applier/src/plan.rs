@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use object::elf;
 
-use crate::artifact::{FunctionAction, Manifest, SymbolRef};
+use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 use crate::error::ApplyError;
 use crate::layout::{Layout, PAGE};
 use crate::link::Linker;
@@ -15,8 +15,10 @@ use crate::ptrace::read_memory;
 use crate::region;
 use crate::resolve::runtime_address;
 use crate::target::{Found, Target};
-use crate::trampoline::{covered_length, ABS_LEN, REL32_LEN};
+use crate::trampoline::{covered_length, is_padding, ABS_LEN, REL32_LEN};
 
+/// Largest function whose pre-image is compared.
+const MAX_PREIMAGE: u64 = 1 << 20;
 /// Most bytes of a replaced function read for checks (decoding the entry, branches into it).
 const MAX_READ: u64 = 4096;
 /// Pages assumed for the ledger header when test-linking at plan time.
@@ -87,7 +89,10 @@ pub(crate) struct Redirect {
 /// Resolves and checks everything needed to apply `patch` to `target`; writes nothing.
 pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
     let functions = match patch.manifest() {
-        Some(manifest) => manifest_functions(target, patch, manifest)?,
+        Some(manifest) => {
+            check_build_id(target, manifest)?;
+            manifest_functions(target, patch, manifest)?
+        }
         None => plain_functions(target, patch)?,
     };
     let mut redirects = Vec::new();
@@ -135,6 +140,9 @@ fn lookup_function(target: &Target, wanted: &SymbolRef) -> Result<Option<Found>,
     match wanted {
         SymbolRef::Global { name } => Ok(target.lookup_global(name, true)),
         SymbolRef::FileLocal { name, file } => target.lookup_file_local(name, file, true),
+        SymbolRef::StaticLocal { .. } => Err(ApplyError::MalformedObject(format!(
+            "the manifest names {wanted} as a function to replace"
+        ))),
     }
 }
 
@@ -178,6 +186,9 @@ fn manifest_functions(
                 Err(e) => return Err(e),
             },
         };
+        if let (Some(found), Some(preimage)) = (&old, &function.preimage) {
+            check_preimage(target, function.target.name(), found, preimage)?;
+        }
         let mut reason = function.reason.clone();
         if function.action == FunctionAction::InlinedOnly && old.is_some() {
             reason.push_str(" (the running binary still has it, so it is replaced)");
@@ -193,6 +204,61 @@ fn manifest_functions(
         });
     }
     Ok(out)
+}
+
+/// Refuses when a manifest's target build id is that of no module of the process.
+fn check_build_id(target: &Target, manifest: &Manifest) -> Result<(), ApplyError> {
+    match &manifest.target_build_id {
+        Some(expected) if !target.has_build_id(expected) => Err(ApplyError::BuildIdMismatch {
+            expected: expected.clone(),
+            pid: target.pid(),
+            exe: target.exe_path().display().to_string(),
+            found: target.build_id().unwrap_or("none").to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Compares the running function with the fingerprint of its old code. A function already
+/// redirected by an earlier patch has a jump over its first bytes: those are left out.
+fn check_preimage(
+    target: &Target,
+    name: &str,
+    found: &Found,
+    preimage: &Preimage,
+) -> Result<(), ApplyError> {
+    let mismatch = |detail: String| ApplyError::PreimageMismatch {
+        name: name.to_string(),
+        detail,
+    };
+    if found.symbol.size != preimage.size {
+        return Err(mismatch(format!(
+            "it is {} bytes at 0x{:x}, v1 is {} bytes",
+            found.symbol.size, found.address, preimage.size
+        )));
+    }
+    let len = usize::try_from(preimage.size)
+        .ok()
+        .filter(|&l| l as u64 <= MAX_PREIMAGE)
+        .ok_or_else(|| mismatch(format!("v1 claims {} bytes", preimage.size)))?;
+    let code = read_memory(target.pid(), found.address, len)?;
+    // A function an earlier patch redirected starts with that patch's jump.
+    let skip = match code.first() {
+        Some(0xe9) => REL32_LEN,
+        Some(0xff) if code.get(1) == Some(&0x25) => ABS_LEN,
+        _ => 0,
+    };
+    let difference = match preimage.first_difference(&code, 0) {
+        Some(_) if skip > 0 => preimage.first_difference(&code, skip),
+        other => other,
+    };
+    match difference {
+        None => Ok(()),
+        Some(at) => Err(mismatch(format!(
+            "its code at 0x{:x} differs from v1 at byte {at}",
+            found.address
+        ))),
+    }
 }
 
 fn plain_functions(
@@ -281,13 +347,11 @@ fn check_redirect(
     } else {
         ABS_LEN
     };
-    if size < jump as u64 {
-        return Err(ApplyError::FunctionTooShort {
-            name: name.into(),
-            size,
-            jump,
-        });
-    }
+    let size = if size < jump as u64 {
+        with_padding(target, name, entry, size, jump)?
+    } else {
+        size
+    };
     let len = usize::try_from(size.min(MAX_READ)).unwrap_or(0);
     let code = read_memory(target.pid(), entry, len)?;
     covered_length(name, &code, entry, size, jump)?;
@@ -297,6 +361,37 @@ fn check_redirect(
         size,
         code,
     })
+}
+
+/// A function shorter than its jump can still take it when the bytes after it, up to the next
+/// symbol, are alignment padding (NOPs or `int3`, never executed): returns the function's size
+/// with that padding, or refuses.
+fn with_padding(
+    target: &Target,
+    name: &str,
+    entry: u64,
+    size: u64,
+    jump: usize,
+) -> Result<u64, ApplyError> {
+    let too_short = ApplyError::FunctionTooShort {
+        name: name.into(),
+        size,
+        jump,
+    };
+    let Some(next) = target.next_symbol_after(entry) else {
+        return Err(too_short);
+    };
+    let padded = next.saturating_sub(entry).min(MAX_READ);
+    if padded < jump as u64 {
+        return Err(too_short);
+    }
+    let len = usize::try_from(padded).unwrap_or(0);
+    let bytes = read_memory(target.pid(), entry, len)?;
+    let start = usize::try_from(size).unwrap_or(usize::MAX);
+    match bytes.get(start..) {
+        Some(tail) if is_padding(tail, entry.wrapping_add(size)) => Ok(padded),
+        _ => Err(too_short),
+    }
 }
 
 fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> bool {
@@ -344,6 +439,11 @@ fn resolve_undefined(
         let found = match &wanted {
             SymbolRef::Global { name } => target.lookup_global(name, false),
             SymbolRef::FileLocal { name, file } => target.lookup_file_local(name, file, false)?,
+            SymbolRef::StaticLocal {
+                function,
+                name,
+                file,
+            } => target.lookup_static_local(function, name, file)?,
         };
         let (address, module) = match found {
             Some(found) => {

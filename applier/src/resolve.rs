@@ -1,6 +1,7 @@
 //! Turning a symbol found in the target into the address code should use: plain symbols are their
 //! address; an IFUNC's address is its resolver, so the implementation is read from a GOT slot the
-//! dynamic linker already filled; thread-local symbols are refused.
+//! dynamic linker already filled; a thread-local variable of the executable is its offset from
+//! the thread pointer; those of shared libraries are refused.
 
 use object::elf;
 
@@ -15,10 +16,30 @@ pub(crate) fn runtime_address(
     found: &Found,
 ) -> Result<u64, ApplyError> {
     match found.symbol.st_type {
-        elf::STT_TLS => Err(ApplyError::ThreadLocal(name.to_string())),
+        elf::STT_TLS => thread_pointer_offset(target, name, found),
         elf::STT_GNU_IFUNC => resolved_ifunc(target, name, found.address),
         _ => Ok(found.address),
     }
+}
+
+/// The offset from the thread pointer (`%fs:0`) of a `__thread` variable of the executable: its
+/// block sits right below the thread pointer in every thread (x86-64 TLS variant II), at the
+/// offset glibc gives the first module of the static TLS area. Code reaches it through a GOT
+/// slot holding this offset (`R_X86_64_GOTTPOFF`, the initial-exec model the patch is built with).
+/// Variables of shared libraries (dynamic TLS) are refused.
+fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u64, ApplyError> {
+    let module = &target.modules[found.module];
+    let Some((vaddr, memsz, align)) = module.symbols.tls_segment.filter(|_| module.is_exe) else {
+        return Err(ApplyError::ThreadLocal(name.to_string()));
+    };
+    let align = align.max(1);
+    let first_byte = vaddr.wrapping_neg() & (align - 1);
+    let block = memsz
+        .saturating_sub(first_byte)
+        .div_ceil(align)
+        .saturating_mul(align)
+        .saturating_add(first_byte);
+    Ok(found.symbol.value.wrapping_sub(block))
 }
 
 /// Reads the implementation an IFUNC was resolved to from a GOT slot the dynamic linker filled:

@@ -61,18 +61,32 @@ pub(crate) struct ModuleSymbols {
     pub(crate) plt_ranges: Vec<(u64, u64)>,
     /// `PT_LOAD` segments as (file offset, virtual address).
     pub(crate) load_segments: Vec<(u64, u64)>,
+    /// The GNU build id (`.note.gnu.build-id`) as lowercase hex, if the module has one.
+    pub(crate) build_id: Option<String>,
+    /// The `PT_TLS` segment as (virtual address, memory size, alignment), if any.
+    pub(crate) tls_segment: Option<(u64, u64, u64)>,
 }
 
 /// Parses the symbol information of an ELF64 module. Errors are descriptions for messages.
 pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String> {
     let file = ElfFile64::<Endianness>::parse(bytes).map_err(|e| e.to_string())?;
     let endian = file.endian();
-    let mut out = ModuleSymbols::default();
+    let mut out = ModuleSymbols {
+        build_id: file
+            .build_id()
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect()),
+        ..ModuleSymbols::default()
+    };
 
     for ph in file.elf_program_headers() {
         if ph.p_type(endian) == elf::PT_LOAD {
             out.load_segments
                 .push((ph.p_offset(endian), ph.p_vaddr(endian)));
+        }
+        if ph.p_type(endian) == elf::PT_TLS {
+            out.tls_segment = Some((ph.p_vaddr(endian), ph.p_memsz(endian), ph.p_align(endian)));
         }
     }
 

@@ -6,9 +6,10 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use crate::artifact::SymbolRef;
+use crate::debuginfo::{static_local_addresses, DwarfAnswer};
 use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
-use crate::symbols::{file_matches, read_module_symbols, ModSymbol, ModuleSymbols};
+use crate::symbols::{file_matches, read_module_symbols, FileGroup, ModSymbol, ModuleSymbols};
 
 const PAGE: u64 = 4096;
 
@@ -30,8 +31,63 @@ pub(crate) struct Module {
 impl Module {
     /// The runtime address of a symbol of this module.
     pub(crate) fn address_of(&self, symbol: &ModSymbol) -> u64 {
-        symbol.value.wrapping_add(self.bias)
+        self.address_of_value(symbol.value)
     }
+
+    /// The runtime address of link-time address `value` of this module.
+    pub(crate) fn address_of_value(&self, value: u64) -> u64 {
+        value.wrapping_add(self.bias)
+    }
+}
+
+/// The local-symbol groups of `module` for source `file`: those whose `STT_FILE` name matches, or
+/// (`lto`, the second try when no module has such a group) the unnamed groups link-time
+/// optimisation leaves (its partitions have no source file name), where the file's statics live.
+fn groups_for<'m>(module: &'m Module, file: &str, lto: bool) -> Vec<&'m FileGroup> {
+    module
+        .symbols
+        .files
+        .iter()
+        .filter(|g| {
+            if lto {
+                is_lto_group(&g.file)
+            } else {
+                file_matches(&g.file, file)
+            }
+        })
+        .collect()
+}
+
+/// An `STT_FILE` name of an LTO partition: empty, or the `ltrans` object's name.
+fn is_lto_group(file: &str) -> bool {
+    file.is_empty() || file.contains(".ltrans")
+}
+
+/// The local symbols of `group` that are `name`: exactly, or renamed `name.lto_priv.N` by LTO.
+fn locals_named<'g>(group: &'g FileGroup, name: &'g str) -> impl Iterator<Item = &'g ModSymbol> {
+    group
+        .locals
+        .iter()
+        .filter(move |(key, _)| key.as_str() == name || is_lto_priv(key, name))
+        .flat_map(|(_, symbols)| symbols.iter())
+}
+
+/// `name.lto_priv.N`.
+fn is_lto_priv(symbol: &str, name: &str) -> bool {
+    symbol
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(".lto_priv."))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `symbol` is the name gcc gives a static local `name`: `name.N`, possibly followed by
+/// further `.suffix` parts (`name.0.lto_priv.0`).
+fn is_static_local_name(symbol: &str, name: &str) -> bool {
+    symbol
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split('.').next())
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A symbol found in the target.
@@ -139,6 +195,31 @@ impl Target {
         self.pid
     }
 
+    /// Whether any module's symbol table has a `static` variable `name` defined by source `file`
+    /// (or has no symbol table at all, when nothing can be known).
+    pub fn has_file_local_variable(&self, file: &str, name: &str) -> bool {
+        !self.exe_module().symbols.has_symtab
+            || [false, true].into_iter().any(|lto| {
+                self.modules.iter().any(|m| {
+                    groups_for(m, file, lto)
+                        .iter()
+                        .any(|g| locals_named(g, name).any(|s| !s.is_function()))
+                })
+            })
+    }
+
+    /// The GNU build id (hex) of the executable, if it has one.
+    pub fn build_id(&self) -> Option<&str> {
+        self.exe_module().symbols.build_id.as_deref()
+    }
+
+    /// Whether the executable or a loaded library has GNU build id `id` (hex).
+    pub fn has_build_id(&self, id: &str) -> bool {
+        self.modules
+            .iter()
+            .any(|m| m.symbols.build_id.as_deref() == Some(id))
+    }
+
     /// Path of the executable (the target of `/proc/PID/exe`).
     pub fn exe_path(&self) -> &Path {
         &self.exe_path
@@ -146,12 +227,11 @@ impl Target {
 
     /// Whether any module's symbol table has a `static` function `name` defined by source `file`.
     pub fn has_file_local_function(&self, file: &str, name: &str) -> bool {
-        self.modules.iter().any(|m| {
-            m.symbols.files.iter().any(|g| {
-                file_matches(&g.file, file)
-                    && g.locals
-                        .get(name)
-                        .is_some_and(|v| v.iter().any(ModSymbol::is_function))
+        [false, true].into_iter().any(|lto| {
+            self.modules.iter().any(|m| {
+                groups_for(m, file, lto)
+                    .iter()
+                    .any(|g| locals_named(g, name).any(ModSymbol::is_function))
             })
         })
     }
@@ -192,7 +272,37 @@ impl Target {
                 }
             }
         }
-        None
+        self.lto_localized(name, want_function)
+    }
+
+    /// A global of the source that link-time optimisation made local to the executable (whole
+    /// program: nothing outside uses it): found in the LTO partitions' locals when it is unique.
+    fn lto_localized(&self, name: &str, want_function: bool) -> Option<Found> {
+        let module = self.exe_module();
+        let mut hits: Vec<&ModSymbol> = Vec::new();
+        for group in module
+            .symbols
+            .files
+            .iter()
+            .filter(|g| is_lto_group(&g.file))
+        {
+            for symbol in locals_named(group, name) {
+                if (!want_function || symbol.is_function())
+                    && !hits.iter().any(|h| h.value == symbol.value)
+                {
+                    hits.push(symbol);
+                }
+            }
+        }
+        match hits.as_slice() {
+            [symbol] => Some(Found {
+                module: self.exe,
+                symbol: (*symbol).clone(),
+                address: module.address_of(symbol),
+                file: None,
+            }),
+            _ => None,
+        }
     }
 
     /// Looks up the `static` symbol `name` of source `file` in every module with a symbol table.
@@ -205,21 +315,23 @@ impl Target {
         want_function: bool,
     ) -> Result<Option<Found>, ApplyError> {
         let mut hits: Vec<Found> = Vec::new();
-        for (index, module) in self.modules.iter().enumerate() {
-            for group in &module.symbols.files {
-                if !file_matches(&group.file, file) {
-                    continue;
-                }
-                let symbols = group.locals.get(name).into_iter().flatten();
-                for symbol in symbols.filter(|s| !want_function || s.is_function()) {
-                    let address = module.address_of(symbol);
-                    if !hits.iter().any(|h| h.address == address) {
-                        hits.push(Found {
-                            module: index,
-                            symbol: symbol.clone(),
-                            address,
-                            file: Some(group.file.clone()),
-                        });
+        for lto in [false, true] {
+            if !hits.is_empty() {
+                break;
+            }
+            for (index, module) in self.modules.iter().enumerate() {
+                for group in groups_for(module, file, lto) {
+                    let symbols = locals_named(group, name);
+                    for symbol in symbols.filter(|s| !want_function || s.is_function()) {
+                        let address = module.address_of(symbol);
+                        if !hits.iter().any(|h| h.address == address) {
+                            hits.push(Found {
+                                module: index,
+                                symbol: symbol.clone(),
+                                address,
+                                file: Some(group.file.clone()),
+                            });
+                        }
                     }
                 }
             }
@@ -244,6 +356,108 @@ impl Target {
                     .join(", "),
             }),
         }
+    }
+
+    /// Finds the storage of the `static` local `name` of `function` in source `file`: from the
+    /// DWARF of the module defining `file` when it has debug information, otherwise the unique
+    /// local symbol `name.N` of that file's symbol group. `Ok(None)`: no module defines `file`.
+    pub(crate) fn lookup_static_local(
+        &self,
+        function: &str,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<Found>, ApplyError> {
+        let target = SymbolRef::StaticLocal {
+            function: function.into(),
+            name: name.into(),
+            file: file.into(),
+        };
+        let refuse = |detail: String| ApplyError::StaticLocal {
+            target: target.clone(),
+            detail,
+        };
+        let any_named = self
+            .modules
+            .iter()
+            .any(|m| !groups_for(m, file, false).is_empty());
+        for (index, module) in self.modules.iter().enumerate() {
+            let groups = groups_for(module, file, !any_named);
+            if groups.is_empty() {
+                continue;
+            }
+            let found = |value: u64, size: u64, group: Option<&str>| Found {
+                module: index,
+                symbol: ModSymbol {
+                    name: name.to_string(),
+                    value,
+                    size,
+                    st_type: object::elf::STT_OBJECT,
+                    weak: false,
+                    hidden_version: false,
+                },
+                address: module.address_of_value(value),
+                file: group.map(str::to_string),
+            };
+            let bytes = if module.is_exe {
+                std::fs::read(format!("/proc/{}/exe", self.pid))
+            } else {
+                std::fs::read(&module.path)
+            };
+            if let Ok(bytes) = bytes {
+                if let DwarfAnswer::Addresses(addresses) =
+                    static_local_addresses(&bytes, file, function, name)
+                {
+                    match addresses.as_slice() {
+                        [one] => return Ok(Some(found(*one, 0, Some(file)))),
+                        [] => {}
+                        several => {
+                            return Err(refuse(format!(
+                                "the debug information of {} has {} variables of this name in `{function}`",
+                                module.path,
+                                several.len()
+                            )))
+                        }
+                    }
+                }
+            }
+            let mut candidates: Vec<(&str, &ModSymbol)> = Vec::new();
+            for group in &groups {
+                for (local, symbols) in &group.locals {
+                    if !is_static_local_name(local, name) {
+                        continue;
+                    }
+                    for symbol in symbols.iter().filter(|s| !s.is_function()) {
+                        if !candidates.iter().any(|(_, c)| c.value == symbol.value) {
+                            candidates.push((group.file.as_str(), symbol));
+                        }
+                    }
+                }
+            }
+            return match candidates.as_slice() {
+                [(group, symbol)] => Ok(Some(found(symbol.value, symbol.size, Some(group)))),
+                [] => Err(refuse(format!(
+                    "{} has neither debug information for it nor a `{name}.N` symbol of {file} (the compiler may have removed the variable)",
+                    module.path
+                ))),
+                several => Err(refuse(format!(
+                    "{} has no debug information for it and {} candidate symbols ({}); rebuild the target with -g",
+                    module.path,
+                    several.len(),
+                    several
+                        .iter()
+                        .map(|(_, s)| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            };
+        }
+        if !self.exe_module().symbols.has_symtab {
+            return Err(ApplyError::NoSymbolTable {
+                module: self.exe_module().path.clone(),
+                target,
+            });
+        }
+        Ok(None)
     }
 
     /// Every function of the executable named `name`: its global definition and the `static` ones
@@ -274,6 +488,27 @@ impl Target {
             }
         }
         out
+    }
+
+    /// The runtime address of the first symbol (of any module's `.symtab` or `.dynsym`, local or
+    /// global) that starts after `address` in the same module.
+    pub(crate) fn next_symbol_after(&self, address: u64) -> Option<u64> {
+        let module = self.modules.iter().find(|m| {
+            m.ranges
+                .iter()
+                .any(|&(lo, hi)| lo <= address && address < hi)
+        })?;
+        let symbols = &module.symbols;
+        let all = symbols
+            .symtab_globals
+            .values()
+            .chain(symbols.dynsym.values())
+            .chain(symbols.files.iter().flat_map(|g| g.locals.values()))
+            .flatten();
+        all.filter(|s| s.size > 0 || s.is_function())
+            .map(|s| module.address_of(s))
+            .filter(|&a| a > address)
+            .min()
     }
 
     /// The lowest and highest address of the executable's mappings.
@@ -346,6 +581,25 @@ mod tests {
             Target::inspect(-3),
             Err(ApplyError::NoSuchProcess(-3))
         ));
+    }
+
+    #[test]
+    fn lto_names() {
+        assert!(is_lto_priv("calls.lto_priv.0", "calls"));
+        assert!(!is_lto_priv("calls.lto_priv.", "calls"));
+        assert!(!is_lto_priv("calls.0", "calls"));
+        assert!(is_lto_group("") && is_lto_group("/tmp/ccx.ltrans0.ltrans.o"));
+        assert!(!is_lto_group("lib.c"));
+    }
+
+    #[test]
+    fn static_local_symbol_names() {
+        assert!(is_static_local_name("n.0", "n"));
+        assert!(is_static_local_name("n.12.lto_priv.0", "n"));
+        assert!(!is_static_local_name("n", "n"));
+        assert!(!is_static_local_name("nn.0", "n"));
+        assert!(!is_static_local_name("n.x", "n"));
+        assert!(!is_static_local_name("n.", "n"));
     }
 
     #[test]

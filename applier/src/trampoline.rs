@@ -35,6 +35,24 @@ pub(crate) fn absolute_jump(to: u64) -> [u8; ABS_LEN] {
     out
 }
 
+/// Whether `code` (at address `ip`) is all alignment padding: NOP instructions (any length) and
+/// `int3`.
+pub(crate) fn is_padding(code: &[u8], ip: u64) -> bool {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid()
+            || !matches!(
+                instruction.mnemonic(),
+                iced_x86::Mnemonic::Nop | iced_x86::Mnemonic::Int3
+            )
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// Checks that whole instructions of `code` (the function's first bytes, at address `ip`, of
 /// `size` bytes in all) cover `jump_len` bytes without leaving the function; returns the covered
 /// length.
@@ -104,6 +122,18 @@ pub(crate) fn branches_into(code: &[u8], ip: u64, lo: u64, hi: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_is_nops_and_int3_only() {
+        assert!(is_padding(
+            &[0x90, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xcc],
+            0x1000
+        ));
+        assert!(is_padding(&[], 0x1000));
+        assert!(!is_padding(&[0x90, 0xc3], 0x1000));
+        assert!(!is_padding(&[0x00, 0x00], 0x1000));
+        assert!(!is_padding(&[0x0f], 0x1000));
+    }
 
     #[test]
     fn near_jumps_use_rel32() {

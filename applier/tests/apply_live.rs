@@ -192,6 +192,7 @@ fn manifest(functions: Vec<ManifestFunction>, bindings: Vec<Binding>) -> Manifes
         new_revision: None,
         target_build_id: None,
         cflags: vec![],
+        file_cflags: Default::default(),
         functions,
         bindings,
         new_data: vec![],
@@ -204,6 +205,7 @@ fn replace(symbol: &str, target: SymbolRef) -> ManifestFunction {
         target,
         action: FunctionAction::Replace,
         reason: "changed".into(),
+        preimage: None,
     }
 }
 
@@ -380,12 +382,17 @@ fn apply_refuses_ambiguous_plain_name() {
 }
 
 #[test]
-fn apply_refuses_too_short_function() {
-    let err = plan_error(false, false, "apply_patch_tiny.c", None);
-    assert_eq!(
-        err.to_string(),
-        "`tiny` is 3 bytes, shorter than the 5-byte jump"
-    );
+fn apply_too_short_function_takes_its_jump_into_the_padding() {
+    // `tiny` (3 bytes) is followed by alignment NOPs up to the next function: the jump fits.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path(), false, false);
+    let bytes = compile_patch(dir.path(), "apply_patch_tiny.c", None);
+    let running = start(&exe);
+    running.next_line();
+    let target = Target::inspect(running.pid()).unwrap();
+    let patch = PatchObject::parse(bytes).unwrap();
+    let plan = plan(&target, &patch).expect("tiny is planned into its padding");
+    assert_eq!(plan.functions[0].old_size, Some(3));
 }
 
 #[test]
@@ -395,6 +402,7 @@ fn apply_stripped_target_has_no_symbol_table_for_statics() {
         target: global("value_v2"),
         action: FunctionAction::Add,
         reason: "new".into(),
+        preimage: None,
     };
     let m = manifest(vec![add], vec![calls_binding()]);
     let err = plan_error(true, true, "apply_patch_manifest.c", Some(&m));

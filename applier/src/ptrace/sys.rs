@@ -47,6 +47,29 @@ pub(crate) fn single_step(tid: i32) -> Result<(), Errno> {
 }
 
 /// `PTRACE_DETACH`, delivering `sig` (0 for none) if the thread is in a signal-delivery-stop.
+/// `PTRACE_CONT`, delivering `sig` (0: none).
+pub(crate) fn cont(tid: i32, sig: i32) -> Result<(), Errno> {
+    let sig = usize::try_from(sig).unwrap_or(0);
+    request(libc::PTRACE_CONT, tid, 0, sig).map(drop)
+}
+
+/// `PTRACE_SETOPTIONS`.
+pub(crate) fn set_options(tid: i32, options: libc::c_int) -> Result<(), Errno> {
+    request(libc::PTRACE_SETOPTIONS, tid, 0, options as usize).map(drop)
+}
+
+/// `PTRACE_GETEVENTMSG`: for a clone event, the new thread's id.
+pub(crate) fn event_msg(tid: i32) -> Result<u64, Errno> {
+    let mut msg: libc::c_ulong = 0;
+    request(
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
+    Ok(msg)
+}
+
 pub(crate) fn detach(tid: i32, sig: i32) -> Result<(), Errno> {
     let sig = usize::try_from(sig).unwrap_or(0);
     request(libc::PTRACE_DETACH, tid, 0, sig).map(drop)
@@ -137,6 +160,32 @@ pub(crate) enum Stop {
 
 /// Waits for the next state change of traced thread `tid` (`waitpid(tid, __WALL)`), retrying on
 /// `EINTR`. `ECHILD` (the thread is not, or no longer, ours) is reported as [`Stop::Gone`].
+/// Like [`wait_stop`], without blocking: `None` when the thread has nothing to report.
+pub(crate) fn poll_stop(tid: i32) -> Result<Option<Stop>, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into our local.
+    let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+    match r {
+        -1 => match Errno::last() {
+            Errno::EINTR => Ok(None),
+            Errno::ECHILD => Ok(Some(Stop::Gone)),
+            e => Err(e),
+        },
+        0 => Ok(None),
+        _ if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) => Ok(Some(Stop::Gone)),
+        _ if !libc::WIFSTOPPED(status) => Ok(None),
+        _ => {
+            let sig = libc::WSTOPSIG(status);
+            Ok(Some(match (status >> 16) & 0xff {
+                0 => Stop::Signal { sig },
+                libc::PTRACE_EVENT_STOP => Stop::Interrupt { sig },
+                libc::PTRACE_EVENT_EXIT => Stop::Exiting,
+                event => Stop::OtherEvent { event },
+            }))
+        }
+    }
+}
+
 pub(crate) fn wait_stop(tid: i32) -> Result<Stop, Errno> {
     loop {
         let mut status: libc::c_int = 0;

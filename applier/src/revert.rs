@@ -1,0 +1,351 @@
+//! Reverting an installed patch from its ledger alone: last-in first-out per function, original
+//! bytes written back while every thread is stopped and none is inside the patch's code (pc or
+//! return address), the header marked `reverted` at the same stop, and the region unmapped
+//! afterwards when nothing can reach it any more.
+
+use serde::Serialize;
+
+use crate::apply::ApplyOptions;
+use crate::artifact::FunctionAction;
+use crate::commit::{stop_safely, write_all_or_nothing, Busy, Safety, Stops};
+use crate::error::ApplyError;
+use crate::installed::{installed_patches, InstalledPatch};
+use crate::ledger::{self, LedgerState};
+use crate::ptrace::{read_memory, write_memory};
+use crate::region;
+use crate::target::Target;
+use crate::trampoline::jump_bytes;
+use crate::unwind::StackUnwinder;
+
+/// What [`revert`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevertReport {
+    /// The reverted patch.
+    pub patch_id: String,
+    /// Its sequence number in the process.
+    pub sequence: u64,
+    /// The longest single stop, in microseconds.
+    pub pause_us: u64,
+    /// All stops together, in microseconds.
+    pub total_stopped_us: u64,
+    /// How many times every thread was stopped.
+    pub stops: u32,
+    /// Threads stopped at the last stop.
+    pub threads: usize,
+    /// The functions whose entries got their previous bytes back.
+    pub restored: Vec<RestoredFunction>,
+    /// Whether the region was unmapped.
+    pub unmapped: bool,
+    /// Why the region stays mapped, when it does.
+    pub kept_because: Option<String>,
+}
+
+/// One entry given its previous bytes back.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredFunction {
+    /// Source name.
+    pub name: String,
+    /// The entry.
+    pub address: u64,
+}
+
+/// Reverts patch `id` (default: the newest live one) in process `pid`.
+///
+/// Refuses when a later live patch redirected one of the same functions (revert that one first),
+/// when an entry no longer holds this patch's jump, and — after retrying until
+/// `options.timeout` — while a thread's pc or return address is inside the patch region or its
+/// stack cannot be walked completely.
+pub fn revert(
+    pid: i32,
+    id: Option<&str>,
+    options: &ApplyOptions,
+) -> Result<RevertReport, ApplyError> {
+    let installed = installed_patches(pid)?;
+    let chosen = choose(pid, &installed, id)?;
+    check_lifo(chosen, &installed)?;
+    let restores = restores(pid, chosen)?;
+
+    // Everything the stop needs is computed before stopping.
+    let target = Target::inspect(pid)?;
+    let mut unwinder = StackUnwinder::for_target(&target);
+    unwinder.add_names(patch_names(&installed));
+    let region_end = chosen.region_address.saturating_add(chosen.region_size);
+    let busy = [Busy {
+        what: format!(
+            "the code of patch {}, which is being reverted",
+            chosen.patch_id
+        ),
+        pc: chosen.region_address..region_end,
+        ret: Some(chosen.region_address..region_end),
+    }];
+    let safety = Safety {
+        busy: &busy,
+        unwinder: Some(&unwinder),
+        incomplete_blocks: true,
+        timeout: options.timeout,
+        at: None,
+    };
+    let reverted = LedgerState::Reverted.word().to_le_bytes();
+    let state_at = chosen.region_address + ledger::STATE_OFFSET;
+    let mut stops = Stops::default();
+    stop_safely(pid, &safety, &mut stops, |_, _| {
+        for r in &restores {
+            if read_memory(pid, r.entry, r.jump.len())? != r.jump {
+                return Err(ApplyError::CodeChanged {
+                    name: r.name.clone(),
+                    address: r.entry,
+                });
+            }
+        }
+        let writes: Vec<(u64, &[u8], &[u8])> = restores
+            .iter()
+            .map(|r| (r.entry, r.original.as_slice(), r.jump.as_slice()))
+            .collect();
+        write_all_or_nothing(pid, &writes)?;
+        if let Err(error) = write_memory(pid, state_at, &reverted) {
+            for r in &restores {
+                let _ = write_memory(pid, r.entry, &r.jump);
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    })?;
+
+    // At that stop no thread was in the region and no entry jumps to it any more.
+    let kept_because = keep_reason(chosen, &installed);
+    let unmapped = kept_because.is_none();
+    if unmapped {
+        region::release(pid, chosen.region_address, chosen.region_size);
+    }
+    Ok(RevertReport {
+        patch_id: chosen.patch_id.clone(),
+        sequence: chosen.sequence,
+        pause_us: stops.pause_us,
+        total_stopped_us: stops.total_us,
+        stops: stops.count,
+        threads: stops.threads,
+        restored: restores
+            .iter()
+            .map(|r| RestoredFunction {
+                name: r.name.clone(),
+                address: r.entry,
+            })
+            .collect(),
+        unmapped,
+        kept_because,
+    })
+}
+
+/// The patch to revert: `id`, else the newest live one.
+fn choose<'a>(
+    pid: i32,
+    installed: &'a [InstalledPatch],
+    id: Option<&str>,
+) -> Result<&'a InstalledPatch, ApplyError> {
+    let live: Vec<&InstalledPatch> = installed.iter().filter(|p| p.is_live()).collect();
+    match id {
+        None => live
+            .last()
+            .copied()
+            .ok_or_else(|| ApplyError::Revert(format!("pid {pid} has no applied patch to revert"))),
+        Some(id) => live
+            .iter()
+            .rev()
+            .find(|p| p.patch_id == id)
+            .copied()
+            .ok_or_else(|| {
+                let names: Vec<&str> = live.iter().map(|p| p.patch_id.as_str()).collect();
+                let known = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                };
+                ApplyError::Revert(format!(
+                    "pid {pid} has no applied patch `{id}` (applied: {known})"
+                ))
+            }),
+    }
+}
+
+/// Refuses when a later live patch redirected one of the same entries.
+fn check_lifo(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Result<(), ApplyError> {
+    for function in chosen.functions.iter() {
+        let Some(entry) = function.old_address else {
+            continue;
+        };
+        let later = installed.iter().find(|p| {
+            p.is_live()
+                && p.sequence > chosen.sequence
+                && p.functions.iter().any(|f| f.old_address == Some(entry))
+        });
+        if let Some(later) = later {
+            return Err(ApplyError::Revert(format!(
+                "cannot revert patch {}: patch {} was applied after it and also replaces `{}`; \
+                 revert {} first",
+                chosen.patch_id, later.patch_id, function.name, later.patch_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One entry to give its previous bytes back.
+struct Restore {
+    name: String,
+    entry: u64,
+    /// The jump now there.
+    jump: Vec<u8>,
+    /// The bytes before it.
+    original: Vec<u8>,
+}
+
+/// The entries to restore. A fully applied patch must hold its jump at every entry; a prepared
+/// one (the tool stopped mid-commit) only at those it reached.
+fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyError> {
+    let mut out = Vec::new();
+    for (function, recorded) in chosen.functions.iter().zip(&chosen.record.functions) {
+        let Some(range) = &recorded.overwritten else {
+            continue;
+        };
+        let original = unhex(&range.original_hex).ok_or_else(|| {
+            ApplyError::Ledger(format!(
+                "the original bytes of `{}` in patch {} are damaged",
+                function.name, chosen.patch_id
+            ))
+        })?;
+        let jump = jump_bytes(range.address, function.new_address);
+        if !function.active {
+            if chosen.header_state == LedgerState::Prepared {
+                continue;
+            }
+            let now = read_memory(pid, range.address, jump.len()).unwrap_or_default();
+            return Err(ApplyError::Revert(format!(
+                "cannot revert patch {}: the entry of `{}` at 0x{:x} no longer jumps to it \
+                 (it holds {}); something else changed it",
+                chosen.patch_id,
+                function.name,
+                range.address,
+                ledger::hex(&now)
+            )));
+        }
+        if original.len() != jump.len() {
+            return Err(ApplyError::Ledger(format!(
+                "patch {} recorded {} original bytes for `{}`, its jump is {}",
+                chosen.patch_id,
+                original.len(),
+                function.name,
+                jump.len()
+            )));
+        }
+        out.push(Restore {
+            name: function.name.clone(),
+            entry: range.address,
+            jump,
+            original,
+        });
+    }
+    Ok(out)
+}
+
+/// Why the region must stay mapped after the revert, if it must: code or data of it may still be
+/// reachable through pointers the patch handed out (added functions, new data), or a later live
+/// patch's recorded bytes jump into it.
+fn keep_reason(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Option<String> {
+    if let Some(f) = chosen
+        .functions
+        .iter()
+        .find(|f| f.action == FunctionAction::Add)
+    {
+        return Some(format!(
+            "it adds `{}`, whose address may be stored in the process",
+            f.name
+        ));
+    }
+    if chosen
+        .record
+        .manifest
+        .as_ref()
+        .is_some_and(|m| !m.new_data.is_empty())
+    {
+        return Some("it holds new data the process may point to".into());
+    }
+    let region = chosen.region_address..chosen.region_address + chosen.region_size;
+    for later in installed
+        .iter()
+        .filter(|p| p.is_live() && p.sequence > chosen.sequence)
+    {
+        for f in &later.record.functions {
+            let Some(range) = &f.overwritten else {
+                continue;
+            };
+            let bytes = unhex(&range.original_hex).unwrap_or_default();
+            if let Some(to) = jump_target(range.address, &bytes) {
+                if region.contains(&to) {
+                    return Some(format!(
+                        "patch {} recorded a jump into it at `{}`",
+                        later.patch_id, f.name
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Where a `jmp rel32` or the 14-byte absolute jump at `at` goes.
+fn jump_target(at: u64, bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [0xe9, d @ ..] if d.len() >= 4 => {
+            let disp = i32::from_le_bytes(d[..4].try_into().ok()?);
+            Some(at.wrapping_add(5).wrapping_add(disp as i64 as u64))
+        }
+        [0xff, 0x25, 0, 0, 0, 0, t @ ..] if t.len() >= 8 => {
+            Some(u64::from_le_bytes(t[..8].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Names for the code of installed patches, for frame descriptions: each function runs to the
+/// next one or to the end of its region.
+pub(crate) fn patch_names(installed: &[InstalledPatch]) -> Vec<(u64, u64, String)> {
+    let mut out = Vec::new();
+    for p in installed {
+        let end = p.region_address.saturating_add(p.region_size);
+        for f in &p.functions {
+            out.push((
+                f.new_address,
+                end,
+                format!("{} [patch {}]", f.name, p.patch_id),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_hex_and_jumps() {
+        assert_eq!(unhex("00ff1a"), Some(vec![0, 0xff, 0x1a]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+        let jump = jump_bytes(0x1000, 0x2000);
+        assert_eq!(jump_target(0x1000, &jump), Some(0x2000));
+        let far = jump_bytes(0x1000, 0x7f00_0000_0000);
+        assert_eq!(jump_target(0x1000, &far), Some(0x7f00_0000_0000));
+        assert_eq!(jump_target(0x1000, &[0x55, 0x48]), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! Helpers shared by the lifecycle tests and the benchmark: build and start the C lifecycle target
+//! (killed and reaped on drop, on every path), compile patches with a manifest, apply them.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use hotpatch_applier::artifact::{ManifestFunction, MANIFEST_FORMAT};
+use hotpatch_applier::{
+    apply, plan, ApplyOptions, ApplyReport, FunctionAction, Manifest, PatchObject, SymbolRef,
+    Target,
+};
+
+/// The C sources of the tests (this file is also used by the workspace root's tests).
+pub fn c_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let here = root.join("tests/c");
+    if here.join("life_target.c").exists() {
+        here
+    } else {
+        root.join("applier/tests/c")
+    }
+}
+
+/// A started target; killed and reaped on drop whatever happens in the test.
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Reads lines until `pred` holds for one, within `secs` seconds.
+    pub fn wait_for(&self, secs: u64, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("no matching line before the deadline");
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Drops every line printed so far.
+    pub fn drain(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+}
+
+/// Compiles `tests/c/life_target.c` into `dir/life`.
+pub fn build_target(dir: &Path) -> PathBuf {
+    build_program(dir, &c_dir().join("life_target.c"), "life")
+}
+
+/// Compiles the C program `src` (with `-O2 -g -pthread`) into `dir/name`.
+pub fn build_program(dir: &Path, src: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    gcc(
+        &[
+            "-O2",
+            "-g",
+            "-pthread",
+            &src.display().to_string(),
+            "-o",
+            &exe.display().to_string(),
+        ],
+        dir,
+    );
+    exe
+}
+
+/// Starts `exe` with `args`, its stdout read line by line.
+pub fn start(exe: &Path, args: &[&str]) -> Running {
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the target starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, lines: rx }
+}
+
+fn gcc(args: &[&str], cwd: &Path) {
+    let out = Command::new("gcc")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("gcc runs");
+    assert!(
+        out.status.success(),
+        "gcc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A manifest replacing the global `function`, with a patch id and revisions.
+pub fn manifest(patch_id: &str, function: &str, old: &str, new: &str) -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT,
+        patch_id: patch_id.into(),
+        old_revision: Some(old.into()),
+        new_revision: Some(new.into()),
+        target_build_id: None,
+        cflags: vec![],
+        file_cflags: Default::default(),
+        functions: vec![ManifestFunction {
+            symbol: function.into(),
+            target: SymbolRef::Global {
+                name: function.into(),
+            },
+            action: FunctionAction::Replace,
+            reason: "changed".into(),
+            preimage: None,
+        }],
+        bindings: vec![],
+        new_data: vec![],
+    }
+}
+
+/// A manifest replacing each global of `functions`.
+pub fn manifest_many(patch_id: &str, functions: &[String]) -> Manifest {
+    let mut m = manifest(patch_id, "unused", "v1", "v2");
+    m.functions = functions
+        .iter()
+        .map(|name| ManifestFunction {
+            symbol: name.clone(),
+            target: SymbolRef::Global { name: name.clone() },
+            action: FunctionAction::Replace,
+            reason: "changed".into(),
+            preimage: None,
+        })
+        .collect();
+    m
+}
+
+/// Compiles `tests/c/<source>` the way the builder does, embedding `manifest`.
+pub fn compile_patch(dir: &Path, source: &str, manifest: &Manifest) -> Vec<u8> {
+    compile_patch_file(dir, &c_dir().join(source), manifest)
+}
+
+/// Compiles the C file `src` the way the builder does, embedding `manifest`.
+pub fn compile_patch_file(dir: &Path, src: &Path, manifest: &Manifest) -> Vec<u8> {
+    let source = src
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let out = dir.join(format!("{}-{source}.o", manifest.patch_id));
+    let escaped: String = manifest
+        .to_json()
+        .chars()
+        .map(|c| match c {
+            '"' => "\\\"".to_string(),
+            '\\' => "\\\\".to_string(),
+            '\n' => "\\n".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let inc = dir.join(format!("{}-{source}.manifest.h", manifest.patch_id));
+    let text = format!(
+        "__attribute__((section(\".hotpatch.manifest\"), used)) static const char hp_manifest[] = \"{escaped}\";\n"
+    );
+    std::fs::write(&inc, text).unwrap();
+    let define = format!("-DHP_MANIFEST=\"{}\"", inc.display());
+    gcc(
+        &[
+            "-c",
+            "-O2",
+            "-fPIC",
+            "-ffunction-sections",
+            "-fdata-sections",
+            &define,
+            &src.display().to_string(),
+            "-o",
+            &out.display().to_string(),
+        ],
+        dir,
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// Plans and applies `patch` to `pid`.
+pub fn apply_patch(
+    pid: i32,
+    patch: Vec<u8>,
+    options: &ApplyOptions,
+) -> Result<ApplyReport, hotpatch_applier::ApplyError> {
+    let target = Target::inspect(pid)?;
+    let object = PatchObject::parse(patch)?;
+    let plan = plan(&target, &object)?;
+    apply(&target, &plan, options)
+}
+
+/// `value` as the main thread's next `tick` line reports it.
+pub fn next_tick_value(running: &Running) -> i64 {
+    let line = running.wait_for(5, |l| l.starts_with("tick "));
+    tick_field(&line, "value")
+}
+
+/// The number after `name` in a line.
+pub fn tick_field(line: &str, name: &str) -> i64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == name).expect(name);
+    words[at + 1].parse().expect("a number")
+}
+
+/// Reads `len` bytes of `pid` at `addr`.
+pub fn read_mem(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, addr).unwrap();
+    buf
+}

@@ -1,0 +1,95 @@
+//! CASES.md §E multi_process: every process running one executable is patched, or, if one fails,
+//! the others are rolled back. Every started process is killed on every path.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hotpatch_applier::{
+    apply_all, installed_patches, pids_of_exe, plan, ApplyError, ApplyOptions, PatchObject, Target,
+};
+
+fn options(ms: u64) -> ApplyOptions {
+    ApplyOptions {
+        timeout: Duration::from_millis(ms),
+    }
+}
+
+#[test]
+fn every_process_of_the_executable_is_patched() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path());
+    let mut a = start(&exe, &["threads", "1"]);
+    let mut b = start(&exe, &["threads", "2"]);
+    next_tick_value(&a);
+    next_tick_value(&b);
+    let mut pids = pids_of_exe(&exe).unwrap();
+    pids.sort_unstable();
+    let mut want = vec![a.pid(), b.pid()];
+    want.sort_unstable();
+    assert_eq!(pids, want);
+
+    let bytes = compile_patch(
+        dir.path(),
+        "life_patch_v2.c",
+        &manifest("p2", "value", "v1", "v2"),
+    );
+    let targets: Vec<Target> = pids.iter().map(|&p| Target::inspect(p).unwrap()).collect();
+    let plans: Vec<_> = targets
+        .iter()
+        .map(|t| plan(t, &PatchObject::parse(bytes.clone()).unwrap()).unwrap())
+        .collect();
+    let jobs: Vec<_> = targets.iter().zip(&plans).collect();
+    let reports = apply_all(&jobs, &options(3000)).unwrap();
+    assert_eq!(reports.len(), 2);
+    for running in [&a, &b] {
+        running.drain();
+        running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 2);
+    }
+    assert!(a.alive() && b.alive());
+}
+
+#[test]
+fn one_failure_rolls_the_others_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path());
+    // `busy` is idle in the first process and never left in the second.
+    let mut idle = start(&exe, &["threads", "1"]);
+    let mut stuck = start(&exe, &["busy"]);
+    next_tick_value(&idle);
+    next_tick_value(&stuck);
+    let bytes = compile_patch(
+        dir.path(),
+        "life_patch_busy.c",
+        &manifest("pb", "busy", "v1", "v2"),
+    );
+    let targets = [
+        Target::inspect(idle.pid()).unwrap(),
+        Target::inspect(stuck.pid()).unwrap(),
+    ];
+    let plans: Vec<_> = targets
+        .iter()
+        .map(|t| plan(t, &PatchObject::parse(bytes.clone()).unwrap()).unwrap())
+        .collect();
+    let entry = plans[0].functions[0].old_address.unwrap();
+    let original = read_mem(idle.pid(), entry, 5);
+    let jobs: Vec<_> = targets.iter().zip(&plans).collect();
+    let err = apply_all(&jobs, &options(300)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ApplyError::Group { .. }), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", stuck.pid()))
+            && text.contains(&format!(
+                "rolled back the processes already patched: {}",
+                idle.pid()
+            )),
+        "{text}"
+    );
+    assert_eq!(read_mem(idle.pid(), entry, 5), original);
+    assert!(installed_patches(idle.pid()).unwrap().is_empty());
+    assert!(installed_patches(stuck.pid()).unwrap().is_empty());
+    next_tick_value(&idle);
+    next_tick_value(&stuck);
+    assert!(idle.alive() && stuck.alive());
+}

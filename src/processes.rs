@@ -1,0 +1,92 @@
+//! The processes `hotpatch diff --apply/--dry-run` works on: every `--pid`, and with `--exe` every
+//! process running that executable. Several processes are patched as one: all, or none (those
+//! already patched are reverted when one fails).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use hotpatch_applier::{
+    apply_all, pids_of_exe, ApplyOptions, ApplyReport, PatchObject, Plan, Target,
+};
+use serde_json::json;
+
+/// Every `--pid` in order, then the processes running `exe`, without repeats.
+pub fn resolve(pids: &[i32], exe: Option<&Path>) -> Result<Vec<i32>> {
+    let mut out: Vec<i32> = Vec::new();
+    let mut push = |pid: i32| {
+        if !out.contains(&pid) {
+            out.push(pid);
+        }
+    };
+    pids.iter().copied().for_each(&mut push);
+    if let Some(exe) = exe {
+        let found = pids_of_exe(exe)
+            .with_context(|| format!("cannot list the processes running {}", exe.display()))?;
+        if found.is_empty() {
+            bail!("no process runs {}", exe.display());
+        }
+        found.into_iter().for_each(&mut push);
+    }
+    Ok(out)
+}
+
+/// Patches every process in `pids` (the first already inspected and planned) with `object`,
+/// all or none, and prints one line per process (or one JSON document).
+pub fn apply_group(
+    pids: &[i32],
+    first: (Target, Plan),
+    object: &PatchObject,
+    options: &ApplyOptions,
+    json: bool,
+) -> Result<()> {
+    let mut targets = vec![first.0];
+    let mut plans = vec![first.1];
+    for &pid in pids.iter().skip(1) {
+        let target = Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}"))?;
+        let plan = hotpatch_applier::plan(&target, object)
+            .with_context(|| format!("cannot patch pid {pid}"))?;
+        targets.push(target);
+        plans.push(plan);
+    }
+    let jobs: Vec<(&Target, &Plan)> = targets.iter().zip(&plans).collect();
+    let reports = apply_all(&jobs, options).context("cannot patch every process")?;
+    print(pids, &reports, json)
+}
+
+fn print(pids: &[i32], reports: &[ApplyReport], json: bool) -> Result<()> {
+    if json {
+        let processes: Vec<_> = pids
+            .iter()
+            .zip(reports)
+            .map(|(pid, r)| {
+                json!({
+                    "pid": pid,
+                    "patch_id": r.patch_id,
+                    "pause_us": r.pause_us,
+                    "threads": r.threads,
+                    "total_stopped_us": r.total_stopped_us,
+                    "stops": r.stops,
+                    "region_address": r.region_address,
+                    "functions": r.functions,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "processes": processes }))?
+        );
+        return Ok(());
+    }
+    println!("patched {} processes (all or none):", pids.len());
+    for (pid, r) in pids.iter().zip(reports) {
+        let names: Vec<&str> = r.functions.iter().map(|f| f.name.as_str()).collect();
+        println!(
+            "  pid {pid}: patch {} in {} µs ({} threads stopped): {}",
+            r.patch_id,
+            r.pause_us,
+            r.threads,
+            names.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `hotpatch revert --pid N [ID]`: undo the newest (or the named) patch of a running process,
+//! last-in first-out per function, from the ledger in the process itself. With several `--pid`
+//! or `--exe PATH`, each process is reverted in turn.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use hotpatch_applier::{revert, ApplyOptions, RevertReport};
+use serde_json::json;
+
+/// Arguments of `hotpatch revert`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("process").args(["pid", "exe"]).multiple(true).required(true)))]
+pub struct RevertArgs {
+    /// The patch to revert (default: the newest one still applied).
+    pub id: Option<String>,
+    /// The process to revert it in; repeatable.
+    #[arg(long)]
+    pub pid: Vec<i32>,
+    /// Every process running this executable.
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+    /// Seconds to keep retrying while a thread is inside the patch's code.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `hotpatch revert`.
+pub fn run(args: &RevertArgs) -> Result<()> {
+    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
+        bail!(
+            "--timeout must be a number of seconds >= 0, not {}",
+            args.timeout
+        );
+    }
+    let options = ApplyOptions {
+        timeout: Duration::from_secs_f64(args.timeout),
+    };
+    let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for &pid in &pids {
+        match revert(pid, args.id.as_deref(), &options) {
+            Ok(report) => done.push((pid, report)),
+            Err(e) => failed.push(format!("cannot revert in pid {pid}: {e}")),
+        }
+    }
+    if args.json {
+        if let [(_, report)] = done.as_slice() {
+            println!("{}", serde_json::to_string_pretty(report)?);
+        } else if !done.is_empty() {
+            let processes: Vec<_> = done
+                .iter()
+                .map(|(pid, r)| json!({ "pid": pid, "report": r }))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "processes": processes }))?
+            );
+        }
+    } else {
+        for (pid, report) in &done {
+            print_text(*pid, report);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+fn print_text(pid: i32, report: &RevertReport) {
+    println!(
+        "reverted patch {} in pid {pid}: paused {} us ({} thread{}, {} stop{}, {} us stopped in all)",
+        report.patch_id,
+        report.pause_us,
+        report.threads,
+        if report.threads == 1 { "" } else { "s" },
+        report.stops,
+        if report.stops == 1 { "" } else { "s" },
+        report.total_stopped_us
+    );
+    for f in &report.restored {
+        println!("  {} restored at 0x{:x}", f.name, f.address);
+    }
+    match &report.kept_because {
+        None => println!("  region unmapped"),
+        Some(why) => println!("  region kept mapped: {why}"),
+    }
+}
