@@ -21,26 +21,54 @@ pub enum Command {
     Diff(DiffArgs),
     /// Build a small bundled program, start it, live-patch it and show that its state survived.
     Demo(DemoArgs),
+    /// Show the patches installed in a running process (read from the process itself).
+    List(crate::list_command::ListArgs),
+    /// Undo the newest (or the named) patch of a running process.
+    Revert(crate::revert_command::RevertArgs),
+    /// Build the patch object for OLD..NEW and write it to a file (for `hotpatch apply`).
+    Build(crate::build_command::BuildArgs),
+    /// Apply a patch object (from `hotpatch build`, or a plain relocatable .o) to a process.
+    Apply(crate::apply_command::ApplyArgs),
 }
 
 /// Arguments of `hotpatch diff`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("process").args(["pid", "exe"]).multiple(true)))]
 pub struct DiffArgs {
     /// Revision range OLD..NEW (tags, branches, commit ids, HEAD~1 ...), read from git objects.
-    pub range: String,
+    #[arg(required_unless_present_all = ["old", "new"], conflicts_with_all = ["old", "new"])]
+    pub range: Option<String>,
+    /// The old revision as a directory or a single file, instead of git (with --new).
+    #[arg(long, value_name = "PATH", requires = "new")]
+    pub old: Option<PathBuf>,
+    /// The new revision as a directory or a single file, instead of git (with --old).
+    #[arg(long, value_name = "PATH", requires = "old")]
+    pub new: Option<PathBuf>,
+    /// Accept one named refusal (as the refusal names it, e.g. 'struct conn'); repeatable.
+    /// Says loudly that it did.
+    #[arg(long, value_name = "ITEM")]
+    pub force: Vec<String>,
     /// The git repository (default: the current directory).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub repo: PathBuf,
-    /// Patch the changed functions into the running process given by --pid.
-    #[arg(long, requires = "pid")]
+    /// Patch the changed functions into the running process given by --pid (or --exe).
+    #[arg(long, requires = "process")]
     pub apply: bool,
     /// Show everything that would be done, compile the patch, and (with --pid) resolve it against
     /// the running process, without writing anything to any process.
     #[arg(long, conflicts_with = "apply")]
     pub dry_run: bool,
-    /// The process to patch (or to check against, with --dry-run).
+    /// The process to patch (or to check against, with --dry-run). Repeat it to patch several
+    /// processes as one: all are patched or, if one fails, the others are rolled back.
     #[arg(long)]
-    pub pid: Option<i32>,
+    pub pid: Vec<i32>,
+    /// Patch every process running this executable (a forking server's workers), all or none.
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+    /// Commit only when a thread reaches this function (a breakpoint safe point, as a debugger
+    /// would place it); gives up after --timeout.
+    #[arg(long, value_name = "FUNCTION", requires = "apply")]
+    pub at: Option<String>,
     /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub cflags: Option<String>,

@@ -4,10 +4,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hotpatch_applier::{ApplyOptions, Target};
-use hotpatch_differ::{diff_snapshots, parse_range, read_git_revision};
+use hotpatch_differ::{diff_snapshots_with, parse_range, read_git_revision, DiffOptions, Snapshot};
 
 use crate::cli::DiffArgs;
 use crate::pipeline::{self, elapsed_ms, Timings};
+use crate::refusal;
 use crate::render::{self, Printer};
 
 /// Runs `hotpatch diff`.
@@ -22,22 +23,30 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let mut timings = Timings::default();
 
     let start = Instant::now();
-    let (old_rev, new_rev) = parse_range(&args.range)?;
-    let old = read_git_revision(&args.repo, &old_rev)?;
-    let new = read_git_revision(&args.repo, &new_rev)?;
-    let changes = diff_snapshots(&old, &new);
+    let (old, new) = read_revisions(args)?;
+    // Headers are found through the include directories of the original build's flags.
+    let options =
+        hotpatch_builder::BuildFlags::resolve(args.cflags.as_deref(), new.text("hotpatch.toml"))
+            .map(|flags| DiffOptions::from_flags(&flags.cflags))
+            .unwrap_or_default();
+    let mut changes = diff_snapshots_with(&old, &new, &options);
+    refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
 
     if !args.apply && !args.dry_run {
-        return out.changes(&changes);
+        out.changes(&changes)?;
+        return refusal::report(&changes, args.json, args.color.enabled());
     }
+    // Nothing is compiled and no process is touched while an unforced refusal remains.
+    refusal::check(&changes, args.json, args.color.enabled(), false)?;
     if !pipeline::has_patchable_changes(&changes) {
         return out.nothing_to_patch(&changes);
     }
     // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
-    let target = args
-        .pid
-        .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
+    let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
+    let target = pids
+        .first()
+        .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
     let patch = pipeline::build_patch(
         &changes,
@@ -55,7 +64,21 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         None => None,
     };
     if args.dry_run {
+        // Attach, check safety exactly as the commit would, detach: nothing is written.
+        let check = match (&target, &plan) {
+            (Some(target), Some(plan)) => {
+                let options = ApplyOptions {
+                    timeout: Duration::from_secs_f64(args.timeout),
+                };
+                Some(
+                    hotpatch_applier::check(target, plan, &options)
+                        .with_context(|| format!("cannot patch pid {}", target.pid()))?,
+                )
+            }
+            _ => None,
+        };
         return out.dry_run(&render::DryRun {
+            check: check.as_ref(),
             changes: &changes,
             patch: &patch,
             plan: plan.as_ref(),
@@ -70,8 +93,23 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
     };
-    let report = hotpatch_applier::apply(&target, &plan, &options)
-        .with_context(|| format!("cannot patch pid {}", target.pid()))?;
+    if pids.len() > 1 {
+        if args.at.is_some() {
+            bail!("--at works on one process; give a single --pid");
+        }
+        return crate::processes::apply_group(
+            &pids,
+            (target, plan),
+            &patch.object,
+            &options,
+            args.json,
+        );
+    }
+    let report = match &args.at {
+        Some(function) => hotpatch_applier::apply_at(&target, &plan, &options, function),
+        None => hotpatch_applier::apply(&target, &plan, &options),
+    }
+    .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);
     out.applied(&render::Applied {
         changes: &changes,
@@ -79,4 +117,40 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         report: &report,
         timings: &timings,
     })
+}
+
+/// The two revisions: `OLD..NEW` from git, or `--old`/`--new` directories or single files (two
+/// files are compared as two versions of the new file's name).
+fn read_revisions(args: &DiffArgs) -> Result<(Snapshot, Snapshot)> {
+    if let (Some(old), Some(new)) = (&args.old, &args.new) {
+        let read = |path: &std::path::Path, key: &str| -> Result<Snapshot> {
+            let label = path.display().to_string();
+            if path.is_dir() {
+                Snapshot::from_dir(path, &label)
+                    .with_context(|| format!("cannot read directory {label}"))
+            } else {
+                Snapshot::from_file(path, key, &label)
+                    .with_context(|| format!("cannot read {label}"))
+            }
+        };
+        if old.is_dir() != new.is_dir() {
+            bail!(
+                "--old {} and --new {} must both be directories or both be files",
+                old.display(),
+                new.display()
+            );
+        }
+        let key = new
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file.c".to_string());
+        return Ok((read(old, &key)?, read(new, &key)?));
+    }
+    let Some(range) = &args.range else {
+        bail!("give a revision range OLD..NEW, or --old and --new");
+    };
+    let (old_rev, new_rev) = parse_range(range)?;
+    let old = read_git_revision(&args.repo, &old_rev)?;
+    let new = read_git_revision(&args.repo, &new_rev)?;
+    Ok((old, new))
 }

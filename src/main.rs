@@ -2,13 +2,20 @@
 //!
 //! The binary is a thin layer over the stage crates: it parses the command line, runs the
 //! pipeline (differ → externalizer → builder → applier) and prints what happened, for people or
-//! as JSON. Exit status: 0 success (including "nothing to patch"), 1 any error, 2 usage error.
+//! as JSON. Exit status: 0 success (including "nothing to patch"), 1 any error, 2 usage error, 3 a
+//! change that cannot be applied live was refused (see [`refusal`]).
 
+mod apply_command;
+mod build_command;
 mod cli;
 mod demo;
 mod diff_command;
+mod list_command;
 mod pipeline;
+mod processes;
+mod refusal;
 mod render;
+mod revert_command;
 
 use clap::Parser;
 
@@ -17,9 +24,16 @@ fn main() {
     let result = match args.command {
         cli::Command::Diff(diff) => diff_command::run(&diff),
         cli::Command::Demo(demo) => demo::run(&demo),
+        cli::Command::List(list) => list_command::run(&list),
+        cli::Command::Revert(revert) => revert_command::run(&revert),
+        cli::Command::Build(build) => build_command::run(&build),
+        cli::Command::Apply(apply) => apply_command::run(&apply),
     };
     if let Err(error) = result {
         eprintln!("error: {}", render::error_text(&error));
+        if error.downcast_ref::<refusal::Refused>().is_some() {
+            std::process::exit(refusal::EXIT_REFUSED);
+        }
         std::process::exit(1);
     }
 }

@@ -19,6 +19,9 @@ pub struct Timings {
     pub externalize_ms: f64,
     /// Compiling and merging them into the patch object.
     pub compile_ms: f64,
+    /// Compiling the old and new files and comparing their code function by function (runs
+    /// in parallel with the patch compile, so it overlaps `compile_ms`).
+    pub confirm_ms: f64,
     /// Resolving, loading and committing the patch in the process.
     pub apply_ms: f64,
 }
@@ -60,26 +63,48 @@ pub fn build_patch(
     let start = Instant::now();
     let has_local =
         |file: &str, name: &str| target.is_none_or(|t| t.has_file_local_function(file, name));
+    let has_variable =
+        |file: &str, name: &str| target.is_none_or(|t| t.has_file_local_variable(file, name));
     let options = hotpatch_externalizer::Options {
         target_has_local_function: Some(&has_local),
+        target_has_local_variable: Some(&has_variable),
     };
     let units = hotpatch_externalizer::externalize(changes, old, new, &options)?;
     timings.externalize_ms = elapsed_ms(start);
 
     let start = Instant::now();
-    let flags = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))?;
+    let c_files: Vec<&str> = new
+        .files
+        .keys()
+        .map(String::as_str)
+        .filter(|f| f.ends_with(".c"))
+        .collect();
+    let flags = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))?.with_compile_commands(
+        new.text("hotpatch.toml"),
+        |path| new.text(path),
+        &c_files,
+    )?;
     let tree = tempfile::Builder::new()
         .prefix("hotpatch-build-")
         .tempdir()?;
     new.write_to(tree.path())
         .with_context(|| format!("writing {} to {}", new.label, tree.path().display()))?;
+    // The old revision too: the pre-image of each replaced function is compiled from it.
+    let old_tree = tempfile::Builder::new()
+        .prefix("hotpatch-build-v1-")
+        .tempdir()?;
+    old.write_to(old_tree.path())
+        .with_context(|| format!("writing {} to {}", old.label, old_tree.path().display()))?;
     let origin = PatchOrigin {
         old_revision: Some(changes.old_label.clone()),
         new_revision: Some(changes.new_label.clone()),
+        old_root: Some(old_tree.path().to_path_buf()),
+        target_build_id: target.and_then(|t| t.build_id().map(str::to_string)),
     };
     let built = hotpatch_builder::build(tree.path(), &units, &flags, &origin)?;
     let object = PatchObject::parse(built.object.clone())?;
     timings.compile_ms = elapsed_ms(start);
+    timings.confirm_ms = built.confirm_ms;
     Ok(BuiltUnits {
         units,
         built,

@@ -38,6 +38,8 @@ pub struct DryRun<'a> {
     pub plan: Option<&'a Plan>,
     /// Whether to print the patch sources.
     pub show_source: bool,
+    /// The live check with `--pid`: every thread stopped once, as the commit would, and resumed.
+    pub check: Option<&'a hotpatch_applier::CheckReport>,
     /// Stage timings so far.
     pub timings: &'a Timings,
 }
@@ -103,6 +105,8 @@ impl Printer {
                 "new": changes.new_label,
                 "functions": changes.functions,
                 "warnings": changes.warnings,
+                "refusals": changes.refusals,
+                "items": changes.items,
             }));
         }
         self.warnings(changes);
@@ -264,6 +268,7 @@ impl Printer {
                     "warnings": dry.patch.built.warnings,
                 },
                 "plan": plan,
+                "check": dry.check,
                 "timings": dry.timings,
             }));
         }
@@ -294,6 +299,15 @@ impl Printer {
                 );
             }
         }
+        if let Some(check) = dry.check {
+            let _ = writeln!(
+                text,
+                "  safe to apply now: {} thread{} stopped and resumed; predicted pause {} µs",
+                check.threads,
+                plural(check.threads),
+                check.pause_us
+            );
+        }
         let _ = writeln!(text, "\ndry run: nothing was written to any process");
         print!("{text}");
         Ok(())
@@ -307,6 +321,8 @@ impl Printer {
                 "patch_id": report.patch_id,
                 "pause_us": report.pause_us,
                 "threads": report.threads,
+                "total_stopped_us": report.total_stopped_us,
+                "stops": report.stops,
                 "region_address": report.region_address,
                 "region_size": report.region_size,
                 "functions": report.functions,
@@ -375,10 +391,7 @@ fn location(file: &str, line: u32) -> String {
 }
 
 fn file_of(target: &SymbolRef) -> Option<&str> {
-    match target {
-        SymbolRef::FileLocal { file, .. } => Some(file),
-        SymbolRef::Global { .. } => None,
-    }
+    target.file()
 }
 
 fn action_verb(action: FunctionAction) -> &'static str {

@@ -26,6 +26,26 @@ struct Case {
     patched: Vec<String>,
     #[serde(default)]
     nothing_to_patch: bool,
+    /// Build matrix: run the case once per entry, each the `cflags` of the original build.
+    #[serde(default)]
+    matrix: Vec<String>,
+    /// Flags given to hotpatch with `--cflags`, when not `cflags` (the compilation database
+    /// must then supply the rest).
+    #[serde(default)]
+    hotpatch_cflags: Option<String>,
+    /// A shell command building the v1 executable `$OUT` with `$CFLAGS`, instead of compiling
+    /// `sources` into it.
+    #[serde(default)]
+    build: Option<String>,
+    /// Expected exit status when hotpatch must not patch (3 refused, 1 error); 0 otherwise.
+    #[serde(default)]
+    exit_code: i32,
+    /// The item a refusal case must name in the JSON `refusals`.
+    #[serde(default)]
+    refused: Option<String>,
+    /// Texts hotpatch's output (stdout and stderr) must contain.
+    #[serde(default)]
+    output_contains: Vec<String>,
 }
 
 fn default_sources() -> Vec<String> {
@@ -57,8 +77,22 @@ fn revision_files(case_dir: &Path, version: &str) -> Vec<(String, String)> {
 
 fn run_case(name: &str) {
     let case_dir = project_root().join("testdata/cases").join(name);
-    let case: Case =
-        toml::from_str(&std::fs::read_to_string(case_dir.join("case.toml")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(case_dir.join("case.toml")).unwrap();
+    let case: Case = toml::from_str(&text).unwrap();
+    if case.matrix.is_empty() {
+        return run_case_with(name, case);
+    }
+    // The build matrix: the same case once per set of flags of the original build.
+    for cflags in &case.matrix {
+        let mut one: Case = toml::from_str(&text).unwrap();
+        one.cflags = cflags.clone();
+        one.description = format!("{} [cflags {cflags}]", one.description);
+        run_case_with(name, one);
+    }
+}
+
+fn run_case_with(name: &str, case: Case) {
+    let case_dir = project_root().join("testdata/cases").join(name);
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     let (v1, v2) = (
@@ -69,7 +103,20 @@ fn run_case(name: &str) {
     let build = work.path().join("build-v1");
     write_tree(&build, &v1);
     let binary = work.path().join("target-v1");
-    compile_program(&build, &case.sources, &case.cflags, &binary);
+    match &case.build {
+        // A case-specific build (shared libraries...): a shell command run in the build
+        // directory, with $CFLAGS and $OUT (the executable to write) set.
+        Some(command) => {
+            run_ok(
+                std::process::Command::new("sh")
+                    .args(["-c", command])
+                    .current_dir(&build)
+                    .env("CFLAGS", &case.cflags)
+                    .env("OUT", &binary),
+            );
+        }
+        None => compile_program(&build, &case.sources, &case.cflags, &binary),
+    }
 
     let mut target = TargetProcess::start(&binary);
     target.wait_for(&case.before, Duration::from_secs(5));
@@ -84,10 +131,14 @@ fn run_case(name: &str) {
         "--pid",
         &pid,
         "--cflags",
-        &case.cflags,
+        case.hotpatch_cflags.as_deref().unwrap_or(&case.cflags),
         "--json",
     ]);
     let (stdout, stderr) = (stdout_of(&output), stderr_of(&output));
+    if case.exit_code != 0 {
+        check_not_patched(&case, &output, &mut target);
+        return;
+    }
     assert!(
         output.status.success(),
         "{}: hotpatch failed\n{stdout}\n{stderr}",
@@ -138,6 +189,43 @@ fn run_case(name: &str) {
     );
 }
 
+/// A case hotpatch must refuse or fail: the status, the messages, and an untouched process.
+fn check_not_patched(case: &Case, output: &std::process::Output, target: &mut TargetProcess) {
+    let (stdout, stderr) = (stdout_of(output), stderr_of(output));
+    assert_eq!(
+        output.status.code(),
+        Some(case.exit_code),
+        "{}: wrong exit status\n{stdout}\n{stderr}",
+        case.description
+    );
+    let all = format!("{stdout}\n{stderr}");
+    for needle in &case.output_contains {
+        assert!(all.contains(needle.as_str()), "`{needle}` not in\n{all}");
+    }
+    if let Some(item) = &case.refused {
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("no JSON refusal ({e}):\n{all}"));
+        let items: Vec<&str> = report["refusals"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x["item"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            items.contains(&item.as_str()),
+            "{item} not refused: {report:#}"
+        );
+    }
+    target.read_lines(3);
+    let last = target.seen.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains(&case.before),
+        "the process changed without a patch: {last}"
+    );
+    for counter in &case.counters {
+        assert_counts_up_by_one(&target.seen, counter);
+    }
+    assert!(target.is_alive(), "the target died: {:?}", target.seen);
+}
+
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
         $(#[test] fn $name() { run_case(stringify!($name)); })*
@@ -156,6 +244,33 @@ cases!(
     function_pointer,
     multiple_files,
     whitespace_comment_only,
+    header_macro,
+    header_inline,
+    new_function,
+    new_global,
+    duplicate_static_names,
+    line_only,
+    struct_comment_only,
+    struct_layout_changed,
+    global_type_changed,
+    global_initializer_changed,
+    static_local_changed,
+    signature_changed,
+    always_active,
+    v2_does_not_compile,
+    static_local_kept,
+    no_debug_info,
+    inlined_static,
+    clone_constprop,
+    cold_split,
+    opt_levels,
+    pie_and_no_pie,
+    cet_endbr,
+    compile_commands,
+    tiny_function,
+    tls_reference,
+    shared_library,
+    lto_target,
 );
 
 /// Every case directory has a test above, so no case is silently skipped.
