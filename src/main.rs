@@ -7,6 +7,7 @@
 mod cli;
 mod demo;
 mod diff_command;
+mod hook;
 mod pipeline;
 mod render;
 
@@ -17,6 +18,7 @@ fn main() {
     let result = match args.command {
         cli::Command::Diff(diff) => diff_command::run(&diff),
         cli::Command::Demo(demo) => demo::run(&demo),
+        cli::Command::Hook(hook) => hook::run(&hook),
     };
     if let Err(error) = result {
         eprintln!("error: {}", render::error_text(&error));

@@ -20,9 +20,10 @@ pub fn parse_range(range: &str) -> Result<(String, String), DifferError> {
 /// `rev` is any revision spec gix understands (tag, branch, `HEAD~1`, short id). The label is
 /// `"{rev} ({first 8 hex digits of the commit id})"`.
 pub fn read_git_revision(repo: &Path, rev: &str) -> Result<Snapshot, DifferError> {
-    let repository = gix::open(repo).map_err(|_| DifferError::NotARepository {
+    let opened = crate::quarantine::open(repo).ok_or_else(|| DifferError::NotARepository {
         path: repo.to_path_buf(),
     })?;
+    let repository = &opened.repository;
     let unknown = |detail: String| DifferError::UnknownRevision {
         rev: rev.to_string(),
         detail,
@@ -55,5 +56,6 @@ pub fn read_git_revision(repo: &Path, rev: &str) -> Result<Snapshot, DifferError
     Ok(Snapshot {
         label: format!("{rev} ({short})"),
         files,
+        commit: Some(commit_hex),
     })
 }

@@ -11,6 +11,7 @@ mod compare;
 mod error;
 mod git;
 pub mod index;
+mod quarantine;
 mod snapshot;
 
 pub use changeset::{Change, ChangeSet, FunctionChange};

@@ -10,6 +10,9 @@ pub struct Snapshot {
     pub label: String,
     /// Contents of every regular file (no submodules, no symlinks).
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Full commit id (40 hex digits) when the snapshot was read from git; `None` for
+    /// directories and single files.
+    pub commit: Option<String>,
 }
 
 impl Snapshot {
@@ -59,6 +62,7 @@ impl Snapshot {
         Ok(Snapshot {
             label: label.to_string(),
             files,
+            commit: None,
         })
     }
 }

@@ -223,7 +223,8 @@ fn snapshot_round_trip_through_a_directory() {
     assert_eq!(
         Snapshot {
             label: String::new(),
-            files: [("b".to_string(), vec![0xff])].into()
+            files: [("b".to_string(), vec![0xff])].into(),
+            commit: None,
         }
         .text("b"),
         None
@@ -237,5 +238,6 @@ fn snap(files: &[(&str, &str)]) -> Snapshot {
             .iter()
             .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
             .collect(),
+        commit: None,
     }
 }

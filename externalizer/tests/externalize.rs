@@ -13,6 +13,7 @@ fn snap(label: &str, files: &[(&str, &str)]) -> Snapshot {
             .iter()
             .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
             .collect(),
+        commit: None,
     }
 }
 
