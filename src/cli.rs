@@ -29,6 +29,36 @@ pub enum Command {
     Build(crate::build_command::BuildArgs),
     /// Apply a patch object (from `hotpatch build`, or a plain relocatable .o) to a process.
     Apply(crate::apply_command::ApplyArgs),
+    /// Deploy by `git push`: install or run the pre-receive hook of a deploy repository.
+    Hook(HookArgs),
+}
+
+/// Arguments of `hotpatch hook`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: HookCommand,
+}
+
+/// The hook subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Install the pre-receive hook into a (bare) deploy repository.
+    Install {
+        /// The repository's git directory.
+        git_dir: PathBuf,
+        /// Replace a pre-receive hook that hotpatch did not install.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run as git's pre-receive hook: read `OLD NEW REF` lines on standard input and live-patch
+    /// the service for a push to the deploy branch; exit non-zero to reject the push.
+    PreReceive {
+        /// Show what the push would patch; write nothing to any process.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Arguments of `hotpatch diff`.

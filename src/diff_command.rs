@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hotpatch_applier::{ApplyOptions, Target};
-use hotpatch_differ::{diff_snapshots_with, parse_range, read_git_revision, DiffOptions, Snapshot};
+use hotpatch_differ::{parse_range, read_git_revision, Snapshot};
 
 use crate::cli::DiffArgs;
 use crate::pipeline::{self, elapsed_ms, Timings};
@@ -24,12 +24,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
 
     let start = Instant::now();
     let (old, new) = read_revisions(args)?;
-    // Headers are found through the include directories of the original build's flags.
-    let options =
-        hotpatch_builder::BuildFlags::resolve(args.cflags.as_deref(), new.text("hotpatch.toml"))
-            .map(|flags| DiffOptions::from_flags(&flags.cflags))
-            .unwrap_or_default();
-    let mut changes = diff_snapshots_with(&old, &new, &options);
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref());
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
 

@@ -10,6 +10,7 @@ mod build_command;
 mod cli;
 mod demo;
 mod diff_command;
+mod hook;
 mod list_command;
 mod pipeline;
 mod processes;
@@ -28,6 +29,7 @@ fn main() {
         cli::Command::Revert(revert) => revert_command::run(&revert),
         cli::Command::Build(build) => build_command::run(&build),
         cli::Command::Apply(apply) => apply_command::run(&apply),
+        cli::Command::Hook(hook) => hook::run(&hook),
     };
     if let Err(error) = result {
         eprintln!("error: {}", render::error_text(&error));

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use hotpatch_applier::{PatchObject, Target};
 use hotpatch_builder::{BuildFlags, BuiltPatch, PatchOrigin};
-use hotpatch_differ::{Change, ChangeSet, Snapshot};
+use hotpatch_differ::{diff_snapshots_with, Change, ChangeSet, DiffOptions, Snapshot};
 use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
 
@@ -29,6 +29,15 @@ pub struct Timings {
 /// Milliseconds since `start`.
 pub fn elapsed_ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Classifies the changes from `old` to `new`. Headers are found through the include directories
+/// of the original build's flags (`cflags`, else `hotpatch.toml` of the new revision).
+pub fn classify(old: &Snapshot, new: &Snapshot, cflags: Option<&str>) -> ChangeSet {
+    let options = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))
+        .map(|flags| DiffOptions::from_flags(&flags.cflags))
+        .unwrap_or_default();
+    diff_snapshots_with(old, new, &options)
 }
 
 /// Whether the change set holds anything a patch can carry (changed or new functions).
@@ -98,6 +107,8 @@ pub fn build_patch(
     let origin = PatchOrigin {
         old_revision: Some(changes.old_label.clone()),
         new_revision: Some(changes.new_label.clone()),
+        old_commit: old.commit.clone(),
+        new_commit: new.commit.clone(),
         old_root: Some(old_tree.path().to_path_buf()),
         target_build_id: target.and_then(|t| t.build_id().map(str::to_string)),
     };

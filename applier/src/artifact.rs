@@ -22,6 +22,12 @@ pub struct Manifest {
     /// The source revision the patch brings (e.g. `v2 (5e6f7a8b)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_revision: Option<String>,
+    /// Full commit id of the old revision, when it came from git: what the process must run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_commit: Option<String>,
+    /// Full commit id of the new revision, when it came from git: what the process runs after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_commit: Option<String>,
     /// GNU build id (hex) of the binary the patch was built for, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_build_id: Option<String>,
@@ -262,6 +268,8 @@ mod tests {
             patch_id: "p1".into(),
             old_revision: Some("v1".into()),
             new_revision: Some("v2".into()),
+            old_commit: None,
+            new_commit: None,
             target_build_id: None,
             cflags: vec!["-O2".into()],
             file_cflags: [("src/a.c".to_string(), vec!["-O1".to_string()])].into(),

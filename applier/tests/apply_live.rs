@@ -190,6 +190,8 @@ fn manifest(functions: Vec<ManifestFunction>, bindings: Vec<Binding>) -> Manifes
         patch_id: "test-patch-1".into(),
         old_revision: None,
         new_revision: None,
+        old_commit: None,
+        new_commit: None,
         target_build_id: None,
         cflags: vec![],
         file_cflags: Default::default(),

@@ -66,6 +66,10 @@ pub struct PatchOrigin {
     pub old_revision: Option<String>,
     /// The revision the patch brings.
     pub new_revision: Option<String>,
+    /// Full commit id of the old revision, when read from git.
+    pub old_commit: Option<String>,
+    /// Full commit id of the new revision, when read from git.
+    pub new_commit: Option<String>,
     /// A materialised copy of the old revision: with it, every replaced function carries the
     /// fingerprint of its old code (compiled with the original flags) for the applier to check.
     pub old_root: Option<PathBuf>,
@@ -160,6 +164,8 @@ pub fn build(
         patch_id: String::new(),
         old_revision: origin.old_revision.clone(),
         new_revision: origin.new_revision.clone(),
+        old_commit: origin.old_commit.clone(),
+        new_commit: origin.new_commit.clone(),
         target_build_id: origin.target_build_id.clone(),
         cflags: arguments.clone(),
         file_cflags,

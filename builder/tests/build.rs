@@ -68,6 +68,8 @@ fn units_merge_into_one_object_with_bindings_and_manifest() {
     let origin = PatchOrigin {
         old_revision: Some("v1".into()),
         new_revision: Some("v2".into()),
+        old_commit: None,
+        new_commit: None,
         old_root: None,
         target_build_id: Some("00ff".into()),
     };

@@ -133,6 +133,8 @@ pub fn manifest(patch_id: &str, function: &str, old: &str, new: &str) -> Manifes
         patch_id: patch_id.into(),
         old_revision: Some(old.into()),
         new_revision: Some(new.into()),
+        old_commit: None,
+        new_commit: None,
         target_build_id: None,
         cflags: vec![],
         file_cflags: Default::default(),

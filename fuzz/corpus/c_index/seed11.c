@@ -1,0 +1,14 @@
+int offset(void);
+
+static int count;
+
+int state(void)
+{
+    return count;
+}
+
+int value(void)
+{
+    count++;
+    return 2 + offset();
+}

@@ -1,0 +1,7 @@
+static int count;
+
+int offset(void)
+{
+    count++;
+    return 1;
+}

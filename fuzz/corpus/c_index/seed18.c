@@ -1,0 +1,12 @@
+int hits;
+
+int state(void)
+{
+    return hits;
+}
+
+int value(void)
+{
+    hits++;
+    return 8;
+}

@@ -1,0 +1,2 @@
+/* Replaces `tiny`, which is too short for a jump. */
+int tiny(void) { return 42; }
