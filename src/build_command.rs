@@ -7,10 +7,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hotpatch_applier::{FunctionAction, Target};
-use hotpatch_differ::{diff_snapshots, parse_range, read_git_revision};
+use hotpatch_differ::{parse_range, read_git_revision};
 use serde_json::json;
 
 use crate::pipeline::{self, elapsed_ms, Timings};
+use crate::refusal;
 
 /// Arguments of `hotpatch build`.
 #[derive(Debug, Args)]
@@ -30,6 +31,9 @@ pub struct BuildArgs {
     /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub cflags: Option<String>,
+    /// Accept one named refusal (repeatable), as `hotpatch diff --force`.
+    #[arg(long, value_name = "ITEM")]
+    pub force: Vec<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -42,8 +46,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (old_rev, new_rev) = parse_range(&args.range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;
     let new = read_git_revision(&args.repo, &new_rev)?;
-    let changes = diff_snapshots(&old, &new);
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref());
+    refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
+    // A patch object is as dangerous as an apply: the same refusals hold, before compiling.
+    refusal::check(&changes, args.json, false, false)?;
+    for warning in &changes.warnings {
+        eprintln!("warning: {warning}");
+    }
     if !pipeline::has_patchable_changes(&changes) {
         bail!(
             "nothing to patch between {} and {}: no function changed",

@@ -288,3 +288,49 @@ fn preimage_mismatch_other_source_is_refused() {
     assert!(target.seen.last().unwrap().contains("value=42"));
     assert!(target.is_alive());
 }
+
+#[test]
+fn build_refuses_what_diff_refuses_and_writes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let with_struct =
+        |fields: &str| format!("{LIB_V1}\nstruct pair\n{{\n{fields}}};\n\nstruct pair shared;\n");
+    git_repo_with_revisions(
+        &repo,
+        &files(&with_struct("    int a;\n    long b;\n")),
+        &files(&with_struct("    long b;\n    int a;\n")),
+    );
+    let output_path = work.path().join("fix.hp.o");
+    let output = output_path.to_str().unwrap();
+    let result = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-o",
+        output,
+    ]);
+    assert_eq!(result.status.code(), Some(3), "{}", stderr_of(&result));
+    assert!(
+        stderr_of(&result).contains("struct pair"),
+        "{}",
+        stderr_of(&result)
+    );
+    assert!(!output_path.exists(), "a refused build wrote {output}");
+    // Forced by name, the build goes on (and finds nothing to patch: no function changed).
+    let result = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-o",
+        output,
+        "--force",
+        "struct pair",
+    ]);
+    assert!(
+        stderr_of(&result).contains("FORCED: struct pair"),
+        "{}",
+        stderr_of(&result)
+    );
+}

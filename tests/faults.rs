@@ -5,41 +5,15 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A repository with the `simplest` case at v1 and v2, readable by every user, and v1 built.
-fn simplest_fixture(dir: &Path) -> std::path::PathBuf {
-    let case = project_root().join("testdata/cases/simplest");
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-    let main = read(&project_root().join("testdata/common/main.c"));
-    let v1 = vec![
-        ("lib.c".to_string(), read(&case.join("v1/lib.c"))),
-        ("main.c".into(), main.clone()),
-    ];
-    let v2 = vec![
-        ("lib.c".to_string(), read(&case.join("v2/lib.c"))),
-        ("main.c".into(), main),
-    ];
-    git_repo_with_revisions(&dir.join("repo"), &v1, &v2);
-    write_tree(&dir.join("build"), &v1);
-    let binary = dir.join("target-v1");
-    compile_program(
-        &dir.join("build"),
-        &["main.c".into(), "lib.c".into()],
-        "-O2 -g",
-        &binary,
-    );
-    binary
-}
-
 #[test]
 fn a_target_that_exits_during_apply_gives_a_clear_error_and_no_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = simplest_fixture(dir.path());
+    let binary = simplest_case(dir.path());
     let repo = dir.path().join("repo");
     // Kill the target at different moments of the apply; whatever the moment, hotpatch ends
     // promptly with success (it finished first) or an error naming the pid, never a panic.
@@ -91,7 +65,7 @@ fn a_target_that_exits_during_apply_gives_a_clear_error_and_no_hang() {
 #[test]
 fn another_users_process_is_refused_and_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = simplest_fixture(dir.path());
+    let binary = simplest_case(dir.path());
     // Let an unprivileged user read the repository; the target stays root's.
     for entry in [dir.path().to_path_buf(), dir.path().join("repo")] {
         std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755)).unwrap();

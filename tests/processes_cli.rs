@@ -5,39 +5,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use support::*;
 
-fn fixture(dir: &Path) -> std::path::PathBuf {
-    let case = project_root().join("testdata/cases/simplest");
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-    let main = read(&project_root().join("testdata/common/main.c"));
-    let v1 = vec![
-        ("lib.c".to_string(), read(&case.join("v1/lib.c"))),
-        ("main.c".into(), main.clone()),
-    ];
-    let v2 = vec![
-        ("lib.c".to_string(), read(&case.join("v2/lib.c"))),
-        ("main.c".into(), main),
-    ];
-    git_repo_with_revisions(&dir.join("repo"), &v1, &v2);
-    write_tree(&dir.join("build"), &v1);
-    let binary = dir.join("target-v1");
-    compile_program(
-        &dir.join("build"),
-        &["main.c".into(), "lib.c".into()],
-        "-O2 -g",
-        &binary,
-    );
-    binary
-}
-
 #[test]
 fn exe_patches_every_process_then_list_and_revert_each() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = fixture(dir.path());
+    let binary = simplest_case(dir.path());
     let repo = dir.path().join("repo").display().to_string();
     let mut a = TargetProcess::start(&binary);
     let mut b = TargetProcess::start(&binary);
@@ -93,7 +68,7 @@ fn exe_patches_every_process_then_list_and_revert_each() {
 #[test]
 fn at_applies_at_the_safe_point() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = fixture(dir.path());
+    let binary = simplest_case(dir.path());
     let repo = dir.path().join("repo").display().to_string();
     let mut target = TargetProcess::start(&binary);
     target.wait_for("value=1", Duration::from_secs(5));

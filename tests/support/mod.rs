@@ -194,3 +194,29 @@ pub fn stdout_of(output: &Output) -> String {
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The `simplest` case in `dir`: a git repository `repo/` with tags v1 and v2, and v1 built with
+/// `-O2 -g` from `build/` as the returned binary. The shared driver prints `value=1` at v1.
+pub fn simplest_case(dir: &Path) -> PathBuf {
+    let case = project_root().join("testdata/cases/simplest");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let main = read(&project_root().join("testdata/common/main.c"));
+    let v1 = vec![
+        ("lib.c".to_string(), read(&case.join("v1/lib.c"))),
+        ("main.c".into(), main.clone()),
+    ];
+    let v2 = vec![
+        ("lib.c".to_string(), read(&case.join("v2/lib.c"))),
+        ("main.c".into(), main),
+    ];
+    git_repo_with_revisions(&dir.join("repo"), &v1, &v2);
+    write_tree(&dir.join("build"), &v1);
+    let binary = dir.join("target-v1");
+    compile_program(
+        &dir.join("build"),
+        &["main.c".into(), "lib.c".into()],
+        "-O2 -g",
+        &binary,
+    );
+    binary
+}
