@@ -97,8 +97,15 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
         timeout: Duration::from_secs_f64(args.timeout),
     };
     let start = Instant::now();
-    let report = hotpatch_applier::apply(&target, &plan, &options)
-        .with_context(|| format!("cannot patch pid {}", args.pid))?;
+    let report = crate::spinner::while_waiting(
+        &format!(
+            "waiting for the threads of pid {} to leave the code being replaced",
+            args.pid
+        ),
+        args.json,
+        || hotpatch_applier::apply(&target, &plan, &options),
+    )
+    .with_context(|| format!("cannot patch pid {}", args.pid))?;
     let apply_ms = elapsed_ms(start);
     if args.json {
         let value = json!({

@@ -101,8 +101,22 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         );
     }
     let report = match &args.at {
-        Some(function) => hotpatch_applier::apply_at(&target, &plan, &options, function),
-        None => hotpatch_applier::apply(&target, &plan, &options),
+        Some(function) => crate::spinner::while_waiting(
+            &format!(
+                "waiting for a thread of pid {} to reach `{function}`",
+                target.pid()
+            ),
+            args.json,
+            || hotpatch_applier::apply_at(&target, &plan, &options, function),
+        ),
+        None => crate::spinner::while_waiting(
+            &format!(
+                "waiting for the threads of pid {} to leave the code being replaced",
+                target.pid()
+            ),
+            args.json,
+            || hotpatch_applier::apply(&target, &plan, &options),
+        ),
     }
     .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);

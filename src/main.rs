@@ -17,6 +17,7 @@ mod processes;
 mod refusal;
 mod render;
 mod revert_command;
+mod spinner;
 
 use clap::Parser;
 

@@ -49,7 +49,12 @@ pub fn apply_group(
         plans.push(plan);
     }
     let jobs: Vec<(&Target, &Plan)> = targets.iter().zip(&plans).collect();
-    let reports = apply_all(&jobs, options).context("cannot patch every process")?;
+    let reports = crate::spinner::while_waiting(
+        "waiting for the threads of every process to leave the code being replaced",
+        json,
+        || apply_all(&jobs, options),
+    )
+    .context("cannot patch every process")?;
     print(pids, &reports, json)
 }
 

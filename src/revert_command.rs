@@ -45,7 +45,10 @@ pub fn run(args: &RevertArgs) -> Result<()> {
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for &pid in &pids {
-        match revert(pid, args.id.as_deref(), &options) {
+        let waiting = format!("waiting for the threads of pid {pid} to leave the patch's code");
+        match crate::spinner::while_waiting(&waiting, args.json, || {
+            revert(pid, args.id.as_deref(), &options)
+        }) {
             Ok(report) => done.push((pid, report)),
             Err(e) => failed.push(format!("cannot revert in pid {pid}: {e}")),
         }

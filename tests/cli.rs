@@ -288,3 +288,49 @@ fn a_symbol_the_running_binary_lacks_is_refused() {
     let _ = sleeper.wait();
     assert_error(&output, "`value`");
 }
+
+#[test]
+fn a_long_wait_shows_a_spinner_on_a_terminal() {
+    // value() keeps its caller inside it for 700 ms per call, so the commit has to wait for the
+    // short moments between calls; on a terminal the wait is announced with a spinner.
+    let slow = "#include <unistd.h>\n\nstatic int calls;\n\nint state(void)\n{\n    return calls;\n}\n\nint value(void)\n{\n    calls++;\n    usleep(700000);\n    return 1;\n}\n";
+    let fixed = slow.replace("return 1;", "return 2;");
+    let dir = tempfile::tempdir().unwrap();
+    let main = std::fs::read_to_string(project_root().join("testdata/common/main.c")).unwrap();
+    let files = |lib: &str| {
+        vec![
+            ("lib.c".to_string(), lib.to_string()),
+            ("main.c".to_string(), main.clone()),
+        ]
+    };
+    git_repo_with_revisions(&dir.path().join("repo"), &files(slow), &files(&fixed));
+    write_tree(&dir.path().join("build"), &files(slow));
+    let binary = dir.path().join("slow");
+    compile_program(
+        &dir.path().join("build"),
+        &["main.c".into(), "lib.c".into()],
+        "-O2 -g",
+        &binary,
+    );
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for("value=1", Duration::from_secs(5));
+    let command = format!(
+        "{} diff v1..v2 --repo {} --apply --pid {} --timeout 10",
+        env!("CARGO_BIN_EXE_hotpatch"),
+        dir.path().join("repo").display(),
+        target.pid()
+    );
+    // `script` gives hotpatch a pseudo-terminal, as an operator's shell would.
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("running script");
+    let text = stdout_of(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("to leave the code being replaced"),
+        "no spinner in: {text}"
+    );
+    assert!(text.contains("patched"), "{text}");
+    target.wait_for("value=2", Duration::from_secs(10));
+}
