@@ -16,6 +16,7 @@
 //! Memory is accessed through `/proc/PID/mem`, which (for a caller allowed to ptrace the target)
 //! also writes read-only text pages; `process_vm_writev` would fail there with `EFAULT`.
 
+mod helper;
 mod proc;
 mod sys;
 
@@ -90,8 +91,19 @@ const MAX_STEPS: usize = 256;
 /// existing `syscall` instruction of the process (in the vDSO or libc), never at new code, and
 /// the stack is not touched. The result is the raw `rax`: kernel-internal restart codes
 /// (`-ERESTARTSYS`, ...) may appear if the injected call itself blocks and is interrupted.
+///
+/// The injection runs in a short-lived helper process forked for it: while the thread is ours
+/// its registers point at the injected call and a single-step trap may be pending, so a tracer
+/// that died then (the tool killed with SIGKILL) would let the thread run on with them, or die
+/// of the `SIGTRAP`. Killing the tool does not kill the helper, which finishes the call and
+/// releases the thread as it was.
 pub fn remote_syscall(pid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PtraceError> {
     proc::ensure_process(pid)?;
+    helper::run(pid, || remote_syscall_here(pid, nr, args))
+}
+
+/// [`remote_syscall`] from the calling process itself.
+fn remote_syscall_here(pid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PtraceError> {
     let insn = find_syscall_insn(pid)?;
     let mut tids = proc::list_tasks(pid)?;
     // Prefer the main thread, then the others in tid order.
@@ -188,8 +200,11 @@ impl Injection {
     /// current signal-delivery-stop (with its original siginfo) and re-queueing the others.
     fn finish(&mut self) -> Result<(), PtraceError> {
         let (pid, tid) = (self.pid, self.tid);
-        if let Some(regs) = &self.saved {
-            sys::set_regs(tid, regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+        if let Some(mut regs) = self.saved {
+            if self.signals.is_empty() {
+                undo_stop_eintr(pid, tid, &mut regs);
+            }
+            sys::set_regs(tid, &regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
         }
         let mut first_sig = 0;
         if let Some((first, rest)) = self.signals.split_first() {
@@ -228,8 +243,11 @@ impl Injection {
                 Ok(_) => {}
             }
         }
-        if let Some(regs) = &self.saved {
-            let _ = sys::set_regs(tid, regs);
+        if let Some(mut regs) = self.saved {
+            if self.signals.is_empty() {
+                undo_stop_eintr(self.pid, tid, &mut regs);
+            }
+            let _ = sys::set_regs(tid, &regs);
         }
         // We may not be in a signal-delivery-stop: re-queue every signal rather than rely on
         // PTRACE_DETACH's signal argument.
@@ -340,6 +358,39 @@ fn inject(
         op: "single-stepping the injected syscall".to_string(),
         detail: format!("the syscall did not complete within {MAX_STEPS} steps"),
     })
+}
+
+/// `epoll_wait`, `epoll_pwait` and `epoll_pwait2`: the kernel ends them with `EINTR` (never a
+/// restart) whenever their thread is stopped, `PTRACE_INTERRUPT` included.
+const EINTR_ON_STOP: [u64; 3] = [232, 281, 441];
+
+/// Undoes the `EINTR` our own stop caused in an epoll wait of `regs` (a thread about to be
+/// released at an interrupt stop): the call is set up to run again, as the kernel restarts the
+/// calls it may restart. Left alone while a signal is pending for the thread (the `EINTR` may be
+/// its, and its handler must see it) or when `rip` does not follow a `syscall` instruction.
+fn undo_stop_eintr(pid: i32, tid: i32, regs: &mut Regs) -> bool {
+    if !EINTR_ON_STOP.contains(&regs.orig_rax) || regs.rax as i64 != -(Errno::EINTR as i64) {
+        return false;
+    }
+    if proc::signal_pending(pid, tid) != Some(false) {
+        return false;
+    }
+    let at = regs.rip.wrapping_sub(2);
+    if read_memory(pid, at, 2).ok().as_deref() != Some(&[0x0f, 0x05][..]) {
+        return false;
+    }
+    regs.rax = regs.orig_rax;
+    regs.rip = at;
+    true
+}
+
+/// [`undo_stop_eintr`] on the registers of the stopped thread `tid`.
+fn restart_stop_eintr(pid: i32, tid: i32) {
+    if let Ok(mut regs) = sys::get_regs(tid) {
+        if undo_stop_eintr(pid, tid, &mut regs) {
+            let _ = sys::set_regs(tid, &regs);
+        }
+    }
 }
 
 /// Whether `tid` stopped right after executing the `int3` placed at `addr`; if so its pc is put
@@ -693,6 +744,9 @@ impl StoppedProcess {
                         continue;
                     }
                 }
+            }
+            if signal == 0 {
+                restart_stop_eintr(pid, h.tid);
             }
             match sys::detach(h.tid, signal) {
                 Ok(()) => {}

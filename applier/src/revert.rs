@@ -219,6 +219,11 @@ fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyErro
                 continue;
             }
             let now = read_memory(pid, range.address, jump.len()).unwrap_or_default();
+            // A revert stopped between writing the original bytes back and marking the header:
+            // this entry is restored already.
+            if now == original {
+                continue;
+            }
             return Err(ApplyError::Revert(format!(
                 "cannot revert patch {}: the entry of `{}` at 0x{:x} no longer jumps to it \
                  (it holds {}); something else changed it",

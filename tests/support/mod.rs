@@ -220,3 +220,38 @@ pub fn simplest_case(dir: &Path) -> PathBuf {
     );
     binary
 }
+
+impl TargetProcess {
+    /// Moves every line already printed into `seen` without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+}
+
+/// Whether every thread of `pid` is untraced (`TracerPid: 0`) and not stopped (`t`/`T`);
+/// `Err` names the first thread that is not.
+pub fn untraced_and_running(pid: i32) -> Result<(), String> {
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("pid {pid}: {e}"))?;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let get = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let tracer = get("TracerPid:");
+        let state = get("State:");
+        if tracer != "0" || state.starts_with('t') || state.starts_with('T') {
+            return Err(format!(
+                "thread {:?} of pid {pid}: TracerPid {tracer}, State {state}",
+                task.file_name()
+            ));
+        }
+    }
+    Ok(())
+}

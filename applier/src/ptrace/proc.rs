@@ -69,10 +69,23 @@ pub(crate) fn tracer_pid(pid: i32, tid: i32) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether a signal is pending for thread `tid` (its own or the process's), or `None` if its
+/// status cannot be read.
+pub(crate) fn signal_pending(pid: i32, tid: i32) -> Option<bool> {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let mut pending = false;
+    for key in ["SigPnd:", "ShdPnd:"] {
+        let mask = status.lines().find_map(|l| l.strip_prefix(key))?;
+        pending |= u64::from_str_radix(mask.trim(), 16).ok()? != 0;
+    }
+    Some(pending)
+}
+
 /// Explains, as far as we can tell, why the kernel refused to let us trace `tid` of `pid`.
 pub(crate) fn eperm_reason(pid: i32, tid: i32) -> String {
     if let Some(tracer) = tracer_pid(pid, tid).filter(|&t| t != 0) {
-        if std::path::Path::new(&format!("/proc/self/task/{tracer}")).exists() {
+        let tool = super::helper::tool_pid();
+        if std::path::Path::new(&format!("/proc/{tool}/task/{tracer}")).exists() {
             return format!(
                 "already traced by this process (tracer thread {tracer}; \
                  is a StoppedProcess of it still alive?)"

@@ -1,0 +1,155 @@
+//! Running one remote system call in a forked helper process, so that a SIGKILL of the tool
+//! cannot interrupt it halfway (see [`super::remote_syscall`]).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::libc;
+
+use super::PtraceError;
+
+/// In a helper process: the pid of the process that forked it (0 elsewhere).
+static FORKED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// The process the tool runs as: the parent when this is a helper, else this process.
+pub(super) fn tool_pid() -> i32 {
+    match FORKED_BY.load(Ordering::Relaxed) {
+        // SAFETY: getpid has no preconditions and cannot fail.
+        0 => unsafe { libc::getpid() },
+        parent => parent,
+    }
+}
+
+/// Runs `call` in a child process and returns its result. Falls back to running it here when
+/// no process can be forked.
+pub(super) fn run(
+    pid: i32,
+    call: impl FnOnce() -> Result<i64, PtraceError>,
+) -> Result<i64, PtraceError> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return call();
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child only runs the ptrace calls of `call` (raw system calls, /proc reads and
+    // allocations, which glibc keeps usable after fork) and then `_exit`s without unwinding
+    // into the parent's code or running its destructors.
+    let parent = tool_pid();
+    match unsafe { libc::fork() } {
+        -1 => call(),
+        0 => {
+            FORKED_BY.store(parent, Ordering::Relaxed);
+            drop(read_end);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+                .unwrap_or_else(|_| {
+                    Err(PtraceError::Failed {
+                        pid,
+                        op: "remote syscall".into(),
+                        detail: "the helper process panicked".into(),
+                    })
+                });
+            let bytes = encode(&result);
+            let mut at = 0;
+            while at < bytes.len() {
+                // SAFETY: writes from a live buffer to a descriptor this process owns.
+                let n = unsafe {
+                    libc::write(
+                        write_end.as_raw_fd(),
+                        bytes[at..].as_ptr().cast(),
+                        bytes.len() - at,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                at += n as usize;
+            }
+            // SAFETY: ends the helper without running the parent's atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        child => {
+            drop(write_end);
+            let mut bytes = Vec::new();
+            let read = std::fs::File::from(read_end).read_to_end(&mut bytes);
+            let mut status = 0;
+            // SAFETY: waits for our own child; `status` is a valid out-pointer.
+            while unsafe { libc::waitpid(child, &mut status, 0) } == -1
+                && nix::errno::Errno::last() == nix::errno::Errno::EINTR
+            {}
+            match read.ok().and_then(|_| decode(&bytes)) {
+                Some(result) => result,
+                None => Err(PtraceError::Failed {
+                    pid,
+                    op: "remote syscall".into(),
+                    detail: format!("its helper process {child} ended without a result"),
+                }),
+            }
+        }
+    }
+}
+
+fn encode(result: &Result<i64, PtraceError>) -> Vec<u8> {
+    let fields: Vec<String> = match result {
+        Ok(value) => vec!["O".into(), value.to_string()],
+        Err(PtraceError::NoSuchProcess(pid)) => vec!["N".into(), pid.to_string()],
+        Err(PtraceError::NotPermitted { pid, reason }) => {
+            vec!["P".into(), pid.to_string(), reason.clone()]
+        }
+        Err(PtraceError::Failed { pid, op, detail }) => {
+            vec!["F".into(), pid.to_string(), op.clone(), detail.clone()]
+        }
+    };
+    fields.join("\0").into_bytes()
+}
+
+fn decode(bytes: &[u8]) -> Option<Result<i64, PtraceError>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let fields: Vec<&str> = text.split('\0').collect();
+    let pid = || fields.get(1)?.parse::<i32>().ok();
+    Some(match fields[0] {
+        "O" => Ok(fields.get(1)?.parse().ok()?),
+        "N" => Err(PtraceError::NoSuchProcess(pid()?)),
+        "P" => Err(PtraceError::NotPermitted {
+            pid: pid()?,
+            reason: fields.get(2)?.to_string(),
+        }),
+        "F" => Err(PtraceError::Failed {
+            pid: pid()?,
+            op: fields.get(2)?.to_string(),
+            detail: fields.get(3)?.to_string(),
+        }),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_cross_the_pipe_unchanged() {
+        let cases = [
+            Ok(-38),
+            Err(PtraceError::NoSuchProcess(7)),
+            Err(PtraceError::NotPermitted {
+                pid: 8,
+                reason: "ptrace_scope".into(),
+            }),
+            Err(PtraceError::Failed {
+                pid: 9,
+                op: "waitpid".into(),
+                detail: "x\ny".into(),
+            }),
+        ];
+        for case in cases {
+            let back = decode(&encode(&case)).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{case:?}"));
+        }
+        assert!(decode(b"").is_none());
+        assert!(run(1, || Ok(5)).is_ok_and(|v| v == 5));
+    }
+}

@@ -1,0 +1,268 @@
+//! The tool killed with SIGKILL at points spread over an apply and over a revert (CASES.md §G
+//! tool_killed_mid_apply, DESIGN §5 crash consistency). The real `hotpatch` binary patches a
+//! running target (`applier/tests/c/fault_kill_target.c`) with a plain object; after each kill the
+//! target must still run (its counter `n` goes up by exactly one per line over the whole test),
+//! have no thread traced or stopped, and be in one of three states: untouched (old behaviour,
+//! nothing live in `hotpatch list`), fully patched (new behaviour, `list` shows it applied), or a
+//! state `list` shows and `hotpatch revert` settles (old behaviour afterwards, nothing live).
+//! Each test prints how many kills landed in each state (`--nocapture`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const POINTS: u32 = 50;
+
+fn c_source(name: &str) -> PathBuf {
+    project_root().join("applier/tests/c").join(name)
+}
+
+/// The target binary and the patch object (`value` returns 2), built in `dir`.
+fn build(dir: &Path) -> (PathBuf, PathBuf) {
+    let binary = dir.join("kill-target");
+    compile_program(
+        dir,
+        &[c_source("fault_kill_target.c").display().to_string()],
+        "-O2 -g -pthread",
+        &binary,
+    );
+    let object = dir.join("v2.o");
+    run_ok(
+        Command::new("gcc")
+            .args(["-c", "-O2", "-fPIC"])
+            .arg(c_source("fault_kill_patch.c"))
+            .arg("-o")
+            .arg(&object),
+    );
+    (binary, object)
+}
+
+/// Runs hotpatch to completion; panics when it fails.
+fn hotpatch_ok(args: &[&str]) -> String {
+    let out = hotpatch(args);
+    assert!(
+        out.status.success(),
+        "hotpatch {args:?} failed: {}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    stdout_of(&out)
+}
+
+/// Wall time of one complete `hotpatch ARGS` run.
+fn timed(args: &[&str]) -> Duration {
+    let started = Instant::now();
+    hotpatch_ok(args);
+    started.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Starts `hotpatch ARGS` and SIGKILLs it after `delay` (unless it finished first); returns
+/// whether it was killed before it exited.
+fn run_and_kill(args: &[&str], delay: Duration) -> bool {
+    let mut tool = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting hotpatch");
+    std::thread::sleep(delay);
+    let finished = matches!(tool.try_wait(), Ok(Some(_)));
+    let _ = tool.kill();
+    let _ = tool.wait();
+    !finished
+}
+
+/// The patches `hotpatch list` shows as live (not reverted): (state, header_state, all active).
+fn live_patches(pid: &str) -> Vec<(String, String, bool)> {
+    let text = hotpatch_ok(&["list", "--pid", pid, "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&text).expect("list --json is JSON");
+    value["patches"]
+        .as_array()
+        .expect("patches")
+        .iter()
+        .filter(|p| p["state"] != "reverted")
+        .map(|p| {
+            let active = p["functions"]
+                .as_array()
+                .is_some_and(|f| f.iter().all(|f| f["active"] == true));
+            (
+                p["state"].as_str().unwrap_or("").to_string(),
+                p["header_state"].as_str().unwrap_or("").to_string(),
+                active,
+            )
+        })
+        .collect()
+}
+
+/// `value` in a line printed after this call (the second fresh line: computed after it).
+fn current_value(target: &mut TargetProcess) -> i64 {
+    target.drain();
+    target.read_lines(2);
+    field(target.seen.last().unwrap(), "value").expect("a value= line")
+}
+
+/// The target runs, untraced and unstopped (the kernel detaches a dead tracer's threads when it
+/// exits; allowed a moment to get them scheduled).
+fn assert_running_untraced(target: &mut TargetProcess, what: &str) {
+    let pid = target.pid();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match untraced_and_running(pid) {
+            Ok(()) => break,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    assert!(target.is_alive(), "{what}: the target died");
+}
+
+/// Classifies the target after a kill and brings it back to the old code. `patched_before`
+/// says whether the killed operation started from the patched state (a revert).
+fn settle(target: &mut TargetProcess, what: &str) -> &'static str {
+    assert_running_untraced(target, what);
+    let pid = target.pid().to_string();
+    let live = live_patches(&pid);
+    let value = current_value(target);
+    let state = if live.is_empty() {
+        assert_eq!(
+            value, 1,
+            "{what}: nothing live in list, but value is {value}"
+        );
+        "old code, nothing live"
+    } else if live.len() == 1 && live[0] == ("applied".into(), "applied".into(), true) {
+        assert_eq!(
+            value, 2,
+            "{what}: list shows it applied, but value is {value}"
+        );
+        hotpatch_ok(&["revert", "--pid", &pid]);
+        "new code, list shows it applied"
+    } else {
+        // Interrupted mid-commit: list shows it; revert must settle it.
+        hotpatch_ok(&["revert", "--pid", &pid]);
+        "interrupted: list showed it, revert settled it"
+    };
+    assert!(
+        live_patches(&pid).is_empty(),
+        "{what}: still live after settling"
+    );
+    assert_eq!(current_value(target), 1, "{what}: old code after settling");
+    assert_running_untraced(target, what);
+    state
+}
+
+/// Kills at `POINTS` delays spread evenly over 0..1.2 × `normal` (`at` runs one and returns
+/// whether the kill landed before the tool exited); when no kill
+/// came after the tool had finished (the machine was slower than when `normal` was measured),
+/// sweeps again over a span twice as long, up to three times. Returns the last span and how
+/// many of its kills found the tool already exited (asserted to be at least one: the sweep
+/// covered the whole operation).
+fn sweep(normal: Duration, mut at: impl FnMut(Duration) -> bool) -> (Duration, u32) {
+    let mut span = normal.mul_f64(1.2);
+    for _ in 0..3 {
+        let mut finished = 0;
+        for point in 0..POINTS {
+            let delay = span.mul_f64(f64::from(point) / f64::from(POINTS - 1));
+            if !at(delay) {
+                finished += 1;
+            }
+        }
+        if finished > 0 {
+            return (span, finished);
+        }
+        span *= 2;
+    }
+    panic!("no kill came after the tool had finished, even over 0..{span:?}");
+}
+
+fn report(
+    name: &str,
+    normal: Duration,
+    span: Duration,
+    counts: &BTreeMap<&'static str, u32>,
+    finished: u32,
+) {
+    let total: u32 = counts.values().sum();
+    eprintln!(
+        "{name}: a normal run takes {normal:?}; {total} kills, the last {POINTS} at 0..{span:?} \
+         ({finished} of them after the tool had already exited):"
+    );
+    for (state, n) in counts {
+        eprintln!("  {n:3}  {state}");
+    }
+}
+
+#[test]
+fn killed_during_apply_leaves_the_target_running_and_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, object) = build(dir.path());
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for("value=1", Duration::from_secs(5));
+    let pid = target.pid().to_string();
+    let object = object.to_str().unwrap();
+    let apply = ["apply", object, "--pid", &pid];
+    let revert = ["revert", "--pid", &pid];
+
+    let normal = median(
+        (0..5)
+            .map(|_| {
+                let took = timed(&apply);
+                hotpatch_ok(&revert);
+                took
+            })
+            .collect(),
+    );
+    let mut counts = BTreeMap::new();
+    let (span, finished) = sweep(normal, |delay| {
+        let killed = run_and_kill(&apply, delay);
+        let what = format!("apply killed after {delay:?}");
+        *counts.entry(settle(&mut target, &what)).or_insert(0) += 1;
+        killed
+    });
+    report("apply", normal, span, &counts, finished);
+    target.drain();
+    assert_counts_up_by_one(&target.seen, "n");
+}
+
+#[test]
+fn killed_during_revert_leaves_the_target_running_and_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, object) = build(dir.path());
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for("value=1", Duration::from_secs(5));
+    let pid = target.pid().to_string();
+    let object = object.to_str().unwrap();
+    let apply = ["apply", object, "--pid", &pid];
+    let revert = ["revert", "--pid", &pid];
+
+    let normal = median(
+        (0..5)
+            .map(|_| {
+                hotpatch_ok(&apply);
+                timed(&revert)
+            })
+            .collect(),
+    );
+    let mut counts = BTreeMap::new();
+    let (span, finished) = sweep(normal, |delay| {
+        hotpatch_ok(&apply);
+        assert_eq!(current_value(&mut target), 2);
+        let killed = run_and_kill(&revert, delay);
+        let what = format!("revert killed after {delay:?}");
+        *counts.entry(settle(&mut target, &what)).or_insert(0) += 1;
+        killed
+    });
+    report("revert", normal, span, &counts, finished);
+    target.drain();
+    assert_counts_up_by_one(&target.seen, "n");
+}
