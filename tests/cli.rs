@@ -33,6 +33,19 @@ impl Fixture {
         Fixture { dir }
     }
 
+    /// Runs `hotpatch diff v1..v2 --apply --pid PID` on this repository.
+    fn apply(&self, pid: &str) -> std::process::Output {
+        hotpatch(&[
+            "diff",
+            "v1..v2",
+            "--repo",
+            &self.repo(),
+            "--apply",
+            "--pid",
+            pid,
+        ])
+    }
+
     fn repo(&self) -> String {
         self.dir.path().join("repo").to_string_lossy().into_owned()
     }
@@ -230,15 +243,7 @@ fn a_process_we_may_not_trace_is_refused_and_untouched() {
     let driver = project_root().join("tests/c/traced_main.c");
     let mut target = fixture.start(Some(&driver));
     let pid = target.pid().to_string();
-    let output = hotpatch(&[
-        "diff",
-        "v1..v2",
-        "--repo",
-        &fixture.repo(),
-        "--apply",
-        "--pid",
-        &pid,
-    ]);
+    let output = fixture.apply(&pid);
     assert_error(&output, "not permitted to trace");
     assert_untouched(&mut target);
 }
@@ -249,15 +254,7 @@ fn a_patch_that_does_not_compile_shows_the_diagnostics_and_touches_nothing() {
     let fixture = Fixture::new(Some(broken));
     let mut target = fixture.start(None);
     let pid = target.pid().to_string();
-    let output = hotpatch(&[
-        "diff",
-        "v1..v2",
-        "--repo",
-        &fixture.repo(),
-        "--apply",
-        "--pid",
-        &pid,
-    ]);
+    let output = fixture.apply(&pid);
     assert_error(&output, "the patch for lib.c does not compile");
     // The compiler's own diagnostic, pointing at the original file and line.
     assert!(
@@ -275,15 +272,7 @@ fn a_symbol_the_running_binary_lacks_is_refused() {
     let other = PathBuf::from("/bin/sleep");
     let mut sleeper = std::process::Command::new(other).arg("30").spawn().unwrap();
     let pid = sleeper.id().to_string();
-    let output = hotpatch(&[
-        "diff",
-        "v1..v2",
-        "--repo",
-        &fixture.repo(),
-        "--apply",
-        "--pid",
-        &pid,
-    ]);
+    let output = fixture.apply(&pid);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     assert_error(&output, "`value`");
