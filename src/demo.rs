@@ -136,21 +136,31 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     })?;
 
     println!("\n5. The same process, same pid, after the patch:");
-    let mut first_after = None;
+    let mut after_lines = Vec::new();
     for _ in 0..4 {
         let line = service.next_line()?;
         println!("     {line}");
-        first_after.get_or_insert(line);
+        after_lines.push(line);
     }
     let before = request_number(&last_before);
-    let after = first_after.as_deref().and_then(request_number);
-    match (before, after) {
-        (Some(b), Some(a)) if a > b => println!(
-            "\nIts state carried on: request #{a} follows #{b} and the revenue total kept growing; \
-             prices now use the bulk discount."
-        ),
-        _ => bail!("the demo's request counter did not carry on across the patch"),
+    let after = after_lines.first().and_then(|l| request_number(l));
+    if !matches!((before, after), (Some(b), Some(a)) if a > b) {
+        bail!("the demo's request counter did not carry on across the patch");
     }
+    // Both changes must show: the new name in every line, the discount on three or more widgets.
+    if !after_lines.iter().all(|l| l.contains("(bulk discount)"))
+        || !after_lines
+            .iter()
+            .any(|l| l.contains("3 widgets cost 24 credits"))
+    {
+        bail!("the patched demo does not answer with the v2 pricing");
+    }
+    println!(
+        "\nIts state carried on: request #{} follows #{} and the revenue total kept growing; \
+         prices now use the bulk discount.",
+        after.unwrap_or_default(),
+        before.unwrap_or_default()
+    );
     drop(service);
     println!("6. Stopped pid {pid}. That is hotpatch: new code, same process, state intact.");
     Ok(())

@@ -323,3 +323,19 @@ fn a_long_wait_shows_a_spinner_on_a_terminal() {
     assert!(text.contains("patched"), "{text}");
     target.wait_for("value=2", Duration::from_secs(10));
 }
+
+#[test]
+fn the_demo_live_patches_its_service() {
+    let output = hotpatch(&["demo", "--color", "never"]);
+    let text = stdout_of(&output);
+    assert!(output.status.success(), "{text}\n{}", stderr_of(&output));
+    let after = text
+        .split("5. The same process")
+        .nth(1)
+        .expect("the demo reached step 5");
+    assert!(
+        after.contains("(bulk discount)") && after.contains("3 widgets cost 24 credits"),
+        "{text}"
+    );
+    assert!(text.contains("Its state carried on"), "{text}");
+}

@@ -209,7 +209,15 @@ fn describe(
     let offset = i64::try_from(symbol.address())
         .unwrap_or(0)
         .saturating_add(addend);
-    if name.starts_with(".rodata.str") || name.starts_with(".rodata.cst") {
+    // Mergeable sections hold string literals and constants; they are recognised by their flags,
+    // not their names (`-fdata-sections` names them `.rodata.FUNCTION.str1.1`).
+    let sh_flags = match section.flags() {
+        object::SectionFlags::Elf { sh_flags, .. } => sh_flags.0,
+        _ => 0,
+    };
+    let mergeable = sh_flags & elf::SHF_MERGE.0 != 0;
+    let strings = mergeable && sh_flags & elf::SHF_STRINGS.0 != 0;
+    if mergeable {
         // PC-relative references carry -4: the datum is at offset + 4.
         let start = if is_pc_relative(r_type) {
             offset.saturating_add(4)
@@ -218,7 +226,7 @@ fn describe(
         };
         let data = section.data().unwrap_or(&[]);
         if let Some(rest) = usize::try_from(start).ok().and_then(|s| data.get(s..)) {
-            let datum: Vec<u8> = if name.starts_with(".rodata.str") {
+            let datum: Vec<u8> = if strings {
                 rest.iter().take_while(|&&b| b != 0).copied().collect()
             } else {
                 rest.iter().take(16).copied().collect()
@@ -272,7 +280,16 @@ mod tests {
         std::fs::write(dir.path().join("x.c"), source).unwrap();
         let status = std::process::Command::new("gcc")
             .current_dir(dir.path())
-            .args(["-O2", "-g", "-ffunction-sections", "-c", "x.c", "-o", "x.o"])
+            .args([
+                "-O2",
+                "-g",
+                "-ffunction-sections",
+                "-fdata-sections",
+                "-c",
+                "x.c",
+                "-o",
+                "x.o",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
