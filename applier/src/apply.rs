@@ -10,7 +10,9 @@ use crate::commit::{commit, Busy, SafePoint, Safety, Site, Stops};
 use crate::error::ApplyError;
 use crate::installed::{installed_patches, InstalledPatch};
 use crate::layout::PAGE;
-use crate::ledger::{self, LedgerFunction, LedgerRecord, LedgerState, OverwrittenRange};
+use crate::ledger::{
+    self, LedgerFunction, LedgerRecord, LedgerState, OverwrittenRange, UnwindRecord,
+};
 use crate::link::{Image, Linker};
 use crate::maps::read_maps;
 use crate::plan::Plan;
@@ -122,6 +124,7 @@ pub fn check(
     let earlier = installed_patches(pid).unwrap_or_default();
     refuse_if_applied(pid, plan, &earlier)?;
     let mut unwinder = StackUnwinder::for_target(target);
+    unwinder.add_patches(pid, &earlier);
     unwinder.add_names(crate::revert::patch_names(&earlier));
     let safety = Safety {
         busy: &busy,
@@ -238,26 +241,28 @@ fn apply_with(
     refuse_if_applied(pid, plan, &earlier)?;
     let sequence = earlier.iter().map(|p| p.sequence).max().unwrap_or(0) + 1;
     let mut unwinder = StackUnwinder::for_target(target);
+    unwinder.add_patches(pid, &earlier);
     unwinder.add_names(crate::revert::patch_names(&earlier));
     let stamp = Stamp {
         now: u64::MAX,
         sequence: u64::MAX,
         base: u64::MAX,
         size: u64::MAX,
+        text_base: u64::MAX,
     };
     let header_bound = ledger::encode(&record(plan, &[], &stamp, &[]));
     let header_size = (header_bound.len() as u64).next_multiple_of(PAGE);
     let region_size = header_size + plan.image_size();
     let base = allocate_region(target, region_size)?;
-    let prepared = Prepared {
+    let mut prepared = Prepared {
         at,
-        unwinder: &unwinder,
+        unwinder,
         sequence,
         base,
         header_size,
         region_size,
     };
-    match write_and_commit(target, plan, options, &prepared) {
+    match write_and_commit(target, plan, options, &mut prepared) {
         Ok(report) => Ok(report),
         Err(error) => {
             region::release(pid, base, region_size);
@@ -283,9 +288,9 @@ fn allocate_region(target: &Target, size: u64) -> Result<u64, ApplyError> {
 }
 
 /// What was settled before the region was written.
-struct Prepared<'a> {
+struct Prepared {
     at: Option<SafePoint>,
-    unwinder: &'a StackUnwinder,
+    unwinder: StackUnwinder,
     sequence: u64,
     base: u64,
     header_size: u64,
@@ -298,13 +303,15 @@ struct Stamp {
     sequence: u64,
     base: u64,
     size: u64,
+    /// Address of the text zone.
+    text_base: u64,
 }
 
 fn write_and_commit(
     target: &Target,
     plan: &Plan,
     options: &ApplyOptions,
-    prepared: &Prepared<'_>,
+    prepared: &mut Prepared,
 ) -> Result<ApplyReport, ApplyError> {
     let pid = target.pid();
     let (base, header_size, region_size) =
@@ -334,7 +341,25 @@ fn write_and_commit(
         sequence: prepared.sequence,
         base,
         size: region_size,
+        text_base,
     };
+    // This patch's own code gets unwind tables too (no thread can be in it before the jumps,
+    // but a prepared region may be settled while one is).
+    if let (Some(unwind), Some((offset, size))) =
+        (unwind_record(plan, text_base), plan.layout.eh_frame)
+    {
+        let records = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(offset + size).ok())
+            .and_then(|(from, to)| image.text.get(from..to));
+        if let Some(records) = records {
+            prepared.unwinder.add_patch_code(
+                &format!("[patch {}]", plan.patch_id),
+                &unwind,
+                records.to_vec(),
+            );
+        }
+    }
     let header = ledger::encode(&record(plan, &new_addresses, &stamp, &sites));
     if header.len() as u64 > header_size {
         return Err(ApplyError::Ledger(
@@ -348,7 +373,7 @@ fn write_and_commit(
     let busy = Busy::for_sites(&sites);
     let safety = Safety {
         busy: &busy,
-        unwinder: Some(prepared.unwinder),
+        unwinder: Some(&prepared.unwinder),
         incomplete_blocks: true,
         timeout: options.timeout,
         at: prepared.at.clone(),
@@ -470,5 +495,18 @@ fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> 
         region_size: stamp.size,
         manifest: plan.object.manifest().cloned(),
         functions,
+        unwind: unwind_record(plan, stamp.text_base),
     }
+}
+
+/// Where the patch's `.eh_frame` records go with the text zone at `text_base`, and the code they
+/// cover.
+fn unwind_record(plan: &Plan, text_base: u64) -> Option<UnwindRecord> {
+    let (offset, size) = plan.layout.eh_frame?;
+    Some(UnwindRecord {
+        eh_frame_address: text_base.saturating_add(offset),
+        eh_frame_size: size,
+        text_address: text_base,
+        text_size: plan.layout.code_size,
+    })
 }

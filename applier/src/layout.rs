@@ -35,6 +35,10 @@ pub(crate) struct Layout {
     pub(crate) got: BTreeMap<usize, u64>,
     /// Symbol index → offset of its call stub in the text zone.
     pub(crate) stubs: BTreeMap<usize, u64>,
+    /// Size of the code sections at the start of the text zone (the code CFI describes).
+    pub(crate) code_size: u64,
+    /// The `.eh_frame` records in the text zone: (offset, size), all sections back to back.
+    pub(crate) eh_frame: Option<(u64, u64)>,
 }
 
 /// Whether the relocation type reads a GOT slot (`GOTTPOFF`: a slot holding a thread-local
@@ -77,6 +81,7 @@ impl Layout {
             }
         };
         place(&mut layout, SectionClass::Text, Zone::Text, &mut text);
+        layout.code_size = text;
 
         let relocations = object
             .sections
@@ -105,6 +110,21 @@ impl Layout {
             text += STUB_SIZE;
         }
         place(&mut layout, SectionClass::ReadOnly, Zone::Text, &mut text);
+        // Each `.eh_frame` is a sequence of length-prefixed records without a terminator:
+        // placed with no padding between them, they read as one sequence.
+        text = align_up(text, 8);
+        let eh_start = text;
+        for section in object
+            .sections
+            .iter()
+            .filter(|s| s.class == SectionClass::EhFrame)
+        {
+            layout.sections.insert(section.index, (Zone::Text, text));
+            text = text.saturating_add(section.size);
+        }
+        if text > eh_start {
+            layout.eh_frame = Some((eh_start, text - eh_start));
+        }
 
         for sym in got_symbols {
             layout.got.insert(sym, data);

@@ -86,6 +86,23 @@ pub struct LedgerRecord {
     pub manifest: Option<Manifest>,
     /// Every function of the patch and, for redirected ones, the bytes the jump overwrote.
     pub functions: Vec<LedgerFunction>,
+    /// Where the patch's call frame information lives in the region, so stacks with frames in
+    /// its code can be walked (absent in records of older versions and for patches without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<UnwindRecord>,
+}
+
+/// The `.eh_frame` of a patch in its region and the code it describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwindRecord {
+    /// Address of the first CIE/FDE record.
+    pub eh_frame_address: u64,
+    /// Bytes of records (no terminator).
+    pub eh_frame_size: u64,
+    /// Start of the code the records cover (the region's text zone).
+    pub text_address: u64,
+    /// Size of that code.
+    pub text_size: u64,
 }
 
 /// One function of an applied patch.
@@ -191,6 +208,12 @@ mod tests {
                     original_hex: hex(&[1, 0xab]),
                 }),
             }],
+            unwind: Some(UnwindRecord {
+                eh_frame_address: 0x2400,
+                eh_frame_size: 0x58,
+                text_address: 0x2000,
+                text_size: 0x1000,
+            }),
         };
         let bytes = encode(&record);
         assert_eq!(&bytes[..8], LEDGER_MAGIC);
@@ -201,6 +224,14 @@ mod tests {
         assert_eq!(state(&applied), LedgerState::Applied);
         assert_eq!(decode(&applied).unwrap(), record);
         assert!(decode(&bytes[..20]).is_err());
+        // A record without the optional unwind field (as older versions wrote) still reads.
+        let old = LedgerRecord {
+            unwind: None,
+            ..record.clone()
+        };
+        let old_bytes = encode(&old);
+        assert!(!String::from_utf8_lossy(&old_bytes).contains("unwind"));
+        assert_eq!(decode(&old_bytes).unwrap(), old);
         assert!(decode(b"nothing here").is_err());
     }
 }

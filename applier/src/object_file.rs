@@ -28,7 +28,10 @@ pub(crate) enum SectionClass {
     Data,
     /// Zero-initialised data (data zone, after data).
     Bss,
-    /// Not loaded (metadata, unwind tables, the manifest, non-alloc sections).
+    /// Call frame information (`.eh_frame`): text zone, after read-only data, every such section
+    /// back to back so the records form one sequence the unwinder reads.
+    EhFrame,
+    /// Not loaded (metadata, the manifest, non-alloc sections).
     Skip,
 }
 
@@ -119,8 +122,9 @@ impl PatchObject {
         let file = ElfFile64::<Endianness>::parse(bytes.as_slice())
             .map_err(|e| ApplyError::MalformedObject(e.to_string()))?;
         let manifest = read_manifest(&file)?;
-        let sections = read_sections(&file)?;
+        let mut sections = read_sections(&file)?;
         let symbols = read_symbols(&file)?;
+        keep_usable_eh_frames(&mut sections, &symbols);
         Ok(PatchObject {
             id_hash: format!("{:016x}", fnv1a(&bytes)),
             manifest,
@@ -234,7 +238,6 @@ fn classify(name: &str, sh_type: elf::SectionType, sh_flags: elf::SectionFlags) 
     let has = |flag: elf::SectionFlags| sh_flags.0 & flag.0 != 0;
     let alloc = has(elf::SHF_ALLOC);
     let skipped = name == MANIFEST_SECTION
-        || name == ".eh_frame"
         || name.starts_with(".note")
         || name.starts_with(".init_array")
         || name.starts_with(".fini_array")
@@ -242,6 +245,9 @@ fn classify(name: &str, sh_type: elf::SectionType, sh_flags: elf::SectionFlags) 
         || name.starts_with(".dtors");
     if !alloc || skipped || sh_type == elf::SHT_GROUP {
         return SectionClass::Skip;
+    }
+    if name == ".eh_frame" {
+        return SectionClass::EhFrame;
     }
     if has(elf::SHF_EXECINSTR) {
         SectionClass::Text
@@ -342,6 +348,67 @@ fn read_symbols(file: &ElfFile64<Endianness>) -> Result<Vec<ObjSymbol>, ApplyErr
     Ok(out)
 }
 
+/// Keeps an `.eh_frame` section loaded only when the unwinder can use it as it is: its records
+/// up to a zero terminator, if any (gcc emits none in objects; a terminator in the middle of the
+/// concatenated sections would hide the records after it), and relocations only of the kinds
+/// CFI uses against the patch's own sections. Anything else (a personality routine in the
+/// target, say) leaves the section out, as before: its code is then not unwindable.
+fn keep_usable_eh_frames(sections: &mut [ObjSection], symbols: &[ObjSymbol]) {
+    let code: Vec<usize> = sections
+        .iter()
+        .filter(|s| s.class == SectionClass::Text)
+        .map(|s| s.index)
+        .collect();
+    for section in sections
+        .iter_mut()
+        .filter(|s| s.class == SectionClass::EhFrame)
+    {
+        let records = records_length(&section.data);
+        let usable = records.is_some_and(|len| len > 0)
+            && section.relocations.iter().all(|r| {
+                matches!(
+                    r.r_type,
+                    elf::R_X86_64_PC32 | elf::R_X86_64_PC64 | elf::R_X86_64_64
+                ) && r.symbol.and_then(|i| symbols.get(i)).is_some_and(
+                    |s| matches!(s.placement, Placement::Section(i) if code.contains(&i)),
+                )
+            });
+        match records {
+            Some(len) if usable => {
+                section.data.truncate(len);
+                section.size = len as u64;
+                section.relocations.retain(|r| r.offset < len as u64);
+            }
+            _ => {
+                section.class = SectionClass::Skip;
+                section.data.clear();
+                section.relocations.clear();
+            }
+        }
+    }
+}
+
+/// Length of the CIE/FDE records at the start of `data`: up to a zero terminator or the end.
+/// `None` when a record overruns the data or uses the 64-bit length form.
+fn records_length(data: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    while at < data.len() {
+        let len = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?);
+        if len == 0 {
+            return Some(at);
+        }
+        if len == u32::MAX {
+            return None;
+        }
+        let next = at.checked_add(4)?.checked_add(len as usize)?;
+        if next > data.len() {
+            return None;
+        }
+        at = next;
+    }
+    Some(at)
+}
+
 /// FNV-1a, 64 bit: a stable hash for naming plain objects.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
@@ -372,6 +439,22 @@ mod tests {
             bytes.resize(len.max(7), 0);
             let _ = PatchObject::parse(bytes);
         }
+    }
+
+    #[test]
+    fn eh_frame_records_end_at_a_terminator_and_must_fit() {
+        // A record: 4-byte length, then that many bytes.
+        let mut data = vec![8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(records_length(&data), Some(12));
+        data.extend_from_slice(&[0, 0, 0, 0, 9, 9]);
+        assert_eq!(records_length(&data), Some(12), "stops at the terminator");
+        assert_eq!(records_length(&[20, 0, 0, 0, 1]), None, "overruns");
+        assert_eq!(
+            records_length(&[0xff, 0xff, 0xff, 0xff]),
+            None,
+            "64-bit form"
+        );
+        assert_eq!(records_length(&[]), Some(0));
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub fn revert(
     // Everything the stop needs is computed before stopping.
     let target = Target::inspect(pid)?;
     let mut unwinder = StackUnwinder::for_target(&target);
+    unwinder.add_patches(pid, &installed);
     unwinder.add_names(patch_names(&installed));
     let region_end = chosen.region_address.saturating_add(chosen.region_size);
     let busy = [Busy {

@@ -1,10 +1,14 @@
 //! Stack unwinding of stopped threads through CFI: framehop over the `.eh_frame` of every module
 //! of the target (and the vDSO), with stack memory read through `/proc/PID/mem`.
 //!
+//! The code of installed patches is unwound through the `.eh_frame` records each patch carries
+//! in its region (recorded in its ledger, read from the process: [`StackUnwinder::add_patches`]),
+//! the patch being applied through the records of its linked image.
+//!
 //! The tables are built before any thread is stopped ([`StackUnwinder::for_target`]); at the stop
-//! only the stacks are read. A frame in code without CFI (a patch region, JIT code, anything not
-//! backed by a module) ends the walk, and the stack is reported incomplete: callers treat what
-//! they could not see conservatively.
+//! only the stacks are read. A frame in code without CFI (a patch without records, JIT code,
+//! anything not backed by a module) ends the walk, and the stack is reported incomplete: callers
+//! treat what they could not see conservatively.
 
 use std::fs::File;
 use std::ops::Range;
@@ -14,6 +18,8 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use object::{Object, ObjectSection};
 
+use crate::installed::InstalledPatch;
+use crate::ledger::UnwindRecord;
 use crate::maps::read_maps;
 use crate::ptrace::StoppedThread;
 use crate::target::Target;
@@ -88,6 +94,53 @@ impl StackUnwinder {
             covered,
             names,
         }
+    }
+
+    /// Adds the code of every patch region still mapped in `pid` (applied, prepared, and
+    /// reverted ones kept mapped, whose code threads may still run), with the `.eh_frame`
+    /// records its ledger points to, read from the process. Patches without records (older
+    /// versions) stay uncovered: frames in them end walks as before.
+    pub(crate) fn add_patches(&mut self, pid: i32, installed: &[InstalledPatch]) {
+        for patch in installed {
+            let Some(unwind) = patch.record.unwind else {
+                continue;
+            };
+            let Ok(size) = usize::try_from(unwind.eh_frame_size) else {
+                continue;
+            };
+            let Ok(eh_frame) = crate::ptrace::read_memory(pid, unwind.eh_frame_address, size)
+            else {
+                continue;
+            };
+            self.add_patch_code(&format!("[patch {}]", patch.patch_id), &unwind, eh_frame);
+        }
+    }
+
+    /// Adds code at `unwind.text_*` described by the `.eh_frame` records `eh_frame`, which live
+    /// at `unwind.eh_frame_address`.
+    pub(crate) fn add_patch_code(&mut self, name: &str, unwind: &UnwindRecord, eh_frame: Vec<u8>) {
+        let text = unwind.text_address..unwind.text_address.saturating_add(unwind.text_size);
+        let eh_range = unwind.eh_frame_address
+            ..unwind
+                .eh_frame_address
+                .saturating_add(eh_frame.len() as u64);
+        if text.is_empty() || !well_formed_records(&eh_frame) {
+            return;
+        }
+        let info = ExplicitModuleSectionInfo {
+            base_svma: text.start,
+            text_svma: Some(text.clone()),
+            eh_frame_svma: Some(eh_range),
+            eh_frame: Some(eh_frame),
+            ..Default::default()
+        };
+        self.unwinder.add_module(Module::new(
+            name.to_string(),
+            text.clone(),
+            text.start,
+            info,
+        ));
+        self.covered.push(text);
     }
 
     /// Adds names for code outside the modules (the functions of installed patches).
@@ -180,6 +233,30 @@ impl StackUnwinder {
     }
 }
 
+/// Whether `data` is a non-empty sequence of CIE/FDE records that exactly fills it (32-bit
+/// lengths only): what the applier writes. Anything else is left out, so its frames end walks
+/// instead of being guessed through.
+fn well_formed_records(data: &[u8]) -> bool {
+    let mut at = 0usize;
+    while at < data.len() {
+        let Some(len) = data
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+        else {
+            return false;
+        };
+        if len == 0 || len == u32::MAX {
+            return false;
+        }
+        at = match at.checked_add(4 + len as usize) {
+            Some(next) if next <= data.len() => next,
+            _ => return false,
+        };
+    }
+    at > 0
+}
+
 /// A framehop module for an ELF image mapped at `avma` with load bias `bias`.
 fn module_from_elf(
     name: &str,
@@ -244,5 +321,28 @@ mod tests {
             .remove(0);
         assert_eq!(stack.frames, vec![0x10]);
         assert!(stack.incomplete.is_some());
+    }
+
+    #[test]
+    fn patch_code_needs_well_formed_records() {
+        assert!(well_formed_records(&[4, 0, 0, 0, 1, 2, 3, 4]));
+        assert!(!well_formed_records(&[]));
+        assert!(!well_formed_records(&[4, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0]));
+        assert!(!well_formed_records(&[8, 0, 0, 0, 1, 2, 3, 4]));
+        let target = Target::inspect(std::process::id() as i32).unwrap();
+        let mut unwinder = StackUnwinder::for_target(&target);
+        let before = unwinder.covered.len();
+        let unwind = UnwindRecord {
+            eh_frame_address: 0x2000,
+            eh_frame_size: 4,
+            text_address: 0x1000,
+            text_size: 0x100,
+        };
+        unwinder.add_patch_code("[patch x]", &unwind, vec![0, 0, 0, 0]);
+        assert_eq!(
+            unwinder.covered.len(),
+            before,
+            "a terminator alone is not CFI"
+        );
     }
 }
