@@ -24,13 +24,19 @@ const MAX_CLIENT_SECONDS: u64 = 50;
 
 /// The repository (`repo/`, tags v1 and v2) and v1 of the server built as the returned binary.
 fn load_server(dir: &Path) -> std::path::PathBuf {
-    let read = |rev: &str, name: &str| {
-        let path = project_root().join("testdata/load").join(rev).join(name);
+    // Only the request handler differs between the revisions; the server and its flags are shared.
+    let read = |dir: &str, name: &str| {
+        let path = project_root().join("testdata/load").join(dir).join(name);
         (name.to_string(), std::fs::read_to_string(path).unwrap())
     };
-    let files = ["server.c", "handler.c", "hotpatch.toml"];
-    let v1: Vec<_> = files.iter().map(|f| read("v1", f)).collect();
-    let v2: Vec<_> = files.iter().map(|f| read("v2", f)).collect();
+    let revision = |rev: &str| {
+        vec![
+            read("", "server.c"),
+            read("", "hotpatch.toml"),
+            read(rev, "handler.c"),
+        ]
+    };
+    let (v1, v2) = (revision("v1"), revision("v2"));
     git_repo_with_revisions(&dir.join("repo"), &v1, &v2);
     write_tree(&dir.join("build"), &v1);
     let binary = dir.join("server-v1");
