@@ -103,6 +103,16 @@ impl Deployment {
         git(&self.work(), &["push", "deploy", "main"])
     }
 
+    /// The service keeps running, printing `expected`, its state counting up by one per line.
+    fn assert_still_prints(&mut self, expected: &str) {
+        let service = self.service();
+        service.read_lines(3);
+        let last = service.seen.last().unwrap();
+        assert!(last.contains(expected), "{:?}", service.seen);
+        assert_counts_up_by_one(&service.seen, "state");
+        assert!(service.is_alive());
+    }
+
     fn deployed_commit(&self) -> String {
         git_ok(&self.deploy(), &["rev-parse", "refs/heads/main"])
     }
@@ -156,15 +166,7 @@ fn a_push_live_patches_the_service_and_a_bad_push_is_rejected_untouched() {
     assert!(messages.contains("does not compile"), "{messages}");
     assert!(messages.contains("push rejected"), "{messages}");
     assert_eq!(deployment.deployed_commit(), before);
-    let service = deployment.service();
-    service.read_lines(3);
-    assert!(
-        service.seen.last().unwrap().contains("value=2"),
-        "{:?}",
-        service.seen
-    );
-    assert_counts_up_by_one(&service.seen, "state");
-    assert!(service.is_alive());
+    deployment.assert_still_prints("value=2");
 }
 
 #[test]
@@ -212,13 +214,7 @@ fn the_ledger_names_the_deployed_commit_and_layout_changes_are_refused() {
         "{messages}"
     );
     assert_eq!(deployment.deployed_commit(), before);
-    let service = deployment.service();
-    service.read_lines(3);
-    assert!(
-        service.seen.last().unwrap().contains("value=2"),
-        "{:?}",
-        service.seen
-    );
+    deployment.assert_still_prints("value=2");
 
     // The pusher may accept that one refusal by name with a push option; the hook says so loudly.
     git_ok(
@@ -267,13 +263,7 @@ fn a_process_that_runs_another_revision_is_not_patched() {
         "{messages}"
     );
     assert_eq!(deployment.deployed_commit(), v1_commit);
-    let service = deployment.service();
-    service.read_lines(3);
-    assert!(
-        service.seen.last().unwrap().contains("value=2"),
-        "{:?}",
-        service.seen
-    );
+    deployment.assert_still_prints("value=2");
 }
 
 #[test]
@@ -315,13 +305,7 @@ fn other_refs_are_accepted_without_patching_and_dry_run_previews() {
         "{}",
         stdout_of(&output)
     );
-    let service = deployment.service();
-    service.read_lines(3);
-    assert!(
-        service.seen.last().unwrap().contains("value=1"),
-        "{:?}",
-        service.seen
-    );
+    deployment.assert_still_prints("value=1");
 }
 
 #[test]
