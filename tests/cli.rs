@@ -270,11 +270,9 @@ fn a_symbol_the_running_binary_lacks_is_refused() {
     let fixture = Fixture::new(None);
     // A process of another program: it has no function `value`.
     let other = PathBuf::from("/bin/sleep");
-    let mut sleeper = std::process::Command::new(other).arg("30").spawn().unwrap();
-    let pid = sleeper.id().to_string();
+    let sleeper = TargetProcess::start_with(&other, &["30"]);
+    let pid = sleeper.pid().to_string();
     let output = fixture.apply(&pid);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
     assert_error(&output, "`value`");
 }
 

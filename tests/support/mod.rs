@@ -90,8 +90,13 @@ pub struct TargetProcess {
 impl TargetProcess {
     /// Starts `binary` with its standard output captured line by line.
     pub fn start(binary: &Path) -> TargetProcess {
+        Self::start_with(binary, &["hotpatch-case"])
+    }
+
+    /// Starts `binary` with `args`, its standard output captured line by line.
+    pub fn start_with(binary: &Path, args: &[&str]) -> TargetProcess {
         let mut child = Command::new(binary)
-            .arg("hotpatch-case")
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
