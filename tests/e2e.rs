@@ -135,6 +135,10 @@ fn run_case_with(name: &str, case: Case) {
         "--json",
     ]);
     let (stdout, stderr) = (stdout_of(&output), stderr_of(&output));
+    let all = format!("{stdout}\n{stderr}");
+    for needle in &case.output_contains {
+        assert!(all.contains(needle.as_str()), "`{needle}` not in\n{all}");
+    }
     if case.exit_code != 0 {
         check_not_patched(&case, &output, &mut target);
         return;
@@ -199,9 +203,6 @@ fn check_not_patched(case: &Case, output: &std::process::Output, target: &mut Ta
         case.description
     );
     let all = format!("{stdout}\n{stderr}");
-    for needle in &case.output_contains {
-        assert!(all.contains(needle.as_str()), "`{needle}` not in\n{all}");
-    }
     if let Some(item) = &case.refused {
         let report: serde_json::Value = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("no JSON refusal ({e}):\n{all}"));
@@ -252,6 +253,9 @@ cases!(
     line_only,
     struct_comment_only,
     struct_layout_changed,
+    struct_forward_declared,
+    enum_inserted,
+    enum_appended,
     global_type_changed,
     global_initializer_changed,
     static_local_changed,

@@ -60,7 +60,37 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             new: new.files.get(*p).map(Vec::as_slice),
         })
         .collect();
-    let parsed = parse_all(&jobs);
+    let mut parsed = parse_all(&jobs);
+    // Code often names a changed type only through a typedef of a header that did not change
+    // (`typedef struct req_s req_t;`): when a type definition changed, those headers are read
+    // too, so the typedef leads to the definition, both for refusals and for propagation.
+    let mut alias_headers: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    if parsed
+        .iter()
+        .any(|(path, pair)| changed.contains(path.as_str()) && changes_a_type(pair))
+    {
+        for path in analysed.keys() {
+            let mut headers = BTreeSet::new();
+            for snapshot in [old, new] {
+                headers.extend(headers_of(snapshot, path, options));
+            }
+            alias_headers.insert(path, headers);
+        }
+        let unread: BTreeSet<&String> = alias_headers
+            .values()
+            .flatten()
+            .filter(|h| !parsed.contains_key(h.as_str()))
+            .collect();
+        let jobs: Vec<Job<'_>> = unread
+            .iter()
+            .map(|p| Job {
+                path: p,
+                old: old.files.get(*p).map(Vec::as_slice),
+                new: new.files.get(*p).map(Vec::as_slice),
+            })
+            .collect();
+        parsed.extend(parse_all(&jobs));
+    }
 
     let mut out = Output::default();
     let used_names = used_names(&parsed);
@@ -92,7 +122,7 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             used_names: &used_names,
         };
         if pair.old.is_some() && pair.new.is_some() {
-            rules.types(&o.index, &n.index, &mut out.refusals);
+            rules.types(&o.index, &n.index, &mut out.refusals, &mut out.warnings);
             rules.globals(&o.index, &n.index, &mut out.refusals, &mut out.warnings);
         }
     }
@@ -105,6 +135,9 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         let mut scope: Vec<&Index> = vec![&n.index];
         for header in headers {
             dirty.extend(defs_of.get(header.as_str()).cloned().unwrap_or_default());
+        }
+        let visible = alias_headers.get(path).unwrap_or(headers);
+        for header in visible {
             if let Some(h) = parsed.get(header).and_then(|p| p.new.as_ref()) {
                 scope.push(&h.index);
             }
@@ -158,9 +191,12 @@ struct Output {
     refusals: Vec<Refusal>,
 }
 
-/// Every name some old-side item uses (other than to define itself).
+/// Every name some old-side item uses (other than to define itself), and every type a used
+/// type's definition names (a typedef leads to its struct, a struct to the types of its fields),
+/// so a type used only through a typedef counts as used.
 fn used_names(parsed: &BTreeMap<String, Pair>) -> HashSet<String> {
     let mut used = HashSet::new();
+    let mut type_defs: Vec<&Item> = Vec::new();
     for pair in parsed.values() {
         let Some(old) = &pair.old else { continue };
         for item in &old.index.items {
@@ -169,9 +205,37 @@ fn used_names(parsed: &BTreeMap<String, Pair>) -> HashSet<String> {
                     used.insert(name.clone());
                 }
             }
+            if item.kind == ItemKind::Type && !item.is_forward_declaration {
+                type_defs.push(item);
+            }
         }
     }
-    used
+    // Each round adds at least one name, so this ends.
+    loop {
+        let mut added = false;
+        for item in &type_defs {
+            if item.names.iter().any(|n| used.contains(n)) {
+                for name in &item.type_references {
+                    added |= used.insert(name.clone());
+                }
+            }
+        }
+        if !added {
+            return used;
+        }
+    }
+}
+
+/// Whether a file's type definitions differ between its revisions.
+fn changes_a_type(pair: &Pair) -> bool {
+    let hashes = |side: &Option<std::rc::Rc<Parsed>>| -> Vec<u64> {
+        side.iter()
+            .flat_map(|p| p.index.items.iter())
+            .filter(|i| i.kind == ItemKind::Type)
+            .map(|i| i.token_hash)
+            .collect()
+    };
+    hashes(&pair.old) != hashes(&pair.new)
 }
 
 /// Whitespace-normalised text: runs of whitespace become one space.

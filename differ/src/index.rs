@@ -90,6 +90,9 @@ pub struct Item {
     pub token_hash: u64,
     /// Tree-sitter reported a parse error inside this item.
     pub has_error: bool,
+    /// A struct, union or enum named without a body (`struct client;`): it declares the tag and
+    /// defines no layout, so the type's definition elsewhere decides its layout.
+    pub is_forward_declaration: bool,
 }
 
 impl Item {
@@ -717,6 +720,7 @@ fn base_item(node: Node, kind: ItemKind) -> Item {
         never_returns: false,
         token_hash: 0,
         has_error: node.has_error(),
+        is_forward_declaration: false,
     }
 }
 
@@ -731,6 +735,17 @@ fn index_item(node: Node, src: &[u8]) -> Item {
                 .children_by_field_name("declarator", &mut cursor)
                 .filter_map(|d| follow_declarator(d, src).name)
                 .collect();
+            // `typedef struct conn { ... } conn_t;` defines the tag `conn` as well.
+            let defined_tag = node
+                .child_by_field_name("type")
+                .filter(|t| t.child_by_field_name("body").is_some())
+                .and_then(|t| t.child_by_field_name("name"));
+            if let Some(tag) = defined_tag {
+                let tag = text(tag, src).to_string();
+                if !item.names.contains(&tag) {
+                    item.names.push(tag);
+                }
+            }
             let walked = walk_item(node, src, &[], None);
             item.token_hash = walked.hash;
             item.type_references = walked.type_references;
@@ -741,6 +756,7 @@ fn index_item(node: Node, src: &[u8]) -> Item {
             if let Some(name) = node.child_by_field_name("name") {
                 item.names.push(text(name, src).to_string());
             }
+            item.is_forward_declaration = node.child_by_field_name("body").is_none();
             let walked = walk_item(node, src, &[], None);
             item.token_hash = walked.hash;
             item.type_references = walked.type_references;

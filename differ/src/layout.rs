@@ -3,6 +3,7 @@
 
 use tree_sitter::{Node, Parser};
 
+use crate::enums;
 use crate::index::{follow_declarator, text};
 use crate::tokens::compact;
 
@@ -11,11 +12,21 @@ use crate::tokens::compact;
 struct Member {
     name: String,
     decl: String,
+    /// For an enumerator: its value expression as written, when it has one.
+    value: Option<String>,
 }
 
-/// The members of the first struct/union/enum body in `source`, and the specifier's keyword;
-/// `None` when the text holds no such body.
-fn members(source: &str) -> Option<(&'static str, Vec<Member>)> {
+/// A struct, union or enum definition taken apart: its keyword, its members, and the tokens
+/// outside its body (tag, attributes, typedef names) compacted.
+struct Definition {
+    keyword: &'static str,
+    members: Vec<Member>,
+    outside: String,
+}
+
+/// The first struct/union/enum definition (with a body) in `source`; `None` when the text holds
+/// no such body.
+fn definition(source: &str) -> Option<Definition> {
     let mut parser = Parser::new();
     parser.set_language(&tree_sitter_c::LANGUAGE.into()).ok()?;
     let tree = parser.parse(source, None)?;
@@ -29,7 +40,16 @@ fn members(source: &str) -> Option<(&'static str, Vec<Member>)> {
             _ => None,
         };
         if let (Some(keyword), Some(body)) = (keyword, node.child_by_field_name("body")) {
-            return Some((keyword, body_members(body, src)));
+            let outside = format!(
+                "{} {}",
+                source.get(..body.start_byte()).unwrap_or(""),
+                source.get(body.end_byte()..).unwrap_or("")
+            );
+            return Some(Definition {
+                keyword,
+                members: body_members(body, src),
+                outside: compact(&outside),
+            });
         }
         let mut cursor = node.walk();
         let mut children: Vec<Node> = node.named_children(&mut cursor).collect();
@@ -50,7 +70,10 @@ fn body_members(body: Node, src: &[u8]) -> Vec<Member> {
                     .child_by_field_name("name")
                     .map(|n| text(n, src).to_string())
                     .unwrap_or_else(|| decl.clone());
-                out.push(Member { name, decl });
+                let value = child
+                    .child_by_field_name("value")
+                    .map(|v| text(v, src).to_string());
+                out.push(Member { name, decl, value });
             }
             "field_declaration" => {
                 let mut c2 = child.walk();
@@ -62,12 +85,14 @@ fn body_members(body: Node, src: &[u8]) -> Vec<Member> {
                     out.push(Member {
                         name: decl.clone(),
                         decl: decl.clone(),
+                        value: None,
                     });
                 }
                 for name in names {
                     out.push(Member {
                         name,
                         decl: decl.clone(),
+                        value: None,
                     });
                 }
             }
@@ -119,20 +144,24 @@ pub fn describe(what: &str, old_text: &str, new_text: &str) -> String {
         "every existing `{}` in the running process has the old layout, and unpatched code still uses it",
         what.trim_start_matches("typedef ")
     );
-    match (members(old_text), members(new_text)) {
-        (Some((keyword, old)), Some((_, new))) => {
-            let noun = if keyword == "enum" {
-                "enumerator"
-            } else {
-                "field"
-            };
-            let changes = member_changes(noun, &old, &new)
-                .unwrap_or_else(|| "changes its definition".to_string());
-            if keyword == "enum" {
-                format!("{what} {changes}: values stored in the running process keep the old numbering, and unpatched code still uses it")
-            } else {
-                format!("{what} {changes}: {consequence}")
+    match (definition(old_text), definition(new_text)) {
+        (Some(old), Some(new)) if old.keyword == "enum" => {
+            let mut changes: Vec<String> = member_changes("enumerator", &old.members, &new.members)
+                .into_iter()
+                .collect();
+            changes.extend(renumbered(&old.members, &new.members));
+            if changes.is_empty() {
+                changes.push("changes its definition".to_string());
             }
+            format!(
+                "{what} {}: values stored in the running process keep the old numbering, and unpatched code still uses it",
+                changes.join(", ")
+            )
+        }
+        (Some(old), Some(new)) => {
+            let changes = member_changes("field", &old.members, &new.members)
+                .unwrap_or_else(|| "changes its definition".to_string());
+            format!("{what} {changes}: {consequence}")
         }
         _ => format!(
             "{what} changes from `{}` to `{}`: {consequence}",
@@ -140,6 +169,64 @@ pub fn describe(what: &str, old_text: &str, new_text: &str) -> String {
             compact(new_text.trim_end_matches(';').trim())
         ),
     }
+}
+
+/// Enumerators present on both sides whose value changed, as
+/// ``"`BUSY` changes value from 1 to 2"`` (`?` for a value the source does not say plainly).
+fn renumbered(old: &[Member], new: &[Member]) -> Vec<String> {
+    let (before, after) = (enum_values(old), enum_values(new));
+    let show = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+    after
+        .iter()
+        .filter_map(|(name, value)| {
+            let (_, was) = before.iter().find(|(n, _)| n == name)?;
+            (was != value || value.is_none()).then(|| {
+                format!(
+                    "`{name}` changes value from {} to {}",
+                    show(*was),
+                    show(*value)
+                )
+            })
+        })
+        .collect()
+}
+
+fn enum_values(members: &[Member]) -> Vec<(String, Option<i64>)> {
+    let list: Vec<(String, Option<String>)> = members
+        .iter()
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
+    enums::values(&list)
+}
+
+/// For an enum whose new definition only appends enumerators after the last one — every old
+/// enumerator written the same and keeping its value, nothing else around the body changed, every
+/// new value known and within `int` (so the enum's size stays) — the note that says so; `None`
+/// for any other change (which is refused).
+pub fn compatible_enum_growth(what: &str, old_text: &str, new_text: &str) -> Option<String> {
+    let (old, new) = (definition(old_text)?, definition(new_text)?);
+    if old.keyword != "enum" || old.outside != new.outside || new.members.len() <= old.members.len()
+    {
+        return None;
+    }
+    let (kept, added) = new.members.split_at(old.members.len());
+    if kept != old.members.as_slice() {
+        return None;
+    }
+    let values = enum_values(&new.members);
+    let in_int = |v: &Option<i64>| v.is_some_and(|v| i32::try_from(v).is_ok());
+    if !values.iter().all(|(_, v)| in_int(v)) {
+        return None;
+    }
+    let shown: Vec<String> = values[old.members.len()..]
+        .iter()
+        .zip(added)
+        .map(|((name, value), _)| format!("`{name}` = {}", value.unwrap_or_default()))
+        .collect();
+    Some(format!(
+        "{what} gains enumerator {} after the last: every existing value keeps its number, so it is allowed",
+        shown.join(", ")
+    ))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 mod changeset;
 mod compare;
 mod defs;
+mod enums;
 mod error;
 mod git;
 mod includes;

@@ -41,9 +41,18 @@ impl FileRules<'_> {
         }
     }
 
-    /// Rule 1: changed struct/union/enum/typedef definitions that something uses.
-    pub fn types(&self, old: &Index, new: &Index, out: &mut Vec<Refusal>) {
+    /// Rule 1: changed struct/union/enum/typedef definitions that something uses. An enum that
+    /// only gains enumerators, every old one keeping its value, is allowed with a note.
+    pub fn types(
+        &self,
+        old: &Index,
+        new: &Index,
+        out: &mut Vec<Refusal>,
+        warnings: &mut Vec<String>,
+    ) {
         let (before, after) = (types(old), types(new));
+        // A definition with several names (`typedef struct conn {...} conn_t;`) is judged once.
+        let mut judged: HashSet<usize> = HashSet::new();
         for (name, new_items) in &after {
             let Some(old_items) = before.get(name) else {
                 continue; // a new type: no existing data has it
@@ -51,15 +60,24 @@ impl FileRules<'_> {
             let (Some(b), Some(a)) = (old_items.first(), new_items.first()) else {
                 continue;
             };
-            if b.token_hash == a.token_hash || !self.used_names.contains(name) {
+            if b.token_hash == a.token_hash
+                || !a.names.iter().any(|n| self.used_names.contains(n))
+                || !judged.insert(a.range.start)
+            {
                 continue;
             }
+            let shown = a.name().unwrap_or(name);
             let new_text = a.text(self.new_src);
             let what = match tokens(new_text).first().copied() {
-                Some(k @ ("struct" | "union" | "enum")) => format!("{k} {name}"),
-                _ => format!("typedef {name}"),
+                Some(k @ ("struct" | "union" | "enum")) => format!("{k} {shown}"),
+                _ => format!("typedef {shown}"),
             };
-            let reason = layout::describe(&what, b.text(self.old_src), new_text);
+            let old_text = b.text(self.old_src);
+            if let Some(note) = layout::compatible_enum_growth(&what, old_text, new_text) {
+                warnings.push(format!("{}:{}: {note}", self.path, a.line));
+                continue;
+            }
+            let reason = layout::describe(&what, old_text, new_text);
             let snip = item_snippet(new_text, SNIPPET_LINES);
             out.push(self.refusal(what, RefusalKind::TypeLayout, a.line, reason, snip));
         }
@@ -245,10 +263,15 @@ impl FileRules<'_> {
     }
 }
 
-/// Type definitions by name, in source order.
+/// Type definitions by name, in source order. Forward declarations (`struct client;`) define no
+/// layout and are left out: the definition decides.
 fn types(index: &Index) -> BTreeMap<String, Vec<&Item>> {
     let mut map: BTreeMap<String, Vec<&Item>> = BTreeMap::new();
-    for item in index.items.iter().filter(|i| i.kind == ItemKind::Type) {
+    for item in index
+        .items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Type && !i.is_forward_declaration)
+    {
         for name in &item.names {
             map.entry(name.clone()).or_default().push(item);
         }

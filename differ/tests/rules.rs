@@ -252,3 +252,117 @@ fn static_signature_refused_only_when_its_address_is_stored() {
         cs.refusals[0].reason
     );
 }
+
+#[test]
+fn forward_declaration_before_definition_still_refuses_the_layout_change() {
+    // A header that declares `struct client;` near its top, then defines it; a member is
+    // inserted mid-struct. The definition decides the layout, not the forward declaration.
+    let h1 = "struct client;\nint client_fd(struct client *);\n\nstruct client {\n    int fd;\n    char *name;\n};\n";
+    let h2 = "struct client;\nint client_fd(struct client *);\n\nstruct client {\n    int fd;\n    long flags;\n    char *name;\n};\n";
+    let c = "#include \"client.h\"\nint client_fd(struct client *c) { return c->fd; }\n";
+    let cs = diff(
+        &[("client.h", h1), ("client.c", c)],
+        &[("client.h", h2), ("client.c", c)],
+    );
+    assert_eq!(cs.refusals.len(), 1, "{:#?}", cs.refusals);
+    let r = &cs.refusals[0];
+    assert_eq!(
+        (r.item.as_str(), r.kind, r.file.as_str(), r.line),
+        ("struct client", RefusalKind::TypeLayout, "client.h", 4)
+    );
+    assert!(
+        r.reason
+            .starts_with("struct client gains field `flags` before `name`"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn struct_named_only_through_a_typedef_of_another_header_is_refused() {
+    // `typedef struct req_s req_t;` in one header, the struct in another, and the code names
+    // only `req_t`: a bit-field inserted (and one removed) mid-way is still a layout change.
+    let types = "typedef struct req_s req_t;\n";
+    let r1 = "#include \"types.h\"\nstruct req_s {\n    int fd;\n    unsigned keepalive:1;\n    unsigned chunked:1;\n    char *uri;\n};\n";
+    let r2 = "#include \"types.h\"\nstruct req_s {\n    int fd;\n    unsigned pipelined:1;\n    unsigned keepalive:1;\n    char *uri;\n};\n";
+    let c = "#include \"types.h\"\n#include \"req.h\"\nint req_fd(req_t *r) { return r->fd; }\n";
+    let cs = diff(
+        &[("types.h", types), ("req.h", r1), ("http.c", c)],
+        &[("types.h", types), ("req.h", r2), ("http.c", c)],
+    );
+    assert_eq!(cs.refusals.len(), 1, "{:#?}", cs.refusals);
+    let r = &cs.refusals[0];
+    assert_eq!(
+        (r.item.as_str(), r.kind, r.file.as_str(), r.line),
+        ("struct req_s", RefusalKind::TypeLayout, "req.h", 2)
+    );
+    assert!(r.reason.contains("`pipelined`"), "{}", r.reason);
+    assert!(r.reason.contains("`chunked`"), "{}", r.reason);
+    // With the refusal forced, the code using the typedef is patched.
+    assert_eq!(
+        reasons_of(&cs, "req_fd"),
+        ["uses type `req_t`, which uses type `req_s` (changed in req.h)"]
+    );
+}
+
+#[test]
+fn opaque_struct_of_a_c_file_and_a_typedef_struct_named_by_its_tag_are_refused() {
+    // The opaque pattern: the typedef in an unchanged header, the struct in the .c file.
+    let h = "typedef struct pool pool_t;
+int pool_size(pool_t *p);
+";
+    let c1 = "#include \"pool.h\"\nstruct pool { int size; char *base; };\nint pool_size(pool_t *p) { return p->size; }\n";
+    let c2 = "#include \"pool.h\"\nstruct pool { int size; int used; char *base; };\nint pool_size(pool_t *p) { return p->size; }\n";
+    let cs = diff(
+        &[("pool.h", h), ("pool.c", c1)],
+        &[("pool.h", h), ("pool.c", c2)],
+    );
+    assert_eq!(cs.refusals.len(), 1, "{:#?}", cs.refusals);
+    assert_eq!(cs.refusals[0].item, "struct pool");
+    // `typedef struct conn {...} conn_t;` used only as `struct conn`.
+    let c1 =
+        "typedef struct conn { int fd; } conn_t;\nint fd_of(struct conn *c) { return c->fd; }\n";
+    let c2 = "typedef struct conn { int id; int fd; } conn_t;\nint fd_of(struct conn *c) { return c->fd; }\n";
+    let cs = diff(&[("conn.c", c1)], &[("conn.c", c2)]);
+    assert_eq!(cs.refusals.len(), 1, "{:#?}", cs.refusals);
+    let r = &cs.refusals[0];
+    assert_eq!(
+        (r.item.as_str(), r.kind),
+        ("typedef conn_t", RefusalKind::TypeLayout)
+    );
+    assert!(
+        r.reason.contains("gains field `id` before `fd`"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn enumerator_inserted_mid_way_is_refused_and_appended_is_allowed() {
+    let old = "enum state { IDLE, BUSY, DONE };\nint is_done(enum state s) { return s == DONE; }\n";
+    let inserted = "enum state { IDLE, WAITING, BUSY, DONE };\nint is_done(enum state s) { return s == DONE; }\n";
+    let cs = diff(&[("lib.c", old)], &[("lib.c", inserted)]);
+    assert_eq!(cs.refusals.len(), 1, "{:#?}", cs.refusals);
+    let r = &cs.refusals[0];
+    assert_eq!(
+        (r.item.as_str(), r.kind, r.line),
+        ("enum state", RefusalKind::TypeLayout, 1)
+    );
+    assert!(
+        r.reason.contains("`BUSY` changes value from 1 to 2")
+            && r.reason.contains("`DONE` changes value from 2 to 3"),
+        "{}",
+        r.reason
+    );
+
+    let appended = "enum state { IDLE, BUSY, DONE, FAILED };\nint is_done(enum state s) { return s == DONE; }\n";
+    let cs = diff(&[("lib.c", old)], &[("lib.c", appended)]);
+    assert!(cs.refusals.is_empty(), "{:#?}", cs.refusals);
+    assert!(
+        cs.warnings
+            .iter()
+            .any(|w| w.contains("enum state gains enumerator `FAILED` = 3 after the last")),
+        "{:#?}",
+        cs.warnings
+    );
+}

@@ -1,0 +1,10 @@
+/* The forward declaration comes first, as in real headers; the definition below decides the layout. */
+struct client;
+
+int client_fd(const struct client *c);
+
+struct client {
+    int fd;
+    long flags;
+    const char *name;
+};
