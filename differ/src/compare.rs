@@ -9,6 +9,9 @@ use crate::index::{Index, Item, ItemKind};
 use crate::items::classify;
 use crate::parse::{parse_all, Job, Pair, Parsed};
 use crate::rules::FileRules;
+use crate::tokens::tokens;
+use crate::unit::Unit;
+use crate::unit_diff::read_units;
 use crate::{Change, ChangeSet, DiffOptions, FunctionChange, ItemChange, Refusal, Snapshot};
 
 /// Compares two snapshots with default options (no include directories).
@@ -20,9 +23,19 @@ fn is_source(path: &str) -> bool {
     path.ends_with(".c") || path.ends_with(".h")
 }
 
-/// Compares two snapshots: classifies every function of every `.c` file that changed or that
-/// includes a changed header, and lists what cannot be applied live.
-pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions) -> ChangeSet {
+/// The files a diff looks at.
+struct Scope<'s> {
+    /// Every path of either snapshot.
+    paths: BTreeSet<&'s String>,
+    /// `.c` and `.h` files whose bytes differ.
+    changed: BTreeSet<&'s str>,
+    /// The changed headers.
+    changed_headers: BTreeSet<&'s str>,
+    /// `.c` files to analyse, with the changed headers each includes (on either side).
+    analysed: BTreeMap<&'s str, BTreeSet<String>>,
+}
+
+fn scope<'s>(old: &'s Snapshot, new: &'s Snapshot, options: &DiffOptions) -> Scope<'s> {
     let paths: BTreeSet<&String> = old.files.keys().chain(new.files.keys()).collect();
     let changed: BTreeSet<&str> = paths
         .iter()
@@ -34,7 +47,6 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         .copied()
         .filter(|p| p.ends_with(".h"))
         .collect();
-    // .c files to analyse, with the changed headers each includes (on either side).
     let mut analysed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for path in paths.iter().filter(|p| p.ends_with(".c")) {
         let mut headers = BTreeSet::new();
@@ -51,6 +63,34 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             analysed.insert(path.as_str(), headers);
         }
     }
+    Scope {
+        paths,
+        changed,
+        changed_headers,
+        analysed,
+    }
+}
+
+/// The `.c` files a diff of `old` and `new` analyses: those that changed and those that include
+/// a changed header. A caller that can preprocess gives their units in [`DiffOptions::units`].
+pub fn files_to_analyse(old: &Snapshot, new: &Snapshot, options: &DiffOptions) -> Vec<String> {
+    scope(old, new, options)
+        .analysed
+        .keys()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Compares two snapshots: classifies every function of every `.c` file that changed or that
+/// includes a changed header, and lists what cannot be applied live. A file whose preprocessed
+/// units [`DiffOptions::units`] holds is judged on them: on what the compiler sees.
+pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions) -> ChangeSet {
+    let Scope {
+        paths,
+        changed,
+        changed_headers,
+        analysed,
+    } = scope(old, new, options);
     let jobs: Vec<Job<'_>> = paths
         .iter()
         .filter(|p| changed_headers.contains(p.as_str()) || analysed.contains_key(p.as_str()))
@@ -92,8 +132,12 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         parsed.extend(parse_all(&jobs));
     }
 
+    let units = read_units(&analysed, options);
+    // Files the preprocessor did not cover are judged on their source, as written.
+    let source_rules = analysed.keys().any(|p| !units.contains_key(p));
+
     let mut out = Output::default();
-    let used_names = used_names(&parsed);
+    let used_names = used_names(parsed.values().chain(units.values().map(|u| &u.parsed)));
     let sides = |pair: &Pair| -> (std::rc::Rc<Parsed>, std::rc::Rc<Parsed>) {
         let blank = || {
             std::rc::Rc::new(Parsed {
@@ -121,7 +165,7 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             new_src: &n.src,
             used_names: &used_names,
         };
-        if pair.old.is_some() && pair.new.is_some() {
+        if source_rules && pair.old.is_some() && pair.new.is_some() {
             rules.types(&o.index, &n.index, &mut out.refusals, &mut out.warnings);
             rules.globals(&o.index, &n.index, &mut out.refusals, &mut out.warnings);
         }
@@ -131,6 +175,11 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             continue;
         };
         let (o, n) = sides(pair);
+        if let Some(unit) = units.get(path) {
+            let raw = (o.src.as_str(), n.src.as_str());
+            unit.compare(path, raw, old, new, &used_names, &mut out);
+            continue;
+        }
         let mut dirty = defs_of.get(path).cloned().unwrap_or_default();
         let mut scope: Vec<&Index> = vec![&n.index];
         for header in headers {
@@ -145,8 +194,8 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         close_over(&mut dirty, &scope);
         let mut file = FileDiff {
             path,
-            old: &o,
-            new: &n,
+            old: Side::source(&o),
+            new: Side::source(&n),
             dirty: &dirty,
             out: &mut out,
             used_names: &used_names,
@@ -159,7 +208,11 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         .sort_by(|a, b| (&a.file, a.line, &a.name).cmp(&(&b.file, b.line, &b.name)));
     out.refusals
         .sort_by(|a, b| (&a.file, a.line, &a.item).cmp(&(&b.file, b.line, &b.item)));
-    out.refusals.dedup();
+    // Several units share a header: one refusal per item and place.
+    out.refusals
+        .dedup_by(|a, b| (&a.file, a.line, &a.item, a.kind) == (&b.file, b.line, &b.item, b.kind));
+    let mut seen = HashSet::new();
+    out.warnings.retain(|w| seen.insert(w.clone()));
     let mut changed_files: Vec<String> = changed
         .iter()
         .filter(|p| p.ends_with(".c"))
@@ -184,20 +237,20 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
 
 /// What the comparison collects.
 #[derive(Default)]
-struct Output {
-    functions: Vec<FunctionChange>,
-    items: Vec<ItemChange>,
-    warnings: Vec<String>,
-    refusals: Vec<Refusal>,
+pub(crate) struct Output {
+    pub functions: Vec<FunctionChange>,
+    pub items: Vec<ItemChange>,
+    pub warnings: Vec<String>,
+    pub refusals: Vec<Refusal>,
 }
 
 /// Every name some old-side item uses (other than to define itself), and every type a used
 /// type's definition names (a typedef leads to its struct, a struct to the types of its fields),
 /// so a type used only through a typedef counts as used.
-fn used_names(parsed: &BTreeMap<String, Pair>) -> HashSet<String> {
+fn used_names<'p>(pairs: impl Iterator<Item = &'p Pair>) -> HashSet<String> {
     let mut used = HashSet::new();
     let mut type_defs: Vec<&Item> = Vec::new();
-    for pair in parsed.values() {
+    for pair in pairs {
         let Some(old) = &pair.old else { continue };
         for item in &old.index.items {
             for name in item.references.iter().chain(item.type_references.iter()) {
@@ -254,19 +307,72 @@ fn by_name(index: &Index) -> BTreeMap<&str, Vec<&Item>> {
     map
 }
 
-struct FileDiff<'a> {
-    path: &'a str,
-    old: &'a Parsed,
-    new: &'a Parsed,
+/// One revision of a file as a comparison sees it: the text its index was made from, and, for a
+/// preprocessed unit, the unit (for line numbers) and the file's own source (for diffs).
+#[derive(Clone, Copy)]
+pub(crate) struct Side<'a> {
+    /// The text the index's byte ranges refer to.
+    pub src: &'a str,
+    /// The items compared.
+    pub index: &'a Index,
+    /// The preprocessed unit `src` is the text of, if it is one.
+    pub unit: Option<&'a Unit>,
+    /// The file's source as written.
+    pub raw: &'a str,
+}
+
+impl<'a> Side<'a> {
+    /// A file judged on its source as written.
+    pub fn source(parsed: &'a Parsed) -> Side<'a> {
+        Side {
+            src: &parsed.src,
+            index: &parsed.index,
+            unit: None,
+            raw: &parsed.src,
+        }
+    }
+
+    /// An item's text as the operator wrote it: for a unit, the source lines it came from.
+    fn written(&self, item: &Item) -> &'a str {
+        let Some(unit) = self.unit else {
+            return item.text(self.src);
+        };
+        let Some((_, first, last)) = unit.source_span(&item.range) else {
+            return item.text(self.src);
+        };
+        source_lines(self.raw, first, last)
+    }
+}
+
+/// Lines `first..=last` (1-based) of `text`, without the final newline.
+fn source_lines(text: &str, first: u32, last: u32) -> &str {
+    let mut starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1));
+    let skip = first.saturating_sub(1) as usize;
+    let Some(start) = starts.nth(skip) else {
+        return "";
+    };
+    let count = (last.saturating_sub(first)) as usize;
+    let end = text[start..]
+        .match_indices('\n')
+        .nth(count)
+        .map_or(text.len(), |(i, _)| start + i);
+    &text[start..end]
+}
+
+pub(crate) struct FileDiff<'a> {
+    pub path: &'a str,
+    pub old: Side<'a>,
+    pub new: Side<'a>,
     /// Macros, types and inline functions visible here that changed, with why.
-    dirty: &'a BTreeMap<String, String>,
-    out: &'a mut Output,
-    used_names: &'a HashSet<String>,
+    pub dirty: &'a BTreeMap<String, String>,
+    pub out: &'a mut Output,
+    pub used_names: &'a HashSet<String>,
 }
 
 impl FileDiff<'_> {
-    fn compare(&mut self) {
-        let (old_fns, new_fns) = (by_name(&self.old.index), by_name(&self.new.index));
+    /// Compares the file's functions and collects the changes, refusals and warnings.
+    pub fn compare(&mut self) {
+        let (old_fns, new_fns) = (by_name(self.old.index), by_name(self.new.index));
         let names: BTreeSet<&str> = old_fns.keys().chain(new_fns.keys()).copied().collect();
         for name in names {
             let before = old_fns.get(name).map(Vec::as_slice).unwrap_or(&[]);
@@ -278,7 +384,8 @@ impl FileDiff<'_> {
         self.compare_unattributed();
     }
 
-    /// Whether a function present on both sides changed its own tokens.
+    /// Whether a function present on both sides changed its own tokens. In a preprocessed unit,
+    /// a change of nothing but the line numbers `__LINE__` expands to is no change (noted).
     fn own_change(&mut self, name: &str, b: &Item, a: &Item) -> bool {
         if b.has_error || a.has_error {
             let damaged = if a.has_error { a } else { b };
@@ -286,15 +393,29 @@ impl FileDiff<'_> {
                 "{}:{}: `{name}` has parse errors: compared its whitespace-normalised text instead of its tokens",
                 self.path, damaged.line
             ));
-            normalised(b.text(&self.old.src)) != normalised(a.text(&self.new.src))
-        } else {
-            b.token_hash != a.token_hash
+            return normalised(b.text(self.old.src)) != normalised(a.text(self.new.src));
         }
+        if b.token_hash == a.token_hash {
+            return false;
+        }
+        if let (Some(old), Some(new)) = (self.old.unit, self.new.unit) {
+            // The source as written must be the same too: a literal the operator edited that
+            // happens to equal its new line number is a change.
+            let written_same = tokens(self.old.written(b)) == tokens(self.new.written(a));
+            if written_same && Unit::only_line_numbers_differ((old, &b.range), (new, &a.range)) {
+                self.out.warnings.push(format!(
+                    "{}:{}: `{name}` differs only in the line numbers `__LINE__` gives after lines moved (as in `assert`): not a change, so it is not patched, and its messages keep the old line numbers",
+                    self.path, a.line
+                ));
+                return false;
+            }
+        }
+        true
     }
 
     fn compare_one(&mut self, name: &str, before: Option<&Item>, after: Option<&Item>) {
-        let old_text = before.map(|i| i.text(&self.old.src)).unwrap_or("");
-        let new_text = after.map(|i| i.text(&self.new.src)).unwrap_or("");
+        let old_text = before.map(|i| self.old.written(i)).unwrap_or("");
+        let new_text = after.map(|i| self.new.written(i)).unwrap_or("");
         let (change, item, reasons) = match (before, after) {
             (None, Some(a)) => (Change::Added, a, vec!["new function".to_string()]),
             (Some(b), None) => (
@@ -305,7 +426,12 @@ impl FileDiff<'_> {
             (Some(b), Some(a)) => {
                 let own = self.own_change(name, b, a);
                 let mut reasons: Vec<String> = Vec::new();
-                if own {
+                if own && self.new.unit.is_some() && tokens(old_text) == tokens(new_text) {
+                    reasons.push(
+                        "expands differently: a macro or `#if` condition it depends on changed"
+                            .to_string(),
+                    );
+                } else if own {
                     reasons.push("changed".to_string());
                 }
                 reasons.extend(
@@ -318,13 +444,13 @@ impl FileDiff<'_> {
                 }
                 let rules = FileRules {
                     path: self.path,
-                    old_src: &self.old.src,
-                    new_src: &self.new.src,
+                    old_src: self.old.src,
+                    new_src: self.new.src,
                     used_names: self.used_names,
                 };
                 if own {
                     rules.static_locals(name, b, a, &mut self.out.refusals);
-                    rules.signature(name, b, a, &self.new.index, &mut self.out.refusals);
+                    rules.signature(name, b, a, self.new.index, &mut self.out.refusals);
                 }
                 rules.always_active(name, a, &mut self.out.refusals);
                 (Change::Changed, a, reasons)
@@ -364,10 +490,10 @@ impl FileDiff<'_> {
                 .cloned()
                 .collect()
         };
-        let (before, after) = (damaged(&self.old.index), damaged(&self.new.index));
+        let (before, after) = (damaged(self.old.index), damaged(self.new.index));
         for i in 0..before.len().max(after.len()) {
-            let old_text = before.get(i).map(|it| normalised(it.text(&self.old.src)));
-            let new_text = after.get(i).map(|it| normalised(it.text(&self.new.src)));
+            let old_text = before.get(i).map(|it| normalised(it.text(self.old.src)));
+            let new_text = after.get(i).map(|it| normalised(it.text(self.new.src)));
             if old_text != new_text {
                 let line = after
                     .get(i)

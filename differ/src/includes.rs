@@ -122,6 +122,7 @@ mod tests {
         ]);
         let options = DiffOptions {
             include_dirs: vec!["include".into()],
+            ..DiffOptions::default()
         };
         let found: Vec<String> = headers_of(&s, "src/a.c", &options).into_iter().collect();
         assert_eq!(found, ["inc/c.h", "include/b.h", "src/a.h"]);

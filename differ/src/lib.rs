@@ -26,12 +26,15 @@ mod refusal;
 mod rules;
 mod snapshot;
 mod tokens;
+mod unit;
+mod unit_diff;
 
 pub use changeset::{Change, ChangeSet, FunctionChange};
-pub use compare::{diff_snapshots, diff_snapshots_with};
+pub use compare::{diff_snapshots, diff_snapshots_with, files_to_analyse};
 pub use error::DifferError;
 pub use git::{parse_range, read_git_revision};
 pub use items::ItemChange;
 pub use options::DiffOptions;
 pub use refusal::{Refusal, RefusalKind};
 pub use snapshot::Snapshot;
+pub use unit::UnitTexts;

@@ -1,4 +1,9 @@
-//! Options of a diff: where the original build looks for headers.
+//! Options of a diff: where the original build looks for headers, and the preprocessed units
+//! of the files the compiler sees differently from their text.
+
+use std::collections::BTreeMap;
+
+use crate::UnitTexts;
 
 /// How to analyse a diff.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -8,6 +13,9 @@ pub struct DiffOptions {
     /// quoted includes, and alone for `<...>` includes. Absolute paths outside the snapshot are
     /// ignored (system headers do not change between revisions).
     pub include_dirs: Vec<String>,
+    /// Preprocessed translation units by `.c` path (see [`crate::files_to_analyse`]): a file
+    /// listed here is judged on what the compiler sees, every other on its source as written.
+    pub units: BTreeMap<String, UnitTexts>,
 }
 
 impl DiffOptions {
@@ -29,7 +37,10 @@ impl DiffOptions {
                 }
             }
         }
-        DiffOptions { include_dirs }
+        DiffOptions {
+            include_dirs,
+            units: BTreeMap::new(),
+        }
     }
 }
 
