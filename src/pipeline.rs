@@ -110,6 +110,7 @@ pub fn build_patch(
         old_commit: old.commit.clone(),
         new_commit: new.commit.clone(),
         old_root: Some(old_tree.path().to_path_buf()),
+        old_objects: Default::default(),
         target_build_id: target.and_then(|t| t.build_id().map(str::to_string)),
     };
     let built = hotpatch_builder::build(tree.path(), &units, &flags, &origin)?;
