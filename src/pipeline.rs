@@ -85,7 +85,8 @@ pub fn build_patch(
         |path| new.text(path),
         &c_files,
     )?;
-    // The old revision too: the pre-image of each replaced function is compiled from it.
+    // The old revision too: the pre-images (and without a target, which statics exist) are
+    // compiled from it.
     let old_tree = tempfile::Builder::new()
         .prefix("hotpatch-build-v1-")
         .tempdir()?;
