@@ -1,7 +1,8 @@
 //! Patch objects as files and the checks that bind a patch to the binary it was made for:
 //! `hotpatch build` / `hotpatch apply` (user_object), the build id (buildid_mismatch) and the
-//! pre-image of every replaced function (preimage_mismatch). Every started process is killed on
-//! every path (TargetProcess kills on drop).
+//! pre-image of every replaced function (preimage_mismatch), and `build` without `--pid`, where v1
+//! compiled with the original flags says which statics the binary kept (build_without_pid). Every
+//! started process is killed on every path (TargetProcess kills on drop).
 
 mod support;
 
@@ -348,6 +349,10 @@ fn inlined_helper_v2() -> String {
     INLINED_HELPER_V1.replace("41 +", "42 +")
 }
 
+fn folded_variable_v2() -> String {
+    FOLDED_VARIABLE_V1.replace("base + 1", "base + 2")
+}
+
 /// A `static` variable that is never written: gcc folds it into its readers at -O2 and the v1
 /// binary has no storage for it, so a patch of `value` must bring a copy with its initializer.
 const FOLDED_VARIABLE_V1: &str = r#"static int calls;
@@ -417,10 +422,7 @@ fn build_without_pid_copies_a_static_helper_the_binary_inlined_away() {
 
 #[test]
 fn build_without_pid_copies_a_static_variable_the_binary_folded_away() {
-    let (build, _) = build_without_pid_then_apply(
-        FOLDED_VARIABLE_V1,
-        &FOLDED_VARIABLE_V1.replace("base + 1", "base + 2"),
-    );
+    let (build, _) = build_without_pid_then_apply(FOLDED_VARIABLE_V1, &folded_variable_v2());
     let bound = bound_names(&build);
     assert!(!bound.iter().any(|b| b.ends_with(":base")), "{build:#}");
     assert!(bound.iter().any(|b| b.ends_with(":calls")), "{build:#}");
@@ -428,8 +430,16 @@ fn build_without_pid_copies_a_static_variable_the_binary_folded_away() {
 
 #[test]
 fn build_without_pid_installs_what_diff_apply_would() {
-    let setup = Setup::with_libs(INLINED_HELPER_V1, &inlined_helper_v2());
-    let binary = setup.binary("v1", INLINED_HELPER_V1, "-O2 -g");
+    assert_build_without_pid_matches_diff(INLINED_HELPER_V1, &inlined_helper_v2());
+    assert_build_without_pid_matches_diff(FOLDED_VARIABLE_V1, &folded_variable_v2());
+}
+
+/// With v1 (built `-O2 -g`) running: the object `build` writes without `--pid` has the
+/// functions and bindings of the one it writes with `--pid`, and the applier would install from
+/// it the functions, at the same addresses, that `diff --dry-run --pid` plans.
+fn assert_build_without_pid_matches_diff(v1: &str, v2: &str) {
+    let setup = Setup::with_libs(v1, v2);
+    let binary = setup.binary("v1", v1, "-O2 -g");
     let target = setup.start(&binary);
     let pid = target.pid().to_string();
     let build = |extra: &[&str], name: &str| -> (String, serde_json::Value) {
