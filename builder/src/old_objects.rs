@@ -45,9 +45,9 @@ impl std::fmt::Debug for OldObjects {
 
 impl OldObjects {
     /// Compiles each of `files` (paths relative to `old_root`, a materialised copy of the old
-    /// revision) with its original flags, one compiler per file at a time on every core. Files
-    /// the old revision does not have, and files built with LTO (whose per-file objects say
-    /// nothing about the linked binary), are skipped.
+    /// revision) with its original flags, as many files at once as there are cores. Files the
+    /// old revision does not have, and files built with LTO (whose per-file objects say nothing
+    /// about the linked binary), are skipped.
     pub fn compile(
         old_root: &Path,
         files: &[&str],
