@@ -25,7 +25,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub repo: PathBuf,
     /// A process running OLD: the patch records its build id (applying it to another binary is
-    /// refused) and is shaped for it (static functions it inlined away).
+    /// refused), and the process's symbols say which statics exist (without it, OLD compiled
+    /// with the original flags says).
     #[arg(long)]
     pub pid: Option<i32>,
     /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
@@ -109,8 +110,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     match &manifest.target_build_id {
         Some(id) => println!("  for the binary with build id {id}"),
         None => println!(
-            "  for any binary built from {} (no --pid: build id not recorded)",
-            changes.old_label
+            "  for any binary built from {old} (no --pid: build id not recorded; {old} compiled with the original flags decided which statics exist)",
+            old = changes.old_label
         ),
     }
     for name in &patch.built.unchanged {

@@ -1,7 +1,8 @@
 //! Patch objects as files and the checks that bind a patch to the binary it was made for:
 //! `hotpatch build` / `hotpatch apply` (user_object), the build id (buildid_mismatch) and the
-//! pre-image of every replaced function (preimage_mismatch). Every started process is killed on
-//! every path (TargetProcess kills on drop).
+//! pre-image of every replaced function (preimage_mismatch), and `build` without `--pid`, where v1
+//! compiled with the original flags says which statics the binary kept (build_without_pid). Every
+//! started process is killed on every path (TargetProcess kills on drop).
 
 mod support;
 
@@ -57,9 +58,14 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_libs(LIB_V1, &lib_v2())
+    }
+
+    /// A repository whose tags v1 and v2 hold the driver with `v1` and `v2` as `lib.c`.
+    fn with_libs(v1: &str, v2: &str) -> Setup {
         let work = tempfile::tempdir().unwrap();
         let repo = work.path().join("repo");
-        git_repo_with_revisions(&repo, &files(LIB_V1), &files(&lib_v2()));
+        git_repo_with_revisions(&repo, &files(v1), &files(v2));
         let dir = work.path().to_path_buf();
         Setup {
             _work: work,
@@ -319,4 +325,181 @@ fn build_refuses_what_diff_refuses_and_writes_nothing() {
         "{}",
         stderr_of(&result)
     );
+}
+
+/// An unchanged `static` helper gcc inlines into its only caller at -O2: the v1 binary has no
+/// `bonus` symbol, so a patch of `value` must bring its own copy of it.
+const INLINED_HELPER_V1: &str = r#"static int calls;
+static int bonus(int n)
+{
+    return n > 0;
+}
+int state(void)
+{
+    return calls;
+}
+int value(void)
+{
+    calls++;
+    return 41 + bonus(calls);
+}
+"#;
+
+fn inlined_helper_v2() -> String {
+    INLINED_HELPER_V1.replace("41 +", "42 +")
+}
+
+fn folded_variable_v2() -> String {
+    FOLDED_VARIABLE_V1.replace("base + 1", "base + 2")
+}
+
+/// A `static` variable that is never written: gcc folds it into its readers at -O2 and the v1
+/// binary has no storage for it, so a patch of `value` must bring a copy with its initializer.
+const FOLDED_VARIABLE_V1: &str = r#"static int calls;
+static int base = 41;
+int state(void)
+{
+    return calls;
+}
+int value(void)
+{
+    calls++;
+    return base + 1;
+}
+"#;
+
+/// Builds v1..v2 with `hotpatch build` and no `--pid` (v1 running, built `-O2 -g`), applies the
+/// object with `hotpatch apply`, and checks the new value, the counter and that v1 lives.
+/// Returns the `--json` reports of the build and of the apply.
+fn build_without_pid_then_apply(v1: &str, v2: &str) -> (serde_json::Value, serde_json::Value) {
+    let setup = Setup::with_libs(v1, v2);
+    let binary = setup.binary("v1", v1, "-O2 -g");
+    let mut target = setup.start(&binary);
+    let object = setup.dir.join("fix.hp.o");
+    let object = object.to_str().unwrap();
+    let output = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        setup.repo(),
+        "-o",
+        object,
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let build: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert!(build["target_build_id"].is_null(), "{build:#}");
+    let pid = target.pid().to_string();
+    let output = hotpatch(&["apply", object, "--pid", &pid, "--json"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let apply: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    target.wait_for("value=43", Duration::from_secs(5));
+    target.read_lines(2);
+    assert!(target.seen.last().unwrap().contains("value=43"));
+    assert_counts_up_by_one(&target.seen, "state");
+    assert!(target.is_alive());
+    (build, apply)
+}
+
+/// The names of the bindings of a `build --json` report.
+fn bound_names(report: &serde_json::Value) -> Vec<String> {
+    report["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["symbol"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn build_without_pid_copies_a_static_helper_the_binary_inlined_away() {
+    let (build, apply) = build_without_pid_then_apply(INLINED_HELPER_V1, &inlined_helper_v2());
+    let bound = bound_names(&build);
+    assert!(!bound.iter().any(|b| b.ends_with(":bonus")), "{build:#}");
+    assert!(bound.iter().any(|b| b.ends_with(":calls")), "{build:#}");
+    assert_eq!(apply["functions"][0]["name"], "value", "{apply:#}");
+}
+
+#[test]
+fn build_without_pid_copies_a_static_variable_the_binary_folded_away() {
+    let (build, _) = build_without_pid_then_apply(FOLDED_VARIABLE_V1, &folded_variable_v2());
+    let bound = bound_names(&build);
+    assert!(!bound.iter().any(|b| b.ends_with(":base")), "{build:#}");
+    assert!(bound.iter().any(|b| b.ends_with(":calls")), "{build:#}");
+}
+
+#[test]
+fn build_without_pid_installs_what_diff_apply_would() {
+    assert_build_without_pid_matches_diff(INLINED_HELPER_V1, &inlined_helper_v2());
+    assert_build_without_pid_matches_diff(FOLDED_VARIABLE_V1, &folded_variable_v2());
+}
+
+/// With v1 (built `-O2 -g`) running: the object `build` writes without `--pid` has the
+/// functions and bindings of the one it writes with `--pid`, and the applier would install from
+/// it the functions, at the same addresses, that `diff --dry-run --pid` plans.
+fn assert_build_without_pid_matches_diff(v1: &str, v2: &str) {
+    let setup = Setup::with_libs(v1, v2);
+    let binary = setup.binary("v1", v1, "-O2 -g");
+    let target = setup.start(&binary);
+    let pid = target.pid().to_string();
+    let build = |extra: &[&str], name: &str| -> (String, serde_json::Value) {
+        let object = setup.dir.join(name).to_str().unwrap().to_string();
+        let mut args = vec![
+            "build",
+            "v1..v2",
+            "--repo",
+            setup.repo(),
+            "-o",
+            &object,
+            "--json",
+        ];
+        args.extend(extra);
+        let output = hotpatch(&args);
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        (object, serde_json::from_str(&stdout_of(&output)).unwrap())
+    };
+    let (object, without_pid) = build(&[], "fix.hp.o");
+    let (_, with_pid) = build(&["--pid", &pid], "fix-pid.hp.o");
+    // The same functions, reasons, pre-images and bindings: only the build id differs.
+    assert_eq!(without_pid["functions"], with_pid["functions"]);
+    assert_eq!(without_pid["bindings"], with_pid["bindings"]);
+    assert!(with_pid["target_build_id"].is_string(), "{with_pid:#}");
+
+    // What the applier would install from the object is what `diff --apply` would install.
+    let planned = |args: &[&str], path: &str| -> Vec<(String, String, u64)> {
+        let output = hotpatch(args);
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        let report: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+        let functions = report.pointer(path).and_then(|f| f.as_array()).unwrap();
+        functions
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().to_string(),
+                    f["action"].as_str().unwrap().to_string(),
+                    f["old_address"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let from_object = planned(
+        &["apply", &object, "--pid", &pid, "--dry-run", "--json"],
+        "/functions",
+    );
+    let from_diff = planned(
+        &[
+            "diff",
+            "v1..v2",
+            "--repo",
+            setup.repo(),
+            "--dry-run",
+            "--pid",
+            &pid,
+            "--json",
+        ],
+        "/plan/functions",
+    );
+    assert_eq!(from_object, from_diff);
+    assert!(!from_object.is_empty());
+    drop(target);
 }

@@ -9,7 +9,7 @@ use hotpatch_applier::artifact::Preimage;
 use hotpatch_externalizer::{Action, PatchUnit};
 
 use crate::confirm::{self, Confirmation};
-use crate::{preimage, BuildError, BuildFlags, Compiler, PatchOrigin};
+use crate::{old_objects, preimage, BuildError, BuildFlags, Compiler, PatchOrigin};
 
 /// What the compiler runs of one unit produced.
 pub struct UnitOutputs {
@@ -88,7 +88,8 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
 }
 
 /// Fingerprints of the old code of the unit's replaced functions (none without an old tree,
-/// for an LTO build, or for a file the old revision does not have).
+/// for an LTO build, or for a file the old revision does not have), from the old object the
+/// caller compiled already (`origin.old_objects`), or else compiled here.
 fn unit_preimages(
     compiler: &Compiler,
     unit: &PatchUnit,
@@ -98,7 +99,7 @@ fn unit_preimages(
     let Some(old_root) = origin.old_root.as_deref() else {
         return Ok(HashMap::new());
     };
-    if flags.uses_lto() || !old_root.join(&unit.file).is_file() {
+    if !old_objects::compiles_as_built(flags, old_root, &unit.file) {
         return Ok(HashMap::new());
     }
     let names: HashSet<&str> = unit
@@ -110,13 +111,15 @@ fn unit_preimages(
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    preimage::fingerprints(
-        compiler,
-        old_root,
-        &unit.file,
-        &flags.preimage_arguments(),
-        &names,
-    )
+    let compiled;
+    let object = match origin.old_objects.object(&unit.file) {
+        Some(object) => object,
+        None => {
+            compiled = old_objects::compile_file(compiler, old_root, &unit.file, flags)?;
+            &compiled
+        }
+    };
+    preimage::fingerprints(&unit.file, object, &names)
 }
 
 /// Compiles the old and new file with the original flags and `-ffunction-sections` (in
@@ -133,8 +136,7 @@ fn confirm_file(
     };
     // With LTO the binary's inlining and cloning cross files: a per-file compile cannot confirm
     // it, so the source-level selection (a superset) stands.
-    if flags.uses_lto()
-        || !old_root.join(&unit.file).is_file()
+    if !old_objects::compiles_as_built(flags, old_root, &unit.file)
         || !new_root.join(&unit.file).is_file()
     {
         return Ok(None);

@@ -10,6 +10,7 @@ mod confirm;
 mod flags;
 mod jobs;
 mod merge;
+mod old_objects;
 pub mod preimage;
 mod select;
 
@@ -25,6 +26,7 @@ use hotpatch_externalizer::{Action, PatchUnit};
 pub use compile::Compiler;
 pub use flags::{BuildFlags, FlagsOrigin, COMPILE_COMMANDS, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
+pub use old_objects::OldObjects;
 
 /// Why a patch could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,9 @@ pub struct PatchOrigin {
     /// A materialised copy of the old revision: with it, every replaced function carries the
     /// fingerprint of its old code (compiled with the original flags) for the applier to check.
     pub old_root: Option<PathBuf>,
+    /// Files of `old_root` the caller has compiled already with the original flags (to learn
+    /// which statics exist): their pre-images come from these objects instead of a new compile.
+    pub old_objects: OldObjects,
     /// GNU build id (hex) of the binary the patch is for, when known.
     pub target_build_id: Option<String>,
 }

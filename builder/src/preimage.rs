@@ -7,42 +7,23 @@
 //! with the process's memory before it writes anything.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use hotpatch_applier::artifact::Preimage;
 use object::elf;
 use object::read::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use object::{RelocationFlags, SymbolKind};
 
-use crate::{BuildError, Compiler};
+use crate::BuildError;
 
-/// Fingerprints of the functions `names` as the old revision of `file` (under `old_root`)
-/// compiles with `arguments` (the original flags, see `BuildFlags::preimage_arguments`). A function
-/// the old object does not define (new, or inlined away) has no entry.
+/// Fingerprints of the functions `names` in `object`, the old revision of `file` compiled with
+/// the original flags (see [`crate::OldObjects`]). A function the old object does not define
+/// (new, or inlined away) has no entry.
 pub fn fingerprints(
-    compiler: &Compiler,
-    old_root: &Path,
     file: &str,
-    arguments: &[String],
+    object: &[u8],
     names: &HashSet<&str>,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
-    let source = PathBuf::from(file);
-    let output = PathBuf::from(format!("{file}.hotpatch-v1.o"));
-    compiler
-        .compile(old_root, &source, &output, arguments, file)
-        .map_err(|e| match e {
-            BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
-                "the old revision of {file} does not compile with the original flags, so the running code cannot be checked against it:\n{diagnostics}"
-            )),
-            other => other,
-        })?;
-    let path = old_root.join(&output);
-    let bytes = std::fs::read(&path).map_err(|e| BuildError::Io {
-        path: path.clone(),
-        detail: e.to_string(),
-    })?;
-    let _ = std::fs::remove_file(&path);
-    fingerprint_object(&bytes, names)
+    fingerprint_object(object, names)
         .map_err(|e| BuildError::Preimage(format!("the old object of {file}: {e}")))
 }
 

@@ -72,6 +72,7 @@ fn units_merge_into_one_object_with_bindings_and_manifest() {
         new_commit: None,
         old_root: None,
         target_build_id: Some("00ff".into()),
+        ..PatchOrigin::default()
     };
     let built = build(root.path(), &[a, b], &flags(), &origin).unwrap();
 

@@ -1,0 +1,218 @@
+//! The old revision's files compiled exactly as the original build compiled them (the original
+//! flags, [`BuildFlags::preimage_arguments`]). Such an object is what the linker put into the
+//! running binary, so it tells two things: the pre-image of every function a patch replaces
+//! (see [`crate::preimage`]), and which file-local (`static`) functions and variables the
+//! compiler kept at all. The second matters when there is no running process to ask (`hotpatch
+//! build` without `--pid`): a `static` helper inlined into all its callers, or a never-written
+//! `static` variable folded into its readers, has no symbol, so the patch must carry a private
+//! copy instead of a binding nothing could resolve.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use object::read::{Object as _, ObjectSymbol as _};
+use object::SymbolKind;
+
+use crate::{BuildError, BuildFlags, Compiler};
+
+/// The old objects of some files of the old revision, with the file-local symbols each defines.
+#[derive(Clone, Default)]
+pub struct OldObjects {
+    files: BTreeMap<String, OldObject>,
+}
+
+/// One file of the old revision, compiled with the original flags.
+#[derive(Clone)]
+struct OldObject {
+    bytes: Vec<u8>,
+    /// `static` functions defined under their own name (clones and cold parts not counted).
+    functions: BTreeSet<String>,
+    /// File-scope `static` variables with storage (data, bss or TLS).
+    variables: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for OldObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.files
+                    .iter()
+                    .map(|(file, o)| (file, (&o.functions, &o.variables))),
+            )
+            .finish()
+    }
+}
+
+impl OldObjects {
+    /// Compiles each of `files` (paths relative to `old_root`, a materialised copy of the old
+    /// revision) with its original flags, as many files at once as there are cores. Files the
+    /// old revision does not have, and files built with LTO (whose per-file objects say nothing
+    /// about the linked binary), are skipped.
+    pub fn compile(
+        old_root: &Path,
+        files: &[&str],
+        flags: &BuildFlags,
+    ) -> Result<OldObjects, BuildError> {
+        let compiler = Compiler::locate()?;
+        let wanted: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|file| compiles_as_built(&flags.for_file(file), old_root, file))
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut out = OldObjects::default();
+        for chunk in wanted.chunks(cores) {
+            let compiled: Vec<Result<Vec<u8>, BuildError>> = std::thread::scope(|scope| {
+                let jobs: Vec<_> = chunk
+                    .iter()
+                    .map(|file| {
+                        let compiler = &compiler;
+                        scope.spawn(move || {
+                            compile_file(compiler, old_root, file, &flags.for_file(file))
+                        })
+                    })
+                    .collect();
+                jobs.into_iter()
+                    .map(|job| {
+                        job.join().unwrap_or_else(|_| {
+                            Err(BuildError::Object("a compiler job panicked".to_string()))
+                        })
+                    })
+                    .collect()
+            });
+            for (file, bytes) in chunk.iter().zip(compiled) {
+                out.insert(file, bytes?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds the old object `bytes` of `file`, reading its symbol table.
+    fn insert(&mut self, file: &str, bytes: Vec<u8>) -> Result<(), BuildError> {
+        let bad = |e: object::Error| BuildError::Object(format!("the old object of {file}: {e}"));
+        let parsed = object::File::parse(&*bytes).map_err(bad)?;
+        let mut functions = BTreeSet::new();
+        let mut variables = BTreeSet::new();
+        for symbol in parsed.symbols() {
+            let Ok(name) = symbol.name() else { continue };
+            if !symbol.is_local() || symbol.section_index().is_none() || name.contains('.') {
+                continue;
+            }
+            match symbol.kind() {
+                SymbolKind::Text => functions.insert(name.to_string()),
+                SymbolKind::Data | SymbolKind::Tls => variables.insert(name.to_string()),
+                _ => continue,
+            };
+        }
+        self.files.insert(
+            file.to_string(),
+            OldObject {
+                bytes,
+                functions,
+                variables,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether the old object of `file` defines the `static` function `name` under its own name,
+    /// as the running binary's symbol table would. A file not compiled here answers yes (nothing
+    /// is known, so the function is assumed to be there, as before this check existed).
+    pub fn has_local_function(&self, file: &str, name: &str) -> bool {
+        self.files
+            .get(file)
+            .is_none_or(|o| o.functions.contains(name))
+    }
+
+    /// Whether the old object of `file` has storage for the file-scope `static` variable `name`
+    /// (a variable never written is folded into its readers and has none). A file not compiled
+    /// here answers yes.
+    pub fn has_local_variable(&self, file: &str, name: &str) -> bool {
+        self.files
+            .get(file)
+            .is_none_or(|o| o.variables.contains(name))
+    }
+
+    /// The old object of `file`, if it was compiled here.
+    pub(crate) fn object(&self, file: &str) -> Option<&[u8]> {
+        self.files.get(file).map(|o| o.bytes.as_slice())
+    }
+}
+
+/// Whether a per-file compile of `file` under `old_root` with `flags` is what the original build
+/// linked: the file exists and the build does not use LTO (whose inlining crosses files).
+pub(crate) fn compiles_as_built(flags: &BuildFlags, old_root: &Path, file: &str) -> bool {
+    !flags.uses_lto() && old_root.join(file).is_file()
+}
+
+/// Compiles the old revision of `file` (under `old_root`) exactly with its original `flags` and
+/// returns the object.
+pub(crate) fn compile_file(
+    compiler: &Compiler,
+    old_root: &Path,
+    file: &str,
+    flags: &BuildFlags,
+) -> Result<Vec<u8>, BuildError> {
+    let output = PathBuf::from(format!("{file}.hotpatch-v1.o"));
+    compiler
+        .compile(
+            old_root,
+            Path::new(file),
+            &output,
+            &flags.preimage_arguments(),
+            file,
+        )
+        .map_err(|e| match e {
+            BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
+                "the old revision of {file} does not compile with the original flags, so the running code cannot be known from it:\n{diagnostics}"
+            )),
+            other => other,
+        })?;
+    let path = old_root.join(&output);
+    let bytes = std::fs::read(&path).map_err(|e| BuildError::Io {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    let _ = std::fs::remove_file(&path);
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inlined_helpers_and_folded_variables_have_no_symbol() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("lib.c"),
+            "static int calls;\nstatic int base = 41;\nstatic __thread int t;\n\
+             static int bonus(int n) { return n > 0; }\n\
+             static __attribute__((noinline)) int kept(int n) { return n * 3 + t++; }\n\
+             int value(void) { calls++; return base + bonus(calls) + kept(calls); }\n",
+        )
+        .unwrap();
+        let flags = BuildFlags::resolve(Some("-O2 -g"), None).unwrap();
+        let old = OldObjects::compile(root.path(), &["lib.c", "absent.c"], &flags).unwrap();
+        assert!(old.has_local_function("lib.c", "kept"), "{old:?}");
+        assert!(!old.has_local_function("lib.c", "bonus"), "{old:?}");
+        assert!(!old.has_local_function("lib.c", "value"), "global: {old:?}");
+        assert!(old.has_local_variable("lib.c", "calls"), "{old:?}");
+        assert!(old.has_local_variable("lib.c", "t"), "{old:?}");
+        assert!(!old.has_local_variable("lib.c", "base"), "{old:?}");
+        assert!(old.object("lib.c").is_some());
+        // Not compiled: nothing known, so everything is assumed present.
+        assert!(old.has_local_function("absent.c", "bonus"));
+        assert!(old.has_local_variable("absent.c", "base"));
+        assert!(old.object("absent.c").is_none());
+    }
+
+    #[test]
+    fn lto_files_are_not_compiled() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("lib.c"), "int f(void) { return 1; }\n").unwrap();
+        let flags = BuildFlags::resolve(Some("-O2 -flto"), None).unwrap();
+        let old = OldObjects::compile(root.path(), &["lib.c"], &flags).unwrap();
+        assert!(old.object("lib.c").is_none());
+    }
+}
