@@ -4,7 +4,9 @@
 //! sites in (and relaxes the instruction around some GOT and TLS references). A section is laid
 //! out identically in the object and in the linked binary (references between functions of one
 //! section are resolved by the assembler in both), so the applier can compare the fingerprint
-//! with the process's memory before it writes anything.
+//! with the process's memory before it writes anything. The new revision is fingerprinted the
+//! same way (post-images), so that a later patch of a function this patch replaces can be
+//! checked against this patch's code.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,34 +18,63 @@ use object::{RelocationFlags, SymbolKind};
 
 use crate::{BuildError, Compiler};
 
-/// Fingerprints of the functions `names` as the old revision of `file` (under `old_root`)
-/// compiles with `arguments` (the original flags, see `BuildFlags::preimage_arguments`). A function
-/// the old object does not define (new, or inlined away) has no entry.
+/// Which revision of a file is fingerprinted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The old revision: the pre-images, compared with the code the process runs.
+    Old,
+    /// The new revision: the post-images, compared with the pre-images of a later patch of the
+    /// same function while this one is in effect.
+    New,
+}
+
+impl Side {
+    fn word(self) -> &'static str {
+        match self {
+            Side::Old => "old",
+            Side::New => "new",
+        }
+    }
+}
+
+/// Fingerprints of the functions `names` as the `side` revision of `file` (under `root`)
+/// compiles with `arguments` (the original flags, see `BuildFlags::preimage_arguments`). Both
+/// sides are made the same way, so the new side of one patch and the old side of the next are
+/// the same fingerprint when they are the same code. A function the object does not define
+/// (new, or inlined away) has no entry.
 pub fn fingerprints(
     compiler: &Compiler,
-    old_root: &Path,
+    root: &Path,
     file: &str,
     arguments: &[String],
     names: &HashSet<&str>,
+    side: Side,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
+    let which = side.word();
     let source = PathBuf::from(file);
-    let output = PathBuf::from(format!("{file}.hotpatch-v1.o"));
+    let output = PathBuf::from(format!("{file}.hotpatch-{which}-image.o"));
     compiler
-        .compile(old_root, &source, &output, arguments, file)
+        .compile(root, &source, &output, arguments, file)
         .map_err(|e| match e {
-            BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
-                "the old revision of {file} does not compile with the original flags, so the running code cannot be checked against it:\n{diagnostics}"
-            )),
+            BuildError::Compile { file, diagnostics } => {
+                let purpose = match side {
+                    Side::Old => "the running code cannot be checked against it",
+                    Side::New => "a later patch cannot be checked against it",
+                };
+                BuildError::Preimage(format!(
+                    "the {which} revision of {file} does not compile with the original flags, so {purpose}:\n{diagnostics}"
+                ))
+            }
             other => other,
         })?;
-    let path = old_root.join(&output);
+    let path = root.join(&output);
     let bytes = std::fs::read(&path).map_err(|e| BuildError::Io {
         path: path.clone(),
         detail: e.to_string(),
     })?;
     let _ = std::fs::remove_file(&path);
     fingerprint_object(&bytes, names)
-        .map_err(|e| BuildError::Preimage(format!("the old object of {file}: {e}")))
+        .map_err(|e| BuildError::Preimage(format!("the {which} object of {file}: {e}")))
 }
 
 /// Fingerprints the functions `names` defined in the relocatable object `bytes`.
