@@ -17,7 +17,8 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `value` of the `simplest` case at v1..v4: each revision returns its own number, and v3 is
-/// longer code than the others (the compare stays: `calls` may be negative).
+/// longer code than the others (the compare stays: `calls` may be negative). `calls` is global,
+/// so that a plain object can count it too.
 fn lib(version: u32) -> String {
     let v1 =
         std::fs::read_to_string(project_root().join("testdata/cases/simplest/v1/lib.c")).unwrap();
@@ -26,6 +27,7 @@ fn lib(version: u32) -> String {
         n => format!("return {n};"),
     };
     v1.replace("return 1;", &body)
+        .replace("static int calls;", "int calls;")
 }
 
 /// A repository with tags v1..v4 and the running v1.
@@ -241,5 +243,54 @@ fn a_patch_whose_old_side_is_not_what_runs_is_refused() {
     ];
     assert_refused(&chain.patch(Route::Diff, "v1", "v3"), &needles);
     assert_refused(&chain.patch(Route::BuildThenApply, "v1", "v3"), &needles);
+    // The very patch in effect, again: refused as what it is.
+    assert_refused(
+        &chain.patch(Route::Diff, "v1", "v2"),
+        &[&format!("patch {v2_patch} is already applied to pid")],
+    );
     assert_untouched(&mut chain, 2, 1);
+}
+
+#[test]
+fn a_patch_over_code_without_a_fingerprint_is_refused_until_it_is_reverted() {
+    let mut chain = Chain::start();
+    // A plain object (no manifest) replaces `value`: nothing records what its code is.
+    let vendor = chain.dir.path().join("vendor.c");
+    let code = "extern int calls;\n\nint value(void)\n{\n    calls++;\n    return 7;\n}\n";
+    std::fs::write(&vendor, code).unwrap();
+    let object = chain.dir.path().join("vendor.o");
+    run_ok(
+        std::process::Command::new("gcc")
+            .args(["-c", "-fPIC", "-O2"])
+            .arg(&vendor)
+            .arg("-o")
+            .arg(&object),
+    );
+    assert_ok(&hotpatch(&[
+        "apply",
+        object.to_str().unwrap(),
+        "--pid",
+        &chain.pid(),
+    ]));
+    chain.target.wait_for("value=7", DEADLINE);
+    let vendor_patch = chain.list()["patches"][0]["patch_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_refused(
+        &chain.patch(Route::Diff, "v1", "v2"),
+        &[
+            &format!("the running `value` is the code of patch {vendor_patch}"),
+            "records no fingerprint of its code",
+            "cannot be checked against v1 (",
+        ],
+    );
+    assert_untouched(&mut chain, 7, 1);
+    // Reverted, the binary's own code is in effect again and is what the patch is checked
+    // against.
+    assert_ok(&hotpatch(&["revert", "--pid", &chain.pid()]));
+    chain.target.wait_for("value=1", DEADLINE);
+    assert_ok(&chain.patch(Route::Diff, "v1", "v2"));
+    chain.target.wait_for("value=2", DEADLINE);
+    chain.assert_state_survived();
 }

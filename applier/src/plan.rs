@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use object::elf;
 
+use crate::apply::refuse_if_applied;
 use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 use crate::error::ApplyError;
 use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
@@ -169,12 +170,14 @@ fn manifest_functions(
         .old_revision
         .as_deref()
         .unwrap_or("the revision the patch was made from");
-    // The patches already in the process: a function one of them redirected runs its code.
+    // The patches already in the process: a function one of them redirected runs its code
+    // (and the same patch again is refused as such, not as a mismatch with itself).
     let earlier = if manifest.functions.iter().any(|f| f.preimage.is_some()) {
         installed_patches(target.pid())?
     } else {
         Vec::new()
     };
+    refuse_if_applied(target.pid(), &patch.patch_id(), &earlier)?;
     let mut out = Vec::new();
     for function in &manifest.functions {
         let object_symbol = patch.defined_symbol(&function.symbol).ok_or_else(|| {
