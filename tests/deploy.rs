@@ -235,6 +235,47 @@ fn the_ledger_names_the_deployed_commit_and_layout_changes_are_refused() {
 }
 
 #[test]
+fn two_pushes_that_touch_the_same_function_both_patch_it() {
+    let mut deployment = Deployment::new();
+    let v2 = case_files("v2").remove(1).1;
+    let pid = deployment.service().pid();
+    // The second push's old side is the first push's new side: its pre-image of `value` is
+    // checked against the first patch's code, which is what runs.
+    for value in [2, 3] {
+        let lib = v2.replace("return 2;", &format!("return {value};"));
+        let output = deployment.push_lib(&lib, &format!("value is {value}"));
+        let messages = stderr_of(&output);
+        assert!(output.status.success(), "{messages}");
+        assert!(
+            messages.contains(&format!(
+                "remote: hotpatch: refs/heads/main: patched pid {pid}"
+            )),
+            "{messages}"
+        );
+        assert_eq!(
+            deployment.deployed_commit(),
+            git_ok(&deployment.work(), &["rev-parse", "HEAD"])
+        );
+        deployment
+            .service()
+            .wait_for(&format!("value={value}"), Duration::from_secs(20));
+    }
+    let list = hotpatch(&["list", "--pid", &pid.to_string(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let patches = json["patches"].as_array().unwrap();
+    assert_eq!(patches.len(), 2, "{json}");
+    let pushed = deployment.deployed_commit();
+    assert!(
+        json["running_revision"]
+            .as_str()
+            .unwrap()
+            .contains(&pushed[..8]),
+        "{json}"
+    );
+    deployment.assert_still_prints("value=3");
+}
+
+#[test]
 fn a_process_that_runs_another_revision_is_not_patched() {
     let mut deployment = Deployment::new();
     let v1_commit = deployment.deployed_commit();

@@ -122,7 +122,7 @@ pub fn check(
     let sites = sites(plan, &predicted)?;
     let busy = Busy::for_sites(&sites);
     let earlier = installed_patches(pid).unwrap_or_default();
-    refuse_if_applied(pid, plan, &earlier)?;
+    refuse_if_applied(pid, &plan.patch_id, &earlier)?;
     let mut unwinder = StackUnwinder::for_target(target);
     unwinder.add_patches(pid, &earlier);
     unwinder.add_names(crate::revert::patch_names(&earlier));
@@ -144,11 +144,15 @@ pub fn check(
     })
 }
 
-/// Refuses a patch that is applied to the process already.
-fn refuse_if_applied(pid: i32, plan: &Plan, earlier: &[InstalledPatch]) -> Result<(), ApplyError> {
+/// Refuses the patch `patch_id` when it is applied to the process already.
+pub(crate) fn refuse_if_applied(
+    pid: i32,
+    patch_id: &str,
+    earlier: &[InstalledPatch],
+) -> Result<(), ApplyError> {
     match earlier
         .iter()
-        .find(|p| p.patch_id == plan.patch_id && p.state == LedgerState::Applied)
+        .find(|p| p.patch_id == patch_id && p.state == LedgerState::Applied)
     {
         Some(same) => Err(ApplyError::AlreadyApplied {
             patch_id: same.patch_id.clone(),
@@ -238,7 +242,7 @@ fn apply_with(
     }
     // Earlier patches: their order, and names for their code in messages.
     let earlier = installed_patches(pid).unwrap_or_default();
-    refuse_if_applied(pid, plan, &earlier)?;
+    refuse_if_applied(pid, &plan.patch_id, &earlier)?;
     let sequence = earlier.iter().map(|p| p.sequence).max().unwrap_or(0) + 1;
     let mut unwinder = StackUnwinder::for_target(target);
     unwinder.add_patches(pid, &earlier);

@@ -65,6 +65,13 @@ pub struct ManifestFunction {
     /// compares it with the process's memory before writing anything. Absent: not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preimage: Option<Preimage>,
+    /// Fingerprint of the function's new code, made exactly as [`ManifestFunction::preimage`] is
+    /// (the new revision compiled with the original flags). While this patch is in effect, a
+    /// later patch of the function is accepted only if its pre-image equals this fingerprint:
+    /// its old side is then this patch's new side, compiled the same way. Absent: a later patch
+    /// with a pre-image is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postimage: Option<Preimage>,
 }
 
 /// The fingerprint of a function's expected code in the running binary (Ksplice's run-pre
@@ -112,6 +119,22 @@ impl Preimage {
             }
             _ => Some(self.size),
         }
+    }
+
+    /// The first offset at which the fingerprint `other` differs from this one — in a compared
+    /// byte, or in which bytes are masked — or `None` when the two are the same fingerprint. A
+    /// malformed fingerprint differs at offset 0; fingerprints of different sizes differ at the
+    /// end of the shorter one at the latest.
+    pub fn first_difference_from(&self, other: &Preimage) -> Option<u64> {
+        let (Some(mine), Some(theirs)) = (decode_hex(&self.code), decode_hex(&other.code)) else {
+            return Some(0);
+        };
+        (0..mine.len().max(theirs.len()))
+            .find(|&i| {
+                mine.get(i) != theirs.get(i)
+                    || in_mask(&self.masked, i) != in_mask(&other.masked, i)
+            })
+            .map(|i| i as u64)
     }
 }
 
@@ -282,6 +305,7 @@ mod tests {
                 action: FunctionAction::Replace,
                 reason: "changed".into(),
                 preimage: Some(Preimage::of(&[0x55, 1, 2, 3, 4, 0xc3], vec![[1, 4]])),
+                postimage: Some(Preimage::of(&[0x55, 1, 2, 3, 5, 0xc3], vec![[1, 4]])),
             }],
             bindings: vec![Binding {
                 symbol: "hp.lib.c.count".into(),
@@ -313,6 +337,28 @@ mod tests {
             masked: vec![],
         };
         assert_eq!(bad.first_difference(&[1], 0), Some(1));
+    }
+
+    #[test]
+    fn fingerprints_compare_exactly_with_each_other() {
+        let p = Preimage::of(&[0xe8, 1, 2, 3, 4, 0xc3], vec![[1, 4]]);
+        assert_eq!(p.first_difference_from(&p.clone()), None);
+        // The same compile of the same code: masked bytes are zero in both.
+        let same = Preimage::of(&[0xe8, 9, 9, 9, 9, 0xc3], vec![[1, 4]]);
+        assert_eq!(p.first_difference_from(&same), None);
+        let other_byte = Preimage::of(&[0xe8, 1, 2, 3, 4, 0xc2], vec![[1, 4]]);
+        assert_eq!(p.first_difference_from(&other_byte), Some(5));
+        // Equal bytes but another relocation site: not the same code.
+        let other_mask = Preimage::of(&[0xe8, 0, 0, 0, 0, 0xc3], vec![[1, 2]]);
+        assert_eq!(p.first_difference_from(&other_mask), Some(3));
+        let longer = Preimage::of(&[0xe8, 1, 2, 3, 4, 0xc3, 0x90], vec![[1, 4]]);
+        assert_eq!(p.first_difference_from(&longer), Some(6));
+        let bad = Preimage {
+            size: 1,
+            code: "zz".into(),
+            masked: vec![],
+        };
+        assert_eq!(p.first_difference_from(&bad), Some(0));
     }
 
     #[test]

@@ -116,12 +116,42 @@ pub enum ApplyError {
         found: String,
     },
     /// The code of a function to replace is not the code the patch was made against.
-    #[error("the running `{name}` does not match v1 built with these flags ({detail}): the process does not run the revision the patch was made from, or was built with other flags")]
+    #[error("the running `{name}` does not match {revision} built with these flags ({detail}): the process does not run the revision the patch was made from, or was built with other flags")]
     PreimageMismatch {
         /// The function.
         name: String,
+        /// The revision the patch was made from (its old side), as the manifest names it.
+        revision: String,
         /// What differs (size or bytes), with the address.
         detail: String,
+    },
+    /// A function an earlier patch redirected runs that patch's code, and it is not the code this
+    /// patch was made against: its old side is not the revision the patch in effect brought.
+    #[error("the running `{name}` is the code of patch {patch_id} ({running}), which does not match {revision} built with these flags ({detail}): a function already patched can only be patched from the revision the patch in effect brought; build the patch from {running}, or revert patch {patch_id} first")]
+    StackedPreimageMismatch {
+        /// The function.
+        name: String,
+        /// The revision this patch was made from.
+        revision: String,
+        /// The patch whose code the function runs.
+        patch_id: String,
+        /// The revision that patch brought, as its manifest names it.
+        running: String,
+        /// What differs (size or bytes).
+        detail: String,
+    },
+    /// A function an earlier patch redirected runs code of which that patch records no
+    /// fingerprint, so the new patch's pre-image cannot be checked against it.
+    #[error("the running `{name}` is the code of patch {patch_id} ({running}), which records no fingerprint of its code (a plain object, an LTO build, or a patch of an older hotpatch), so it cannot be checked against {revision}: revert patch {patch_id} first")]
+    UnfingerprintedPatch {
+        /// The function.
+        name: String,
+        /// The revision this patch was made from.
+        revision: String,
+        /// The patch whose code the function runs.
+        patch_id: String,
+        /// The revision that patch brought, as its manifest names it.
+        running: String,
     },
     /// A static local of a patched function cannot be bound to the running storage.
     #[error("cannot find the storage of {target}: {detail}")]

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::artifact::FunctionAction;
+use crate::artifact::{FunctionAction, Preimage};
 use crate::error::ApplyError;
 use crate::ledger::{self, LedgerRecord, LedgerState, LEDGER_PREFIX};
 use crate::maps::read_maps;
@@ -66,6 +66,36 @@ impl InstalledPatch {
     pub fn is_live(&self) -> bool {
         self.state != LedgerState::Reverted
     }
+
+    /// The fingerprint of the new code this patch brought for `function` (its manifest's
+    /// post-image), if its manifest records one.
+    pub fn postimage(&self, function: &InstalledFunction) -> Option<&Preimage> {
+        self.record
+            .manifest
+            .as_ref()?
+            .functions
+            .iter()
+            .find(|f| {
+                f.target.name() == function.name && f.target.file() == function.file.as_deref()
+            })?
+            .postimage
+            .as_ref()
+    }
+}
+
+/// The patch whose code runs for the function at `entry`: the one among `patches` whose jump is
+/// at that entry right now, with its record of the function.
+pub(crate) fn in_effect_at(
+    patches: &[InstalledPatch],
+    entry: u64,
+) -> Option<(&InstalledPatch, &InstalledFunction)> {
+    patches.iter().find_map(|patch| {
+        patch
+            .functions
+            .iter()
+            .find(|f| f.active && f.old_address == Some(entry))
+            .map(|f| (patch, f))
+    })
 }
 
 /// Every patch region of process `pid`, oldest first (by sequence, then address). Regions whose

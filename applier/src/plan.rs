@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use object::elf;
 
+use crate::apply::refuse_if_applied;
 use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 use crate::error::ApplyError;
+use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
 use crate::layout::{Layout, PAGE};
 use crate::link::Linker;
 use crate::object_file::{PatchObject, Placement, SectionClass};
@@ -164,6 +166,18 @@ fn manifest_functions(
     patch: &PatchObject,
     manifest: &Manifest,
 ) -> Result<Vec<PlannedFunction>, ApplyError> {
+    let revision = manifest
+        .old_revision
+        .as_deref()
+        .unwrap_or("the revision the patch was made from");
+    // The patches already in the process: a function one of them redirected runs its code
+    // (and the same patch again is refused as such, not as a mismatch with itself).
+    let earlier = if manifest.functions.iter().any(|f| f.preimage.is_some()) {
+        installed_patches(target.pid())?
+    } else {
+        Vec::new()
+    };
+    refuse_if_applied(target.pid(), &patch.patch_id(), &earlier)?;
     let mut out = Vec::new();
     for function in &manifest.functions {
         let object_symbol = patch.defined_symbol(&function.symbol).ok_or_else(|| {
@@ -187,7 +201,17 @@ fn manifest_functions(
             },
         };
         if let (Some(found), Some(preimage)) = (&old, &function.preimage) {
-            check_preimage(target, function.target.name(), found, preimage)?;
+            let expected = Expected {
+                name: function.target.name(),
+                revision,
+                preimage,
+            };
+            match in_effect_at(&earlier, found.address) {
+                Some((patch, installed)) => {
+                    check_stacked(&expected, patch, patch.postimage(installed))?
+                }
+                None => check_preimage(target, &expected, found)?,
+            }
         }
         let mut reason = function.reason.clone();
         if function.action == FunctionAction::InlinedOnly && old.is_some() {
@@ -219,45 +243,95 @@ fn check_build_id(target: &Target, manifest: &Manifest) -> Result<(), ApplyError
     }
 }
 
-/// Compares the running function with the fingerprint of its old code. A function already
-/// redirected by an earlier patch has a jump over its first bytes: those are left out.
-fn check_preimage(
-    target: &Target,
-    name: &str,
-    found: &Found,
-    preimage: &Preimage,
-) -> Result<(), ApplyError> {
+/// What a replaced function is expected to be: the fingerprint of its code at the patch's old
+/// revision.
+struct Expected<'a> {
+    name: &'a str,
+    revision: &'a str,
+    preimage: &'a Preimage,
+}
+
+/// Compares the function's code in the binary (no patch redirected it) with the fingerprint of
+/// its old code.
+fn check_preimage(target: &Target, expected: &Expected, found: &Found) -> Result<(), ApplyError> {
+    let Expected {
+        name,
+        revision,
+        preimage,
+    } = *expected;
     let mismatch = |detail: String| ApplyError::PreimageMismatch {
         name: name.to_string(),
+        revision: revision.to_string(),
         detail,
     };
     if found.symbol.size != preimage.size {
         return Err(mismatch(format!(
-            "it is {} bytes at 0x{:x}, v1 is {} bytes",
+            "it is {} bytes at 0x{:x}, {revision} is {} bytes",
             found.symbol.size, found.address, preimage.size
         )));
     }
     let len = usize::try_from(preimage.size)
         .ok()
         .filter(|&l| l as u64 <= MAX_PREIMAGE)
-        .ok_or_else(|| mismatch(format!("v1 claims {} bytes", preimage.size)))?;
+        .ok_or_else(|| mismatch(format!("{revision} claims {} bytes", preimage.size)))?;
     let code = read_memory(target.pid(), found.address, len)?;
-    // A function an earlier patch redirected starts with that patch's jump.
-    let skip = match code.first() {
-        Some(0xe9) => REL32_LEN,
-        Some(0xff) if code.get(1) == Some(&0x25) => ABS_LEN,
-        _ => 0,
-    };
-    let difference = match preimage.first_difference(&code, 0) {
-        Some(_) if skip > 0 => preimage.first_difference(&code, skip),
-        other => other,
-    };
-    match difference {
+    let starts_with_jump = matches!(code.as_slice(), [0xe9, ..] | [0xff, 0x25, ..]);
+    match preimage.first_difference(&code, 0) {
         None => Ok(()),
-        Some(at) => Err(mismatch(format!(
-            "its code at 0x{:x} differs from v1 at byte {at}",
+        Some(_) if starts_with_jump => Err(mismatch(format!(
+            "it starts with a jump at 0x{:x} that no patch recorded in the process accounts for",
             found.address
         ))),
+        Some(at) => Err(mismatch(format!(
+            "its code at 0x{:x} differs at byte {at}",
+            found.address
+        ))),
+    }
+}
+
+/// Compares the code of the patch in effect for the function — the fingerprint of its new code,
+/// made exactly as pre-images are — with the fingerprint of the old code this patch expects.
+fn check_stacked(
+    expected: &Expected,
+    patch: &InstalledPatch,
+    postimage: Option<&Preimage>,
+) -> Result<(), ApplyError> {
+    let Expected {
+        name,
+        revision,
+        preimage,
+    } = *expected;
+    let running = patch
+        .new_revision
+        .clone()
+        .unwrap_or_else(|| "a revision it does not record".to_string());
+    let Some(postimage) = postimage else {
+        return Err(ApplyError::UnfingerprintedPatch {
+            name: name.to_string(),
+            revision: revision.to_string(),
+            patch_id: patch.patch_id.clone(),
+            running,
+        });
+    };
+    let detail = if postimage.size != preimage.size {
+        Some(format!(
+            "its code is {} bytes, {revision} is {} bytes",
+            postimage.size, preimage.size
+        ))
+    } else {
+        preimage
+            .first_difference_from(postimage)
+            .map(|at| format!("its code differs at byte {at}"))
+    };
+    match detail {
+        None => Ok(()),
+        Some(detail) => Err(ApplyError::StackedPreimageMismatch {
+            name: name.to_string(),
+            revision: revision.to_string(),
+            patch_id: patch.patch_id.clone(),
+            running,
+            detail,
+        }),
     }
 }
 

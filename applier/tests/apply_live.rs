@@ -208,6 +208,7 @@ fn replace(symbol: &str, target: SymbolRef) -> ManifestFunction {
         action: FunctionAction::Replace,
         reason: "changed".into(),
         preimage: None,
+        postimage: None,
     }
 }
 
@@ -405,6 +406,7 @@ fn apply_stripped_target_has_no_symbol_table_for_statics() {
         action: FunctionAction::Add,
         reason: "new".into(),
         preimage: None,
+        postimage: None,
     };
     let m = manifest(vec![add], vec![calls_binding()]);
     let err = plan_error(true, true, "apply_patch_manifest.c", Some(&m));

@@ -1,5 +1,6 @@
-//! The compiler runs of one patch unit, started together: the patch unit itself, the old file
-//! for the pre-image fingerprints, and the old and new files for object-level confirmation.
+//! The compiler runs of one patch unit, started together: the patch unit itself, the old and new
+//! files for the pre- and post-image fingerprints, and the old and new files for object-level
+//! confirmation.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use hotpatch_applier::artifact::Preimage;
 use hotpatch_externalizer::{Action, PatchUnit};
 
 use crate::confirm::{self, Confirmation};
-use crate::{old_objects, preimage, BuildError, BuildFlags, Compiler, PatchOrigin};
+use crate::preimage::{self, Side};
+use crate::{old_objects, BuildError, BuildFlags, Compiler, PatchOrigin};
 
 /// What the compiler runs of one unit produced.
 pub struct UnitOutputs {
@@ -19,6 +21,8 @@ pub struct UnitOutputs {
     pub diagnostics: String,
     /// Fingerprints of the old code of the unit's replaced functions.
     pub preimages: HashMap<String, Preimage>,
+    /// Fingerprints of their new code, made the same way.
+    pub postimages: HashMap<String, Preimage>,
     /// The object-level comparison of the old and new file (`None`: no old file to compare).
     pub confirmation: Option<Confirmation>,
     /// Wall time of the confirmation, in milliseconds.
@@ -35,9 +39,15 @@ pub fn run(
     arguments: &[String],
 ) -> Result<UnitOutputs, BuildError> {
     let died = || BuildError::Object("a compiler job of the builder panicked".to_string());
+    let old_root = origin.old_root.as_deref();
     std::thread::scope(|scope| {
         let patch = scope.spawn(|| compile_patch(compiler, root, unit, arguments));
-        let preimages = scope.spawn(|| unit_preimages(compiler, unit, flags, origin));
+        let old_object = origin.old_objects.object(&unit.file);
+        let preimages = scope.spawn(move || {
+            unit_fingerprints(compiler, old_root, unit, flags, Side::Old, old_object)
+        });
+        let postimages =
+            scope.spawn(|| unit_fingerprints(compiler, Some(root), unit, flags, Side::New, None));
         let confirmation = scope.spawn(|| {
             let start = Instant::now();
             let result = confirm_file(compiler, root, unit, flags, origin);
@@ -45,11 +55,13 @@ pub fn run(
         });
         let (object, diagnostics) = patch.join().map_err(|_| died())??;
         let preimages = preimages.join().map_err(|_| died())??;
+        let postimages = postimages.join().map_err(|_| died())??;
         let (confirmation, confirm_ms) = confirmation.join().map_err(|_| died())?;
         Ok(UnitOutputs {
             object,
             diagnostics,
             preimages,
+            postimages,
             confirmation: confirmation?,
             confirm_ms,
         })
@@ -87,19 +99,22 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
     })
 }
 
-/// Fingerprints of the old code of the unit's replaced functions (none without an old tree,
-/// for an LTO build, or for a file the old revision does not have), from the old object the
-/// caller compiled already (`origin.old_objects`), or else compiled here.
-fn unit_preimages(
+/// Fingerprints of the `side` code of the unit's replaced functions, the `side` revision being
+/// the tree under `root` (none without that tree, for an LTO build, or for a file that revision
+/// does not have), from `compiled` when the caller compiled that revision's object already, or
+/// else compiled here.
+fn unit_fingerprints(
     compiler: &Compiler,
+    root: Option<&Path>,
     unit: &PatchUnit,
     flags: &BuildFlags,
-    origin: &PatchOrigin,
+    side: Side,
+    compiled: Option<&[u8]>,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
-    let Some(old_root) = origin.old_root.as_deref() else {
+    let Some(root) = root else {
         return Ok(HashMap::new());
     };
-    if !old_objects::compiles_as_built(flags, old_root, &unit.file) {
+    if !old_objects::compiles_as_built(flags, root, &unit.file) {
         return Ok(HashMap::new());
     }
     let names: HashSet<&str> = unit
@@ -111,15 +126,15 @@ fn unit_preimages(
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    let compiled;
-    let object = match origin.old_objects.object(&unit.file) {
+    let built;
+    let object = match compiled {
         Some(object) => object,
         None => {
-            compiled = old_objects::compile_file(compiler, old_root, &unit.file, flags)?;
-            &compiled
+            built = old_objects::compile_file(compiler, root, &unit.file, flags, side)?;
+            &built
         }
     };
-    preimage::fingerprints(&unit.file, object, &names)
+    preimage::fingerprints(&unit.file, object, &names, side)
 }
 
 /// Compiles the old and new file with the original flags and `-ffunction-sections` (in

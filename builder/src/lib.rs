@@ -142,6 +142,7 @@ pub fn build(
             &unit.static_locals,
         )?;
         let mut preimages = outputs.preimages;
+        let mut postimages = outputs.postimages;
         let confirmed = select::confirmed_functions(unit, outputs.confirmation.as_ref());
         warnings.extend(confirmed.warnings);
         unchanged.extend(confirmed.unchanged);
@@ -156,8 +157,11 @@ pub fn build(
                         unit.file, function.name
                     ))
                 })?;
-            let preimage = preimages.remove(&function.name);
-            functions.push(manifest_function(unit, function, symbol, preimage));
+            let images = Images {
+                preimage: preimages.remove(&function.name),
+                postimage: postimages.remove(&function.name),
+            };
+            functions.push(manifest_function(unit, function, symbol, images));
         }
         new_data.extend(unit.new_data.iter().map(|name| NewData {
             name: name.clone(),
@@ -202,11 +206,17 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     std::fs::write(path, bytes).map_err(io)
 }
 
+/// The fingerprints of one function's old and new code.
+struct Images {
+    preimage: Option<Preimage>,
+    postimage: Option<Preimage>,
+}
+
 fn manifest_function(
     unit: &PatchUnit,
     function: &hotpatch_externalizer::PatchFunction,
     symbol: String,
-    preimage: Option<Preimage>,
+    images: Images,
 ) -> ManifestFunction {
     let target = if function.is_static {
         SymbolRef::FileLocal {
@@ -228,7 +238,8 @@ fn manifest_function(
         target,
         action,
         reason: function.reason.clone(),
-        preimage,
+        preimage: images.preimage,
+        postimage: images.postimage,
     }
 }
 

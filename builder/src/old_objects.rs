@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use object::read::{Object as _, ObjectSymbol as _};
 use object::SymbolKind;
 
+use crate::preimage::Side;
 use crate::{BuildError, BuildFlags, Compiler};
 
 /// The old objects of some files of the old revision, with the file-local symbols each defines.
@@ -68,7 +69,8 @@ impl OldObjects {
                     .map(|file| {
                         let compiler = &compiler;
                         scope.spawn(move || {
-                            compile_file(compiler, old_root, file, &flags.for_file(file))
+                            let flags = flags.for_file(file);
+                            compile_file(compiler, old_root, file, &flags, Side::Old)
                         })
                     })
                     .collect();
@@ -145,30 +147,38 @@ pub(crate) fn compiles_as_built(flags: &BuildFlags, old_root: &Path, file: &str)
     !flags.uses_lto() && old_root.join(file).is_file()
 }
 
-/// Compiles the old revision of `file` (under `old_root`) exactly with its original `flags` and
+/// Compiles the `side` revision of `file` (under `root`) exactly with its original `flags` and
 /// returns the object.
 pub(crate) fn compile_file(
     compiler: &Compiler,
-    old_root: &Path,
+    root: &Path,
     file: &str,
     flags: &BuildFlags,
+    side: Side,
 ) -> Result<Vec<u8>, BuildError> {
-    let output = PathBuf::from(format!("{file}.hotpatch-v1.o"));
+    let which = side.word();
+    let output = PathBuf::from(format!("{file}.hotpatch-{which}.o"));
     compiler
         .compile(
-            old_root,
+            root,
             Path::new(file),
             &output,
             &flags.preimage_arguments(),
             file,
         )
         .map_err(|e| match e {
-            BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
-                "the old revision of {file} does not compile with the original flags, so the running code cannot be known from it:\n{diagnostics}"
-            )),
+            BuildError::Compile { file, diagnostics } => {
+                let purpose = match side {
+                    Side::Old => "the running code cannot be known from it",
+                    Side::New => "a later patch cannot be checked against it",
+                };
+                BuildError::Preimage(format!(
+                    "the {which} revision of {file} does not compile with the original flags, so {purpose}:\n{diagnostics}"
+                ))
+            }
             other => other,
         })?;
-    let path = old_root.join(&output);
+    let path = root.join(&output);
     let bytes = std::fs::read(&path).map_err(|e| BuildError::Io {
         path: path.clone(),
         detail: e.to_string(),

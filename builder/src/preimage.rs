@@ -4,7 +4,9 @@
 //! sites in (and relaxes the instruction around some GOT and TLS references). A section is laid
 //! out identically in the object and in the linked binary (references between functions of one
 //! section are resolved by the assembler in both), so the applier can compare the fingerprint
-//! with the process's memory before it writes anything.
+//! with the process's memory before it writes anything. The new revision is fingerprinted the
+//! same way (post-images), so that a later patch of a function this patch replaces can be
+//! checked against this patch's code.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,16 +17,37 @@ use object::{RelocationFlags, SymbolKind};
 
 use crate::BuildError;
 
-/// Fingerprints of the functions `names` in `object`, the old revision of `file` compiled with
-/// the original flags (see [`crate::OldObjects`]). A function the old object does not define
-/// (new, or inlined away) has no entry.
+/// Which revision of a file is fingerprinted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The old revision: the pre-images, compared with the code the process runs.
+    Old,
+    /// The new revision: the post-images, compared with the pre-images of a later patch of the
+    /// same function while this one is in effect.
+    New,
+}
+
+impl Side {
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Side::Old => "old",
+            Side::New => "new",
+        }
+    }
+}
+
+/// Fingerprints of the functions `names` in `object`, the `side` revision of `file` compiled
+/// with the original flags (see [`crate::OldObjects`]). Both sides are made the same way, so the
+/// new side of one patch and the old side of the next are the same fingerprint when they are
+/// the same code. A function the object does not define (new, or inlined away) has no entry.
 pub fn fingerprints(
     file: &str,
     object: &[u8],
     names: &HashSet<&str>,
+    side: Side,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
     fingerprint_object(object, names)
-        .map_err(|e| BuildError::Preimage(format!("the old object of {file}: {e}")))
+        .map_err(|e| BuildError::Preimage(format!("the {} object of {file}: {e}", side.word())))
 }
 
 /// Fingerprints the functions `names` defined in the relocatable object `bytes`.

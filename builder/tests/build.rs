@@ -217,3 +217,48 @@ fn replaced_functions_carry_the_preimage_of_their_old_code() {
     let err = build(root.path(), &[new_unit], &flags(), &origin).unwrap_err();
     assert!(err.to_string().contains("old revision of lib.c"), "{err}");
 }
+
+#[test]
+fn the_postimage_of_one_patch_is_the_preimage_of_the_next() {
+    let source = |factor: u32| {
+        format!(
+            "int total;\nint add(int x)\n{{\n    total += {factor} * x;\n    return total;\n}}\n"
+        )
+    };
+    let trees: Vec<tempfile::TempDir> = (1..=3)
+        .map(|factor| {
+            let tree = tempfile::tempdir().unwrap();
+            std::fs::write(tree.path().join("lib.c"), source(factor)).unwrap();
+            tree
+        })
+        .collect();
+    // Patch `from`→`to`: the new revision materialised as the root, the old one beside it.
+    let patch = |from: usize, to: usize| {
+        let unit = unit(
+            "lib.c",
+            &source(to as u32 + 1).replace("int total;", "extern int total;"),
+            &[("add", false, Action::Replace)],
+            &[],
+        );
+        let origin = PatchOrigin {
+            old_root: Some(trees[from].path().to_path_buf()),
+            ..PatchOrigin::default()
+        };
+        let built = build(trees[to].path(), &[unit], &flags(), &origin).unwrap();
+        built.manifest.functions[0].clone()
+    };
+    let first = patch(0, 1);
+    let second = patch(1, 2);
+    let postimage = first.postimage.expect("a postimage");
+    assert!(!postimage.masked.is_empty(), "{postimage:?}");
+    assert_ne!(
+        first.preimage.as_ref(),
+        Some(&postimage),
+        "v1 and v2 differ"
+    );
+    assert_eq!(
+        second.preimage,
+        Some(postimage),
+        "v2 compiles the same both times"
+    );
+}

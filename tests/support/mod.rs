@@ -39,6 +39,11 @@ pub fn write_tree(dir: &Path, files: &[(String, String)]) {
 
 /// Creates a git repository in `dir` whose tags `v1` and `v2` hold the two trees.
 pub fn git_repo_with_revisions(dir: &Path, v1: &[(String, String)], v2: &[(String, String)]) {
+    git_repo_with_tags(dir, &[("v1", v1), ("v2", v2)]);
+}
+
+/// Creates a git repository in `dir` with one commit per `(tag, tree)`, in order, each tagged.
+pub fn git_repo_with_tags(dir: &Path, revisions: &[(&str, &[(String, String)])]) {
     std::fs::create_dir_all(dir).unwrap();
     let git = |args: &[&str]| {
         run_ok(
@@ -54,17 +59,17 @@ pub fn git_repo_with_revisions(dir: &Path, v1: &[(String, String)], v2: &[(Strin
         )
     };
     git(&["init", "-q", "-b", "main"]);
-    write_tree(dir, v1);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "v1"]);
-    git(&["tag", "v1"]);
-    for (path, _) in v1 {
-        std::fs::remove_file(dir.join(path)).unwrap();
+    let mut previous: &[(String, String)] = &[];
+    for &(tag, tree) in revisions {
+        for (path, _) in previous {
+            std::fs::remove_file(dir.join(path)).unwrap();
+        }
+        write_tree(dir, tree);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", tag]);
+        git(&["tag", tag]);
+        previous = tree;
     }
-    write_tree(dir, v2);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "v2"]);
-    git(&["tag", "v2"]);
 }
 
 /// Compiles `sources` in `dir` with `cflags` into `output`.

@@ -146,6 +146,7 @@ pub fn manifest(patch_id: &str, function: &str, old: &str, new: &str) -> Manifes
             action: FunctionAction::Replace,
             reason: "changed".into(),
             preimage: None,
+            postimage: None,
         }],
         bindings: vec![],
         new_data: vec![],
@@ -163,6 +164,7 @@ pub fn manifest_many(patch_id: &str, functions: &[String]) -> Manifest {
             action: FunctionAction::Replace,
             reason: "changed".into(),
             preimage: None,
+            postimage: None,
         })
         .collect();
     m
