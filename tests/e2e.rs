@@ -237,6 +237,7 @@ macro_rules! cases {
 cases!(
     simplest,
     static_function,
+    static_by_prototype,
     inlined_into_caller,
     ref_global,
     ref_file_static,

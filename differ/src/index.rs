@@ -264,6 +264,8 @@ impl Index {
         } else {
             work.iter().map(index_one).collect()
         };
+        let mut items = items;
+        link_static_by_earlier_declarations(&mut items);
         Index {
             items,
             has_error: root.has_error(),
@@ -273,6 +275,29 @@ impl Index {
     /// The function definitions (with names), in source order.
     pub fn functions(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().filter(|i| i.is_function_definition())
+    }
+}
+
+/// C's rule for linkage: a function first declared `static` keeps internal linkage even when
+/// its definition later omits the keyword (`static void f(int);` ... `void f(int x) {...}`), so
+/// such a definition is marked static.
+fn link_static_by_earlier_declarations(items: &mut [Item]) {
+    let mut declared_static: HashSet<String> = HashSet::new();
+    for item in items.iter_mut() {
+        match item.kind {
+            ItemKind::Declaration if item.is_static => {
+                declared_static.extend(
+                    item.declarators
+                        .iter()
+                        .filter(|d| d.is_function)
+                        .map(|d| d.name.clone()),
+                );
+            }
+            ItemKind::Function if !item.is_static => {
+                item.is_static = item.names.iter().any(|n| declared_static.contains(n));
+            }
+            _ => {}
+        }
     }
 }
 

@@ -366,3 +366,14 @@ fn enumerator_inserted_mid_way_is_refused_and_appended_is_allowed() {
         cs.warnings
     );
 }
+
+#[test]
+fn linkage_comes_from_the_first_declaration() {
+    // `static` on the prototype gives the later definition internal linkage (C11 6.2.2p5).
+    let old = "struct w;\nstatic void f(struct w *);\nvoid f(struct w *w) { (void)w; }\nint g(void) { f(0); return 1; }\n";
+    let new = "struct w;\nstatic void f(struct w *);\nvoid f(struct w *w) { (void)w; (void)0; }\nint g(void) { f(0); return 1; }\n";
+    let cs = diff(&[("w.c", old)], &[("w.c", new)]);
+    assert_eq!(cs.functions.len(), 1, "{:#?}", cs.functions);
+    assert_eq!(cs.functions[0].name, "f");
+    assert!(cs.functions[0].is_static, "{:#?}", cs.functions[0]);
+}
