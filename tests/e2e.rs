@@ -241,6 +241,7 @@ cases!(
     inlined_into_caller,
     ref_global,
     ref_file_static,
+    array_sized_by_initializer,
     ref_libc_new,
     call_unpatched,
     function_pointer,

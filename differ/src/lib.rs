@@ -25,7 +25,7 @@ mod quarantine;
 mod refusal;
 mod rules;
 mod snapshot;
-mod tokens;
+pub mod tokens;
 mod unit;
 mod unit_diff;
 

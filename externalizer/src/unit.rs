@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use hotpatch_differ::index::{Index, Item, ItemKind};
+use hotpatch_differ::tokens::tokens;
 use hotpatch_differ::FunctionChange;
 
 use crate::edits::{newlines_of, Edits};
@@ -80,8 +81,12 @@ pub fn make_unit(
         } else if let Some(body) = item.body.clone() {
             let replacement = format!(";{}", newlines_of(source.get(body.clone()).unwrap_or("")));
             edits.replace(body, replacement);
-            if let Some(kw) = item.static_keyword.clone() {
-                edits.replace(kw, "extern");
+            // Static by its own keyword or by an earlier `static` prototype (whose keyword the
+            // declaration pass turns into `extern` for every demoted name).
+            if item.is_static {
+                if let Some(kw) = item.static_keyword.clone() {
+                    edits.replace(kw, "extern");
+                }
                 demoted.insert(name.to_string());
                 bindings.insert(name.to_string());
             }
@@ -101,13 +106,21 @@ pub fn make_unit(
                 } else {
                     edits.insert(item.range.start, "extern ");
                 }
-                for init in item
+                let mut completions = String::new();
+                let mut before = item.range.start;
+                for (declarator, init) in item
                     .declarators
                     .iter()
-                    .filter_map(|d| d.initializer.clone())
+                    .filter_map(|d| Some((d, d.initializer.clone()?)))
                 {
+                    let head = source.get(before..init.start).unwrap_or("");
+                    let value = source.get(init.clone()).unwrap_or("");
+                    completions.extend(completed_array(&declarator.name, head, value));
+                    before = init.end;
                     edits.blank(source, init);
                 }
+                // On the declaration's last line, so every line keeps its number.
+                edits.insert(item.range.end, completions);
             }
             VarFate::Keep => {}
             VarFate::Untouched => {
@@ -153,6 +166,28 @@ fn first_line(lookup: &Lookup<'_>, name: &str) -> u32 {
         .get(name)
         .and_then(|d| d.iter().map(|i| i.line).min())
         .unwrap_or(0)
+}
+
+/// For an array whose length only its initializer gives (`static char v[] = "HTTP/1.0";`), the
+/// declaration that completes its `extern` type with that length, so `sizeof` still works in
+/// the patch: `extern __typeof__(v[0]) v[sizeof((__typeof__(v[0])[]){"HTTP/1.0"}) / sizeof(v[0])];`.
+/// `head` is the declarator's text before its `=`, `value` the initializer from the `=` on. `None`
+/// for anything else, or for an initializer with preprocessor lines (it cannot go on one line).
+fn completed_array(name: &str, head: &str, value: &str) -> Option<String> {
+    let brackets: String = tokens(head).into_iter().rev().take(2).collect();
+    let value = value.trim_start().strip_prefix('=')?;
+    if brackets != "][" || value.lines().any(|l| l.trim_start().starts_with('#')) {
+        return None;
+    }
+    let words = tokens(value).join(" ");
+    let list = if words.starts_with('{') {
+        words
+    } else {
+        format!("{{ {words} }}")
+    };
+    Some(format!(
+        " extern __typeof__({name}[0]) {name}[sizeof((__typeof__({name}[0])[]){list}) / sizeof({name}[0])];"
+    ))
 }
 
 /// Names of the variables (not prototypes) a declaration declares.

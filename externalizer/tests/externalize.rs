@@ -307,3 +307,43 @@ fn a_static_variable_the_binary_folded_away_gets_a_private_copy() {
     assert!(unit.source.contains("extern int used;"), "{}", unit.source);
     assert_eq!(unit.bindings, ["used"]);
 }
+
+#[test]
+fn a_callee_static_by_its_prototype_is_bound_to_the_file_local_symbol() {
+    let old = "static int base(void);\nint base(void) { return 40; }\nint value(void) { return base() + 1; }\n";
+    let new = "static int base(void);\nint base(void) { return 40; }\nint value(void) { return base() + 2; }\n";
+    let unit = one(old, new, &Options::default());
+    assert_eq!(unit.bindings, ["base"], "{}", unit.source);
+    assert!(
+        unit.source.contains("extern int base(void);"),
+        "{}",
+        unit.source
+    );
+    let (ok, err, dir) = gcc(&unit, &["-c", "-O2", "-fPIC", "-Wall", "-Werror"]);
+    assert!(ok, "{err}\n{}", unit.source);
+    let syms = symbols(&dir.path().join("patch.o"));
+    assert!(
+        syms.contains(&("base".to_string(), "U".to_string())),
+        "{syms:?}"
+    );
+}
+
+#[test]
+fn arrays_sized_by_their_initializer_keep_their_complete_type() {
+    // `sizeof` needs the complete type: the extern declaration must keep the length the
+    // initializer gave, though the initializer itself stays in the running process.
+    let old = "static char proto[] = \"HTTP/1.0\";\nstatic const int steps[] = {\n    1, 2, /* three */ 3,\n};\nint value(void) { return (int)sizeof(proto) + (int)(sizeof(steps) / sizeof(steps[0])); }\n";
+    let new = old.replace("return (int)", "return 100 + (int)");
+    let unit = one(old, &new, &Options::default());
+    assert_eq!(unit.source.lines().count(), new.lines().count() + 1);
+    let (ok, err, dir) = gcc(&unit, &["-c", "-O2", "-fPIC", "-Wall", "-Werror"]);
+    assert!(ok, "{err}\n{}", unit.source);
+    // The sizes are compiled in as constants: 100 + 9 + 3.
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(dir.path().join("patch.o"))
+        .output()
+        .expect("objdump runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("$0x70"), "{text}\n{}", unit.source);
+}
