@@ -74,6 +74,12 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         args.cflags.as_deref(),
         &mut timings,
     )?;
+    let shown = changes.warnings.clone();
+    refusal::accept_built(&mut changes, &patch.built, &args.force);
+    for warning in changes.warnings.iter().filter(|w| !shown.contains(w)) {
+        eprintln!("warning: {warning}");
+    }
+    refusal::check(&changes, args.json, false, true)?;
     std::fs::write(&args.output, &patch.built.object)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let manifest = &patch.built.manifest;

@@ -51,6 +51,8 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         args.cflags.as_deref(),
         &mut timings,
     )?;
+    refusal::accept_built(&mut changes, &patch.built, &args.force);
+    refusal::check(&changes, args.json, args.color.enabled(), false)?;
     let plan = match &target {
         Some(target) => Some(
             hotpatch_applier::plan(target, &patch.object)

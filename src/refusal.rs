@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use hotpatch_builder::BuiltPatch;
 use hotpatch_differ::{ChangeSet, Refusal};
 use serde_json::json;
 
@@ -33,34 +34,45 @@ impl std::error::Error for Refused {}
 
 /// Applies `--force ITEM` to `changes`: every refusal named by `forced` is removed from
 /// `changes.refusals` and recorded as a loud `FORCED:` warning; a name that matches no refusal
-/// gets a warning too.
+/// gets a warning too. It runs again after the build (whose object-level evidence can refuse
+/// more, see [`accept_built`]): a name that matches only then loses its "matches no refusal".
 pub fn apply_forces(changes: &mut ChangeSet, forced: &[String]) {
-    let mut used = vec![false; forced.len()];
     let mut kept = Vec::new();
     for refusal in std::mem::take(&mut changes.refusals) {
-        match forced.iter().position(|f| *f == refusal.item) {
-            Some(i) => {
-                used[i] = true;
-                changes.warnings.push(format!(
-                    "FORCED: {} ({}:{}) accepted by --force although {}: {}",
-                    refusal.item,
-                    refusal.file,
-                    refusal.line,
-                    refusal.kind.title(),
-                    refusal.reason
-                ));
-            }
-            None => kept.push(refusal),
+        if forced.contains(&refusal.item) {
+            changes.warnings.push(format!(
+                "FORCED: {} ({}:{}) accepted by --force although {}: {}",
+                refusal.item,
+                refusal.file,
+                refusal.line,
+                refusal.kind.title(),
+                refusal.reason
+            ));
+        } else {
+            kept.push(refusal);
         }
     }
     changes.refusals = kept;
-    for (name, used) in forced.iter().zip(used) {
-        if !used {
-            changes.warnings.push(format!(
-                "--force `{name}` matches no refusal; nothing was forced"
-            ));
+    for name in forced {
+        let unmatched = format!("--force `{name}` matches no refusal; nothing was forced");
+        let was_forced = changes
+            .warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("FORCED: {name} (")));
+        if was_forced {
+            changes.warnings.retain(|w| *w != unmatched);
+        } else if !changes.warnings.contains(&unmatched) {
+            changes.warnings.push(unmatched);
         }
     }
+}
+
+/// Adds what the build refused on object-level evidence (an always-active function whose code
+/// changed) to `changes`, with `--force` applied to it; the caller then checks the refusals
+/// again, before any process is touched.
+pub fn accept_built(changes: &mut ChangeSet, built: &BuiltPatch, forced: &[String]) {
+    changes.refusals.extend(built.refusals.iter().cloned());
+    apply_forces(changes, forced);
 }
 
 /// One refusal as a compiler-style diagnostic: the item and rule, `file:line`, the numbered

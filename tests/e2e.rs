@@ -46,6 +46,9 @@ struct Case {
     /// Texts hotpatch's output (stdout and stderr) must contain.
     #[serde(default)]
     output_contains: Vec<String>,
+    /// Refusals the case accepts with `--force ITEM`.
+    #[serde(default)]
+    force: Vec<String>,
 }
 
 fn default_sources() -> Vec<String> {
@@ -122,7 +125,7 @@ fn run_case_with(name: &str, case: Case) {
     target.wait_for(&case.before, Duration::from_secs(5));
     target.read_lines(2);
     let pid = target.pid().to_string();
-    let output = hotpatch(&[
+    let mut args = vec![
         "diff",
         "v1..v2",
         "--repo",
@@ -133,7 +136,11 @@ fn run_case_with(name: &str, case: Case) {
         "--cflags",
         case.hotpatch_cflags.as_deref().unwrap_or(&case.cflags),
         "--json",
-    ]);
+    ];
+    for item in &case.force {
+        args.extend(["--force", item.as_str()]);
+    }
+    let output = hotpatch(&args);
     let (stdout, stderr) = (stdout_of(&output), stderr_of(&output));
     let all = format!("{stdout}\n{stderr}");
     for needle in &case.output_contains {
@@ -263,6 +270,9 @@ cases!(
     static_local_changed,
     signature_changed,
     always_active,
+    main_same_file,
+    main_inlines_changed,
+    main_inlines_forced,
     v2_does_not_compile,
     static_local_kept,
     no_debug_info,

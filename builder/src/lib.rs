@@ -102,6 +102,10 @@ pub struct BuiltPatch {
     /// Milliseconds spent compiling and comparing the old and new files (the longest unit; the
     /// comparison runs in parallel with the patch compile).
     pub confirm_ms: f64,
+    /// Functions the change reaches that cannot be replaced live (always active, their code
+    /// changed): left out of the object's manifest. The caller refuses the patch unless the
+    /// operator forces each by name.
+    pub refusals: Vec<hotpatch_differ::Refusal>,
 }
 
 /// Compiles every unit inside `root` — a materialised copy of the new revision — and merges the
@@ -122,6 +126,7 @@ pub fn build(
     let mut confirm_ms = 0.0f64;
     let mut file_cflags = BTreeMap::new();
     let mut unchanged = Vec::new();
+    let mut refusals = Vec::new();
     for (index, unit) in units.iter().enumerate() {
         let unit_flags = flags.for_file(&unit.file);
         let unit_arguments = unit_flags.patch_arguments();
@@ -146,6 +151,7 @@ pub fn build(
         let confirmed = select::confirmed_functions(unit, outputs.confirmation.as_ref());
         warnings.extend(confirmed.warnings);
         unchanged.extend(confirmed.unchanged);
+        refusals.extend(confirmed.refusals);
         for function in &confirmed.functions {
             let symbol = symbols
                 .functions
@@ -192,6 +198,7 @@ pub fn build(
         warnings,
         unchanged,
         confirm_ms,
+        refusals,
     })
 }
 

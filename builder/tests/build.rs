@@ -23,6 +23,7 @@ fn unit(
                 action,
                 reason: "changed".to_string(),
                 line: 1,
+                always_active: false,
             })
             .collect(),
         bindings: bindings.iter().map(|s| s.to_string()).collect(),

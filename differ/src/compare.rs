@@ -382,6 +382,34 @@ impl FileDiff<'_> {
             }
         }
         self.compare_unattributed();
+        self.note_always_active_callers();
+    }
+
+    /// An always-active function (`main`, an endless loop) that is not changed itself but calls
+    /// or names a changed function of its file may have inlined it: only its compiled code can
+    /// say, so plain `diff` says that `--dry-run`/`--apply` will decide.
+    fn note_always_active_callers(&mut self) {
+        let changed: Vec<&str> = self
+            .out
+            .functions
+            .iter()
+            .filter(|f| f.file == self.path && f.change == Change::Changed)
+            .map(|f| f.name.as_str())
+            .collect();
+        let mut notes = Vec::new();
+        for item in self.new.index.functions() {
+            let Some(name) = item.name() else { continue };
+            if !(name == "main" || item.never_returns) || changed.contains(&name) {
+                continue;
+            }
+            if let Some(callee) = changed.iter().find(|c| item.references.contains(**c)) {
+                notes.push(format!(
+                    "{}:{}: `{name}` is always active and uses the changed `{callee}`: if its compiled code inlines it, `{name}` is refused (decided from the compiled code by --dry-run and --apply)",
+                    self.path, item.line
+                ));
+            }
+        }
+        self.out.warnings.extend(notes);
     }
 
     /// Whether a function present on both sides changed its own tokens. In a preprocessed unit,

@@ -377,3 +377,15 @@ fn linkage_comes_from_the_first_declaration() {
     assert_eq!(cs.functions[0].name, "f");
     assert!(cs.functions[0].is_static, "{:#?}", cs.functions[0]);
 }
+
+#[test]
+fn main_using_a_changed_function_is_a_note_not_a_refusal() {
+    let old = "static int rate(void) { return 1; }\nint main(void) { for (;;) rate(); }\n";
+    let new = old.replace("return 1", "return 2");
+    let cs = diff(&[("m.c", old)], &[("m.c", &new)]);
+    assert!(cs.refusals.is_empty(), "{:#?}", cs.refusals);
+    assert_eq!(
+        cs.warnings,
+        ["m.c:2: `main` is always active and uses the changed `rate`: if its compiled code inlines it, `main` is refused (decided from the compiled code by --dry-run and --apply)"]
+    );
+}

@@ -3,18 +3,6 @@
 /// A refusal or failure of the externalizer; each names the function, file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ExternalizeError {
-    /// The function would have to be replaced but is always on the stack.
-    #[error("{file}:{line}: `{function}` would have to be replaced ({reason}) but it is always active: the running call never returns, so the new code would never run")]
-    AlwaysActive {
-        /// The function (`main`).
-        function: String,
-        /// Its file.
-        file: String,
-        /// Line of its definition.
-        line: u32,
-        /// Why it would be replaced (`changed`, `may inline `X``).
-        reason: String,
-    },
     /// A function to emit declares a `static` local that cannot be bound to the running storage.
     #[error("static local `{local}` in `{function}` ({file}:{line}) cannot be bound to the running process's storage: {why}; patching would reset it")]
     StaticLocal {

@@ -66,6 +66,10 @@ pub struct PatchFunction {
     pub reason: String,
     /// 1-based line of its definition in the new revision.
     pub line: u32,
+    /// Always on some thread's stack (`main`, an endless loop): replacing it cannot take effect,
+    /// so it is a candidate only until its compiled code proves unchanged; the builder refuses
+    /// it when its code changed (or cannot be compared).
+    pub always_active: bool,
 }
 
 /// What the applier does with a patch function.

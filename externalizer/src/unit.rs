@@ -7,7 +7,7 @@ use hotpatch_differ::tokens::tokens;
 use hotpatch_differ::FunctionChange;
 
 use crate::edits::{newlines_of, Edits};
-use crate::plan::{plan, Lookup, Plan};
+use crate::plan::{plan, Lookup};
 use crate::static_locals;
 use crate::{Action, ExternalizeError, Options, PatchFunction, PatchUnit};
 
@@ -57,7 +57,6 @@ pub fn make_unit(
         .collect();
     let lookup = Lookup::new(&index);
     let plan = plan(file, changes, &lookup, &kept_data, options);
-    refuse(file, &plan, &lookup)?;
 
     let mut edits = Edits::default();
     let mut bindings = BTreeSet::new();
@@ -145,6 +144,7 @@ pub fn make_unit(
             action: member.action,
             reason: member.reason.clone(),
             line: first_line(&lookup, name),
+            always_active: member.action == Action::Replace && is_always_active(&lookup, name),
         })
         .collect();
     functions.sort_by(|a, b| (a.line, &a.name).cmp(&(b.line, &b.name)));
@@ -158,6 +158,16 @@ pub fn make_unit(
         new_data,
         static_locals,
     })
+}
+
+/// `main`, or a function with an endless loop and no way out: once running, its call never
+/// returns, so a thread is always inside it.
+fn is_always_active(lookup: &Lookup<'_>, name: &str) -> bool {
+    name == "main"
+        || lookup
+            .defs
+            .get(name)
+            .is_some_and(|d| d.iter().any(|i| i.never_returns))
 }
 
 fn first_line(lookup: &Lookup<'_>, name: &str) -> u32 {
@@ -251,17 +261,4 @@ fn var_fate(
         return Ok(VarFate::Keep);
     }
     Ok(VarFate::Demote)
-}
-
-/// The refusals: `main` in the set.
-fn refuse(file: &str, plan: &Plan, lookup: &Lookup<'_>) -> Result<(), ExternalizeError> {
-    if let Some(member) = plan.members.get("main") {
-        return Err(ExternalizeError::AlwaysActive {
-            function: "main".to_string(),
-            file: file.to_string(),
-            line: first_line(lookup, "main"),
-            reason: member.reason.clone(),
-        });
-    }
-    Ok(())
 }

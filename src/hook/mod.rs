@@ -153,19 +153,7 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         say(&format!("warning: {warning}"));
     }
     if !changes.refusals.is_empty() {
-        let diagnostics: Vec<String> = changes
-            .refusals
-            .iter()
-            .map(|r| refusal::diagnostic(r, false))
-            .collect();
-        bail!(
-            "{}\n{} change{} cannot be applied to the running service \
-             (to accept one anyway: git push -o force='ITEM' ..., with receive.advertisePushOptions \
-             enabled in the deploy repository)",
-            diagnostics.join("\n"),
-            changes.refusals.len(),
-            if changes.refusals.len() == 1 { "" } else { "s" }
-        );
+        return Err(rejection(&changes));
     }
     for &pid in &pids {
         check_runs_old_side(git_dir, pid, &old, config.cflags.as_deref())?;
@@ -177,6 +165,23 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         ));
     }
     deploy_to(&pids, &old, &config_snapshot, &changes, &config, dry_run)
+}
+
+/// The push's rejection for the refusals left in `changes`, as the pusher sees it.
+fn rejection(changes: &hotpatch_differ::ChangeSet) -> anyhow::Error {
+    let diagnostics: Vec<String> = changes
+        .refusals
+        .iter()
+        .map(|r| refusal::diagnostic(r, false))
+        .collect();
+    anyhow::anyhow!(
+        "{}\n{} change{} cannot be applied to the running service \
+         (to accept one anyway: git push -o force='ITEM' ..., with receive.advertisePushOptions \
+         enabled in the deploy repository)",
+        diagnostics.join("\n"),
+        changes.refusals.len(),
+        if changes.refusals.len() == 1 { "" } else { "s" }
+    )
 }
 
 /// Refuses to patch a process that runs something other than the push's old side. The ledger in
@@ -238,6 +243,11 @@ fn deploy_to(
             config.cflags.as_deref(),
             &mut timings,
         )?;
+        let mut accepted = changes.clone();
+        refusal::accept_built(&mut accepted, &patch.built, &forced_by_push_options());
+        if !accepted.refusals.is_empty() {
+            return Err(rejection(&accepted));
+        }
         let plan = hotpatch_applier::plan(&target, &patch.object)
             .with_context(|| format!("cannot patch pid {pid}"))?;
         targets.push(target);
