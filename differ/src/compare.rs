@@ -33,6 +33,9 @@ struct Scope<'s> {
     changed_headers: BTreeSet<&'s str>,
     /// `.c` files to analyse, with the changed headers each includes (on either side).
     analysed: BTreeMap<&'s str, BTreeSet<String>>,
+    /// Changed `.c` files (or ones including a changed header) the running program was not
+    /// built from ([`DiffOptions::program`]): ignored.
+    outside: BTreeSet<&'s str>,
 }
 
 fn scope<'s>(old: &'s Snapshot, new: &'s Snapshot, options: &DiffOptions) -> Scope<'s> {
@@ -63,11 +66,32 @@ fn scope<'s>(old: &'s Snapshot, new: &'s Snapshot, options: &DiffOptions) -> Sco
             analysed.insert(path.as_str(), headers);
         }
     }
+    let mut changed = changed;
+    let mut outside = BTreeSet::new();
+    if let Some(program) = &options.program {
+        // Files the running program was not built from, and headers only they include.
+        let (kept, left): (BTreeMap<_, _>, BTreeMap<_, _>) = analysed
+            .into_iter()
+            .partition(|(path, _)| program.files.contains(*path));
+        let used_by = |files: &BTreeMap<&str, BTreeSet<String>>, header: &str| {
+            files.values().any(|headers| headers.contains(header))
+        };
+        changed.retain(|path| {
+            if path.ends_with(".c") {
+                !left.contains_key(path)
+            } else {
+                used_by(&kept, path) || !used_by(&left, path)
+            }
+        });
+        outside = left.into_keys().collect();
+        analysed = kept;
+    }
     Scope {
         paths,
         changed,
         changed_headers,
         analysed,
+        outside,
     }
 }
 
@@ -90,6 +114,7 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         changed,
         changed_headers,
         analysed,
+        outside,
     } = scope(old, new, options);
     let jobs: Vec<Job<'_>> = paths
         .iter()
@@ -137,6 +162,11 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
     let source_rules = analysed.keys().any(|p| !units.contains_key(p));
 
     let mut out = Output::default();
+    if let Some(program) = &options.program {
+        out.warnings.extend(outside.iter().map(|path| {
+            format!("{path}: not part of {}: ignored", program.name)
+        }));
+    }
     let used_names = used_names(parsed.values().chain(units.values().map(|u| &u.parsed)));
     let sides = |pair: &Pair| -> (std::rc::Rc<Parsed>, std::rc::Rc<Parsed>) {
         let blank = || {

@@ -34,7 +34,7 @@ pub use compare::{diff_snapshots, diff_snapshots_with, files_to_analyse};
 pub use error::DifferError;
 pub use git::{parse_range, read_git_revision};
 pub use items::ItemChange;
-pub use options::DiffOptions;
+pub use options::{DiffOptions, Program};
 pub use refusal::{Refusal, RefusalKind};
 pub use snapshot::Snapshot;
 pub use unit::UnitTexts;

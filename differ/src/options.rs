@@ -16,6 +16,19 @@ pub struct DiffOptions {
     /// Preprocessed translation units by `.c` path (see [`crate::files_to_analyse`]): a file
     /// listed here is judged on what the compiler sees, every other on its source as written.
     pub units: BTreeMap<String, UnitTexts>,
+    /// The `.c` files the running program was built from, when known (from the binary's
+    /// `STT_FILE` symbols or DWARF units): a file outside it (a utility with its own `main`,
+    /// test code) and a header only such files include make no refusal and no patch.
+    pub program: Option<Program>,
+}
+
+/// The source files of the running program.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Program {
+    /// How the report names it (the executable's path).
+    pub name: String,
+    /// Repository-relative `.c` paths compiled into it.
+    pub files: std::collections::BTreeSet<String>,
 }
 
 impl DiffOptions {
@@ -40,6 +53,7 @@ impl DiffOptions {
         DiffOptions {
             include_dirs,
             units: BTreeMap::new(),
+            program: None,
         }
     }
 }

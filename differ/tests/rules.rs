@@ -389,3 +389,32 @@ fn main_using_a_changed_function_is_a_note_not_a_refusal() {
         ["m.c:2: `main` is always active and uses the changed `rate`: if its compiled code inlines it, `main` is refused (decided from the compiled code by --dry-run and --apply)"]
     );
 }
+
+#[test]
+fn files_outside_the_running_program_make_no_refusal_and_no_patch() {
+    // tool.c is a separate utility with its own `main`; only it includes tool.h.
+    let h1 = "struct opts { int verbose; };\n";
+    let h2 = "struct opts { int quiet; int verbose; };\n";
+    let tool1 = "#include \"tool.h\"\nint main(void) { struct opts o = {0}; return o.verbose; }\n";
+    let tool2 = "#include \"tool.h\"\nint main(void) { struct opts o = {0}; return o.verbose + 1; }\n";
+    let lib1 = "int value(void) { return 1; }\n";
+    let lib2 = "int value(void) { return 2; }\n";
+    let old = snap(&[("tool.h", h1), ("tool.c", tool1), ("lib.c", lib1)]);
+    let new = snap(&[("tool.h", h2), ("tool.c", tool2), ("lib.c", lib2)]);
+    // Without knowing the program, everything counts.
+    let cs = diff_snapshots(&old, &new);
+    assert_eq!(cs.refusals.len(), 2, "{:#?}", cs.refusals);
+    let options = DiffOptions {
+        program: Some(hotpatch_differ::Program {
+            name: "/srv/app".into(),
+            files: ["lib.c".to_string(), "main.c".to_string()].into(),
+        }),
+        ..DiffOptions::default()
+    };
+    let cs = diff_snapshots_with(&old, &new, &options);
+    assert!(cs.refusals.is_empty(), "{:#?}", cs.refusals);
+    let names: Vec<&str> = cs.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["value"]);
+    assert_eq!(cs.changed_files, ["lib.c"]);
+    assert_eq!(cs.warnings, ["tool.c: not part of /srv/app: ignored"]);
+}
