@@ -111,6 +111,7 @@ pub fn build_patch(
     let options = hotpatch_externalizer::Options {
         target_has_local_function: Some(&has_local),
         target_has_local_variable: Some(&has_variable),
+        units: None,
     };
     let units = hotpatch_externalizer::externalize(changes, old, new, &options)?;
     timings.externalize_ms = elapsed_ms(start);

@@ -74,22 +74,29 @@ fn compile_patch(
     unit: &PatchUnit,
     arguments: &[String],
 ) -> Result<(Vec<u8>, String), BuildError> {
-    let source = unit_source_path(&unit.file);
+    let source = unit_source_path(&unit.file, unit.preprocessed);
     let output = PathBuf::from(format!("{}.o", source.display()));
     crate::write_file(&root.join(&source), unit.source.as_bytes())?;
-    let diagnostics = compiler.compile(root, &source, &output, arguments, &unit.file)?;
+    // Preprocessed text is compiled as such, also when the build's flags name a language.
+    let mut arguments = arguments.to_vec();
+    if unit.preprocessed {
+        arguments.push("-fpreprocessed".to_string());
+    }
+    let diagnostics = compiler.compile(root, &source, &output, &arguments, &unit.file)?;
     let bytes = read(&root.join(&output))?;
     Ok((bytes, diagnostics))
 }
 
-/// Where the translation unit of `file` is written: beside it, as `NAME.hotpatch.c`.
-fn unit_source_path(file: &str) -> PathBuf {
+/// Where the translation unit of `file` is written: beside it, as `NAME.hotpatch.c`, or
+/// `NAME.hotpatch.i` for preprocessed text.
+fn unit_source_path(file: &str, preprocessed: bool) -> PathBuf {
     let path = Path::new(file);
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!("{stem}.hotpatch.c"))
+    let extension = if preprocessed { "i" } else { "c" };
+    path.with_file_name(format!("{stem}.hotpatch.{extension}"))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, BuildError> {

@@ -156,6 +156,7 @@ mod tests {
         PatchUnit {
             file: "lib.c".into(),
             source: String::new(),
+            preprocessed: false,
             functions,
             bindings: vec![],
             copied: vec![],

@@ -15,6 +15,7 @@ fn unit(
     PatchUnit {
         file: file.to_string(),
         source: source.to_string(),
+        preprocessed: false,
         functions: functions
             .iter()
             .map(|&(name, is_static, action)| PatchFunction {

@@ -26,7 +26,7 @@ mod refusal;
 mod rules;
 mod snapshot;
 pub mod tokens;
-mod unit;
+pub mod unit;
 mod unit_diff;
 
 pub use changeset::{Change, ChangeSet, FunctionChange};

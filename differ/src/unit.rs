@@ -22,7 +22,7 @@ pub struct UnitTexts {
 
 /// One preprocessed unit, ready to index.
 #[derive(Debug)]
-pub(crate) struct Unit {
+pub struct Unit {
     /// The unit's text with every line marker blanked out (same length, same line numbers), so
     /// byte ranges and lines of the index refer to the text the preprocessor printed.
     pub text: String,
@@ -74,7 +74,7 @@ impl Unit {
 
     /// The source lines (file, first, last) an item's byte range came from, when its first and
     /// last line come from the same file.
-    pub fn source_span(&self, range: &Range<usize>) -> Option<(&str, u32, u32)> {
+    pub(crate) fn source_span(&self, range: &Range<usize>) -> Option<(&str, u32, u32)> {
         let (file, first) = self.origin(self.line_at(range.start))?;
         let end = range.end.saturating_sub(1).max(range.start);
         let (end_file, last) = self.origin(self.line_at(end))?;
@@ -83,7 +83,7 @@ impl Unit {
 
     /// The unit's items split by the file they came from, each item's `line` (and its static
     /// locals' lines) now the source line. Items whose origin is unknown are dropped.
-    pub fn by_file(&self, index: &Index) -> BTreeMap<String, Index> {
+    pub(crate) fn by_file(&self, index: &Index) -> BTreeMap<String, Index> {
         let mut out: BTreeMap<String, Index> = BTreeMap::new();
         for item in &index.items {
             let Some((file, line)) = self.origin(item.line) else {
@@ -106,7 +106,7 @@ impl Unit {
     /// Whether two versions of a function differ only in integer literals that are the source
     /// line numbers of their own lines on each side: what `__LINE__` (and `assert`) expand to
     /// after lines moved. `old` and `new` are the function's byte ranges in each unit.
-    pub fn only_line_numbers_differ(
+    pub(crate) fn only_line_numbers_differ(
         old: (&Unit, &Range<usize>),
         new: (&Unit, &Range<usize>),
     ) -> bool {
@@ -138,6 +138,12 @@ impl Unit {
         }
         differs
     }
+}
+
+/// Whether `line` is a line marker (`# 12 "file" flags`, `#line 12 "file"`): the lines that must
+/// survive any edit of a preprocessed text, or the lines after them lose their source lines.
+pub fn is_line_marker(line: &str) -> bool {
+    line_marker(line).is_some()
 }
 
 /// `(line, file)` of a line marker: `# 12 "file" flags` or `#line 12 "file"`.

@@ -8,9 +8,22 @@ pub struct Edits {
     edits: Vec<(Range<usize>, String)>,
 }
 
-/// As many newlines as `text` has: what replaces removed text so line numbers stay put.
+use hotpatch_differ::unit::is_line_marker;
+
+/// As many newlines as `text` has: what replaces removed text so line numbers stay put. Line
+/// markers (`# 12 "a.c"`, in preprocessed text) are kept, or the lines after them would be
+/// attributed to the wrong source line.
 pub fn newlines_of(text: &str) -> String {
-    "\n".repeat(text.bytes().filter(|&b| b == b'\n').count())
+    let mut out = String::new();
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if is_line_marker(line) {
+                out.push_str(line);
+            }
+        }
+    }
+    out
 }
 
 impl Edits {

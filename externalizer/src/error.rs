@@ -29,6 +29,17 @@ pub enum ExternalizeError {
         /// Line of the declaration.
         line: u32,
     },
+    /// A function the differ reports as changed has no definition in the text the patch unit
+    /// is made from.
+    #[error("{file}:{line}: `{function}` changed, but its definition cannot be found in the new revision's text, so it cannot be compiled into a patch")]
+    MissingDefinition {
+        /// The function.
+        function: String,
+        /// Its file.
+        file: String,
+        /// The line the differ reported.
+        line: u32,
+    },
     /// The new revision of a changed file is missing or not UTF-8 text.
     #[error("{file}: the new revision of this file is missing or not UTF-8 text, so `{function}` (line {line}) cannot be compiled into a patch")]
     MissingSource {
@@ -39,4 +50,18 @@ pub enum ExternalizeError {
         /// The function's line.
         line: u32,
     },
+}
+
+impl ExternalizeError {
+    /// The same error with its line translated by `source_line` (from a preprocessed unit's
+    /// line to the source line it came from).
+    pub(crate) fn at_source_lines(mut self, source_line: impl Fn(u32) -> u32) -> Self {
+        match &mut self {
+            ExternalizeError::StaticLocal { line, .. }
+            | ExternalizeError::MixedDeclaration { line, .. } => *line = source_line(*line),
+            ExternalizeError::MissingSource { .. } | ExternalizeError::MissingDefinition { .. } => {
+            }
+        }
+        self
+    }
 }

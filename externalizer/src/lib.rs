@@ -39,25 +39,29 @@ pub fn externalize(
         let Some(first) = relevant.first() else {
             continue;
         };
-        let Some(source) = new.text(file) else {
+        let preprocessed = options
+            .units
+            .and_then(|u| u.get(file))
+            .and_then(|t| Some((t.old.as_deref().unwrap_or(""), t.new.as_deref()?)));
+        let text = match preprocessed {
+            Some((old_unit, new_unit)) => Some(unit::Text::preprocessed(old_unit, new_unit)),
+            None => new.text(file).map(|source| {
+                let old_source = old
+                    .files
+                    .get(file)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                unit::Text::source(old_source, source)
+            }),
+        };
+        let Some(text) = text else {
             return Err(ExternalizeError::MissingSource {
                 function: first.name.clone(),
                 file: file.clone(),
                 line: first.line,
             });
         };
-        let old_source = old
-            .files
-            .get(file)
-            .map(|b| String::from_utf8_lossy(b))
-            .unwrap_or_default();
-        units.push(unit::make_unit(
-            file,
-            &old_source,
-            source,
-            &relevant,
-            options,
-        )?);
+        units.push(unit::make_unit(file, &text, &relevant, options)?);
     }
     Ok(units)
 }

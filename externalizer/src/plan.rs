@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use hotpatch_differ::index::{Index, Item, ItemKind};
 use hotpatch_differ::{Change, FunctionChange};
 
-use crate::{Action, Options};
+use crate::{Action, ExternalizeError, Options};
 
 /// One function the patch defines, before ordering.
 #[derive(Debug, Clone)]
@@ -72,14 +72,15 @@ impl<'a> Lookup<'a> {
 }
 
 /// Computes the emit set for `file` from its changes (rule: changed + new + every function that
-/// may inline one of them, through inline functions and macros) and the private copies.
+/// may inline one of them, through inline functions and macros) and the private copies. A
+/// changed function without a definition in the text is an error, never silently left out.
 pub fn plan(
     file: &str,
     changes: &[&FunctionChange],
     lookup: &Lookup<'_>,
     kept_data: &[&Item],
     options: &Options<'_>,
-) -> Plan {
+) -> Result<Plan, ExternalizeError> {
     let mut plan = Plan::default();
     let mut queue: VecDeque<(String, String)> = VecDeque::new();
     for change in changes {
@@ -89,7 +90,11 @@ pub fn plan(
             Change::Removed => continue,
         };
         if !lookup.defs.contains_key(change.name.as_str()) {
-            continue;
+            return Err(ExternalizeError::MissingDefinition {
+                function: change.name.clone(),
+                file: file.to_string(),
+                line: change.line,
+            });
         }
         plan.members.insert(
             change.name.clone(),
@@ -138,7 +143,7 @@ pub fn plan(
         }
     }
     plan.copied = copies(lookup, &plan, kept_data, &has);
-    plan
+    Ok(plan)
 }
 
 /// Unchanged static functions reachable from emitted code that the target no longer has.

@@ -17,6 +17,10 @@ pub struct Options<'a> {
     /// `name` of `file`. A variable the compiler folded away (never written) gets a private copy
     /// with its initializer instead of a binding. `None`: assume every variable is present.
     pub target_has_local_variable: Option<LocalFunctionProbe<'a>>,
+    /// Preprocessed units by `.c` path (the ones the differ judged the files on): a file with a
+    /// new-side unit gets its patch unit made from it, so macro-made definitions, storage
+    /// classes from macros and `#if` branches are exactly what the compiler saw.
+    pub units: Option<&'a std::collections::BTreeMap<String, hotpatch_differ::UnitTexts>>,
 }
 
 impl std::fmt::Debug for Options<'_> {
@@ -30,6 +34,7 @@ impl std::fmt::Debug for Options<'_> {
                 "target_has_local_variable",
                 &self.target_has_local_variable.map(|_| "<fn>"),
             )
+            .field("units", &self.units.map(|u| u.keys().collect::<Vec<_>>()))
             .finish()
     }
 }
@@ -39,8 +44,11 @@ impl std::fmt::Debug for Options<'_> {
 pub struct PatchUnit {
     /// Repository-relative path of the `.c` file.
     pub file: String,
-    /// C source of the patch translation unit (line numbers match the original file).
+    /// C source of the patch translation unit (line numbers match the original file; for a
+    /// preprocessed unit, its line markers say where each line came from).
     pub source: String,
+    /// `source` is preprocessed text (compile it as such: no second preprocessing).
+    pub preprocessed: bool,
     /// The functions the unit defines for the patch, in source order.
     pub functions: Vec<PatchFunction>,
     /// Undefined names in this unit that mean a `static` symbol of `file` in the running binary.

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use hotpatch_differ::index::{Index, Item, ItemKind};
 use hotpatch_differ::tokens::tokens;
+use hotpatch_differ::unit::Unit;
 use hotpatch_differ::FunctionChange;
 
 use crate::edits::{newlines_of, Edits};
@@ -21,21 +22,66 @@ enum VarFate {
     Demote,
 }
 
-/// Builds the patch unit of `file` from its new source, the old source (to tell new variables)
-/// and its changed/added functions.
+/// The text a patch unit is made from: a file's source as written, or its preprocessed unit.
+pub struct Text {
+    /// The new side, as it is edited (a unit keeps its line markers).
+    source: String,
+    /// What is indexed: `source`, with a unit's line markers blanked (same byte offsets).
+    indexed: String,
+    /// The old side, indexed the same way (to tell variables that are new).
+    old_indexed: String,
+    /// For a unit: where each of its lines came from.
+    unit: Option<Unit>,
+}
+
+impl Text {
+    /// A file's source as written, both revisions.
+    pub fn source(old: String, new: &str) -> Text {
+        Text {
+            source: new.to_string(),
+            indexed: new.to_string(),
+            old_indexed: old,
+            unit: None,
+        }
+    }
+
+    /// A file's preprocessed units (`cc -E` output with line markers), both revisions.
+    pub fn preprocessed(old: &str, new: &str) -> Text {
+        let unit = Unit::read(new);
+        Text {
+            source: new.to_string(),
+            indexed: unit.text.clone(),
+            old_indexed: Unit::read(old).text,
+            unit: Some(unit),
+        }
+    }
+
+    /// The source line of line `line` of the indexed text.
+    fn source_line(&self, line: u32) -> u32 {
+        self.unit
+            .as_ref()
+            .and_then(|u| u.origin(line))
+            .map_or(line, |(_, l)| l)
+    }
+}
+
+/// Builds the patch unit of `file` from its new text, the old one (to tell new variables) and
+/// its changed/added functions.
 pub fn make_unit(
     file: &str,
-    old_source: &str,
-    source: &str,
+    text: &Text,
     changes: &[&FunctionChange],
     options: &Options<'_>,
 ) -> Result<PatchUnit, ExternalizeError> {
-    let index = Index::parse(source);
-    let old_vars = variable_names(&Index::parse(old_source));
+    let source = text.source.as_str();
+    let index = Index::parse(&text.indexed);
+    let old_vars = variable_names(&Index::parse(&text.old_indexed));
     let mut new_data = Vec::new();
     let mut fates = Vec::with_capacity(index.items.len());
     for item in &index.items {
-        let fate = match var_fate(file, item, &old_vars)? {
+        let fate = match var_fate(file, item, &old_vars)
+            .map_err(|e| e.at_source_lines(|l| text.source_line(l)))?
+        {
             VarFate::Demote if item.is_static && folded_away(file, item, options) => VarFate::Keep,
             fate => fate,
         };
@@ -56,7 +102,7 @@ pub fn make_unit(
         .map(|(i, _)| i)
         .collect();
     let lookup = Lookup::new(&index);
-    let plan = plan(file, changes, &lookup, &kept_data, options);
+    let plan = plan(file, changes, &lookup, &kept_data, options)?;
 
     let mut edits = Edits::default();
     let mut bindings = BTreeSet::new();
@@ -71,12 +117,18 @@ pub fn make_unit(
                 edits.insert(item.range.start, "__attribute__((used)) ");
             }
             if member.action != Action::Add {
-                static_locals.extend(static_locals::bind(file, source, item, &mut edits)?);
+                static_locals.extend(
+                    static_locals::bind(file, source, item, &mut edits)
+                        .map_err(|e| e.at_source_lines(|l| text.source_line(l)))?,
+                );
             }
         } else if item.is_inline || plan.copied.contains(name) {
             // Kept as it is, but its static locals are the running ones (a bound local that no
             // emitted code uses leaves no undefined symbol, and so no binding).
-            static_locals.extend(static_locals::bind(file, source, item, &mut edits)?);
+            static_locals.extend(
+                static_locals::bind(file, source, item, &mut edits)
+                    .map_err(|e| e.at_source_lines(|l| text.source_line(l)))?,
+            );
         } else if let Some(body) = item.body.clone() {
             let replacement = format!(";{}", newlines_of(source.get(body.clone()).unwrap_or("")));
             edits.replace(body, replacement);
@@ -143,15 +195,21 @@ pub fn make_unit(
                 .is_some_and(|d| d.iter().any(|i| i.is_static)),
             action: member.action,
             reason: member.reason.clone(),
-            line: first_line(&lookup, name),
+            line: text.source_line(first_line(&lookup, name)),
             always_active: member.action == Action::Replace && is_always_active(&lookup, name),
         })
         .collect();
     functions.sort_by(|a, b| (a.line, &a.name).cmp(&(b.line, &b.name)));
     let escaped = file.replace('\\', "\\\\").replace('"', "\\\"");
+    let edited = edits.apply(source);
     Ok(PatchUnit {
         file: file.to_string(),
-        source: format!("#line 1 \"{escaped}\"\n{}", edits.apply(source)),
+        // A unit's own line markers say where its lines came from.
+        source: match text.unit {
+            Some(_) => edited,
+            None => format!("#line 1 \"{escaped}\"\n{edited}"),
+        },
+        preprocessed: text.unit.is_some(),
         functions,
         bindings: bindings.into_iter().collect(),
         copied: plan.copied.into_iter().collect(),

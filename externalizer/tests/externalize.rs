@@ -363,3 +363,96 @@ fn arrays_sized_by_their_initializer_keep_their_complete_type() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("$0x70"), "{text}\n{}", unit.source);
 }
+
+/// `gcc -E src/lib.c` of `text` in a scratch tree, as the CLI preprocesses a unit.
+fn preprocessed(text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
+    std::fs::write(dir.path().join("src/lib.c"), text).expect("write");
+    let out = Command::new("gcc")
+        .args(["-E", "src/lib.c"])
+        .current_dir(dir.path())
+        .output()
+        .expect("gcc -E runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The patch unit of `src/lib.c` made from its preprocessed units, as the CLI does.
+fn one_preprocessed(old: &str, new: &str, options: &Options) -> PatchUnit {
+    let (old_snap, new_snap) = (
+        snap("v1", &[("src/lib.c", old)]),
+        snap("v2", &[("src/lib.c", new)]),
+    );
+    let units: std::collections::BTreeMap<String, hotpatch_differ::UnitTexts> = [(
+        "src/lib.c".to_string(),
+        hotpatch_differ::UnitTexts {
+            old: Some(preprocessed(old)),
+            new: Some(preprocessed(new)),
+        },
+    )]
+    .into();
+    let diff_options = hotpatch_differ::DiffOptions {
+        units: units.clone(),
+        ..Default::default()
+    };
+    let changes = hotpatch_differ::diff_snapshots_with(&old_snap, &new_snap, &diff_options);
+    let options = Options {
+        units: Some(&units),
+        ..*options
+    };
+    let mut made = externalize(&changes, &old_snap, &new_snap, &options).expect("externalize");
+    assert_eq!(made.len(), 1);
+    made.remove(0)
+}
+
+#[test]
+fn preprocessed_units_see_macro_storage_classes_and_macro_made_functions() {
+    let old = "#define l_sinline static inline\n#define DEF(name, v) int name(void) { return v; }\nl_sinline int twice(int v) { return 2 * v; }\nDEF(one, 1)\nint api(int v)\n{\n    return twice(v) + one();\n}\n";
+    let new = old
+        .replace("DEF(one, 1)", "DEF(one, 11)")
+        .replace("twice(v) + one();", "twice(v) + one() + 1;");
+    // The binary has no `twice` (inlined everywhere): the unit must compile it in, never bind it.
+    let absent = |_file: &str, name: &str| name != "twice";
+    let options = Options {
+        target_has_local_function: Some(&absent),
+        ..Options::default()
+    };
+    let unit = one_preprocessed(old, &new, &options);
+    assert!(unit.preprocessed);
+    let got: Vec<(&str, Action, u32)> = unit
+        .functions
+        .iter()
+        .map(|f| (f.name.as_str(), f.action, f.line))
+        .collect();
+    assert_eq!(
+        got,
+        [("one", Action::Replace, 4), ("api", Action::Replace, 5)]
+    );
+    assert!(unit.bindings.is_empty(), "{:?}", unit.bindings);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("patch.i");
+    std::fs::write(&src, &unit.source).expect("write");
+    let out = Command::new("gcc")
+        .args(["-c", "-O2", "-fPIC", "-Wall", "-Werror", "-fpreprocessed"])
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.path().join("patch.o"))
+        .output()
+        .expect("gcc runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        unit.source
+    );
+    let syms = symbols(&dir.path().join("patch.o"));
+    let kind = |n: &str| syms.iter().find(|(s, _)| s == n).map(|(_, k)| k.as_str());
+    assert_eq!(kind("one"), Some("T"), "{syms:?}");
+    assert_eq!(kind("api"), Some("T"), "{syms:?}");
+    assert_ne!(kind("twice"), Some("U"), "{syms:?}");
+}
