@@ -42,7 +42,17 @@ fn dry_run_live_leaves_the_process_byte_for_byte_unchanged() {
     let exe = build_target(dir.path());
     let mut running = start(&exe, &["quiet"]);
     running.wait_for(5, |l| l == "ready");
-    std::thread::sleep(Duration::from_millis(100));
+    // "ready" reaches the pipe before the target is done with stdio: compare memory only once
+    // it sits in pause() (syscall 34), where nothing of it changes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let syscall = format!("/proc/{}/syscall", running.pid());
+    while !std::fs::read_to_string(&syscall).is_ok_and(|s| s.starts_with("34 ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target never blocked in pause()"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let patch = compile_patch(
         dir.path(),
         "life_patch_v2.c",
