@@ -236,8 +236,8 @@ fn revert_busy_waits_then_refuses_and_keeps_the_code() {
     );
     let report = apply_patch(running.pid(), patch, &options(3000)).unwrap();
     let entry = report.functions[0].old_address.unwrap();
-    // The worker enters the new stay() within 20 ms and never leaves it.
-    std::thread::sleep(Duration::from_millis(100));
+    // The worker enters the new stay() at its next call and never leaves it.
+    running.wait_for(30, |l| l == "in the patched stay");
     let err = revert(running.pid(), None, &options(300)).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ApplyError::ThreadBusy { .. }), "{text}");
