@@ -11,6 +11,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+
+/// `pause(2)`, where the quiet target waits after printing `ready`.
+const SYS_PAUSE: u64 = 34;
 use hotpatch_applier::{check, plan, ApplyOptions, PatchObject, Target};
 
 /// `/proc/PID/maps` and the bytes of every readable mapping.
@@ -42,7 +45,7 @@ fn dry_run_live_leaves_the_process_byte_for_byte_unchanged() {
     let exe = build_target(dir.path());
     let mut running = start(&exe, &["quiet"]);
     running.wait_for(5, |l| l == "ready");
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until_in_syscall(running.pid(), SYS_PAUSE);
     let patch = compile_patch(
         dir.path(),
         "life_patch_v2.c",

@@ -3,6 +3,8 @@
 //!
 //! Timings are printed (run with `--nocapture`), never asserted.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -13,6 +15,7 @@ use hotpatch_applier::ptrace::{
     read_memory, remote_syscall, write_memory, PtraceError, StoppedProcess,
 };
 
+const SYS_READ: u64 = 0;
 const SYS_MMAP: i64 = 9;
 const SYS_GETPID: i64 = 39;
 const PROT_READ: u64 = 1;
@@ -341,13 +344,13 @@ fn nanosleep_restarts_after_injection() {
 fn blocked_read_survives_injection() {
     let mut t = Target::start("ptrace_reader", &[]);
     let pid = t.pid();
-    std::thread::sleep(Duration::from_millis(100)); // let it block in read
+    common::wait_until_in_syscall(pid, SYS_READ);
     for _ in 0..5 {
         assert_eq!(remote_syscall(pid, SYS_GETPID, [0; 6]).unwrap(), pid as i64);
     }
     t.send("hello\n");
     assert_eq!(t.expect_prefix("GOT", Duration::from_secs(5)), "GOT hello");
-    std::thread::sleep(Duration::from_millis(50));
+    common::wait_until_in_syscall(pid, SYS_READ);
     assert_eq!(remote_syscall(pid, SYS_GETPID, [0; 6]).unwrap(), pid as i64);
     t.send("again\n");
     assert_eq!(t.expect_prefix("GOT", Duration::from_secs(5)), "GOT again");
