@@ -44,7 +44,7 @@ fn dry_run_live_leaves_the_process_byte_for_byte_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build_target(dir.path());
     let mut running = start(&exe, &["quiet"]);
-    running.wait_for(5, |l| l == "ready");
+    running.wait_for(30, |l| l == "ready");
     wait_until_in_syscall(running.pid(), SYS_PAUSE);
     let patch = compile_patch(
         dir.path(),

@@ -244,7 +244,7 @@ pub fn apply_patch(
 
 /// `value` as the main thread's next `tick` line reports it.
 pub fn next_tick_value(running: &Running) -> i64 {
-    let line = running.wait_for(5, |l| l.starts_with("tick "));
+    let line = running.wait_for(30, |l| l.starts_with("tick "));
     tick_field(&line, "value")
 }
 
