@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use support::*;
 
@@ -89,7 +88,7 @@ impl Setup {
 
     fn start(&self, binary: &Path) -> TargetProcess {
         let mut target = TargetProcess::start(binary);
-        target.wait_for("value=42", Duration::from_secs(5));
+        target.wait_for("value=42");
         target
     }
 
@@ -140,7 +139,7 @@ fn built_patch_object_applies_with_apply() {
 
     let output = hotpatch(&["apply", object.to_str().unwrap(), "--pid", &pid, "--json"]);
     assert!(output.status.success(), "{}", stderr_of(&output));
-    target.wait_for("value=43", Duration::from_secs(5));
+    target.wait_for("value=43");
     target.read_lines(2);
     assert_counts_up_by_one(&target.seen, "state");
     assert!(target.is_alive());
@@ -169,7 +168,7 @@ fn user_object_without_manifest_replaces_the_function_of_its_name() {
         "{}",
         stdout_of(&output)
     );
-    target.wait_for("value=77", Duration::from_secs(5));
+    target.wait_for("value=77");
     assert!(target.is_alive());
 }
 
@@ -192,7 +191,7 @@ fn user_object_with_an_ambiguous_name_is_a_clear_error() {
         &binary,
     );
     let mut target = TargetProcess::start(&binary);
-    target.wait_for("value=", Duration::from_secs(5));
+    target.wait_for("value=");
     let source = work.path().join("vendor.c");
     std::fs::write(&source, "int helper(void) { return 5; }\n").unwrap();
     let object = work.path().join("vendor.o");
@@ -390,7 +389,7 @@ fn build_without_pid_then_apply(v1: &str, v2: &str) -> (serde_json::Value, serde
     let output = hotpatch(&["apply", object, "--pid", &pid, "--json"]);
     assert!(output.status.success(), "{}", stderr_of(&output));
     let apply: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
-    target.wait_for("value=43", Duration::from_secs(5));
+    target.wait_for("value=43");
     target.read_lines(2);
     assert!(target.seen.last().unwrap().contains("value=43"));
     assert_counts_up_by_one(&target.seen, "state");

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use support::*;
 
@@ -20,7 +19,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let binary = simplest_case(dir.path());
         let mut target = TargetProcess::start(&binary);
-        target.wait_for("value=1", Duration::from_secs(5));
+        target.wait_for("value=1");
         let fixture = Fixture { dir, target };
         let output = hotpatch(&[
             "build",
@@ -97,7 +96,7 @@ fn a_stripped_binary_cannot_bind_statics() {
         &stripped,
     );
     let mut target = TargetProcess::start(&stripped);
-    target.wait_for("value=1", Duration::from_secs(5));
+    target.wait_for("value=1");
     let pid = target.pid().to_string();
     let repo = dir.path().join("repo");
     let output = hotpatch(&[

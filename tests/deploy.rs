@@ -5,7 +5,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use support::*;
 
@@ -76,7 +75,7 @@ impl Deployment {
         let binary = dir.path().join(SERVICE);
         compile_program(&work, &["main.c".into(), "lib.c".into()], "-O2 -g", &binary);
         let mut service = TargetProcess::start(&binary);
-        service.wait_for("value=1", Duration::from_secs(5));
+        service.wait_for("value=1");
         std::fs::write(&pidfile, service.pid().to_string()).unwrap();
         Deployment {
             dir,
@@ -151,9 +150,7 @@ fn a_push_live_patches_the_service_and_a_bad_push_is_rejected_untouched() {
         deployment.deployed_commit(),
         git_ok(&deployment.work(), &["rev-parse", "HEAD"])
     );
-    deployment
-        .service()
-        .wait_for("value=2", Duration::from_secs(5));
+    deployment.service().wait_for("value=2");
     deployment.service().read_lines(2);
 
     // A change that does not compile: the push is rejected with the compiler's words, the
@@ -175,9 +172,7 @@ fn the_ledger_names_the_deployed_commit_and_layout_changes_are_refused() {
     let v2 = case_files("v2").remove(1).1;
     assert!(deployment.push_lib(&v2, "v2").status.success());
     let pushed = deployment.deployed_commit();
-    deployment
-        .service()
-        .wait_for("value=2", Duration::from_secs(5));
+    deployment.service().wait_for("value=2");
     let pid = deployment.service().pid().to_string();
     let list = hotpatch(&["list", "--pid", &pid]);
     assert!(
@@ -256,9 +251,7 @@ fn two_pushes_that_touch_the_same_function_both_patch_it() {
             deployment.deployed_commit(),
             git_ok(&deployment.work(), &["rev-parse", "HEAD"])
         );
-        deployment
-            .service()
-            .wait_for(&format!("value={value}"), Duration::from_secs(20));
+        deployment.service().wait_for(&format!("value={value}"));
     }
     let list = hotpatch(&["list", "--pid", &pid.to_string(), "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -281,9 +274,7 @@ fn a_process_that_runs_another_revision_is_not_patched() {
     let v1_commit = deployment.deployed_commit();
     let v2 = case_files("v2").remove(1).1;
     assert!(deployment.push_lib(&v2, "v2").status.success());
-    deployment
-        .service()
-        .wait_for("value=2", Duration::from_secs(5));
+    deployment.service().wait_for("value=2");
     // Someone moves the deploy branch back behind the hook's back: the process still runs v2.
     git_ok(
         &deployment.deploy(),
@@ -354,7 +345,7 @@ fn every_process_of_the_service_executable_is_patched() {
     let mut deployment = Deployment::new();
     let binary = deployment.dir.path().join(SERVICE);
     let mut second = TargetProcess::start(&binary);
-    second.wait_for("value=1", Duration::from_secs(5));
+    second.wait_for("value=1");
     git_ok(
         &deployment.deploy(),
         &["config", "--unset", "hotpatch.pidfile"],
@@ -372,10 +363,8 @@ fn every_process_of_the_service_executable_is_patched() {
             "{messages}"
         );
     }
-    deployment
-        .service()
-        .wait_for("value=2", Duration::from_secs(5));
-    second.wait_for("value=2", Duration::from_secs(5));
+    deployment.service().wait_for("value=2");
+    second.wait_for("value=2");
     assert_counts_up_by_one(&second.seen, "state");
 }
 

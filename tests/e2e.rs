@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use support::*;
@@ -122,7 +121,7 @@ fn run_case_with(name: &str, case: Case) {
     }
 
     let mut target = TargetProcess::start(&binary);
-    target.wait_for(&case.before, Duration::from_secs(5));
+    target.wait_for(&case.before);
     target.read_lines(2);
     let pid = target.pid().to_string();
     let mut args = vec![
@@ -187,7 +186,7 @@ fn run_case_with(name: &str, case: Case) {
             .after
             .as_deref()
             .expect("a patchable case says what it prints after");
-        target.wait_for(after, Duration::from_secs(5));
+        target.wait_for(after);
         target.read_lines(2);
     }
     for counter in &case.counters {

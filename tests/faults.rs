@@ -19,7 +19,7 @@ fn a_target_that_exits_during_apply_gives_a_clear_error_and_no_hang() {
     // promptly with success (it finished first) or an error naming the pid, never a panic.
     for delay_ms in [0u64, 2, 5, 10, 20, 40] {
         let mut target = TargetProcess::start(&binary);
-        target.wait_for("value=1", Duration::from_secs(5));
+        target.wait_for("value=1");
         let pid = target.pid();
         let mut tool = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
             .args([
@@ -71,7 +71,7 @@ fn another_users_process_is_refused_and_untouched() {
         std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let mut target = TargetProcess::start(&binary);
-    target.wait_for("value=1", Duration::from_secs(5));
+    target.wait_for("value=1");
     let pid = target.pid().to_string();
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -107,7 +107,6 @@ fn live_patches(pid: &str) -> Vec<(String, String, bool)> {
 
 /// `value` in a line printed after this call (the second fresh line: computed after it).
 fn current_value(target: &mut TargetProcess) -> i64 {
-    target.drain();
     target.read_lines(2);
     field(target.seen.last().unwrap(), "value").expect("a value= line")
 }
@@ -116,7 +115,7 @@ fn current_value(target: &mut TargetProcess) -> i64 {
 /// exits; allowed a moment to get them scheduled).
 fn assert_running_untraced(target: &mut TargetProcess, what: &str) {
     let pid = target.pid();
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + DEADLINE;
     loop {
         match untraced_and_running(pid) {
             Ok(()) => break,
@@ -207,7 +206,7 @@ fn killed_during_apply_leaves_the_target_running_and_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let (binary, object) = build(dir.path());
     let mut target = TargetProcess::start(&binary);
-    target.wait_for("value=1", Duration::from_secs(5));
+    target.wait_for("value=1");
     let pid = target.pid().to_string();
     let object = object.to_str().unwrap();
     let apply = ["apply", object, "--pid", &pid];
@@ -239,7 +238,7 @@ fn killed_during_revert_leaves_the_target_running_and_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let (binary, object) = build(dir.path());
     let mut target = TargetProcess::start(&binary);
-    target.wait_for("value=1", Duration::from_secs(5));
+    target.wait_for("value=1");
     let pid = target.pid().to_string();
     let object = object.to_str().unwrap();
     let apply = ["apply", object, "--pid", &pid];

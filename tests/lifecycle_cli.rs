@@ -45,7 +45,9 @@ fn list_and_revert_work_from_the_process_alone() {
         timeout: Duration::from_secs(3),
     };
     apply_patch(running.pid(), patch, &options).unwrap();
-    running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 2);
+    running.wait_for(30, |l| {
+        l.starts_with("tick ") && tick_field(l, "value") == 2
+    });
 
     let (code, stdout, stderr) = hotpatch(&["list", "--pid", &pid, "--json"]);
     assert_eq!(code, 0, "{stderr}");
@@ -75,7 +77,9 @@ fn list_and_revert_work_from_the_process_alone() {
         "{stdout}"
     );
     running.drain();
-    running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 1);
+    running.wait_for(30, |l| {
+        l.starts_with("tick ") && tick_field(l, "value") == 1
+    });
 
     let (code, _, stderr) = hotpatch(&["revert", "--pid", &pid]);
     assert_eq!(code, 1);

@@ -9,7 +9,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,8 +106,9 @@ struct ClientTally {
     failures: Vec<String>,
 }
 
-/// Sends requests until `stop`, the request bound or the time bound, checking every reply.
-fn client_loop(port: u16, thread: u64, stop: &AtomicBool) -> ClientTally {
+/// Sends requests until `stop`, the request bound or the time bound, checking every reply;
+/// counts itself in `going` once its first request has had its answer (or failed).
+fn client_loop(port: u16, thread: u64, stop: &AtomicBool, going: &AtomicUsize) -> ClientTally {
     let mut tally = ClientTally::default();
     let mut client = Client::connect(port);
     let deadline = Instant::now() + Duration::from_secs(MAX_CLIENT_SECONDS);
@@ -118,7 +119,11 @@ fn client_loop(port: u16, thread: u64, stop: &AtomicBool) -> ClientTally {
         let id = thread * 10_000_000 + n;
         let k = n % 1000;
         tally.sent += 1;
-        match client.call(&format!("REQ {id} {k}")) {
+        let result = client.call(&format!("REQ {id} {k}"));
+        if n == 0 {
+            going.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
             Ok(reply) => {
                 tally.received += 1;
                 match version_of(&reply, id, k) {
@@ -146,7 +151,7 @@ fn under_load() {
     let dir = tempfile::tempdir().unwrap();
     let binary = load_server(dir.path());
     let mut server = TargetProcess::start(&binary);
-    let port_line = server.wait_for("port=", Duration::from_secs(10));
+    let port_line = server.wait_for("port=");
     let port = field(&port_line, "port").expect("port") as u16;
     let pid = server.pid();
 
@@ -177,10 +182,11 @@ fn under_load() {
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let going = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS as u64)
         .map(|thread| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || client_loop(port, thread + 1, &stop))
+            let (stop, going) = (Arc::clone(&stop), Arc::clone(&going));
+            std::thread::spawn(move || client_loop(port, thread + 1, &stop, &going))
         })
         .collect();
 
@@ -199,7 +205,15 @@ fn under_load() {
         );
     };
 
-    std::thread::sleep(Duration::from_millis(50)); // let the clients get going
+    // The patching starts once every client has had a reply, so each one runs across it.
+    let deadline = Instant::now() + DEADLINE;
+    while going.load(Ordering::Relaxed) < CLIENTS {
+        assert!(
+            Instant::now() < deadline,
+            "the clients got no replies within {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let (mut apply_pauses, mut revert_pauses) = (Vec::new(), Vec::new());
     for cycle in 0..CYCLES {
         let report = apply(&target, &plan, &options)

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 
 #[test]
@@ -16,8 +14,8 @@ fn exe_patches_every_process_then_list_and_revert_each() {
     let repo = dir.path().join("repo").display().to_string();
     let mut a = TargetProcess::start(&binary);
     let mut b = TargetProcess::start(&binary);
-    a.wait_for("value=1", Duration::from_secs(5));
-    b.wait_for("value=1", Duration::from_secs(5));
+    a.wait_for("value=1");
+    b.wait_for("value=1");
 
     // A live dry run attaches, checks and detaches.
     let pid_a = a.pid().to_string();
@@ -35,7 +33,7 @@ fn exe_patches_every_process_then_list_and_revert_each() {
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     assert_eq!(json["check"]["threads"], 1, "{json}");
     assert!(json["check"]["pause_us"].as_u64().unwrap() > 0);
-    a.wait_for("value=1", Duration::from_secs(5));
+    a.wait_for("value=1");
 
     let exe = binary.display().to_string();
     let out = hotpatch(&[
@@ -44,8 +42,8 @@ fn exe_patches_every_process_then_list_and_revert_each() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     assert_eq!(json["processes"].as_array().unwrap().len(), 2, "{json}");
-    a.wait_for("value=2", Duration::from_secs(5));
-    b.wait_for("value=2", Duration::from_secs(5));
+    a.wait_for("value=2");
+    b.wait_for("value=2");
 
     for target in [&a, &b] {
         let pid = target.pid().to_string();
@@ -58,7 +56,7 @@ fn exe_patches_every_process_then_list_and_revert_each() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out).matches("reverted patch").count(), 2);
     for target in [&mut a, &mut b] {
-        target.wait_for("value=1", Duration::from_secs(5));
+        target.wait_for("value=1");
         target.read_lines(2);
         assert_counts_up_by_one(&target.seen, "state");
         assert!(target.is_alive());
@@ -71,7 +69,7 @@ fn at_applies_at_the_safe_point() {
     let binary = simplest_case(dir.path());
     let repo = dir.path().join("repo").display().to_string();
     let mut target = TargetProcess::start(&binary);
-    target.wait_for("value=1", Duration::from_secs(5));
+    target.wait_for("value=1");
     let pid = target.pid().to_string();
     let out = hotpatch(&[
         "diff", "v1..v2", "--repo", &repo, "--apply", "--pid", &pid, "--at", "nosuch",
@@ -82,7 +80,7 @@ fn at_applies_at_the_safe_point() {
         "diff", "v1..v2", "--repo", &repo, "--apply", "--pid", &pid, "--at", "state",
     ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    target.wait_for("value=2", Duration::from_secs(5));
+    target.wait_for("value=2");
     target.read_lines(2);
     assert_counts_up_by_one(&target.seen, "state");
     assert!(target.is_alive());

@@ -8,13 +8,8 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::Duration;
 
 use support::*;
-
-/// How long to wait for the target to print what a patch or revert brings (a deadline on the
-/// event, generous for a loaded machine).
-const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `value` of the `simplest` case at v1..v4: each revision returns its own number, and v3 is
 /// longer code than the others (the compare stays: `calls` may be negative). `calls` is global,
@@ -59,7 +54,7 @@ impl Chain {
             &binary,
         );
         let mut target = TargetProcess::start(&binary);
-        target.wait_for("value=1", DEADLINE);
+        target.wait_for("value=1");
         Chain { dir, target }
     }
 
@@ -144,7 +139,7 @@ fn chain_then_revert(route: Route) {
     let mut chain = Chain::start();
     for (from, to, value) in [("v1", "v2", 2), ("v2", "v3", 3), ("v3", "v4", 4)] {
         assert_ok(&chain.patch(route, from, to));
-        chain.target.wait_for(&format!("value={value}"), DEADLINE);
+        chain.target.wait_for(&format!("value={value}"));
         let running = chain.running_revision().unwrap();
         assert!(running.starts_with(&format!("{to} (")), "{running}");
     }
@@ -164,7 +159,7 @@ fn chain_then_revert(route: Route) {
     for (revision, value) in [(Some("v3 ("), 3), (Some("v2 ("), 2), (None, 1)] {
         let output = hotpatch(&["revert", "--pid", &chain.pid()]);
         assert_ok(&output);
-        chain.target.wait_for(&format!("value={value}"), DEADLINE);
+        chain.target.wait_for(&format!("value={value}"));
         let running = chain.running_revision();
         match revision {
             Some(prefix) => assert!(
@@ -228,7 +223,7 @@ fn a_patch_whose_old_side_is_not_what_runs_is_refused() {
     assert_untouched(&mut chain, 1, 0);
 
     assert_ok(&chain.patch(Route::Diff, "v1", "v2"));
-    chain.target.wait_for("value=2", DEADLINE);
+    chain.target.wait_for("value=2");
     let v2_patch = chain.list()["patches"][0]["patch_id"]
         .as_str()
         .unwrap()
@@ -272,7 +267,7 @@ fn a_patch_over_code_without_a_fingerprint_is_refused_until_it_is_reverted() {
         "--pid",
         &chain.pid(),
     ]));
-    chain.target.wait_for("value=7", DEADLINE);
+    chain.target.wait_for("value=7");
     let vendor_patch = chain.list()["patches"][0]["patch_id"]
         .as_str()
         .unwrap()
@@ -289,8 +284,8 @@ fn a_patch_over_code_without_a_fingerprint_is_refused_until_it_is_reverted() {
     // Reverted, the binary's own code is in effect again and is what the patch is checked
     // against.
     assert_ok(&hotpatch(&["revert", "--pid", &chain.pid()]));
-    chain.target.wait_for("value=1", DEADLINE);
+    chain.target.wait_for("value=1");
     assert_ok(&chain.patch(Route::Diff, "v1", "v2"));
-    chain.target.wait_for("value=2", DEADLINE);
+    chain.target.wait_for("value=2");
     chain.assert_state_survived();
 }

@@ -39,7 +39,7 @@ impl Running {
 
     fn next_line(&self) -> String {
         self.lines
-            .recv_timeout(Duration::from_secs(5))
+            .recv_timeout(Duration::from_secs(30))
             .expect("the target stopped printing")
     }
 
@@ -286,7 +286,7 @@ fn manifest_patch_works(pie: bool) {
     assert_eq!(read_mem(running.pid(), old, 1), vec![0xe9]);
     assert!(record.manifest.is_some());
 
-    let first = running.wait_for(5, |l| tick(l).is_some_and(|t| t.value >= 1_000_000));
+    let first = running.wait_for(30, |l| tick(l).is_some_and(|t| t.value >= 1_000_000));
     let first = tick(&first).unwrap();
     // The static `calls` of lib.c continued (not reset), and so did the global counter.
     assert!(
@@ -295,11 +295,11 @@ fn manifest_patch_works(pie: bool) {
     );
     assert!(first.counter > before.counter, "{before:?} -> {first:?}");
     // A function pointer stored before the patch reaches the new code.
-    let next = tick(&running.wait_for(5, |l| tick(l).is_some())).unwrap();
+    let next = tick(&running.wait_for(30, |l| tick(l).is_some())).unwrap();
     assert!(next.ptr >= 1_000_000 && next.value >= 1_000_000, "{next:?}");
     assert!(next.counter > first.counter);
     // The new code called printf, snprintf and strlen (an IFUNC) of libc.
-    let patched = running.wait_for(5, |l| l.starts_with("patched calls="));
+    let patched = running.wait_for(30, |l| l.starts_with("patched calls="));
     let words: Vec<&str> = patched.split_whitespace().collect();
     assert_eq!(
         words.get(3).and_then(|w| w.parse::<usize>().ok()),
@@ -316,7 +316,7 @@ fn plain_patch_works(pie: bool) {
     let mut running = start(&exe);
     let (before, report) = apply_to(&running, patch);
     assert!(report.patch_id.starts_with("plain-"));
-    let line = running.wait_for(5, |l| {
+    let line = running.wait_for(30, |l| {
         tick(l).is_some_and(|t| t.value >= 2_000_000 && t.ptr >= 2_000_000)
     });
     let after = tick(&line).unwrap();
@@ -483,7 +483,7 @@ fn apply_stops_every_thread() {
     let mut running = start(&exe);
     let (before, report) = apply_to(&running, patch);
     assert_eq!(report.threads, 2);
-    let line = running.wait_for(5, |l| tick(l).is_some_and(|t| t.ptr >= 2_000_000));
+    let line = running.wait_for(30, |l| tick(l).is_some_and(|t| t.ptr >= 2_000_000));
     assert!(tick(&line).unwrap().counter > before.counter);
     assert!(running.alive());
 }

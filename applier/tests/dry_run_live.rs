@@ -11,6 +11,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+
+/// `pause(2)`, where the quiet target waits after printing `ready`.
+const SYS_PAUSE: u64 = 34;
 use hotpatch_applier::{check, plan, ApplyOptions, PatchObject, Target};
 
 /// `/proc/PID/maps` and the bytes of every readable mapping.
@@ -41,18 +44,8 @@ fn dry_run_live_leaves_the_process_byte_for_byte_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build_target(dir.path());
     let mut running = start(&exe, &["quiet"]);
-    running.wait_for(5, |l| l == "ready");
-    // "ready" reaches the pipe before the target is done with stdio: compare memory only once
-    // it sits in pause() (syscall 34), where nothing of it changes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let syscall = format!("/proc/{}/syscall", running.pid());
-    while !std::fs::read_to_string(&syscall).is_ok_and(|s| s.starts_with("34 ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the target never blocked in pause()"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    running.wait_for(30, |l| l == "ready");
+    wait_until_in_syscall(running.pid(), SYS_PAUSE);
     let patch = compile_patch(
         dir.path(),
         "life_patch_v2.c",

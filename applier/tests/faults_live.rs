@@ -120,14 +120,14 @@ impl Faulty {
 
     /// `value` as printed by the main thread's next tick.
     fn next_value(&self) -> i64 {
-        let line = self.wait_for(5, "tick", |l| l.starts_with("tick "));
+        let line = self.wait_for(30, "tick", |l| l.starts_with("tick "));
         tick_field(&line, "value")
     }
 
-    /// Waits (up to 5 s) until ticks show `value == want`.
+    /// Waits (up to 30 s) until ticks show `value == want`.
     fn wait_value(&self, want: i64) {
         self.drain();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.next_value() != want {
             assert!(Instant::now() < deadline, "value never became {want}");
         }
@@ -169,8 +169,8 @@ fn apply_and_revert_keep_syscalls_signals_and_red_zone() {
     let exe = build_program(dir.path(), &c_dir().join("fault_target.c"), "fault");
     assert_red_zone_user(&exe);
     let mut target = Faulty::start(&exe);
-    target.wait_for(5, "first sleep", |l| l.starts_with("slept "));
-    target.wait_for(5, "first poll", |l| l.starts_with("polled "));
+    target.wait_for(30, "first sleep", |l| l.starts_with("slept "));
+    target.wait_for(30, "first poll", |l| l.starts_with("polled "));
     assert_eq!(target.next_value(), 1);
     let patch = compile_patch(
         dir.path(),
@@ -191,7 +191,7 @@ fn apply_and_revert_keep_syscalls_signals_and_red_zone() {
         let line = format!("line {cycle}");
         target.send(&line);
         let echo = format!("echo {line}");
-        target.wait_for(5, &echo, |l| l == echo);
+        target.wait_for(30, &echo, |l| l == echo);
 
         let reverted =
             revert(pid, None, &options).unwrap_or_else(|e| panic!("cycle {cycle}: revert: {e}"));
@@ -205,8 +205,8 @@ fn apply_and_revert_keep_syscalls_signals_and_red_zone() {
     // restarted with its whole timeout, so under back-to-back stops it may not have completed
     // since), and every signal sent arrived.
     target.drain();
-    target.wait_for(5, "a sleep after the cycles", |l| l.starts_with("slept "));
-    target.wait_for(5, "a poll after the cycles", |l| l.starts_with("polled "));
+    target.wait_for(30, "a sleep after the cycles", |l| l.starts_with("slept "));
+    target.wait_for(30, "a poll after the cycles", |l| l.starts_with("polled "));
     target.send("report");
     let line = target.wait_for(10, "signal report", |l| l.starts_with("signals sent "));
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -251,7 +251,9 @@ fn a_revert_interrupted_after_restoring_the_entry_is_settled_by_revert() {
     };
     apply_patch(running.pid(), patch, &options).unwrap();
     running.drain();
-    running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 2);
+    running.wait_for(30, |l| {
+        l.starts_with("tick ") && tick_field(l, "value") == 2
+    });
 
     // What the interrupted revert wrote: the original bytes at the entry, header untouched.
     let installed = installed_patches(running.pid()).unwrap();
@@ -280,6 +282,8 @@ fn a_revert_interrupted_after_restoring_the_entry_is_settled_by_revert() {
     );
     assert!(installed_patches(running.pid()).unwrap().is_empty());
     running.drain();
-    running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 1);
+    running.wait_for(30, |l| {
+        l.starts_with("tick ") && tick_field(l, "value") == 1
+    });
     assert!(running.alive());
 }

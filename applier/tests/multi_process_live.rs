@@ -45,7 +45,9 @@ fn every_process_of_the_executable_is_patched() {
     assert_eq!(reports.len(), 2);
     for running in [&a, &b] {
         running.drain();
-        running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 2);
+        running.wait_for(30, |l| {
+            l.starts_with("tick ") && tick_field(l, "value") == 2
+        });
     }
     assert!(a.alive() && b.alive());
 }

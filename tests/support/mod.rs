@@ -3,11 +3,18 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
+
+#[path = "../../src/child_output.rs"]
+mod child_output;
+
+use child_output::ChildOutput;
+
+/// How long a target may take to print the line a test waits for. Targets print every 20-300 ms;
+/// the rest is room for a machine whose every core is busy (CI under load, parallel builds).
+pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Root of the repository (where `testdata/` lives).
 pub fn project_root() -> PathBuf {
@@ -87,7 +94,7 @@ pub fn compile_program(dir: &Path, sources: &[String], cflags: &str, output: &Pa
 /// A running target process. Dropping it kills and reaps the process, so no test leaks one.
 pub struct TargetProcess {
     child: Child,
-    lines: Receiver<String>,
+    output: ChildOutput,
     /// Every line read so far.
     pub seen: Vec<String>,
 }
@@ -100,23 +107,15 @@ impl TargetProcess {
 
     /// Starts `binary` with `args`, its standard output captured line by line.
     pub fn start_with(binary: &Path, args: &[&str]) -> TargetProcess {
-        let mut child = Command::new(binary)
-            .args(args)
-            .stdout(Stdio::piped())
+        let mut command = Command::new(binary);
+        command.args(args);
+        let output = ChildOutput::capture(&mut command).expect("a socket pair for the output");
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         TargetProcess {
             child,
-            lines,
+            output,
             seen: Vec::new(),
         }
     }
@@ -126,30 +125,35 @@ impl TargetProcess {
         self.child.id() as i32
     }
 
-    /// Reads lines until one contains `needle`; panics after `timeout`.
-    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
+    /// Reads lines until one contains `needle`; panics after [`DEADLINE`].
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
+            match self
+                .output
+                .next_line(deadline)
+                .expect("reading the target's output")
+            {
+                Some(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no line containing `{needle}` within {timeout:?}; last lines: {:?}",
+                None => panic!(
+                    "no line containing `{needle}` within {DEADLINE:?}; last lines: {:?}",
                     &self.seen[self.seen.len().saturating_sub(5)..]
                 ),
             }
         }
     }
 
-    /// Reads `count` more lines.
+    /// Reads `count` lines the process finishes printing after this call (what it printed
+    /// before goes to `seen` first), so they show its behaviour from now on, not a backlog.
     pub fn read_lines(&mut self, count: usize) {
+        self.drain();
         for _ in 0..count {
-            self.wait_for("", Duration::from_secs(5));
+            self.wait_for("");
         }
     }
 
@@ -232,11 +236,10 @@ pub fn simplest_case(dir: &Path) -> PathBuf {
 }
 
 impl TargetProcess {
-    /// Moves every line already printed into `seen` without waiting.
+    /// Moves every line the process has finished printing into `seen` without waiting.
     pub fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
+        let lines = self.output.drain().expect("reading the target's output");
+        self.seen.extend(lines);
     }
 }
 

@@ -71,6 +71,23 @@ impl Running {
     }
 }
 
+/// Waits until the main thread of `pid` is blocked in system call `number` (x86-64 numbers, as
+/// `/proc/PID/syscall` shows them), up to 30 s: the event a test waits for instead of a sleep.
+pub fn wait_until_in_syscall(pid: i32, number: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if now.split_whitespace().next() == Some(number.to_string().as_str()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} not blocked in system call {number} within 30 s: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Compiles `tests/c/life_target.c` into `dir/life`.
 pub fn build_target(dir: &Path) -> PathBuf {
     build_program(dir, &c_dir().join("life_target.c"), "life")
@@ -229,7 +246,7 @@ pub fn apply_patch(
 
 /// `value` as the main thread's next `tick` line reports it.
 pub fn next_tick_value(running: &Running) -> i64 {
-    let line = running.wait_for(5, |l| l.starts_with("tick "));
+    let line = running.wait_for(30, |l| l.starts_with("tick "));
     tick_field(&line, "value")
 }
 
