@@ -28,9 +28,17 @@ pub struct BuildArgs {
     /// refused) and is shaped for it (static functions it inlined away).
     #[arg(long)]
     pub pid: Option<i32>,
-    /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
+    /// Flags of the original build, for files the build model does not list (default: `[build]
+    /// cflags` of hotpatch.toml; with no build model at all, `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub cflags: Option<String>,
+    /// The tree where the running binary was built (default: the work tree of --repo): its
+    /// compile_commands.json, CMake, Ninja or Make build says how each file was compiled.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+    /// The compilation database (compile_commands.json) of the running binary's build.
+    #[arg(long, value_name = "FILE")]
+    pub compile_commands: Option<PathBuf>,
     /// Accept one named refusal (repeatable), as `hotpatch diff --force`.
     #[arg(long, value_name = "ITEM")]
     pub force: Vec<String>,
@@ -65,14 +73,31 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .pid
         .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
+    let settings = pipeline::BuildSettings::for_repo(
+        Some(&args.repo),
+        args.cflags.as_deref(),
+        args.build_dir.as_deref(),
+        args.compile_commands.as_deref(),
+    )?;
     let patch = pipeline::build_patch(
         &changes,
         &old,
         &new,
         target.as_ref(),
-        args.cflags.as_deref(),
+        &settings,
         &mut timings,
     )?;
+    let result = write_and_report(args, &changes, &patch, &timings);
+    crate::render::with_build_warnings(result, &patch.warnings)
+}
+
+/// Writes the patch object and says what it holds.
+fn write_and_report(
+    args: &BuildArgs,
+    changes: &hotpatch_differ::ChangeSet,
+    patch: &pipeline::BuiltUnits,
+    timings: &Timings,
+) -> Result<()> {
     std::fs::write(&args.output, &patch.built.object)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let manifest = &patch.built.manifest;
@@ -93,6 +118,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "unchanged": patch.built.unchanged,
             "bindings": manifest.bindings,
             "cflags": manifest.cflags,
+            "flags": manifest.flags,
+            "flag_choices": patch.choices,
             "timings": timings,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -113,6 +140,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             changes.old_label
         ),
     }
+    print!("{}", crate::render::flags_text(patch));
     for name in &patch.built.unchanged {
         println!("  left alone   {name}: its compiled code did not change");
     }

@@ -121,7 +121,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         &old,
         &new,
         Some(&target),
-        Some(CFLAGS),
+        &pipeline::BuildSettings {
+            cflags: Some(CFLAGS.to_string()),
+            ..Default::default()
+        },
         &mut timings,
     )?;
     let plan = hotpatch_applier::plan(&target, &patch.object)?;

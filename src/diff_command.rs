@@ -43,19 +43,43 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         .first()
         .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
+    // The work tree is the default build directory only when the revisions come from its git.
+    let repo = args.range.is_some().then_some(args.repo.as_path());
+    let settings = pipeline::BuildSettings::for_repo(
+        repo,
+        args.cflags.as_deref(),
+        args.build_dir.as_deref(),
+        args.compile_commands.as_deref(),
+    )?;
     let patch = pipeline::build_patch(
         &changes,
         &old,
         &new,
         target.as_ref(),
-        args.cflags.as_deref(),
+        &settings,
         &mut timings,
     )?;
+    let warnings = patch.warnings.clone();
+    let result = patch_or_check(args, &out, &changes, &pids, target, patch, timings);
+    render::with_build_warnings(result, &warnings)
+}
+
+/// After the patch is built: resolve it against the process, then check (`--dry-run`) or apply.
+fn patch_or_check(
+    args: &DiffArgs,
+    out: &Printer,
+    changes: &hotpatch_differ::ChangeSet,
+    pids: &[i32],
+    target: Option<Target>,
+    patch: pipeline::BuiltUnits,
+    mut timings: Timings,
+) -> Result<()> {
     let plan = match &target {
-        Some(target) => Some(
-            hotpatch_applier::plan(target, &patch.object)
-                .with_context(|| format!("cannot patch pid {}", target.pid()))?,
-        ),
+        Some(target) => Some(pipeline::plan(
+            target,
+            &patch.object,
+            &patch.built.manifest,
+        )?),
         None => None,
     };
     if args.dry_run {
@@ -74,7 +98,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         };
         return out.dry_run(&render::DryRun {
             check: check.as_ref(),
-            changes: &changes,
+            changes,
             patch: &patch,
             plan: plan.as_ref(),
             show_source: args.show_source,
@@ -93,7 +117,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
             bail!("--at works on one process; give a single --pid");
         }
         return crate::processes::apply_group(
-            &pids,
+            pids,
             (target, plan),
             &patch.object,
             &options,
@@ -121,7 +145,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);
     out.applied(&render::Applied {
-        changes: &changes,
+        changes,
         patch: &patch,
         report: &report,
         timings: &timings,

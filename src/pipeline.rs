@@ -1,11 +1,16 @@
 //! The stages strung together: revisions → ChangeSet → patch units → patch object. Shared by
 //! `diff` and `demo`, so both run exactly the same pipeline.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use hotpatch_applier::{PatchObject, Target};
-use hotpatch_builder::{BuildFlags, BuiltPatch, PatchOrigin};
+use anyhow::{bail, Context, Result};
+use hotpatch_applier::{ApplyError, Manifest, PatchObject, Plan, Target};
+use hotpatch_builder::{
+    BuildModel, BuildSection, BuiltPatch, CompileCommand, Discover, FlagSource, PatchOrigin,
+    DEFAULT_CFLAGS,
+};
 use hotpatch_differ::{diff_snapshots_with, Change, ChangeSet, DiffOptions, Snapshot};
 use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
@@ -34,10 +39,57 @@ pub fn elapsed_ms(start: Instant) -> f64 {
 /// Classifies the changes from `old` to `new`. Headers are found through the include directories
 /// of the original build's flags (`cflags`, else `hotpatch.toml` of the new revision).
 pub fn classify(old: &Snapshot, new: &Snapshot, cflags: Option<&str>) -> ChangeSet {
-    let options = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))
-        .map(|flags| DiffOptions::from_flags(&flags.cflags))
+    let flags = match cflags {
+        Some(text) => shlex::split(text),
+        None => new
+            .text("hotpatch.toml")
+            .and_then(|text| BuildSection::parse(text, "hotpatch.toml").ok())
+            .and_then(|section| section.cflags),
+    };
+    let options = flags
+        .map(|flags| DiffOptions::from_flags(&flags))
         .unwrap_or_default();
     diff_snapshots_with(old, new, &options)
+}
+
+/// Where the original build's flags are looked for (see `hotpatch_builder::BuildModel`).
+#[derive(Debug, Default, Clone)]
+pub struct BuildSettings {
+    /// `--cflags`: flags for every file the build model does not list.
+    pub cflags: Option<String>,
+    /// `--build-dir`: the tree where the running binary was built (default: the work tree).
+    pub build_dir: Option<PathBuf>,
+    /// `--compile-commands`: the compilation database to use.
+    pub compile_commands: Option<PathBuf>,
+    /// The repository's work tree, when hotpatch runs in a checkout.
+    pub work_tree: Option<PathBuf>,
+}
+
+impl BuildSettings {
+    /// The settings for the repository at `repo` (its work tree is found when it is a
+    /// checkout), with the command line's options. Relative paths are made absolute.
+    pub fn for_repo(
+        repo: Option<&Path>,
+        cflags: Option<&str>,
+        build_dir: Option<&Path>,
+        compile_commands: Option<&Path>,
+    ) -> Result<BuildSettings> {
+        let absolute = |path: &Path, what: &str| -> Result<PathBuf> {
+            std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))
+        };
+        let work_tree = repo
+            .and_then(|repo| gix::discover(repo).ok())
+            .and_then(|repo| repo.workdir().map(Path::to_path_buf))
+            .and_then(|dir| std::fs::canonicalize(dir).ok());
+        Ok(BuildSettings {
+            cflags: cflags.map(str::to_string),
+            build_dir: build_dir.map(|d| absolute(d, "--build-dir")).transpose()?,
+            compile_commands: compile_commands
+                .map(|f| absolute(f, "--compile-commands"))
+                .transpose()?,
+            work_tree,
+        })
+    }
 }
 
 /// Whether the change set holds anything a patch can carry (changed or new functions).
@@ -56,17 +108,23 @@ pub struct BuiltUnits {
     pub built: BuiltPatch,
     /// The object as the applier reads it.
     pub object: PatchObject,
+    /// How a compile command was chosen where the build had several for one file.
+    pub choices: Vec<String>,
+    /// Said loudly: files compiled with the default flags because nothing else was found.
+    pub warnings: Vec<String>,
 }
 
-/// Externalizes the change set against the new revision and compiles the patch. With a target,
-/// `static` functions the running binary no longer has (inlined everywhere) are handled through
-/// their callers, and unchanged ones are compiled into the patch as private copies.
+/// Externalizes the change set against the new revision and compiles the patch with each file's
+/// command of the build model (`settings`). With a target, `static` functions the running binary
+/// no longer has (inlined everywhere) are handled through their callers, and unchanged ones are
+/// compiled into the patch as private copies; where the build compiled a file several ways, the
+/// way that reproduces the running code is chosen.
 pub fn build_patch(
     changes: &ChangeSet,
     old: &Snapshot,
     new: &Snapshot,
     target: Option<&Target>,
-    cflags: Option<&str>,
+    settings: &BuildSettings,
     timings: &mut Timings,
 ) -> Result<BuiltUnits> {
     let start = Instant::now();
@@ -88,11 +146,18 @@ pub fn build_patch(
         .map(String::as_str)
         .filter(|f| f.ends_with(".c"))
         .collect();
-    let flags = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))?.with_compile_commands(
-        new.text("hotpatch.toml"),
-        |path| new.text(path),
-        &c_files,
-    )?;
+    let revision_file = |path: &str| new.text(path).map(str::to_string);
+    let model = BuildModel::discover(&Discover {
+        build_dir: settings
+            .build_dir
+            .as_deref()
+            .or(settings.work_tree.as_deref()),
+        compile_commands: settings.compile_commands.as_deref(),
+        work_tree: settings.work_tree.as_deref(),
+        cflags: settings.cflags.as_deref(),
+        revision_file: &revision_file,
+        repo_files: &c_files,
+    })?;
     let tree = tempfile::Builder::new()
         .prefix("hotpatch-build-")
         .tempdir()?;
@@ -112,7 +177,37 @@ pub fn build_patch(
         old_root: Some(old_tree.path().to_path_buf()),
         target_build_id: target.and_then(|t| t.build_id().map(str::to_string)),
     };
-    let built = hotpatch_builder::build(tree.path(), &units, &flags, &origin)?;
+    let mut commands = BTreeMap::new();
+    let mut choices = Vec::new();
+    for unit in &units {
+        let mut candidates = model.candidates(&unit.file)?;
+        let command = if candidates.len() == 1 {
+            candidates.remove(0)
+        } else {
+            let (command, why) =
+                choose_by_evidence(unit, candidates, tree.path(), &origin, target)?;
+            choices.push(why);
+            command
+        };
+        commands.insert(unit.file.clone(), command);
+    }
+    let defaulted: Vec<&str> = commands
+        .values()
+        .filter(|c| c.source == FlagSource::Default)
+        .map(|c| c.file.as_str())
+        .collect();
+    let warnings = if defaulted.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "no build flags found for {} ({}): compiling with the default {DEFAULT_CFLAGS}, which may \
+             not be how the running binary was built; give --build-dir DIR (where it was built), \
+             --compile-commands FILE or --cflags",
+            defaulted.join(", "),
+            model.searched()
+        )]
+    };
+    let built = hotpatch_builder::build(tree.path(), &units, &commands, &origin)?;
     let object = PatchObject::parse(built.object.clone())?;
     timings.compile_ms = elapsed_ms(start);
     timings.confirm_ms = built.confirm_ms;
@@ -120,5 +215,154 @@ pub fn build_patch(
         units,
         built,
         object,
+        choices,
+        warnings,
+    })
+}
+
+/// Chooses among several compile commands of one file the one whose compile of the old revision
+/// reproduces the running code (the pre-image of the functions the patch replaces), and says
+/// which and why. Without a running process, or without a function to compare, it refuses,
+/// naming the candidates.
+fn choose_by_evidence(
+    unit: &PatchUnit,
+    candidates: Vec<CompileCommand>,
+    tree: &Path,
+    origin: &PatchOrigin,
+    target: Option<&Target>,
+) -> Result<(CompileCommand, String)> {
+    let file = &unit.file;
+    let list = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "#{} in {}: {}",
+                i + 1,
+                c.directory.display(),
+                c.arguments.join(" ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let source = candidates[0].source.to_string();
+    let Some(target) = target else {
+        bail!(
+            "{file} has {} compile commands in {source} and no running process to choose by: {list}; \
+             give --pid (the command whose v1 compile reproduces the running code is used), or \
+             --compile-commands FILE with one command for {file}",
+            candidates.len()
+        );
+    };
+    let mut matching = Vec::new();
+    let mut mismatches = Vec::new();
+    for (i, candidate) in candidates.iter().enumerate() {
+        let one = BTreeMap::from([(file.clone(), candidate.clone())]);
+        let built = match hotpatch_builder::build(tree, std::slice::from_ref(unit), &one, origin) {
+            Ok(built) => built,
+            Err(e) => {
+                mismatches.push(format!("#{}: {}", i + 1, first_line(&e.to_string())));
+                continue;
+            }
+        };
+        if built
+            .manifest
+            .functions
+            .iter()
+            .all(|f| f.preimage.is_none())
+        {
+            bail!(
+                "{file} has {} compile commands in {source} and the patch replaces no function of \
+                 it whose old code could be compared with pid {}: {list}; give --compile-commands \
+                 FILE with one command for {file}, or --cflags",
+                candidates.len(),
+                target.pid()
+            );
+        }
+        let object = PatchObject::parse(built.object)?;
+        match hotpatch_applier::plan(target, &object) {
+            Ok(_) => matching.push(i),
+            Err(ApplyError::PreimageMismatch { name, detail }) => {
+                mismatches.push(format!(
+                    "#{}: the running `{name}` differs ({detail})",
+                    i + 1
+                ));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot patch pid {}", target.pid())),
+        }
+    }
+    let Some(&chosen) = matching.first() else {
+        bail!(
+            "none of the {} compile commands for {file} in {source} reproduces the code running in \
+             pid {}: {list}; closest mismatches: {}",
+            candidates.len(),
+            target.pid(),
+            mismatches.join("; ")
+        );
+    };
+    let others = if mismatches.is_empty() {
+        format!(
+            "the other{} reproduce{} it too",
+            if candidates.len() > 2 { "s" } else { "" },
+            if candidates.len() > 2 { "" } else { "s" }
+        )
+    } else {
+        format!("not {}", mismatches.join("; "))
+    };
+    let why = format!(
+        "{file}: {} compile commands in {source}; chose #{} (in {}) because its v1 compile \
+         reproduces the code running in pid {}; {others}",
+        candidates.len(),
+        chosen + 1,
+        candidates[chosen].directory.display(),
+        target.pid()
+    );
+    let command = candidates
+        .into_iter()
+        .nth(chosen)
+        .context("the chosen compile command")?;
+    Ok((command, why))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// `hotpatch_applier::plan`, with a pre-image mismatch explained: which flags the patch's v1
+/// was compiled with, from where, and what to try.
+pub fn plan(target: &Target, object: &PatchObject, manifest: &Manifest) -> Result<Plan> {
+    hotpatch_applier::plan(target, object).map_err(|error| {
+        let hint = match &error {
+            ApplyError::PreimageMismatch { .. } => {
+                let used: Vec<String> = manifest
+                    .flags
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} with `{}` from {}",
+                            f.file,
+                            f.arguments.join(" "),
+                            f.source
+                        )
+                    })
+                    .collect();
+                Some(format!(
+                    "; v1 was compiled as {}: if the running binary was built otherwise, give \
+                     --build-dir DIR (the tree where it was built), --compile-commands FILE or \
+                     --cflags '...'",
+                    if used.is_empty() {
+                        "the manifest does not say".to_string()
+                    } else {
+                        used.join(", ")
+                    }
+                ))
+            }
+            _ => None,
+        };
+        let pid = target.pid();
+        match hint {
+            Some(hint) => anyhow::anyhow!("cannot patch pid {pid}: {error}{hint}"),
+            None => anyhow::Error::new(error).context(format!("cannot patch pid {pid}")),
+        }
     })
 }

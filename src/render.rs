@@ -28,6 +28,25 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// Says the build's warnings (default flags used) after the outcome: on standard error after a
+/// success, under the `error:` line of a failure.
+pub fn with_build_warnings(result: Result<()>, warnings: &[String]) -> Result<()> {
+    match result {
+        Ok(()) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(())
+        }
+        Err(error) if warnings.is_empty() => Err(error),
+        Err(error) => Err(anyhow::anyhow!(
+            "{}\nwarning: {}",
+            error_text(&error),
+            warnings.join("\nwarning: ")
+        )),
+    }
+}
+
 /// Everything a dry run shows.
 pub struct DryRun<'a> {
     /// The classified changes.
@@ -219,12 +238,12 @@ impl Printer {
         let built = &patch.built;
         let _ = writeln!(
             text,
-            "compiled with {} {}: ok, patch {} ({} bytes)",
+            "compiled with {}: ok, patch {} ({} bytes)",
             built.compiler.display(),
-            built.arguments.join(" "),
             built.manifest.patch_id,
             built.object.len()
         );
+        text.push_str(&flags_text(patch));
         for (file, warnings) in &built.warnings {
             let _ = writeln!(text, "compiler warnings for {file}:\n{warnings}");
         }
@@ -264,9 +283,10 @@ impl Printer {
                 "patch_id": dry.patch.built.manifest.patch_id,
                 "compile": {
                     "compiler": dry.patch.built.compiler,
-                    "arguments": dry.patch.built.arguments,
                     "warnings": dry.patch.built.warnings,
                 },
+                "flags": dry.patch.built.flags,
+                "flag_choices": dry.patch.choices,
                 "plan": plan,
                 "check": dry.check,
                 "timings": dry.timings,
@@ -331,7 +351,8 @@ impl Printer {
                 "changes": applied.changes.functions,
                 "warnings": applied.changes.warnings,
                 "new_data": applied.patch.built.manifest.new_data,
-                "cflags": applied.patch.built.arguments,
+                "flags": applied.patch.built.flags,
+                "flag_choices": applied.patch.choices,
                 "timings": applied.timings,
             }));
         }
@@ -374,8 +395,33 @@ impl Printer {
                 data.name, data.file
             );
         }
+        print!("{}", flags_text(applied.patch));
         Ok(())
     }
+}
+
+/// How every file of the patch was compiled and where its flags came from, and how a command
+/// was chosen where the build had several for one file.
+pub fn flags_text(patch: &BuiltUnits) -> String {
+    let mut text = String::new();
+    for flags in &patch.built.flags {
+        let directory = if flags.directory.is_empty() {
+            String::new()
+        } else {
+            format!(", compiled in {}", flags.directory)
+        };
+        let _ = writeln!(
+            text,
+            "  flags of {}: {} (from {}{directory})",
+            flags.file,
+            flags.arguments.join(" "),
+            flags.source
+        );
+    }
+    for choice in &patch.choices {
+        let _ = writeln!(text, "  {choice}");
+    }
+    text
 }
 
 fn plural(n: usize) -> &'static str {

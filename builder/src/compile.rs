@@ -34,20 +34,20 @@ impl Compiler {
         &self.path
     }
 
-    /// Compiles `source` (a path relative to `root`, placed beside the original file so that its
-    /// quoted includes resolve the same way) into `output`, running in `root` so that relative
-    /// include paths in `arguments` mean what they meant for the original build. Returns the
-    /// compiler's diagnostics (warnings) on success.
+    /// Compiles `source` into `output` running in `cwd` (where the original build ran the
+    /// compiler, mapped into a materialised revision: see `CompileCommand::place`), so that
+    /// relative paths in `arguments` mean what they meant for the original build. Returns the
+    /// compiler's diagnostics (warnings) on success; `unit_file` names the file in errors.
     pub fn compile(
         &self,
-        root: &Path,
+        cwd: &Path,
         source: &Path,
         output: &Path,
         arguments: &[String],
         unit_file: &str,
     ) -> Result<String, BuildError> {
         let result = Command::new(&self.path)
-            .current_dir(root)
+            .current_dir(cwd)
             .args(arguments)
             .arg("-c")
             .arg(source)

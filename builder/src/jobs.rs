@@ -9,7 +9,8 @@ use hotpatch_applier::artifact::Preimage;
 use hotpatch_externalizer::{Action, PatchUnit};
 
 use crate::confirm::{self, Confirmation};
-use crate::{preimage, BuildError, BuildFlags, Compiler, PatchOrigin};
+use crate::flags::{preimage_arguments, uses_lto};
+use crate::{preimage, BuildError, CompileCommand, Compiler, PatchOrigin};
 
 /// What the compiler runs of one unit produced.
 pub struct UnitOutputs {
@@ -25,22 +26,24 @@ pub struct UnitOutputs {
     pub confirm_ms: f64,
 }
 
-/// Runs every compiler job of `unit` in parallel.
+/// Runs every compiler job of `unit` in parallel: the patch unit compiled with `arguments`, and
+/// the old and new file with the original build's flags, each replayed with `command` where
+/// the build compiled.
 pub fn run(
     compiler: &Compiler,
     root: &Path,
     unit: &PatchUnit,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     origin: &PatchOrigin,
     arguments: &[String],
 ) -> Result<UnitOutputs, BuildError> {
     let died = || BuildError::Object("a compiler job of the builder panicked".to_string());
     std::thread::scope(|scope| {
-        let patch = scope.spawn(|| compile_patch(compiler, root, unit, arguments));
-        let preimages = scope.spawn(|| unit_preimages(compiler, unit, flags, origin));
+        let patch = scope.spawn(|| compile_patch(compiler, root, unit, command, arguments));
+        let preimages = scope.spawn(|| unit_preimages(compiler, unit, command, origin));
         let confirmation = scope.spawn(|| {
             let start = Instant::now();
-            let result = confirm_file(compiler, root, unit, flags, origin);
+            let result = confirm_file(compiler, root, unit, command, origin);
             (result, start.elapsed().as_secs_f64() * 1000.0)
         });
         let (object, diagnostics) = patch.join().map_err(|_| died())??;
@@ -60,13 +63,16 @@ fn compile_patch(
     compiler: &Compiler,
     root: &Path,
     unit: &PatchUnit,
+    command: &CompileCommand,
     arguments: &[String],
 ) -> Result<(Vec<u8>, String), BuildError> {
-    let source = unit_source_path(&unit.file);
+    let source = root.join(unit_source_path(&unit.file));
     let output = PathBuf::from(format!("{}.o", source.display()));
-    crate::write_file(&root.join(&source), unit.source.as_bytes())?;
-    let diagnostics = compiler.compile(root, &source, &output, arguments, &unit.file)?;
-    let bytes = read(&root.join(&output))?;
+    crate::write_file(&source, unit.source.as_bytes())?;
+    let placed = command.place(root, arguments)?;
+    let diagnostics =
+        compiler.compile(&placed.cwd, &source, &output, &placed.arguments, &unit.file)?;
+    let bytes = read(&output)?;
     Ok((bytes, diagnostics))
 }
 
@@ -92,13 +98,14 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
 fn unit_preimages(
     compiler: &Compiler,
     unit: &PatchUnit,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     origin: &PatchOrigin,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
     let Some(old_root) = origin.old_root.as_deref() else {
         return Ok(HashMap::new());
     };
-    if flags.uses_lto() || !old_root.join(&unit.file).is_file() {
+    let flags = command.flags();
+    if uses_lto(&flags) || !old_root.join(&unit.file).is_file() {
         return Ok(HashMap::new());
     }
     let names: HashSet<&str> = unit
@@ -113,8 +120,8 @@ fn unit_preimages(
     preimage::fingerprints(
         compiler,
         old_root,
-        &unit.file,
-        &flags.preimage_arguments(),
+        command,
+        &preimage_arguments(&flags),
         &names,
     )
 }
@@ -125,7 +132,7 @@ fn confirm_file(
     compiler: &Compiler,
     new_root: &Path,
     unit: &PatchUnit,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     origin: &PatchOrigin,
 ) -> Result<Option<Confirmation>, BuildError> {
     let Some(old_root) = origin.old_root.as_deref() else {
@@ -133,27 +140,35 @@ fn confirm_file(
     };
     // With LTO the binary's inlining and cloning cross files: a per-file compile cannot confirm
     // it, so the source-level selection (a superset) stands.
-    if flags.uses_lto()
+    let flags = command.flags();
+    if uses_lto(&flags)
         || !old_root.join(&unit.file).is_file()
         || !new_root.join(&unit.file).is_file()
     {
         return Ok(None);
     }
-    let mut arguments = flags.preimage_arguments();
+    let mut arguments = preimage_arguments(&flags);
     arguments.push("-ffunction-sections".to_string());
     arguments.push("-fdata-sections".to_string());
     let compile = |root: &Path, which: &str| -> Result<Vec<u8>, BuildError> {
-        let output = PathBuf::from(format!("{}.hotpatch-confirm-{which}.o", unit.file));
+        let output = root.join(format!("{}.hotpatch-confirm-{which}.o", unit.file));
+        let placed = command.place(root, &arguments)?;
         compiler
-            .compile(root, Path::new(&unit.file), &output, &arguments, &unit.file)
+            .compile(
+                &placed.cwd,
+                &root.join(&unit.file),
+                &output,
+                &placed.arguments,
+                &unit.file,
+            )
             .map_err(|e| match e {
                 BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
                     "the {which} revision of {file} does not compile with the original flags, so its code cannot be compared:\n{diagnostics}"
                 )),
                 other => other,
             })?;
-        let bytes = read(&root.join(&output))?;
-        let _ = std::fs::remove_file(root.join(&output));
+        let bytes = read(&output)?;
+        let _ = std::fs::remove_file(&output);
         Ok(bytes)
     };
     let (old, new) = std::thread::scope(|scope| {

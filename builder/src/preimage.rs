@@ -7,36 +7,39 @@
 //! with the process's memory before it writes anything.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hotpatch_applier::artifact::Preimage;
 use object::elf;
 use object::read::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use object::{RelocationFlags, SymbolKind};
 
-use crate::{BuildError, Compiler};
+use crate::{BuildError, CompileCommand, Compiler};
 
-/// Fingerprints of the functions `names` as the old revision of `file` (under `old_root`)
-/// compiles with `arguments` (the original flags, see `BuildFlags::preimage_arguments`). A function
-/// the old object does not define (new, or inlined away) has no entry.
+/// Fingerprints of the functions `names` as the old revision of `file` (in the materialised old
+/// tree `old_root`) compiles with `arguments` (the original flags, see
+/// `flags::preimage_arguments`), replayed with `command` where the build compiled. A function the
+/// old object does not define (new, or inlined away) has no entry.
 pub fn fingerprints(
     compiler: &Compiler,
     old_root: &Path,
-    file: &str,
+    command: &CompileCommand,
     arguments: &[String],
     names: &HashSet<&str>,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
-    let source = PathBuf::from(file);
-    let output = PathBuf::from(format!("{file}.hotpatch-v1.o"));
+    let file = command.file.as_str();
+    let placed = command.place(old_root, arguments)?;
+    let source = old_root.join(file);
+    let path = old_root.join(format!("{file}.hotpatch-v1.o"));
     compiler
-        .compile(old_root, &source, &output, arguments, file)
+        .compile(&placed.cwd, &source, &path, &placed.arguments, file)
         .map_err(|e| match e {
             BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
-                "the old revision of {file} does not compile with the original flags, so the running code cannot be checked against it:\n{diagnostics}"
+                "the old revision of {file} does not compile with the original flags ({}), so the running code cannot be checked against it:\n{diagnostics}",
+                command.source
             )),
             other => other,
         })?;
-    let path = old_root.join(&output);
     let bytes = std::fs::read(&path).map_err(|e| BuildError::Io {
         path: path.clone(),
         detail: e.to_string(),

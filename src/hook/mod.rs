@@ -230,16 +230,19 @@ fn deploy_to(
     for &pid in pids {
         let target = Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}"))?;
         let mut timings = Timings::default();
-        let patch = pipeline::build_patch(
-            changes,
-            old,
-            new,
-            Some(&target),
+        // A deploy repository is bare: the build directory is only what the config names.
+        let settings = pipeline::BuildSettings::for_repo(
+            None,
             config.cflags.as_deref(),
-            &mut timings,
+            config.build_dir.as_deref(),
+            None,
         )?;
-        let plan = hotpatch_applier::plan(&target, &patch.object)
-            .with_context(|| format!("cannot patch pid {pid}"))?;
+        let patch =
+            pipeline::build_patch(changes, old, new, Some(&target), &settings, &mut timings)?;
+        for warning in &patch.warnings {
+            say(&format!("warning: {warning}"));
+        }
+        let plan = pipeline::plan(&target, &patch.object, &patch.built.manifest)?;
         targets.push(target);
         plans.push(plan);
     }
