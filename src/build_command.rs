@@ -88,7 +88,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         &mut timings,
     )?;
     let result = write_and_report(args, &changes, &patch, &timings);
-    crate::render::with_build_warnings(result, &patch.warnings)
+    pipeline::report_warnings(result, &patch.warnings)
 }
 
 /// Writes the patch object and says what it holds.

@@ -61,7 +61,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     )?;
     let warnings = patch.warnings.clone();
     let result = patch_or_check(args, &out, &changes, &pids, target, patch, timings);
-    render::with_build_warnings(result, &warnings)
+    pipeline::report_warnings(result, &warnings)
 }
 
 /// After the patch is built: resolve it against the process, then check (`--dry-run`) or apply.

@@ -207,7 +207,8 @@ pub fn build_patch(
             model.searched()
         )]
     };
-    let built = hotpatch_builder::build(tree.path(), &units, &commands, &origin)?;
+    let built = hotpatch_builder::build(tree.path(), &units, &commands, &origin)
+        .map_err(|e| with_warnings(e.into(), &warnings))?;
     let object = PatchObject::parse(built.object.clone())?;
     timings.compile_ms = elapsed_ms(start);
     timings.confirm_ms = built.confirm_ms;
@@ -326,6 +327,33 @@ fn choose_by_evidence(
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
+}
+
+/// `error` with the build's warnings (default flags used) under its `error:` line: they are
+/// often why it failed.
+pub fn with_warnings(error: anyhow::Error, warnings: &[String]) -> anyhow::Error {
+    if warnings.is_empty() {
+        return error;
+    }
+    anyhow::anyhow!(
+        "{}\nwarning: {}",
+        crate::render::error_text(&error),
+        warnings.join("\nwarning: ")
+    )
+}
+
+/// Says the build's warnings after the outcome: on standard error after a success, under the
+/// `error:` line of a failure.
+pub fn report_warnings(result: Result<()>, warnings: &[String]) -> Result<()> {
+    match result {
+        Ok(()) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(())
+        }
+        Err(error) => Err(with_warnings(error, warnings)),
+    }
 }
 
 /// `hotpatch_applier::plan`, with a pre-image mismatch explained: which flags the patch's v1

@@ -28,25 +28,6 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
-/// Says the build's warnings (default flags used) after the outcome: on standard error after a
-/// success, under the `error:` line of a failure.
-pub fn with_build_warnings(result: Result<()>, warnings: &[String]) -> Result<()> {
-    match result {
-        Ok(()) => {
-            for warning in warnings {
-                eprintln!("warning: {warning}");
-            }
-            Ok(())
-        }
-        Err(error) if warnings.is_empty() => Err(error),
-        Err(error) => Err(anyhow::anyhow!(
-            "{}\nwarning: {}",
-            error_text(&error),
-            warnings.join("\nwarning: ")
-        )),
-    }
-}
-
 /// Everything a dry run shows.
 pub struct DryRun<'a> {
     /// The classified changes.

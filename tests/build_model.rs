@@ -1,0 +1,413 @@
+//! The build model against real build systems and real processes: v1 is built by the project's
+//! own build in its work tree, started, and `hotpatch diff v1..v2 --apply --pid N` with no flag
+//! option patches it, with the flags, directory and generated headers of that build.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// The C sources shared by every build system's project: `src/value.c` compiles from `src/`
+/// with `-I../include`, needs `-DEXTRA=3` from the build, the tracked `include/lib.h` (changed
+/// in v2) and the generated, untracked `include/config.h` (CONFIG_BASE 7).
+/// v1 prints value=20 (1*10+7+3); v2 value=31 (2*10+7+3+1); v2's code with v1's header: 21.
+fn sources(version: u32) -> Vec<(String, String)> {
+    let step = if version == 1 { 1 } else { 2 };
+    let extra = if version == 1 { "" } else { " + 1" };
+    vec![
+        (
+            "src/main.c".to_string(),
+            std::fs::read_to_string(project_root().join("testdata/common/main.c")).unwrap(),
+        ),
+        (
+            "src/value.c".to_string(),
+            format!(
+                "#include \"config.h\"\n#include \"lib.h\"\n\nstatic int calls;\n\n\
+                 int state(void)\n{{\n    return calls;\n}}\n\n\
+                 int value(void)\n{{\n    calls++;\n    return STEP * 10 + CONFIG_BASE + EXTRA{extra};\n}}\n"
+            ),
+        ),
+        (
+            "include/lib.h".to_string(),
+            format!("#define STEP {step}\n"),
+        ),
+        (
+            "configure".to_string(),
+            "#!/bin/sh\necho '#define CONFIG_BASE 7' > include/config.h\n".to_string(),
+        ),
+        (".gitignore".to_string(), "config.h\n*.o\napp\nbuild/\n".to_string()),
+    ]
+}
+
+/// A repository whose v1 and v2 hold `sources` plus `build_files`, with its work tree checked
+/// out at v1 and configured (`include/config.h` generated, untracked).
+fn project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
+    let repo = dir.join("repo");
+    let with_build = |version| {
+        let mut files = sources(version);
+        files.extend(
+            build_files
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.to_string())),
+        );
+        files
+    };
+    git_repo_with_revisions(&repo, &with_build(1), &with_build(2));
+    run_ok(
+        Command::new("git")
+            .args(["checkout", "-q", "v1"])
+            .current_dir(&repo),
+    );
+    run_ok(Command::new("sh").arg("configure").current_dir(&repo));
+    repo
+}
+
+/// Starts `binary` and waits for its v1 output.
+fn start_v1(binary: &Path) -> TargetProcess {
+    let mut target = TargetProcess::start(binary);
+    target.wait_for("value=20", Duration::from_secs(5));
+    target
+}
+
+/// Applies v1..v2 to `target` with `extra` options and checks the patch took with state kept;
+/// returns the JSON report.
+fn apply_and_check(repo: &Path, target: &mut TargetProcess, extra: &[&str]) -> Value {
+    let pid = target.pid().to_string();
+    let mut args = vec![
+        "diff",
+        "v1..v2",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--apply",
+        "--pid",
+        &pid,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let output = hotpatch(&args);
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        stdout_of(&output),
+        stderr_of(&output)
+    );
+    assert!(
+        !stderr_of(&output).contains("default"),
+        "{}",
+        stderr_of(&output)
+    );
+    target.wait_for("value=31", Duration::from_secs(5));
+    target.read_lines(2);
+    assert_counts_up_by_one(&target.seen, "state");
+    assert!(target.is_alive());
+    serde_json::from_str(&stdout_of(&output)).unwrap()
+}
+
+/// The one entry of the JSON `flags` report (for src/value.c).
+fn value_flags(report: &Value) -> &Value {
+    let flags = report["flags"].as_array().expect("a flags array");
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0]["file"], "src/value.c");
+    &flags[0]
+}
+
+fn arguments(flags: &Value) -> Vec<&str> {
+    flags["arguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+const SUB_MAKE: &str = "\
+CFLAGS = -O2 -g -I../include -DEXTRA=3
+app: main.o value.o
+\t$(CC) -o $@ main.o value.o
+%.o: %.c
+\t$(CC) $(CFLAGS) -c $< -o $@
+";
+
+#[test]
+fn make_from_a_subdirectory_with_a_generated_header_needs_no_flag_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = project(
+        dir.path(),
+        &[
+            ("Makefile", "all:\n\t$(MAKE) -C src\n"),
+            ("src/Makefile", SUB_MAKE),
+        ],
+    );
+    run_ok(Command::new("make").arg("-s").current_dir(&repo));
+    let mut target = start_v1(&repo.join("src/app"));
+    let report = apply_and_check(&repo, &mut target, &[]);
+    let flags = value_flags(&report);
+    let repo = std::fs::canonicalize(&repo).unwrap();
+    assert_eq!(
+        flags["source"],
+        format!("make dry run in {}", repo.display())
+    );
+    assert_eq!(flags["directory"], repo.join("src").to_str().unwrap());
+    let arguments = arguments(flags);
+    assert!(
+        arguments.contains(&"-DEXTRA=3") && arguments.contains(&"-I../include"),
+        "{arguments:?}"
+    );
+}
+
+/// An out-of-tree build directory `out/` of the project at `repo`.
+struct OutOfTree {
+    repo: PathBuf,
+    build: PathBuf,
+}
+
+impl OutOfTree {
+    fn new(dir: &Path) -> OutOfTree {
+        let repo = std::fs::canonicalize(project(dir, &[])).unwrap();
+        let build = dir.join("out");
+        std::fs::create_dir_all(&build).unwrap();
+        let build = std::fs::canonicalize(&build).unwrap();
+        OutOfTree { repo, build }
+    }
+
+    /// The command line compiling `src/FILE` from the build directory with `flags`.
+    fn command(&self, file: &str, flags: &[&str]) -> Vec<String> {
+        let mut words = vec!["cc".to_string()];
+        words.extend(flags.iter().map(|f| f.to_string()));
+        words.push(format!("-I{}", self.repo.join("include").display()));
+        words.extend([
+            "-c".to_string(),
+            self.repo.join("src").join(file).display().to_string(),
+            "-o".to_string(),
+            format!("{file}.o"),
+        ]);
+        words
+    }
+
+    /// Writes `compile_commands.json` with `commands` (file, command line) into the build dir.
+    fn write_database(&self, commands: &[(&str, Vec<String>)]) -> PathBuf {
+        let entries: Vec<Value> = commands
+            .iter()
+            .map(|(file, arguments)| {
+                serde_json::json!({
+                    "directory": self.build,
+                    "file": self.repo.join("src").join(file),
+                    "arguments": arguments,
+                })
+            })
+            .collect();
+        let path = self.build.join("compile_commands.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+        path
+    }
+
+    /// Runs `commands` in the build directory and links `app`.
+    fn build(&self, commands: &[Vec<String>]) -> PathBuf {
+        for args in commands {
+            run_ok(
+                Command::new(&args[0])
+                    .args(&args[1..])
+                    .current_dir(&self.build),
+            );
+        }
+        run_ok(
+            Command::new("cc")
+                .args(["-o", "app", "main.c.o", "value.c.o"])
+                .current_dir(&self.build),
+        );
+        self.build.join("app")
+    }
+}
+
+const BUILD_FLAGS: [&str; 3] = ["-O2", "-g", "-DEXTRA=3"];
+const DEBUG_TWIN_FLAGS: [&str; 3] = ["-O0", "-g", "-DEXTRA=3"];
+
+#[test]
+fn an_untracked_compile_commands_json_in_an_out_of_tree_build_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutOfTree::new(dir.path());
+    let main = out.command("main.c", &BUILD_FLAGS);
+    let value = out.command("value.c", &BUILD_FLAGS);
+    let database = out.write_database(&[("main.c", main.clone()), ("value.c", value.clone())]);
+    let mut target = start_v1(&out.build(&[main, value]));
+    let build_dir = out.build.to_str().unwrap();
+    let report = apply_and_check(&out.repo, &mut target, &["--build-dir", build_dir]);
+    let flags = value_flags(&report);
+    assert_eq!(
+        flags["source"],
+        format!("compile_commands.json at {}", database.display())
+    );
+    assert_eq!(flags["directory"], build_dir);
+    let include = format!("-I{}", out.repo.join("include").display());
+    assert_eq!(
+        arguments(flags),
+        [
+            "-O2",
+            "-g",
+            "-DEXTRA=3",
+            &include,
+            "-fPIC",
+            "-ffunction-sections",
+            "-fdata-sections",
+            "-ftls-model=initial-exec"
+        ]
+    );
+}
+
+#[test]
+fn of_two_commands_for_one_file_the_one_reproducing_the_running_code_is_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutOfTree::new(dir.path());
+    let main = out.command("main.c", &BUILD_FLAGS);
+    let value = out.command("value.c", &BUILD_FLAGS);
+    // The program's own command first, its -O0 debug twin last (where "the last wins" would
+    // take the wrong one).
+    let twin = out.command("value.c", &DEBUG_TWIN_FLAGS);
+    out.write_database(&[
+        ("main.c", main.clone()),
+        ("value.c", value.clone()),
+        ("value.c", twin),
+    ]);
+    let mut target = start_v1(&out.build(&[main, value]));
+    let build_dir = out.build.to_str().unwrap();
+    let pid = target.pid().to_string();
+
+    // Without a process to compare with there is no evidence: refused, naming both.
+    let repo = out.repo.to_str().unwrap();
+    let output = hotpatch(&[
+        "diff",
+        "v1..v2",
+        "--repo",
+        repo,
+        "--dry-run",
+        "--build-dir",
+        build_dir,
+    ]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: src/value.c has 2 compile commands in compile_commands.json at")
+            && stderr.contains("#1 in ")
+            && stderr.contains("#2 in ")
+            && stderr.contains("-O0")
+            && stderr.contains("give --pid"),
+        "{stderr}"
+    );
+    target.read_lines(2);
+    assert!(target.seen.last().unwrap().contains("value=20"));
+
+    let report = apply_and_check(&out.repo, &mut target, &["--build-dir", build_dir]);
+    assert!(arguments(value_flags(&report)).contains(&"-O2"));
+    let choices = report["flag_choices"].as_array().unwrap();
+    let choice = choices[0].as_str().unwrap();
+    assert!(
+        choice.contains("chose #1")
+            && choice.contains(&format!("reproduces the code running in pid {pid}"))
+            && choice.contains("#2: the running `value` differs"),
+        "{choice}"
+    );
+}
+
+#[test]
+fn the_build_model_s_errors_name_the_file_and_what_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutOfTree::new(dir.path());
+    let main = out.command("main.c", &BUILD_FLAGS);
+    let value = out.command("value.c", &BUILD_FLAGS);
+    let database = out.write_database(&[("main.c", main.clone())]);
+    let mut target = start_v1(&out.build(&[main, value]));
+    let (repo, build_dir) = (out.repo.to_str().unwrap(), out.build.to_str().unwrap());
+    let pid = target.pid().to_string();
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["diff", "v1..v2", "--repo", repo, "--apply", "--pid", &pid];
+        args.extend_from_slice(extra);
+        hotpatch(&args)
+    };
+    let expect = |output: std::process::Output, needle: &str| {
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "expected `{needle}` in {stderr}"
+        );
+    };
+    expect(
+        apply(&["--build-dir", build_dir]),
+        &format!(
+            "no compile command for src/value.c in compile_commands.json at {} (1 entry)",
+            database.display()
+        ),
+    );
+    expect(
+        apply(&["--compile-commands", "/nonexistent/cc.json"]),
+        "--compile-commands /nonexistent/cc.json",
+    );
+    expect(
+        apply(&["--build-dir", "/nonexistent/build"]),
+        "--build-dir /nonexistent/build",
+    );
+    // A Makefile whose dry run fails.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("Makefile"),
+        "$(error this tree is not configured)
+",
+    )
+    .unwrap();
+    let broken = std::fs::canonicalize(&broken).unwrap();
+    expect(
+        apply(&["--build-dir", broken.to_str().unwrap()]),
+        &format!(
+            "make -n in {} failed (exit status: 2): Makefile:1: *** this tree is not configured.  Stop.",
+            broken.display()
+        ),
+    );
+    // No database any more: explicit flags that are not the build's. The pre-image refuses,
+    // saying which flags were used, from where, and what to try.
+    std::fs::remove_file(&database).unwrap();
+    expect(
+        apply(&[
+            "--build-dir",
+            build_dir,
+            "--cflags",
+            "-O0 -g -DEXTRA=3 -Iinclude",
+        ]),
+        "does not match v1 built with these flags",
+    );
+    let output = apply(&[
+        "--build-dir",
+        build_dir,
+        "--cflags",
+        "-O0 -g -DEXTRA=3 -Iinclude",
+    ]);
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("v1 was compiled as src/value.c with `-O0 -g -DEXTRA=3 -Iinclude -fPIC")
+            && stderr.contains("from --cflags")
+            && stderr.contains("give --build-dir DIR"),
+        "{stderr}"
+    );
+    // Nothing at all: the default flags, said loudly under the error they lead to.
+    let output = apply(&["--build-dir", build_dir]);
+    let stderr = stderr_of(&output);
+    expect(output, "config.h: No such file or directory");
+    assert!(
+        stderr.contains("\nwarning: no build flags found for src/value.c")
+            && stderr.contains(&format!(
+                "no compile_commands.json, CMakeCache.txt, build.ninja or Makefile in {build_dir}"
+            )),
+        "{stderr}"
+    );
+    target.read_lines(2);
+    assert!(
+        target.seen.last().unwrap().contains("value=20"),
+        "{:?}",
+        target.seen
+    );
+    assert_counts_up_by_one(&target.seen, "state");
+}
