@@ -39,13 +39,23 @@ fn sources(version: u32) -> Vec<(String, String)> {
             "configure".to_string(),
             "#!/bin/sh\necho '#define CONFIG_BASE 7' > include/config.h\n".to_string(),
         ),
-        (".gitignore".to_string(), "config.h\n*.o\napp\nbuild/\n".to_string()),
+        (
+            ".gitignore".to_string(),
+            "config.h\n*.o\napp\nbuild/\n.ninja_*\n".to_string(),
+        ),
     ]
 }
 
 /// A repository whose v1 and v2 hold `sources` plus `build_files`, with its work tree checked
 /// out at v1 and configured (`include/config.h` generated, untracked).
 fn project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
+    let repo = unconfigured_project(dir, build_files);
+    run_ok(Command::new("sh").arg("configure").current_dir(&repo));
+    repo
+}
+
+/// [`project`] without running `configure` (the build system generates `config.h` itself).
+fn unconfigured_project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
     let repo = dir.join("repo");
     let with_build = |version| {
         let mut files = sources(version);
@@ -157,6 +167,90 @@ fn make_from_a_subdirectory_with_a_generated_header_needs_no_flag_option() {
         arguments.contains(&"-DEXTRA=3") && arguments.contains(&"-I../include"),
         "{arguments:?}"
     );
+}
+
+const CMAKE_LISTS: &str = "\
+cmake_minimum_required(VERSION 3.13)
+project(app C)
+set(BASE 7)
+configure_file(config.h.in ${CMAKE_BINARY_DIR}/generated/config.h)
+add_executable(app src/main.c src/value.c)
+target_include_directories(app PRIVATE include ${CMAKE_BINARY_DIR}/generated)
+target_compile_definitions(app PRIVATE EXTRA=3)
+";
+
+#[test]
+fn cmake_build_dir_without_an_exported_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = unconfigured_project(
+        dir.path(),
+        &[
+            ("CMakeLists.txt", CMAKE_LISTS),
+            ("config.h.in", "#define CONFIG_BASE @BASE@\n"),
+        ],
+    );
+    let repo = std::fs::canonicalize(repo).unwrap();
+    run_ok(
+        Command::new("cmake")
+            .args([
+                "-S",
+                ".",
+                "-B",
+                "build",
+                "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+            ])
+            .current_dir(&repo),
+    );
+    run_ok(
+        Command::new("cmake")
+            .args(["--build", "build"])
+            .current_dir(&repo),
+    );
+    assert!(!repo.join("build/compile_commands.json").exists());
+    let mut target = start_v1(&repo.join("build/app"));
+    let report = apply_and_check(&repo, &mut target, &[]);
+    let flags = value_flags(&report);
+    let database = repo.join("build/compile_commands.json");
+    assert_eq!(
+        flags["source"],
+        format!(
+            "CMake export (compile_commands.json at {})",
+            database.display()
+        )
+    );
+    assert_eq!(flags["directory"], repo.join("build").to_str().unwrap());
+    let arguments = arguments(flags);
+    assert!(
+        arguments.contains(&"-DEXTRA=3") && arguments.contains(&"-DNDEBUG"),
+        "{arguments:?}"
+    );
+}
+
+const BUILD_NINJA: &str = "\
+cflags = -O2 -g -Iinclude -DEXTRA=3
+rule cc
+  command = cc $cflags -c $in -o $out
+rule link
+  command = cc -o $out $in
+build src/main.o: cc src/main.c
+build src/value.o: cc src/value.c
+build app: link src/main.o src/value.o
+";
+
+#[test]
+fn ninja_build_from_its_compdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = project(dir.path(), &[("build.ninja", BUILD_NINJA)]);
+    let repo = std::fs::canonicalize(repo).unwrap();
+    run_ok(Command::new("ninja").arg("-v").current_dir(&repo));
+    let mut target = start_v1(&repo.join("app"));
+    let report = apply_and_check(&repo, &mut target, &[]);
+    let flags = value_flags(&report);
+    assert_eq!(
+        flags["source"],
+        format!("ninja -t compdb in {}", repo.display())
+    );
+    assert!(arguments(flags).contains(&"-Iinclude"), "{flags}");
 }
 
 /// An out-of-tree build directory `out/` of the project at `repo`.
