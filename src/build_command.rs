@@ -54,7 +54,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (old_rev, new_rev) = parse_range(&args.range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;
     let new = read_git_revision(&args.repo, &new_rev)?;
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref());
+    let settings = pipeline::BuildSettings::for_repo(
+        Some(&args.repo),
+        args.cflags.as_deref(),
+        args.build_dir.as_deref(),
+        args.compile_commands.as_deref(),
+    )?;
+    let model = pipeline::discover_model(&settings, &new)?;
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), Some(&model));
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
     // A patch object is as dangerous as an apply: the same refusals hold, before compiling.
@@ -73,20 +80,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .pid
         .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
-    let settings = pipeline::BuildSettings::for_repo(
-        Some(&args.repo),
-        args.cflags.as_deref(),
-        args.build_dir.as_deref(),
-        args.compile_commands.as_deref(),
-    )?;
-    let patch = pipeline::build_patch(
-        &changes,
-        &old,
-        &new,
-        target.as_ref(),
-        &settings,
-        &mut timings,
-    )?;
+    let patch = pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)?;
     let result = write_and_report(args, &changes, &patch, &timings);
     pipeline::report_warnings(result, &patch.warnings)
 }

@@ -121,10 +121,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         &old,
         &new,
         Some(&target),
-        &pipeline::BuildSettings {
-            cflags: Some(CFLAGS.to_string()),
-            ..Default::default()
-        },
+        &pipeline::discover_model(
+            &pipeline::BuildSettings {
+                cflags: Some(CFLAGS.to_string()),
+                ..Default::default()
+            },
+            &new,
+        )?,
         &mut timings,
     )?;
     let plan = hotpatch_applier::plan(&target, &patch.object)?;

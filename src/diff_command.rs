@@ -24,7 +24,17 @@ pub fn run(args: &DiffArgs) -> Result<()> {
 
     let start = Instant::now();
     let (old, new) = read_revisions(args)?;
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref());
+    // The work tree is the default build directory only when the revisions come from its git.
+    let repo = args.range.is_some().then_some(args.repo.as_path());
+    let settings = pipeline::BuildSettings::for_repo(
+        repo,
+        args.cflags.as_deref(),
+        args.build_dir.as_deref(),
+        args.compile_commands.as_deref(),
+    )?;
+    // A plain diff does without a build model that cannot be found; compiling cannot.
+    let model = pipeline::discover_model(&settings, &new);
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), model.as_ref().ok());
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
 
@@ -43,22 +53,8 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         .first()
         .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
-    // The work tree is the default build directory only when the revisions come from its git.
-    let repo = args.range.is_some().then_some(args.repo.as_path());
-    let settings = pipeline::BuildSettings::for_repo(
-        repo,
-        args.cflags.as_deref(),
-        args.build_dir.as_deref(),
-        args.compile_commands.as_deref(),
-    )?;
-    let patch = pipeline::build_patch(
-        &changes,
-        &old,
-        &new,
-        target.as_ref(),
-        &settings,
-        &mut timings,
-    )?;
+    let patch =
+        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model?, &mut timings)?;
     let warnings = patch.warnings.clone();
     let result = patch_or_check(args, &out, &changes, &pids, target, patch, timings);
     pipeline::report_warnings(result, &warnings)

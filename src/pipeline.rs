@@ -37,19 +37,49 @@ pub fn elapsed_ms(start: Instant) -> f64 {
 }
 
 /// Classifies the changes from `old` to `new`. Headers are found through the include directories
-/// of the original build's flags (`cflags`, else `hotpatch.toml` of the new revision).
-pub fn classify(old: &Snapshot, new: &Snapshot, cflags: Option<&str>) -> ChangeSet {
-    let flags = match cflags {
+/// of the original build: every command of the build model, and the explicit flags (`cflags`,
+/// else `hotpatch.toml` of the new revision).
+pub fn classify(
+    old: &Snapshot,
+    new: &Snapshot,
+    cflags: Option<&str>,
+    model: Option<&BuildModel>,
+) -> ChangeSet {
+    let mut flags = match cflags {
         Some(text) => shlex::split(text),
         None => new
             .text("hotpatch.toml")
             .and_then(|text| BuildSection::parse(text, "hotpatch.toml").ok())
             .and_then(|section| section.cflags),
-    };
-    let options = flags
-        .map(|flags| DiffOptions::from_flags(&flags))
-        .unwrap_or_default();
-    diff_snapshots_with(old, new, &options)
+    }
+    .unwrap_or_default();
+    if let Some(model) = model {
+        flags.extend(model.include_flags());
+    }
+    diff_snapshots_with(old, new, &DiffOptions::from_flags(&flags))
+}
+
+/// Finds the build model of the program (see `hotpatch_builder::BuildModel`) for the files of
+/// the new revision.
+pub fn discover_model(settings: &BuildSettings, new: &Snapshot) -> Result<BuildModel> {
+    let c_files: Vec<&str> = new
+        .files
+        .keys()
+        .map(String::as_str)
+        .filter(|f| f.ends_with(".c"))
+        .collect();
+    let revision_file = |path: &str| new.text(path).map(str::to_string);
+    Ok(BuildModel::discover(&Discover {
+        build_dir: settings
+            .build_dir
+            .as_deref()
+            .or(settings.work_tree.as_deref()),
+        compile_commands: settings.compile_commands.as_deref(),
+        work_tree: settings.work_tree.as_deref(),
+        cflags: settings.cflags.as_deref(),
+        revision_file: &revision_file,
+        repo_files: &c_files,
+    })?)
 }
 
 /// Where the original build's flags are looked for (see `hotpatch_builder::BuildModel`).
@@ -115,7 +145,7 @@ pub struct BuiltUnits {
 }
 
 /// Externalizes the change set against the new revision and compiles the patch with each file's
-/// command of the build model (`settings`). With a target, `static` functions the running binary
+/// command of the build model. With a target, `static` functions the running binary
 /// no longer has (inlined everywhere) are handled through their callers, and unchanged ones are
 /// compiled into the patch as private copies; where the build compiled a file several ways, the
 /// way that reproduces the running code is chosen.
@@ -124,7 +154,7 @@ pub fn build_patch(
     old: &Snapshot,
     new: &Snapshot,
     target: Option<&Target>,
-    settings: &BuildSettings,
+    model: &BuildModel,
     timings: &mut Timings,
 ) -> Result<BuiltUnits> {
     let start = Instant::now();
@@ -140,24 +170,6 @@ pub fn build_patch(
     timings.externalize_ms = elapsed_ms(start);
 
     let start = Instant::now();
-    let c_files: Vec<&str> = new
-        .files
-        .keys()
-        .map(String::as_str)
-        .filter(|f| f.ends_with(".c"))
-        .collect();
-    let revision_file = |path: &str| new.text(path).map(str::to_string);
-    let model = BuildModel::discover(&Discover {
-        build_dir: settings
-            .build_dir
-            .as_deref()
-            .or(settings.work_tree.as_deref()),
-        compile_commands: settings.compile_commands.as_deref(),
-        work_tree: settings.work_tree.as_deref(),
-        cflags: settings.cflags.as_deref(),
-        revision_file: &revision_file,
-        repo_files: &c_files,
-    })?;
     let tree = tempfile::Builder::new()
         .prefix("hotpatch-build-")
         .tempdir()?;

@@ -15,9 +15,10 @@ use support::*;
 /// with `-I../include`, needs `-DEXTRA=3` from the build, the tracked `include/lib.h` (changed
 /// in v2) and the generated, untracked `include/config.h` (CONFIG_BASE 7).
 /// v1 prints value=20 (1*10+7+3); v2 value=31 (2*10+7+3+1); v2's code with v1's header: 21.
+/// "Version 3" changes only the header: value=30, with no function's text changed.
 fn sources(version: u32) -> Vec<(String, String)> {
     let step = if version == 1 { 1 } else { 2 };
-    let extra = if version == 1 { "" } else { " + 1" };
+    let extra = if version == 2 { " + 1" } else { "" };
     vec![
         (
             "src/main.c".to_string(),
@@ -49,13 +50,18 @@ fn sources(version: u32) -> Vec<(String, String)> {
 /// A repository whose v1 and v2 hold `sources` plus `build_files`, with its work tree checked
 /// out at v1 and configured (`include/config.h` generated, untracked).
 fn project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
-    let repo = unconfigured_project(dir, build_files);
+    configured_project(dir, build_files, 2)
+}
+
+/// [`project`] whose v2 is `sources(v2)`.
+fn configured_project(dir: &Path, build_files: &[(&str, &str)], v2: u32) -> PathBuf {
+    let repo = unconfigured_project(dir, build_files, v2);
     run_ok(Command::new("sh").arg("configure").current_dir(&repo));
     repo
 }
 
 /// [`project`] without running `configure` (the build system generates `config.h` itself).
-fn unconfigured_project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
+fn unconfigured_project(dir: &Path, build_files: &[(&str, &str)], v2: u32) -> PathBuf {
     let repo = dir.join("repo");
     let with_build = |version| {
         let mut files = sources(version);
@@ -66,7 +72,7 @@ fn unconfigured_project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
         );
         files
     };
-    git_repo_with_revisions(&repo, &with_build(1), &with_build(2));
+    git_repo_with_revisions(&repo, &with_build(1), &with_build(v2));
     run_ok(
         Command::new("git")
             .args(["checkout", "-q", "v1"])
@@ -83,9 +89,14 @@ fn start_v1(binary: &Path) -> TargetProcess {
     target
 }
 
-/// Applies v1..v2 to `target` with `extra` options and checks the patch took with state kept;
-/// returns the JSON report.
+/// Applies v1..v2 to `target` with `extra` options and checks the patch took (value=31) with
+/// state kept; returns the JSON report.
 fn apply_and_check(repo: &Path, target: &mut TargetProcess, extra: &[&str]) -> Value {
+    apply_and_expect(repo, target, extra, "value=31")
+}
+
+/// [`apply_and_check`], the patched process printing `after`.
+fn apply_and_expect(repo: &Path, target: &mut TargetProcess, extra: &[&str], after: &str) -> Value {
     let pid = target.pid().to_string();
     let mut args = vec![
         "diff",
@@ -110,7 +121,7 @@ fn apply_and_check(repo: &Path, target: &mut TargetProcess, extra: &[&str]) -> V
         "{}",
         stderr_of(&output)
     );
-    target.wait_for("value=31", Duration::from_secs(5));
+    target.wait_for(after, Duration::from_secs(5));
     target.read_lines(2);
     assert_counts_up_by_one(&target.seen, "state");
     assert!(target.is_alive());
@@ -188,6 +199,7 @@ fn cmake_build_dir_without_an_exported_database() {
             ("CMakeLists.txt", CMAKE_LISTS),
             ("config.h.in", "#define CONFIG_BASE @BASE@\n"),
         ],
+        2,
     );
     let repo = std::fs::canonicalize(repo).unwrap();
     run_ok(
@@ -319,6 +331,25 @@ impl OutOfTree {
 
 const BUILD_FLAGS: [&str; 3] = ["-O2", "-g", "-DEXTRA=3"];
 const DEBUG_TWIN_FLAGS: [&str; 3] = ["-O0", "-g", "-DEXTRA=3"];
+
+#[test]
+fn a_header_only_change_is_found_through_the_build_s_include_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = configured_project(
+        dir.path(),
+        &[
+            ("Makefile", "all:\n\t$(MAKE) -C src\n"),
+            ("src/Makefile", SUB_MAKE),
+        ],
+        3,
+    );
+    run_ok(Command::new("make").arg("-s").current_dir(&repo));
+    let mut target = start_v1(&repo.join("src/app"));
+    let report = apply_and_expect(&repo, &mut target, &[], "value=30");
+    let changed = report["changes"].as_array().unwrap();
+    let value = changed.iter().find(|c| c["name"] == "value").unwrap();
+    assert!(value.to_string().contains("lib.h"), "{value}");
+}
 
 #[test]
 fn an_untracked_compile_commands_json_in_an_out_of_tree_build_dir() {

@@ -116,6 +116,45 @@ const SEPARATE_VALUE: [&str; 24] = [
     "-aux-info",
 ];
 
+/// A word of a flag list, include-path options recognised with their values.
+enum Flag<'a> {
+    /// `-I DIR`, `-iquote DIR`, `-isystem DIR`, `-idirafter DIR` (glued or not).
+    IncludeDir(&'static str, String),
+    /// `-include FILE`, `-imacros FILE`.
+    IncludeFile(&'static str, String),
+    /// Anything else.
+    Other(&'a String),
+}
+
+/// Splits `words` into [`Flag`]s (an include option missing its value ends the list).
+fn parse_flags(words: &[String]) -> Vec<Flag<'_>> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let dir_option = INCLUDE_DIRS.iter().find(|o| word.starts_with(**o));
+        let file_option = INCLUDE_FILES.iter().find(|o| word == *o);
+        let Some(&option) = dir_option.or(file_option) else {
+            out.push(Flag::Other(word));
+            continue;
+        };
+        let glued = &word[option.len()..];
+        let value = if glued.is_empty() {
+            match words.next() {
+                Some(next) => next.clone(),
+                None => break,
+            }
+        } else {
+            glued.to_string()
+        };
+        out.push(if file_option.is_some() {
+            Flag::IncludeFile(option, value)
+        } else {
+            Flag::IncludeDir(option, value)
+        });
+    }
+    out
+}
+
 /// Include-directory options, longest first so that a glued value is split off correctly.
 const INCLUDE_DIRS: [&str; 4] = ["-idirafter", "-isystem", "-iquote", "-I"];
 
@@ -173,6 +212,32 @@ impl CompileCommand {
         out
     }
 
+    /// The command's include directories that lie inside the repository, repository-relative
+    /// (`.` for its root).
+    pub fn include_dirs(&self) -> Vec<String> {
+        let directory = normalize(&self.directory);
+        let flags = self.flags();
+        let mut out = Vec::new();
+        for flag in parse_flags(&flags) {
+            let Flag::IncludeDir(_, value) = flag else {
+                continue;
+            };
+            let path = normalize(&directory.join(value));
+            if self.root.as_os_str().is_empty() && path.is_absolute() {
+                continue;
+            }
+            if let Ok(rel) = path.strip_prefix(&self.root) {
+                let rel = rel.to_string_lossy();
+                out.push(if rel.is_empty() {
+                    ".".to_string()
+                } else {
+                    rel.into_owned()
+                });
+            }
+        }
+        out
+    }
+
     /// Where the build had the repository's file `path`.
     fn in_build_tree(&self, path: &str) -> PathBuf {
         self.root.join(path)
@@ -210,42 +275,36 @@ impl CompileCommand {
         let build_tree = self.has_build_tree();
         let mut out = Vec::with_capacity(arguments.len() + 4);
         let mut fallbacks: Vec<PathBuf> = Vec::new();
-        let mut words = arguments.iter();
-        while let Some(word) = words.next() {
-            let dir_option = INCLUDE_DIRS.iter().find(|o| word.starts_with(**o));
-            let file_option = INCLUDE_FILES.iter().find(|o| word == *o);
-            let Some(option) = dir_option.or(file_option) else {
-                out.push(word.clone());
-                continue;
-            };
-            let glued = &word[option.len()..];
-            let value = if glued.is_empty() {
-                match words.next() {
-                    Some(next) => next.clone(),
-                    None => break,
+        for flag in parse_flags(arguments) {
+            let (option, path) = match flag {
+                Flag::Other(word) => {
+                    out.push(word.clone());
+                    continue;
                 }
-            } else {
-                glued.to_string()
-            };
-            let in_build = normalize(&directory.join(&value));
-            let mapped = self.map(&in_build, tree);
-            let path = if file_option.is_some() {
-                match mapped {
-                    Some(m) if m.is_file() => m,
-                    _ if build_tree && in_build.is_file() => in_build,
-                    // Not a file relative to the directory: the compiler searches the include path.
-                    _ => PathBuf::from(&value),
+                Flag::IncludeFile(option, value) => {
+                    let in_build = normalize(&directory.join(&value));
+                    let path = match self.map(&in_build, tree) {
+                        Some(m) if m.is_file() => m,
+                        _ if build_tree && in_build.is_file() => in_build,
+                        // Not a file relative to the directory: the compiler searches the
+                        // include path for it.
+                        _ => PathBuf::from(&value),
+                    };
+                    (option, path)
                 }
-            } else {
-                match mapped {
-                    Some(m) if m.is_dir() => {
-                        if build_tree && in_build.is_dir() {
-                            fallbacks.push(in_build);
+                Flag::IncludeDir(option, value) => {
+                    let in_build = normalize(&directory.join(&value));
+                    let path = match self.map(&in_build, tree) {
+                        Some(m) if m.is_dir() => {
+                            if build_tree && in_build.is_dir() {
+                                fallbacks.push(in_build);
+                            }
+                            m
                         }
-                        m
-                    }
-                    Some(m) if !build_tree => m,
-                    _ => in_build,
+                        Some(m) if !build_tree => m,
+                        _ => in_build,
+                    };
+                    (option, path)
                 }
             };
             out.push(option.to_string());
@@ -355,6 +414,26 @@ mod tests {
                 s(build.join("src")),
             ]
         );
+    }
+
+    #[test]
+    fn include_dirs_inside_the_repository_relative_to_its_root() {
+        let c = command(
+            Path::new("/w"),
+            Path::new("/w/src"),
+            &[
+                "cc",
+                "-I../include",
+                "-I",
+                ".",
+                "-isystem/usr/x",
+                "-iquote",
+                "/w/gen",
+                "-c",
+                "a.c",
+            ],
+        );
+        assert_eq!(c.include_dirs(), ["include", "src", "gen"]);
     }
 
     #[test]

@@ -206,6 +206,25 @@ impl BuildModel {
         }
     }
 
+    /// The include directories of every command, as `-IDIR` relative to the repository root
+    /// (those outside it left out): where the differ looks for the headers a file includes.
+    pub fn include_flags(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let commands = self.databases.iter().flat_map(|db| db.commands.iter());
+        for command in commands {
+            for dir in command.include_dirs() {
+                let flag = format!("-I{dir}");
+                if !out.contains(&flag) {
+                    out.push(flag);
+                }
+            }
+        }
+        if let Some((flags, _)) = &self.explicit {
+            out.extend(flags.iter().cloned());
+        }
+        out
+    }
+
     /// What was searched without result, for the warning when the default flags are used.
     pub fn searched(&self) -> String {
         self.searched.join("; ")
