@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use hotpatch_applier::artifact::FileFlags;
 use hotpatch_applier::{ApplyError, Manifest, PatchObject, Plan, Target};
 use hotpatch_builder::{
-    BuildModel, BuildSection, BuiltPatch, CompileCommand, Discover, FlagSource, PatchOrigin,
-    DEFAULT_CFLAGS,
+    recorded_switches, BuildModel, BuildSection, BuiltPatch, CompileCommand, Discover, FlagSource,
+    PatchOrigin, DEFAULT_CFLAGS,
 };
 use hotpatch_differ::{diff_snapshots_with, Change, ChangeSet, DiffOptions, Snapshot};
 use hotpatch_externalizer::PatchUnit;
@@ -278,30 +279,37 @@ fn choose_by_evidence(
                 continue;
             }
         };
-        if built
+        let has_preimage = built
             .manifest
             .functions
             .iter()
-            .all(|f| f.preimage.is_none())
-        {
+            .any(|f| f.preimage.is_some());
+        let switches = switch_mismatch(target, &built.manifest.flags);
+        if !has_preimage && switches.is_none() {
             bail!(
-                "{file} has {} compile commands in {source} and the patch replaces no function of \
-                 it whose old code could be compared with pid {}: {list}; give --compile-commands \
-                 FILE with one command for {file}, or --cflags",
+                "{file} has {} compile commands in {source} and neither the old code of a function \
+                 the patch replaces nor the binary's recorded compiler switches can be compared \
+                 with pid {}: {list}; give --compile-commands FILE with one command for {file}, or \
+                 --cflags",
                 candidates.len(),
                 target.pid()
             );
         }
         let object = PatchObject::parse(built.object)?;
-        match hotpatch_applier::plan(target, &object) {
-            Ok(_) => matching.push(i),
-            Err(ApplyError::PreimageMismatch { name, detail }) => {
+        match (hotpatch_applier::plan(target, &object), switches) {
+            (Ok(_), None | Some(Ok(()))) => matching.push(i),
+            (Ok(_), Some(Err(difference))) => {
+                mismatches.push(format!("#{}: {difference}", i + 1));
+            }
+            (Err(ApplyError::PreimageMismatch { name, detail }), _) => {
                 mismatches.push(format!(
                     "#{}: the running `{name}` differs ({detail})",
                     i + 1
                 ));
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot patch pid {}", target.pid())),
+            (Err(e), _) => {
+                return Err(e).with_context(|| format!("cannot patch pid {}", target.pid()))
+            }
         }
     }
     let Some(&chosen) = matching.first() else {
@@ -371,38 +379,86 @@ pub fn report_warnings(result: Result<()>, warnings: &[String]) -> Result<()> {
 /// `hotpatch_applier::plan`, with a pre-image mismatch explained: which flags the patch's v1
 /// was compiled with, from where, and what to try.
 pub fn plan(target: &Target, object: &PatchObject, manifest: &Manifest) -> Result<Plan> {
-    hotpatch_applier::plan(target, object).map_err(|error| {
-        let hint = match &error {
-            ApplyError::PreimageMismatch { .. } => {
-                let used: Vec<String> = manifest
-                    .flags
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "{} with `{}` from {}",
-                            f.file,
-                            f.arguments.join(" "),
-                            f.source
-                        )
-                    })
-                    .collect();
-                Some(format!(
-                    "; v1 was compiled as {}: if the running binary was built otherwise, give \
-                     --build-dir DIR (the tree where it was built), --compile-commands FILE or \
-                     --cflags '...'",
-                    if used.is_empty() {
-                        "the manifest does not say".to_string()
-                    } else {
-                        used.join(", ")
-                    }
-                ))
-            }
-            _ => None,
-        };
-        let pid = target.pid();
-        match hint {
-            Some(hint) => anyhow::anyhow!("cannot patch pid {pid}: {error}{hint}"),
-            None => anyhow::Error::new(error).context(format!("cannot patch pid {pid}")),
+    let pid = target.pid();
+    let plan = hotpatch_applier::plan(target, object).map_err(|error| {
+        if !matches!(error, ApplyError::PreimageMismatch { .. }) {
+            return anyhow::Error::new(error).context(format!("cannot patch pid {pid}"));
         }
-    })
+        let used: Vec<String> = manifest
+            .flags
+            .iter()
+            .map(|f| {
+                let recorded = match switch_mismatch(target, std::slice::from_ref(f)) {
+                    Some(Err(difference)) => format!(" ({difference})"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} with `{}` from {}{recorded}",
+                    f.file,
+                    f.arguments.join(" "),
+                    f.source
+                )
+            })
+            .collect();
+        anyhow::anyhow!(
+            "cannot patch pid {pid}: {error}; v1 was compiled as {}: if the running binary was \
+             built otherwise, give --build-dir DIR (the tree where it was built), \
+             --compile-commands FILE or --cflags '...'",
+            if used.is_empty() {
+                "the manifest does not say".to_string()
+            } else {
+                used.join(", ")
+            }
+        )
+    })?;
+    if let Some(Err(difference)) = switch_mismatch(target, &manifest.flags) {
+        bail!(
+            "cannot patch pid {pid}: {difference}: refusing before anything is written; give the \
+             build's own flags (--build-dir DIR where it was built, --compile-commands FILE or \
+             --cflags '...')"
+        );
+    }
+    Ok(plan)
+}
+
+/// Compares the code-generation switches of each file's flags (`files`) with those the running binary's
+/// DWARF records for that file (`DW_AT_producer`). `None`: nothing to compare (no debug
+/// information, a compiler that records no switches); `Err` says the first difference.
+fn switch_mismatch(target: &Target, files: &[FileFlags]) -> Option<Result<(), String>> {
+    let mut compared = false;
+    for flags in files.iter().filter(|f| !f.switches.is_empty()) {
+        let recorded: Vec<Vec<String>> = target
+            .producers(&flags.file)
+            .iter()
+            .filter_map(|p| recorded_switches(p))
+            .collect();
+        let Some(binary) = recorded.first() else {
+            continue;
+        };
+        compared = true;
+        if recorded.contains(&flags.switches) {
+            continue;
+        }
+        let only = |a: &[String], b: &[String]| {
+            let words: Vec<&str> = a
+                .iter()
+                .filter(|w| !b.contains(w))
+                .map(String::as_str)
+                .collect();
+            if words.is_empty() {
+                "nothing more".to_string()
+            } else {
+                format!("`{}`", words.join(" "))
+            }
+        };
+        return Some(Err(format!(
+            "the running binary's DWARF says {} was compiled with {} that the patch's flags (from \
+             {}) lack, and the patch's flags have {} that it lacks",
+            flags.file,
+            only(binary, &flags.switches),
+            flags.source,
+            only(&flags.switches, binary)
+        )));
+    }
+    compared.then_some(Ok(()))
 }

@@ -367,6 +367,13 @@ fn an_untracked_compile_commands_json_in_an_out_of_tree_build_dir() {
         format!("compile_commands.json at {}", database.display())
     );
     assert_eq!(flags["directory"], build_dir);
+    // The code-generation switches gcc records for these flags, as compared with the binary's.
+    let switches = flags["switches"].as_array().unwrap();
+    assert_eq!(switches[0], "-O2", "{switches:?}");
+    assert!(
+        switches.iter().any(|s| s == "-march=x86-64"),
+        "{switches:?}"
+    );
     let include = format!("-I{}", out.repo.join("include").display());
     assert_eq!(
         arguments(flags),
@@ -526,6 +533,51 @@ fn the_build_model_s_errors_name_the_file_and_what_was_looked_for() {
             && stderr.contains(&format!(
                 "no compile_commands.json, CMakeCache.txt, build.ninja or Makefile in {build_dir}"
             )),
+        "{stderr}"
+    );
+    target.read_lines(2);
+    assert!(
+        target.seen.last().unwrap().contains("value=20"),
+        "{:?}",
+        target.seen
+    );
+    assert_counts_up_by_one(&target.seen, "state");
+}
+
+#[test]
+fn switches_the_binary_records_must_be_the_patch_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutOfTree::new(dir.path());
+    // The binary was built with a switch that does not change `value`'s code; the database
+    // given to hotpatch lacks it: the pre-image matches, the DWARF producer does not.
+    let built_with = ["-O2", "-g", "-DEXTRA=3", "-fno-strict-aliasing"];
+    let main = out.command("main.c", &built_with);
+    let value = out.command("value.c", &built_with);
+    let binary = out.build(&[main.clone(), value]);
+    out.write_database(&[
+        ("main.c", main),
+        ("value.c", out.command("value.c", &BUILD_FLAGS)),
+    ]);
+    let mut target = start_v1(&binary);
+    let pid = target.pid().to_string();
+    let output = hotpatch(&[
+        "diff",
+        "v1..v2",
+        "--repo",
+        out.repo.to_str().unwrap(),
+        "--apply",
+        "--pid",
+        &pid,
+        "--build-dir",
+        out.build.to_str().unwrap(),
+    ]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot patch pid {pid}: the running binary's DWARF says src/value.c was \
+             compiled with `-fno-strict-aliasing` that the patch's flags (from compile_commands.json at"
+        )) && stderr.contains("refusing before anything is written"),
         "{stderr}"
     );
     target.read_lines(2);

@@ -64,6 +64,11 @@ pub struct FileFlags {
     pub arguments: Vec<String>,
     /// Where the original flags came from, in words.
     pub source: String,
+    /// The code-generation switches the compiler records (`DW_AT_producer`) for the original
+    /// flags, canonical (last `-O` level first, then `-f`/`-m`/`-std=` sorted): compared with
+    /// the running binary's before anything is written. Empty: not known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<String>,
 }
 
 /// One function defined by the patch object.

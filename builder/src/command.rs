@@ -212,6 +212,27 @@ impl CompileCommand {
         out
     }
 
+    /// The original flags that decide code generation, for asking the compiler which switches it
+    /// records for them: [`crate::flags::preimage_arguments`] without include and macro options
+    /// (a file-less compile does not need them, and relative ones would not resolve).
+    pub fn codegen_flags(&self) -> Vec<String> {
+        let flags = crate::flags::preimage_arguments(&self.flags());
+        let mut out = Vec::new();
+        let mut skip_value = false;
+        for flag in parse_flags(&flags) {
+            let Flag::Other(word) = flag else { continue };
+            if std::mem::take(&mut skip_value) {
+                continue;
+            }
+            match word.as_str() {
+                "-D" | "-U" => skip_value = true,
+                w if w.starts_with("-D") || w.starts_with("-U") => {}
+                _ => out.push(word.clone()),
+            }
+        }
+        out
+    }
+
     /// The command's include directories that lie inside the repository, repository-relative
     /// (`.` for its root).
     pub fn include_dirs(&self) -> Vec<String> {

@@ -34,6 +34,44 @@ impl Compiler {
         &self.path
     }
 
+    /// The code-generation switches this compiler records in `DW_AT_producer` for `flags`
+    /// (see [`crate::flags::recorded_switches`]), learnt by compiling a one-line file (written
+    /// in `scratch` beside `unit_file`) to assembly; `None` for a compiler that records none.
+    pub fn recorded_switches(
+        &self,
+        scratch: &Path,
+        flags: &[String],
+        unit_file: &str,
+    ) -> Result<Option<Vec<String>>, BuildError> {
+        let source = scratch.join(format!("{unit_file}.hotpatch-switches.c"));
+        crate::write_file(&source, b"int hotpatch_switches;\n")?;
+        let result = Command::new(&self.path)
+            .current_dir(scratch)
+            .args(flags)
+            .args(["-g", "-S", "-o", "-"])
+            .arg(&source)
+            .output();
+        let _ = std::fs::remove_file(&source);
+        let result =
+            result.map_err(|e| BuildError::NoCompiler(format!("{}: {e}", self.path.display())))?;
+        if !result.status.success() {
+            return Err(BuildError::Compile {
+                file: unit_file.to_string(),
+                diagnostics: String::from_utf8_lossy(&result.stderr).into_owned(),
+            });
+        }
+        let assembly = String::from_utf8_lossy(&result.stdout);
+        let producer = assembly.lines().find_map(|line| {
+            let text = line.trim_start();
+            let rest = text
+                .strip_prefix(".string")
+                .or_else(|| text.strip_prefix(".ascii"))?;
+            let quoted = rest.trim().strip_prefix('"')?.strip_suffix('"')?;
+            quoted.starts_with("GNU ").then(|| quoted.to_string())
+        });
+        Ok(producer.and_then(|p| crate::flags::recorded_switches(&p)))
+    }
+
     /// Compiles `source` into `output` running in `cwd` (where the original build ran the
     /// compiler, mapped into a materialised revision: see `CompileCommand::place`), so that
     /// relative paths in `arguments` mean what they meant for the original build. Returns the

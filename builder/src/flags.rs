@@ -95,6 +95,56 @@ pub fn uses_lto(flags: &[String]) -> bool {
         .any(|f| f.starts_with("-flto") && f != "-fno-lto")
 }
 
+/// The code-generation switches a gcc `DW_AT_producer` records (`GNU C17 12.2.0 -mtune=generic
+/// -march=x86-64 -g -O2 ...`), in a canonical form to compare two of them: the last `-O` level
+/// (`-O0` when none), every `-m` and `-f` switch, `-std=`; not debug-information, warning and
+/// preprocessor options, nor what a patch sets itself (position independence, sections, TLS
+/// model) or drops (LTO), nor path maps. `None`: not a gcc producer (clang records no switches).
+pub fn recorded_switches(producer: &str) -> Option<Vec<String>> {
+    if !producer.starts_with("GNU ") {
+        return None;
+    }
+    const IGNORED: [&str; 17] = [
+        "-fPIC",
+        "-fpic",
+        "-fPIE",
+        "-fpie",
+        "-fno-pic",
+        "-fno-PIC",
+        "-fno-pie",
+        "-fno-PIE",
+        "-ffunction-sections",
+        "-fdata-sections",
+        "-ftls-model=",
+        "-flto",
+        "-ffat-lto-objects",
+        "-fno-fat-lto-objects",
+        "-fuse-linker-plugin",
+        "-fdiagnostics-",
+        "-fmessage-length=",
+    ];
+    let mut level = "-O0".to_string();
+    let mut switches = Vec::new();
+    for word in producer.split_whitespace().filter(|w| w.starts_with('-')) {
+        if let Some(rest) = word.strip_prefix("-O") {
+            level = if rest.is_empty() {
+                "-O1".into()
+            } else {
+                word.to_string()
+            };
+        } else if (word.starts_with("-f") || word.starts_with("-m") || word.starts_with("-std="))
+            && !IGNORED.iter().any(|i| word.starts_with(i))
+            && !word.contains("-prefix-map=")
+        {
+            switches.push(word.to_string());
+        }
+    }
+    switches.sort();
+    switches.dedup();
+    switches.insert(0, level);
+    Some(switches)
+}
+
 /// `flags` without output, mode, dependency-file, LTO and link options, nor those `drop` names.
 fn filtered(flags: &[String], drop: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::with_capacity(flags.len());
@@ -140,6 +190,24 @@ mod tests {
         assert!(err.to_string().contains("/w/hotpatch.toml"), "{err}");
         let err = split_words("-DX='open", "--cflags").unwrap_err();
         assert!(err.to_string().contains("unbalanced quotes"), "{err}");
+    }
+
+    #[test]
+    fn recorded_switches_compare_code_generation_only() {
+        let binary = "GNU C17 12.2.0 -mtune=generic -march=x86-64 -g -O2 -O3 -fno-strict-aliasing \
+                      -fPIE -flto -ffile-prefix-map=/a=/b -fasynchronous-unwind-tables";
+        assert_eq!(
+            recorded_switches(binary).unwrap(),
+            [
+                "-O3",
+                "-fasynchronous-unwind-tables",
+                "-fno-strict-aliasing",
+                "-march=x86-64",
+                "-mtune=generic"
+            ]
+        );
+        assert_eq!(recorded_switches("GNU C11 12.2.0 -g").unwrap(), ["-O0"]);
+        assert_eq!(recorded_switches("clang version 14.0.6"), None);
     }
 
     #[test]

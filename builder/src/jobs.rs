@@ -24,6 +24,9 @@ pub struct UnitOutputs {
     pub confirmation: Option<Confirmation>,
     /// Wall time of the confirmation, in milliseconds.
     pub confirm_ms: f64,
+    /// The code-generation switches the compiler records for the original flags (`None`: it
+    /// records none).
+    pub switches: Option<Vec<String>>,
 }
 
 /// Runs every compiler job of `unit` in parallel: the patch unit compiled with `arguments`, and
@@ -40,6 +43,8 @@ pub fn run(
     let died = || BuildError::Object("a compiler job of the builder panicked".to_string());
     std::thread::scope(|scope| {
         let patch = scope.spawn(|| compile_patch(compiler, root, unit, command, arguments));
+        let switches =
+            scope.spawn(|| compiler.recorded_switches(root, &command.codegen_flags(), &unit.file));
         let preimages = scope.spawn(|| unit_preimages(compiler, unit, command, origin));
         let confirmation = scope.spawn(|| {
             let start = Instant::now();
@@ -49,7 +54,9 @@ pub fn run(
         let (object, diagnostics) = patch.join().map_err(|_| died())??;
         let preimages = preimages.join().map_err(|_| died())??;
         let (confirmation, confirm_ms) = confirmation.join().map_err(|_| died())?;
+        let switches = switches.join().map_err(|_| died())??;
         Ok(UnitOutputs {
+            switches,
             object,
             diagnostics,
             preimages,

@@ -29,7 +29,7 @@ use hotpatch_externalizer::{Action, PatchUnit};
 pub use command::{CompileCommand, FlagSource};
 pub use compile::Compiler;
 pub use compile_commands::Database;
-pub use flags::{BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
+pub use flags::{recorded_switches, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 
@@ -152,13 +152,14 @@ pub fn build(
             }
             Some(_) => {}
         }
+        let outputs = jobs::run(&compiler, root, unit, command, origin, &unit_arguments)?;
         flags.push(FileFlags {
             file: unit.file.clone(),
             directory: command.directory.to_string_lossy().into_owned(),
             arguments: unit_arguments.clone(),
             source: command.source.to_string(),
+            switches: outputs.switches.clone().unwrap_or_default(),
         });
-        let outputs = jobs::run(&compiler, root, unit, command, origin, &unit_arguments)?;
         if !outputs.diagnostics.trim().is_empty() {
             warnings.push((unit.file.clone(), outputs.diagnostics.clone()));
         }
