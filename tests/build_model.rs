@@ -13,7 +13,8 @@ use support::*;
 
 /// The C sources shared by every build system's project: `src/value.c` compiles from `src/`
 /// with `-I../include`, needs `-DEXTRA=3` from the build, the tracked `include/lib.h` (changed
-/// in v2) and the generated, untracked `include/config.h` (CONFIG_BASE 7).
+/// in v2) and the generated, untracked `include/config.h` (CONFIG_BASE 7, written by the
+/// configure-style script `gen-config`).
 /// v1 prints value=20 (1*10+7+3); v2 value=31 (2*10+7+3+1); v2's code with v1's header: 21.
 /// "Version 3" changes only the header: value=30, with no function's text changed.
 fn sources(version: u32) -> Vec<(String, String)> {
@@ -37,7 +38,7 @@ fn sources(version: u32) -> Vec<(String, String)> {
             format!("#define STEP {step}\n"),
         ),
         (
-            "configure".to_string(),
+            "gen-config".to_string(),
             "#!/bin/sh\necho '#define CONFIG_BASE 7' > include/config.h\n".to_string(),
         ),
         (
@@ -48,7 +49,7 @@ fn sources(version: u32) -> Vec<(String, String)> {
 }
 
 /// A repository whose v1 and v2 hold `sources` plus `build_files`, with its work tree checked
-/// out at v1 and configured (`include/config.h` generated, untracked).
+/// out at v1 and configured by `gen-config` (`include/config.h` generated, untracked).
 fn project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
     configured_project(dir, build_files, 2)
 }
@@ -56,11 +57,11 @@ fn project(dir: &Path, build_files: &[(&str, &str)]) -> PathBuf {
 /// [`project`] whose v2 is `sources(v2)`.
 fn configured_project(dir: &Path, build_files: &[(&str, &str)], v2: u32) -> PathBuf {
     let repo = unconfigured_project(dir, build_files, v2);
-    run_ok(Command::new("sh").arg("configure").current_dir(&repo));
+    run_ok(Command::new("sh").arg("gen-config").current_dir(&repo));
     repo
 }
 
-/// [`project`] without running `configure` (the build system generates `config.h` itself).
+/// [`project`] without running `gen-config` (the build system generates `config.h` itself).
 fn unconfigured_project(dir: &Path, build_files: &[(&str, &str)], v2: u32) -> PathBuf {
     let repo = dir.join("repo");
     let with_build = |version| {
@@ -78,7 +79,7 @@ fn unconfigured_project(dir: &Path, build_files: &[(&str, &str)], v2: u32) -> Pa
             .args(["checkout", "-q", "v1"])
             .current_dir(&repo),
     );
-    run_ok(Command::new("sh").arg("configure").current_dir(&repo));
+    run_ok(Command::new("sh").arg("gen-config").current_dir(&repo));
     repo
 }
 
@@ -236,6 +237,65 @@ fn cmake_build_dir_without_an_exported_database() {
         arguments.contains(&"-DEXTRA=3") && arguments.contains(&"-DNDEBUG"),
         "{arguments:?}"
     );
+}
+
+const CONFIGURE_AC: &str = "\
+AC_INIT([app], [1.0])
+AC_CONFIG_SRCDIR([src/value.c])
+AC_CONFIG_HEADERS([config.h])
+AM_INIT_AUTOMAKE([foreign subdir-objects])
+AC_PROG_CC
+AC_DEFINE([CONFIG_BASE], [7], [the base])
+AC_CONFIG_FILES([Makefile])
+AC_OUTPUT
+";
+
+const MAKEFILE_AM: &str = "\
+bin_PROGRAMS = app
+app_SOURCES = src/main.c src/value.c
+app_CPPFLAGS = -I$(srcdir)/include -DEXTRA=3
+";
+
+#[test]
+fn autotools_configure_and_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = unconfigured_project(
+        dir.path(),
+        &[("configure.ac", CONFIGURE_AC), ("Makefile.am", MAKEFILE_AM)],
+        2,
+    );
+    let repo = std::fs::canonicalize(repo).unwrap();
+    run_ok(Command::new("autoreconf").arg("-i").current_dir(&repo));
+    run_ok(Command::new("./configure").arg("-q").current_dir(&repo));
+    run_ok(Command::new("make").arg("-s").current_dir(&repo));
+    let generated = [
+        "configure",
+        "Makefile.in",
+        "Makefile",
+        "config.status",
+        "aclocal.m4",
+    ];
+    let modified = || -> Vec<std::time::SystemTime> {
+        generated
+            .iter()
+            .map(|f| std::fs::metadata(repo.join(f)).unwrap().modified().unwrap())
+            .collect()
+    };
+    let before = modified();
+    let mut target = start_v1(&repo.join("app"));
+    let report = apply_and_check(&repo, &mut target, &[]);
+    let flags = value_flags(&report);
+    assert_eq!(
+        flags["source"],
+        format!("make dry run in {}", repo.display())
+    );
+    let arguments = arguments(flags);
+    assert!(
+        arguments.contains(&"-DHAVE_CONFIG_H") && arguments.contains(&"-DEXTRA=3"),
+        "{arguments:?}"
+    );
+    // The dry run re-made nothing: no autotools re-run, no makefile or configure regenerated.
+    assert_eq!(modified(), before, "{generated:?}");
 }
 
 const BUILD_NINJA: &str = "\

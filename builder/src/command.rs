@@ -27,7 +27,7 @@ pub enum FlagSource {
     CmakeExport(PathBuf),
     /// `ninja -t compdb` in this build directory.
     NinjaCompdb(PathBuf),
-    /// `make -n -B -w` (a dry run: nothing is built) in this directory.
+    /// make's dry run (`make -n -w -W SRC...`: nothing is built) in this directory.
     MakeDryRun(PathBuf),
     /// A compilation database committed in the new revision (repository-relative path).
     RevisionCompileCommands(String),

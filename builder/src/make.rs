@@ -1,9 +1,77 @@
-//! The compile commands of a Make build from its dry run (`make -n -B -w`): every recipe line
-//! make would run, printed instead of run, with `Entering directory` lines for sub-makes.
+//! The compile commands of a Make build from its dry run: every recipe line make would run,
+//! printed instead of run, with `Entering directory` lines for sub-makes.
+//!
+//! The dry run is `make -n -w -W SRC...`: "what would you run if these sources had just
+//! changed". Not `-B`: with every target out of date, make also remakes its makefiles, and it
+//! does so even under `-n` — in an Autotools tree that re-runs `aclocal`, `automake`,
+//! `autoconf` and `configure`, writing into the user's tree. `-W` is not passed down to
+//! sub-makes, so it is also put into `MAKE`, the variable recursive makefiles run.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::command::normalize;
+
+/// Above this many bytes of `-W` options (the `MAKE` variable travels in one environment string,
+/// limited to 128 KiB), only the sources' file names are given.
+const MAX_WHAT_IF: usize = 100_000;
+
+/// The arguments of the dry run in `dir`: `-n -w`, and `-W` for each repository source as a
+/// makefile may name it — its repository path, its file name, and its path relative to `dir`
+/// when the work tree is known (an out-of-tree build) — also in `MAKE=make -W ...`.
+pub fn dry_run_arguments(dir: &Path, work_tree: Option<&Path>, repo_files: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: String| {
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    for file in repo_files {
+        add(file.to_string());
+        if let Some(name) = Path::new(file).file_name() {
+            add(name.to_string_lossy().into_owned());
+        }
+        if let Some(tree) = work_tree {
+            if let Some(relative) = relative_to(&tree.join(file), dir) {
+                add(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    if names.iter().map(|n| n.len() + 4).sum::<usize>() > MAX_WHAT_IF {
+        names.retain(|n| !n.contains('/'));
+    }
+    let what_if: Vec<String> = names.iter().map(|n| format!("-W{n}")).collect();
+    let mut out = vec!["-n".to_string(), "-w".to_string()];
+    out.extend(what_if.iter().cloned());
+    let quoted: Vec<String> = what_if
+        .iter()
+        .map(|w| {
+            shlex::try_quote(w)
+                .map(|q| q.into_owned())
+                .unwrap_or_else(|_| w.clone())
+        })
+        .collect();
+    out.push(format!("MAKE=make {}", quoted.join(" ")));
+    out
+}
+
+/// `path` relative to the directory `base` (both absolute), with `..` where needed.
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    let (path, base) = (normalize(path), normalize(base));
+    let path: Vec<Component> = path.components().collect();
+    let base: Vec<Component> = base.components().collect();
+    if path.first() != Some(&Component::RootDir) || base.first() != Some(&Component::RootDir) {
+        return None;
+    }
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..base.len() {
+        out.push("..");
+    }
+    for component in &path[common..] {
+        out.push(component.as_os_str());
+    }
+    Some(out)
+}
 
 /// Words that separate the commands of one shell line.
 const SEPARATORS: [&str; 5] = ["&&", "||", ";", "|", "&"];
@@ -28,7 +96,7 @@ pub fn compiles(output: &str, top: &Path) -> Vec<(PathBuf, Vec<String>)> {
             }
             continue;
         }
-        let Some(words) = shlex::split(&line) else {
+        let Some(words) = shlex::split(&without_command_substitutions(&line)) else {
             continue;
         };
         let mut cwd = directories
@@ -48,6 +116,25 @@ pub fn compiles(output: &str, top: &Path) -> Vec<(PathBuf, Vec<String>)> {
                     }
                 }
             }
+        }
+    }
+    out
+}
+
+/// `line` without its backquoted command substitutions (outside single quotes): Automake's
+/// `` `test -f 'a.c' || echo './'`a.c `` leaves `a.c`, and `depbase=`echo a.o`;` its `;`.
+fn without_command_substitutions(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let (mut in_single, mut in_backquote) = (false, false);
+    for c in line.chars() {
+        match c {
+            '`' if !in_single => in_backquote = !in_backquote,
+            _ if in_backquote => {}
+            '\'' => {
+                in_single = !in_single;
+                out.push(c);
+            }
+            _ => out.push(c),
         }
     }
     out
@@ -165,7 +252,8 @@ echo \"CC x\"
 cd src && gcc -O2 -I../include \\
   -c t_list.c -o t_list.o
 make[1]: Entering directory '/p/lib'
-depbase=`echo a.o`; ccache cc -DHAVE_CONFIG_H -I. -c -o a.o a.c &&\\
+depbase=`echo a.o | sed 's|[^/]*$|.deps/&|'`;\\
+ccache cc -DHAVE_CONFIG_H -I. -c -o a.o `test -f 'a.c' || echo './'`a.c &&\\
 mv -f $depbase.Tpo $depbase.Po
 /bin/bash ../libtool --tag=CC --mode=compile gcc -O1 -c b.c -o b.lo
 make[1]: Leaving directory '/p/lib'
@@ -199,6 +287,28 @@ make: Leaving directory '/p'
                     s(&["gcc", "-O1", "-c", "b.c", "-o", "b.lo"])
                 ),
                 (PathBuf::from("/p"), s(&["cc", "-c", "-O3", "we ird.c"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn dry_run_asks_for_every_source_as_makefiles_may_name_it() {
+        let args = dry_run_arguments(
+            Path::new("/w/build"),
+            Some(Path::new("/w")),
+            &["src/a.c", "b.c"],
+        );
+        assert_eq!(
+            args,
+            [
+                "-n",
+                "-w",
+                "-Wsrc/a.c",
+                "-Wa.c",
+                "-W../src/a.c",
+                "-Wb.c",
+                "-W../b.c",
+                "MAKE=make -Wsrc/a.c -Wa.c -W../src/a.c -Wb.c -W../b.c"
             ]
         );
     }

@@ -280,11 +280,12 @@ fn cmake_export(dir: &Path, d: &Discover<'_>) -> Result<Database, BuildError> {
     compile_commands::parse(&text, source, d.work_tree, d.repo_files)
 }
 
-/// `make -n -B -w` in `dir`: every compile make would run, run nowhere.
+/// make's dry run in `dir`: every compile make would run if the repository's sources had just
+/// changed, run nowhere (see [`make::dry_run_arguments`]).
 fn make_dry_run(dir: &Path, d: &Discover<'_>) -> Result<Database, BuildError> {
     let output = run(
         Command::new("make")
-            .args(["-n", "-B", "-w"])
+            .args(make::dry_run_arguments(dir, d.work_tree, d.repo_files))
             .current_dir(dir)
             .env("LC_ALL", "C"),
         &format!("make -n in {}", dir.display()),
