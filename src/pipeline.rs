@@ -98,7 +98,8 @@ pub struct BuildSettings {
 
 impl BuildSettings {
     /// The settings for the repository at `repo` (its work tree is found when it is a
-    /// checkout), with the command line's options. Relative paths are made absolute.
+    /// checkout; without one, the work tree the build directory lies in), with the command
+    /// line's options. Relative paths are made absolute.
     pub fn for_repo(
         repo: Option<&Path>,
         cflags: Option<&str>,
@@ -108,10 +109,17 @@ impl BuildSettings {
         let absolute = |path: &Path, what: &str| -> Result<PathBuf> {
             std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))
         };
+        // The work tree of the repository, else of the build directory (a deploy repository
+        // is bare; the service's checkout is where it was built).
+        let work_tree_of = |dir: &Path| {
+            gix::discover(dir)
+                .ok()
+                .and_then(|repo| repo.workdir().map(Path::to_path_buf))
+                .and_then(|dir| std::fs::canonicalize(dir).ok())
+        };
         let work_tree = repo
-            .and_then(|repo| gix::discover(repo).ok())
-            .and_then(|repo| repo.workdir().map(Path::to_path_buf))
-            .and_then(|dir| std::fs::canonicalize(dir).ok());
+            .and_then(work_tree_of)
+            .or_else(|| build_dir.and_then(work_tree_of));
         Ok(BuildSettings {
             cflags: cflags.map(str::to_string),
             build_dir: build_dir.map(|d| absolute(d, "--build-dir")).transpose()?,

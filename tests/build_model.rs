@@ -648,3 +648,55 @@ fn switches_the_binary_records_must_be_the_patch_s() {
     );
     assert_counts_up_by_one(&target.seen, "state");
 }
+
+#[test]
+fn the_deploy_hook_takes_the_build_dir_from_git_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = project(
+        dir.path(),
+        &[
+            ("Makefile", "all:\n\t$(MAKE) -C src\n"),
+            ("src/Makefile", SUB_MAKE),
+        ],
+    );
+    run_ok(Command::new("make").arg("-s").current_dir(&repo));
+    let mut service = start_v1(&repo.join("src/app"));
+    let deploy = dir.path().join("deploy.git");
+    let git = |dir: &Path, args: &[&str]| {
+        run_ok(
+            Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=dev",
+                    "-c",
+                    "user.email=dev@example.invalid",
+                ])
+                .args(args)
+                .current_dir(dir),
+        )
+    };
+    git(dir.path(), &["init", "-q", "--bare", "deploy.git"]);
+    let output = hotpatch(&["hook", "install", deploy.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    git(
+        &deploy,
+        &["config", "hotpatch.pid", &service.pid().to_string()],
+    );
+    git(
+        &deploy,
+        &["config", "hotpatch.buildDir", repo.to_str().unwrap()],
+    );
+    let deploy = deploy.to_str().unwrap();
+    git(&repo, &["push", "-q", deploy, "v1:refs/heads/main"]);
+    let pushed = git(&repo, &["push", deploy, "v2:refs/heads/main"]);
+    let stderr = stderr_of(&pushed);
+    assert!(
+        stderr.contains(&format!("patched pid {}", service.pid())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("default"), "{stderr}");
+    service.wait_for("value=31", Duration::from_secs(5));
+    service.read_lines(2);
+    assert_counts_up_by_one(&service.seen, "state");
+    assert!(service.is_alive());
+}

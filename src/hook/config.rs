@@ -202,6 +202,19 @@ mod tests {
     }
 
     #[test]
+    fn build_dir_from_the_file_overridden_by_git_config() {
+        let toml = "[deploy]\nbuild_dir = \"/srv/app\"\n";
+        let config = DeployConfig::resolve(Some(toml), &GitConfig::default()).unwrap();
+        assert_eq!(config.build_dir, Some(PathBuf::from("/srv/app")));
+        let git = GitConfig {
+            build_dir: Some("/srv/other".into()),
+            ..GitConfig::default()
+        };
+        let config = DeployConfig::resolve(Some(toml), &git).unwrap();
+        assert_eq!(config.build_dir, Some(PathBuf::from("/srv/other")));
+    }
+
+    #[test]
     fn defaults_and_errors() {
         let config = DeployConfig::resolve(None, &GitConfig::default()).unwrap();
         assert_eq!(
