@@ -74,7 +74,7 @@ fn patch_or_check(
         Some(target) => Some(pipeline::plan(
             target,
             &patch.object,
-            &patch.built.manifest,
+            &format!("cannot patch pid {}", target.pid()),
         )?),
         None => None,
     };

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use hotpatch_applier::artifact::FileFlags;
-use hotpatch_applier::{ApplyError, Manifest, PatchObject, Plan, Target};
+use hotpatch_applier::{ApplyError, PatchObject, Plan, Target};
 use hotpatch_builder::{
     recorded_switches, BuildModel, BuildSection, BuiltPatch, CompileCommand, Discover, FlagSource,
     PatchOrigin, DEFAULT_CFLAGS,
@@ -217,17 +217,16 @@ pub fn build_patch(
         .filter(|c| c.source == FlagSource::Default)
         .map(|c| c.file.as_str())
         .collect();
-    let warnings = if defaulted.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
+    let mut warnings = model.warnings().to_vec();
+    if !defaulted.is_empty() {
+        warnings.push(format!(
             "no build flags found for {} ({}): compiling with the default {DEFAULT_CFLAGS}, which may \
              not be how the running binary was built; give --build-dir DIR (where it was built), \
              --compile-commands FILE or --cflags",
             defaulted.join(", "),
             model.searched()
-        )]
-    };
+        ));
+    }
     let built = hotpatch_builder::build(tree.path(), &units, &commands, &origin)
         .map_err(|e| with_warnings(e.into(), &warnings))?;
     let object = PatchObject::parse(built.object.clone())?;
@@ -384,16 +383,20 @@ pub fn report_warnings(result: Result<()>, warnings: &[String]) -> Result<()> {
     }
 }
 
-/// `hotpatch_applier::plan`, with a pre-image mismatch explained: which flags the patch's v1
-/// was compiled with, from where, and what to try.
-pub fn plan(target: &Target, object: &PatchObject, manifest: &Manifest) -> Result<Plan> {
-    let pid = target.pid();
+/// `hotpatch_applier::plan`, with a pre-image mismatch explained (which flags the patch's v1
+/// was compiled with, from where, and what to try), and the code-generation switches of the
+/// manifest's flags checked against the binary's DWARF. `what` begins every error
+/// (`cannot patch pid N`).
+pub fn plan(target: &Target, object: &PatchObject, what: &str) -> Result<Plan> {
+    let files = object
+        .manifest()
+        .map(|m| m.flags.as_slice())
+        .unwrap_or_default();
     let plan = hotpatch_applier::plan(target, object).map_err(|error| {
         if !matches!(error, ApplyError::PreimageMismatch { .. }) {
-            return anyhow::Error::new(error).context(format!("cannot patch pid {pid}"));
+            return anyhow::Error::new(error).context(what.to_string());
         }
-        let used: Vec<String> = manifest
-            .flags
+        let used: Vec<String> = files
             .iter()
             .map(|f| {
                 let recorded = match switch_mismatch(target, std::slice::from_ref(f)) {
@@ -409,9 +412,9 @@ pub fn plan(target: &Target, object: &PatchObject, manifest: &Manifest) -> Resul
             })
             .collect();
         anyhow::anyhow!(
-            "cannot patch pid {pid}: {error}; v1 was compiled as {}: if the running binary was \
-             built otherwise, give --build-dir DIR (the tree where it was built), \
-             --compile-commands FILE or --cflags '...'",
+            "{what}: {error}; v1 was compiled as {}: if the running binary was built otherwise, \
+             give --build-dir DIR (the tree where it was built), --compile-commands FILE or \
+             --cflags '...'",
             if used.is_empty() {
                 "the manifest does not say".to_string()
             } else {
@@ -419,11 +422,10 @@ pub fn plan(target: &Target, object: &PatchObject, manifest: &Manifest) -> Resul
             }
         )
     })?;
-    if let Some(Err(difference)) = switch_mismatch(target, &manifest.flags) {
+    if let Some(Err(difference)) = switch_mismatch(target, files) {
         bail!(
-            "cannot patch pid {pid}: {difference}: refusing before anything is written; give the \
-             build's own flags (--build-dir DIR where it was built, --compile-commands FILE or \
-             --cflags '...')"
+            "{what}: {difference}: refusing before anything is written; give the build's own \
+             flags (--build-dir DIR where it was built, --compile-commands FILE or --cflags '...')"
         );
     }
     Ok(plan)

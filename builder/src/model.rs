@@ -56,6 +56,8 @@ pub struct BuildModel {
     directory: PathBuf,
     /// What was searched for, for the message when nothing was found.
     searched: Vec<String>,
+    /// What went wrong on the way without stopping it (a failing dry run, with explicit flags).
+    warnings: Vec<String>,
 }
 
 impl BuildModel {
@@ -67,6 +69,7 @@ impl BuildModel {
             explicit: None,
             directory: d.work_tree.map(Path::to_path_buf).unwrap_or_default(),
             searched: Vec::new(),
+            warnings: Vec::new(),
         };
         let disk_toml = d.work_tree.map(|w| w.join("hotpatch.toml"));
         let (toml, toml_label) = match disk_toml.as_ref().filter(|p| p.is_file()) {
@@ -82,13 +85,29 @@ impl BuildModel {
             .transpose()?
             .unwrap_or_default();
 
+        model.explicit = match (d.cflags, section.cflags.clone()) {
+            (Some(text), _) => Some((split_words(text, "--cflags")?, FlagSource::CommandLine)),
+            (None, Some(flags)) => Some((flags, FlagSource::HotpatchToml(toml_label.clone()))),
+            (None, None) => {
+                model
+                    .searched
+                    .push("no --cflags, no [build] cflags in hotpatch.toml".to_string());
+                None
+            }
+        };
         if let Some(path) = d.compile_commands {
             model.databases.push(read_database(path, d)?);
         } else if let Some(named) = &section.compile_commands {
             model.databases.push(named_database(named, &toml_label, d)?);
         } else if let Some(dir) = d.build_dir {
-            if let Some(db) = model.ask_build_dir(dir, d)? {
-                model.databases.push(db);
+            match model.ask_build_dir(dir, d) {
+                Ok(Some(db)) => model.databases.push(db),
+                Ok(None) => {}
+                // Explicit flags make a build directory that cannot answer no obstacle.
+                Err(e) => match &model.explicit {
+                    Some((_, source)) => model.warnings.push(format!("{e}; using {source}")),
+                    None => return Err(e),
+                },
             }
         }
         if section.compile_commands.is_none() {
@@ -109,16 +128,6 @@ impl BuildModel {
                     .push("no compile_commands.json in the new revision".to_string());
             }
         }
-        model.explicit = match (d.cflags, section.cflags) {
-            (Some(text), _) => Some((split_words(text, "--cflags")?, FlagSource::CommandLine)),
-            (None, Some(flags)) => Some((flags, FlagSource::HotpatchToml(toml_label))),
-            (None, None) => {
-                model
-                    .searched
-                    .push("no --cflags, no [build] cflags in hotpatch.toml".to_string());
-                None
-            }
-        };
         Ok(model)
     }
 
@@ -223,6 +232,12 @@ impl BuildModel {
             out.extend(flags.iter().cloned());
         }
         out
+    }
+
+    /// What went wrong while the model was found without stopping it: a build directory whose
+    /// dry run or export failed while explicit flags were given (they are used instead).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// What was searched without result, for the warning when the default flags are used.
@@ -431,6 +446,55 @@ mod tests {
             model.searched().contains("no --cflags"),
             "{}",
             model.searched()
+        );
+    }
+
+    #[test]
+    fn the_work_tree_s_hotpatch_toml_counts_before_the_revision_s() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(
+            work.path().join("hotpatch.toml"),
+            "[build]\ncflags = \"-O1 -Iinc\"\n",
+        )
+        .unwrap();
+        let model = discover(
+            work.path(),
+            &[("hotpatch.toml", "[build]\ncflags = \"-O3\"\n")],
+            None,
+        );
+        let a = &model.candidates("src/a.c").unwrap()[0];
+        assert_eq!(a.flags(), ["-O1", "-Iinc"]);
+        let path = work.path().join("hotpatch.toml");
+        assert_eq!(
+            a.source.to_string(),
+            format!("[build] cflags of {}", path.display())
+        );
+        std::fs::remove_file(&path).unwrap();
+        let model = discover(
+            work.path(),
+            &[("hotpatch.toml", "[build]\ncflags = \"-O3\"\n")],
+            None,
+        );
+        assert_eq!(
+            model.candidates("src/a.c").unwrap()[0].source.to_string(),
+            "[build] cflags of hotpatch.toml of the new revision"
+        );
+    }
+
+    #[test]
+    fn a_failing_dry_run_with_explicit_flags_is_a_warning() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("Makefile"), "$(error broken)\n").unwrap();
+        let model = discover(work.path(), &[], Some("-O1"));
+        assert_eq!(
+            model.candidates("src/a.c").unwrap()[0].source,
+            FlagSource::CommandLine
+        );
+        assert!(
+            model.warnings()[0].contains("make -n in")
+                && model.warnings()[0].ends_with("; using --cflags"),
+            "{:?}",
+            model.warnings()
         );
     }
 

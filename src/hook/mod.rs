@@ -256,7 +256,7 @@ fn deploy_to(
         for warning in &patch.warnings {
             say(&format!("warning: {warning}"));
         }
-        let plan = pipeline::plan(&target, &patch.object, &patch.built.manifest)?;
+        let plan = pipeline::plan(&target, &patch.object, &format!("cannot patch pid {pid}"))?;
         targets.push(target);
         plans.push(plan);
     }
