@@ -46,7 +46,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     let target =
         Target::inspect(args.pid).with_context(|| format!("cannot inspect pid {}", args.pid))?;
     let start = Instant::now();
-    let plan = crate::pipeline::plan(
+    let plan = crate::build_flags::plan(
         &target,
         &object,
         &format!(

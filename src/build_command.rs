@@ -54,13 +54,13 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (old_rev, new_rev) = parse_range(&args.range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;
     let new = read_git_revision(&args.repo, &new_rev)?;
-    let settings = pipeline::BuildSettings::for_repo(
+    let settings = crate::build_flags::BuildSettings::for_repo(
         Some(&args.repo),
         args.cflags.as_deref(),
         args.build_dir.as_deref(),
         args.compile_commands.as_deref(),
     )?;
-    let model = pipeline::discover_model(&settings, &new)?;
+    let model = crate::build_flags::discover_model(&settings, &new)?;
     let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), Some(&model));
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
@@ -82,7 +82,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .transpose()?;
     let patch = pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)?;
     let result = write_and_report(args, &changes, &patch, &timings);
-    pipeline::report_warnings(result, &patch.warnings)
+    crate::build_flags::report_warnings(result, &patch.warnings)
 }
 
 /// Writes the patch object and says what it holds.

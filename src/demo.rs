@@ -121,8 +121,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         &old,
         &new,
         Some(&target),
-        &pipeline::discover_model(
-            &pipeline::BuildSettings {
+        &crate::build_flags::discover_model(
+            &crate::build_flags::BuildSettings {
                 cflags: Some(CFLAGS.to_string()),
                 ..Default::default()
             },

@@ -26,14 +26,14 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let (old, new) = read_revisions(args)?;
     // The work tree is the default build directory only when the revisions come from its git.
     let repo = args.range.is_some().then_some(args.repo.as_path());
-    let settings = pipeline::BuildSettings::for_repo(
+    let settings = crate::build_flags::BuildSettings::for_repo(
         repo,
         args.cflags.as_deref(),
         args.build_dir.as_deref(),
         args.compile_commands.as_deref(),
     )?;
     // A plain diff does without a build model that cannot be found; compiling cannot.
-    let model = pipeline::discover_model(&settings, &new);
+    let model = crate::build_flags::discover_model(&settings, &new);
     let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), model.as_ref().ok());
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
@@ -57,7 +57,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model?, &mut timings)?;
     let warnings = patch.warnings.clone();
     let result = patch_or_check(args, &out, &changes, &pids, target, patch, timings);
-    pipeline::report_warnings(result, &warnings)
+    crate::build_flags::report_warnings(result, &warnings)
 }
 
 /// After the patch is built: resolve it against the process, then check (`--dry-run`) or apply.
@@ -71,7 +71,7 @@ fn patch_or_check(
     mut timings: Timings,
 ) -> Result<()> {
     let plan = match &target {
-        Some(target) => Some(pipeline::plan(
+        Some(target) => Some(crate::build_flags::plan(
             target,
             &patch.object,
             &format!("cannot patch pid {}", target.pid()),

@@ -7,6 +7,7 @@
 
 mod apply_command;
 mod build_command;
+mod build_flags;
 mod cli;
 mod demo;
 mod diff_command;

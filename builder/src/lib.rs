@@ -28,7 +28,6 @@ use hotpatch_externalizer::{Action, PatchUnit};
 
 pub use command::{CompileCommand, FlagSource};
 pub use compile::Compiler;
-pub use compile_commands::Database;
 pub use flags::{recorded_switches, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};

@@ -148,13 +148,13 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
     }
     let old = read_git_revision(git_dir, &update.old)?;
     // A deploy repository is bare: the build directory is only what the config names.
-    let settings = pipeline::BuildSettings::for_repo(
+    let settings = crate::build_flags::BuildSettings::for_repo(
         None,
         config.cflags.as_deref(),
         config.build_dir.as_deref(),
         None,
     )?;
-    let model = pipeline::discover_model(&settings, &config_snapshot)?;
+    let model = crate::build_flags::discover_model(&settings, &config_snapshot)?;
     let mut changes = pipeline::classify(
         &old,
         &config_snapshot,
@@ -256,7 +256,8 @@ fn deploy_to(
         for warning in &patch.warnings {
             say(&format!("warning: {warning}"));
         }
-        let plan = pipeline::plan(&target, &patch.object, &format!("cannot patch pid {pid}"))?;
+        let plan =
+            crate::build_flags::plan(&target, &patch.object, &format!("cannot patch pid {pid}"))?;
         targets.push(target);
         plans.push(plan);
     }
