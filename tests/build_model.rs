@@ -166,8 +166,22 @@ fn make_from_a_subdirectory_with_a_generated_header_needs_no_flag_option() {
     );
     run_ok(Command::new("make").arg("-s").current_dir(&repo));
     let mut target = start_v1(&repo.join("src/app"));
+    let repo_arg = repo.to_str().unwrap();
+    // The dry run and the patch object's manifest say the same as the apply.
+    let dry = hotpatch(&["diff", "v1..v2", "--repo", repo_arg, "--dry-run", "--json"]);
+    assert!(dry.status.success(), "{}", stderr_of(&dry));
+    let dry: Value = serde_json::from_str(&stdout_of(&dry)).unwrap();
+    let object = dir.path().join("fix.hp.o");
+    let object = object.to_str().unwrap();
+    let built = hotpatch(&[
+        "build", "v1..v2", "--repo", repo_arg, "-o", object, "--json",
+    ]);
+    assert!(built.status.success(), "{}", stderr_of(&built));
+    let built: Value = serde_json::from_str(&stdout_of(&built)).unwrap();
     let report = apply_and_check(&repo, &mut target, &[]);
     let flags = value_flags(&report);
+    assert_eq!(value_flags(&dry), flags);
+    assert_eq!(value_flags(&built), flags);
     let repo = std::fs::canonicalize(&repo).unwrap();
     assert_eq!(
         flags["source"],
