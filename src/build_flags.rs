@@ -151,7 +151,7 @@ pub fn choose_by_evidence(
             (Ok(_), Some(Err(difference))) => {
                 mismatches.push(format!("#{}: {difference}", i + 1));
             }
-            (Err(ApplyError::PreimageMismatch { name, detail }), _) => {
+            (Err(ApplyError::PreimageMismatch { name, detail, .. }), _) => {
                 mismatches.push(format!(
                     "#{}: the running `{name}` differs ({detail})",
                     i + 1
