@@ -88,12 +88,7 @@ impl BuildModel {
         model.explicit = match (d.cflags, section.cflags.clone()) {
             (Some(text), _) => Some((split_words(text, "--cflags")?, FlagSource::CommandLine)),
             (None, Some(flags)) => Some((flags, FlagSource::HotpatchToml(toml_label.clone()))),
-            (None, None) => {
-                model
-                    .searched
-                    .push("no --cflags, no [build] cflags in hotpatch.toml".to_string());
-                None
-            }
+            (None, None) => None,
         };
         if let Some(path) = d.compile_commands {
             model.databases.push(read_database(path, d)?);
@@ -127,6 +122,11 @@ impl BuildModel {
                     .searched
                     .push("no compile_commands.json in the new revision".to_string());
             }
+        }
+        if model.explicit.is_none() {
+            model
+                .searched
+                .push("no --cflags, no [build] cflags in hotpatch.toml".to_string());
         }
         Ok(model)
     }
