@@ -244,10 +244,7 @@ impl CompileCommand {
                 continue;
             };
             let path = normalize(&directory.join(value));
-            if self.root.as_os_str().is_empty() && path.is_absolute() {
-                continue;
-            }
-            if let Ok(rel) = path.strip_prefix(&self.root) {
+            if let Some(rel) = self.repo_relative(&path) {
                 let rel = rel.to_string_lossy();
                 out.push(if rel.is_empty() {
                     ".".to_string()
@@ -264,12 +261,17 @@ impl CompileCommand {
         self.root.join(path)
     }
 
-    /// `path` of the build tree as it is inside `tree`, when it lies below the repository root.
-    fn map(&self, path: &Path, tree: &Path) -> Option<PathBuf> {
+    /// `path` of the build tree relative to the repository root, when it lies below it.
+    fn repo_relative<'p>(&self, path: &'p Path) -> Option<&'p Path> {
         if self.root.as_os_str().is_empty() && path.is_absolute() {
             return None;
         }
-        path.strip_prefix(&self.root).ok().map(|rel| tree.join(rel))
+        path.strip_prefix(&self.root).ok()
+    }
+
+    /// `path` of the build tree as it is inside `tree`, when it lies below the repository root.
+    fn map(&self, path: &Path, tree: &Path) -> Option<PathBuf> {
+        self.repo_relative(path).map(|rel| tree.join(rel))
     }
 
     /// Whether the command ran in a real build tree on this machine (so the build tree's own
