@@ -1,6 +1,7 @@
 //! What hotpatch prints: text for people (coloured on a terminal) or JSON for programs.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::Result;
 use hotpatch_applier::artifact::{FunctionAction, SymbolRef};
@@ -386,11 +387,14 @@ impl Printer {
 pub fn flags_text(patch: &BuiltUnits) -> String {
     let mut text = String::new();
     for flags in &patch.built.flags {
-        let directory = if flags.directory.is_empty() {
+        let mut directory = if flags.directory.is_empty() {
             String::new()
         } else {
             format!(", compiled in {}", flags.directory)
         };
+        if Path::new(&flags.compiler) != patch.built.compiler {
+            directory.push_str(&format!(", by {}", flags.compiler));
+        }
         let _ = writeln!(
             text,
             "  flags of {}: {} (from {}{directory})",

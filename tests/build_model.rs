@@ -356,7 +356,12 @@ impl OutOfTree {
 
     /// The command line compiling `src/FILE` from the build directory with `flags`.
     fn command(&self, file: &str, flags: &[&str]) -> Vec<String> {
-        let mut words = vec!["cc".to_string()];
+        self.command_with("cc", file, flags)
+    }
+
+    /// [`OutOfTree::command`] with the compiler `compiler`.
+    fn command_with(&self, compiler: &str, file: &str, flags: &[&str]) -> Vec<String> {
+        let mut words = vec![compiler.to_string()];
         words.extend(flags.iter().map(|f| f.to_string()));
         words.push(format!("-I{}", self.repo.join("include").display()));
         words.extend([
@@ -713,4 +718,31 @@ fn the_deploy_hook_takes_the_build_dir_from_git_config() {
     service.read_lines(2);
     assert_counts_up_by_one(&service.seen, "state");
     assert!(service.is_alive());
+}
+
+#[test]
+fn the_build_s_own_compiler_compiles_the_patch() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutOfTree::new(dir.path());
+    // A compiler of the build's own (a wrapper around gcc that logs each run).
+    let wrapper = out.build.join("wrap-gcc");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/wrap.log\"\nexec gcc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let compiler = wrapper.to_str().unwrap();
+    let main = out.command_with(compiler, "main.c", &BUILD_FLAGS);
+    let value = out.command_with(compiler, "value.c", &BUILD_FLAGS);
+    out.write_database(&[("main.c", main.clone()), ("value.c", value.clone())]);
+    let mut target = start_v1(&out.build(&[main, value]));
+    let log = out.build.join("wrap.log");
+    std::fs::remove_file(&log).unwrap();
+    let build_dir = out.build.to_str().unwrap();
+    let report = apply_and_check(&out.repo, &mut target, &["--build-dir", build_dir]);
+    assert_eq!(value_flags(&report)["compiler"], compiler);
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert!(runs.contains("value.hotpatch.c"), "{runs}");
 }

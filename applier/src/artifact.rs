@@ -60,6 +60,9 @@ pub struct FileFlags {
     pub file: String,
     /// The directory the original build compiled it in (empty: the repository's root).
     pub directory: String,
+    /// The compiler the patch of this file was compiled with.
+    #[serde(default)]
+    pub compiler: String,
     /// The compiler arguments of the patch unit (the original flags, adapted for a patch).
     pub arguments: Vec<String>,
     /// Where the original flags came from, in words.

@@ -3,7 +3,39 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::BuildError;
+use crate::{BuildError, CompileCommand, FlagSource};
+
+/// The executable `program` names: a path (relative ones against `directory`), or a name
+/// looked up on `PATH`.
+fn resolve(program: &str, directory: &Path) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(directory.join(program)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Whether `program` (a path or a name) names a C compiler driver: `cc`, `gcc` or `clang`,
+/// possibly after a target prefix (`x86_64-linux-gnu-`) and before a version (`-12`, `-14.0`).
+fn is_c_compiler(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let name = match name.rsplit_once('-') {
+        Some((head, version))
+            if !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+        {
+            head
+        }
+        _ => name,
+    };
+    ["cc", "gcc", "clang"].iter().any(|driver| {
+        name == *driver
+            || name
+                .strip_suffix(driver)
+                .is_some_and(|prefix| prefix.ends_with('-'))
+    })
+}
 
 /// The C compiler, located the way the `cc` crate does it (`CC`, then the platform default).
 #[derive(Debug, Clone)]
@@ -32,6 +64,33 @@ impl Compiler {
     /// Path of the compiler executable.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The compiler `command` ran — its first word, when that names a C compiler (`cc`, `gcc`,
+    /// `clang`, with a target prefix or version suffix such as `x86_64-linux-gnu-gcc-12`) found on
+    /// this machine (absolute, relative to the command's directory, or on `PATH`) — else
+    /// `fallback`. Commands made of flags alone (`--cflags`, the default) use `fallback`.
+    pub fn for_command(command: &CompileCommand, fallback: &Compiler) -> Compiler {
+        if matches!(
+            command.source,
+            FlagSource::CommandLine | FlagSource::HotpatchToml(_) | FlagSource::Default
+        ) {
+            return fallback.clone();
+        }
+        let Some(program) = command.arguments.first().filter(|p| is_c_compiler(p)) else {
+            return fallback.clone();
+        };
+        let same = |a: &Path, b: &Path| {
+            std::fs::canonicalize(a)
+                .ok()
+                .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+        };
+        let fallback_path = resolve(&fallback.path.to_string_lossy(), Path::new(""));
+        match resolve(program, &command.directory) {
+            // The same program under another name (`/usr/bin/cc` for `cc`) is the fallback.
+            Some(path) if !fallback_path.is_some_and(|f| same(&f, &path)) => Compiler { path },
+            _ => fallback.clone(),
+        }
     }
 
     /// The code-generation switches this compiler records in `DW_AT_producer` for `flags`
@@ -101,6 +160,27 @@ impl Compiler {
                 file: unit_file.to_string(),
                 diagnostics,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_compiler_names() {
+        for name in [
+            "cc",
+            "gcc",
+            "/usr/bin/clang-14",
+            "x86_64-linux-gnu-gcc-12",
+            "gcc-12.2",
+        ] {
+            assert!(is_c_compiler(name), "{name}");
+        }
+        for name in ["ccache", "g++", "/bin/bash", "libtool", "mycc", "clang++"] {
+            assert!(!is_c_compiler(name), "{name}");
         }
     }
 }

@@ -99,7 +99,8 @@ pub struct BuiltPatch {
     pub object: Vec<u8>,
     /// The manifest embedded in `object`.
     pub manifest: Manifest,
-    /// The compiler that built it.
+    /// The compiler found for patches (`CC`, else the platform's); a file whose build command
+    /// names another C compiler present here is compiled with that one (see `flags`).
     pub compiler: PathBuf,
     /// For every unit: the arguments it was compiled with (in the build's own directory and
     /// paths; the revision is substituted for the source tree) and where they came from.
@@ -151,8 +152,10 @@ pub fn build(
             }
             Some(_) => {}
         }
-        let outputs = jobs::run(&compiler, root, unit, command, origin, &unit_arguments)?;
+        let unit_compiler = Compiler::for_command(command, &compiler);
+        let outputs = jobs::run(&unit_compiler, root, unit, command, origin, &unit_arguments)?;
         flags.push(FileFlags {
+            compiler: unit_compiler.path().to_string_lossy().into_owned(),
             file: unit.file.clone(),
             directory: command.directory.to_string_lossy().into_owned(),
             arguments: unit_arguments.clone(),
