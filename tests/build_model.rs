@@ -312,6 +312,45 @@ fn autotools_configure_and_make() {
     assert_eq!(modified(), before, "{generated:?}");
 }
 
+const MESON_BUILD: &str = "\
+project('app', 'c')
+conf = configuration_data()
+conf.set('CONFIG_BASE', 7)
+configure_file(output : 'config.h', configuration : conf)
+executable('app', 'src/main.c', 'src/value.c',
+  include_directories : include_directories('include'),
+  c_args : ['-DEXTRA=3'])
+";
+
+#[test]
+fn meson_build_dir_with_its_own_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = unconfigured_project(dir.path(), &[("meson.build", MESON_BUILD)], 2);
+    let repo = std::fs::canonicalize(repo).unwrap();
+    run_ok(
+        Command::new("meson")
+            .args(["setup", "build", "--buildtype=debugoptimized"])
+            .current_dir(&repo),
+    );
+    run_ok(
+        Command::new("ninja")
+            .args(["-C", "build"])
+            .current_dir(&repo),
+    );
+    let mut target = start_v1(&repo.join("build/app"));
+    let report = apply_and_check(&repo, &mut target, &[]);
+    let flags = value_flags(&report);
+    assert_eq!(
+        flags["source"],
+        format!(
+            "compile_commands.json at {}",
+            repo.join("build/compile_commands.json").display()
+        )
+    );
+    assert_eq!(flags["directory"], repo.join("build").to_str().unwrap());
+    assert!(arguments(flags).contains(&"-DEXTRA=3"), "{flags}");
+}
+
 const BUILD_NINJA: &str = "\
 cflags = -O2 -g -Iinclude -DEXTRA=3
 rule cc
