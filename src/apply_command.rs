@@ -46,13 +46,15 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     let target =
         Target::inspect(args.pid).with_context(|| format!("cannot inspect pid {}", args.pid))?;
     let start = Instant::now();
-    let plan = hotpatch_applier::plan(&target, &object).with_context(|| {
-        format!(
+    let plan = crate::build_flags::plan(
+        &target,
+        &object,
+        &format!(
             "cannot patch pid {} with {}",
             args.pid,
             args.object.display()
-        )
-    })?;
+        ),
+    )?;
     let plan_ms = elapsed_ms(start);
     if args.dry_run {
         let functions: Vec<_> = plan

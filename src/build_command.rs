@@ -29,9 +29,17 @@ pub struct BuildArgs {
     /// with the original flags says).
     #[arg(long)]
     pub pid: Option<i32>,
-    /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
+    /// Flags of the original build, for files the build model does not list (default: `[build]
+    /// cflags` of hotpatch.toml; with no build model at all, `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub cflags: Option<String>,
+    /// The tree where the running binary was built (default: the work tree of --repo): its
+    /// compile_commands.json, CMake, Ninja or Make build says how each file was compiled.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+    /// The compilation database (compile_commands.json) of the running binary's build.
+    #[arg(long, value_name = "FILE")]
+    pub compile_commands: Option<PathBuf>,
     /// Accept one named refusal (repeatable), as `hotpatch diff --force`.
     #[arg(long, value_name = "ITEM")]
     pub force: Vec<String>,
@@ -47,7 +55,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (old_rev, new_rev) = parse_range(&args.range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;
     let new = read_git_revision(&args.repo, &new_rev)?;
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref());
+    let settings = crate::build_flags::BuildSettings::for_repo(
+        Some(&args.repo),
+        args.cflags.as_deref(),
+        args.build_dir.as_deref(),
+        args.compile_commands.as_deref(),
+    )?;
+    let model = crate::build_flags::discover_model(&settings, &new)?;
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), Some(&model));
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
     // A patch object is as dangerous as an apply: the same refusals hold, before compiling.
@@ -66,20 +81,24 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .pid
         .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
-    let patch = pipeline::build_patch(
-        &changes,
-        &old,
-        &new,
-        target.as_ref(),
-        args.cflags.as_deref(),
-        &mut timings,
-    )?;
+    let patch = pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)?;
     let shown = changes.warnings.clone();
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     for warning in changes.warnings.iter().filter(|w| !shown.contains(w)) {
         eprintln!("warning: {warning}");
     }
     refusal::check(&changes, args.json, false, true)?;
+    let result = write_and_report(args, &changes, &patch, &timings);
+    crate::build_flags::report_warnings(result, &patch.warnings)
+}
+
+/// Writes the patch object and says what it holds.
+fn write_and_report(
+    args: &BuildArgs,
+    changes: &hotpatch_differ::ChangeSet,
+    patch: &pipeline::BuiltUnits,
+    timings: &Timings,
+) -> Result<()> {
     std::fs::write(&args.output, &patch.built.object)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let manifest = &patch.built.manifest;
@@ -100,6 +119,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "unchanged": patch.built.unchanged,
             "bindings": manifest.bindings,
             "cflags": manifest.cflags,
+            "flags": manifest.flags,
+            "flag_choices": patch.choices,
             "timings": timings,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -120,6 +141,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             old = changes.old_label
         ),
     }
+    print!("{}", crate::render::flags_text(patch));
     for name in &patch.built.unchanged {
         println!("  left alone   {name}: its compiled code did not change");
     }

@@ -99,9 +99,17 @@ pub struct DiffArgs {
     /// would place it); gives up after --timeout.
     #[arg(long, value_name = "FUNCTION", requires = "apply")]
     pub at: Option<String>,
-    /// Flags of the original build (default: `[build] cflags` of hotpatch.toml, else `-O2 -g`).
+    /// Flags of the original build, for files the build model does not list (default: `[build]
+    /// cflags` of hotpatch.toml; with no build model at all, `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub cflags: Option<String>,
+    /// The tree where the running binary was built (default: the work tree of --repo): its
+    /// compile_commands.json, CMake, Ninja or Make build says how each file was compiled.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+    /// The compilation database (compile_commands.json) of the running binary's build.
+    #[arg(long, value_name = "FILE")]
+    pub compile_commands: Option<PathBuf>,
     /// Print the C source of each patch translation unit.
     #[arg(long)]
     pub show_source: bool,

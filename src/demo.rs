@@ -126,7 +126,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         &old,
         &new,
         Some(&target),
-        Some(CFLAGS),
+        &crate::build_flags::discover_model(
+            &crate::build_flags::BuildSettings {
+                cflags: Some(CFLAGS.to_string()),
+                ..Default::default()
+            },
+            &new,
+        )?,
         &mut timings,
     )?;
     let plan = hotpatch_applier::plan(&target, &patch.object)?;

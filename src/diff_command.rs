@@ -24,7 +24,17 @@ pub fn run(args: &DiffArgs) -> Result<()> {
 
     let start = Instant::now();
     let (old, new) = read_revisions(args)?;
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref());
+    // The work tree is the default build directory only when the revisions come from its git.
+    let repo = args.range.is_some().then_some(args.repo.as_path());
+    let settings = crate::build_flags::BuildSettings::for_repo(
+        repo,
+        args.cflags.as_deref(),
+        args.build_dir.as_deref(),
+        args.compile_commands.as_deref(),
+    )?;
+    // A plain diff does without a build model that cannot be found; compiling cannot.
+    let model = crate::build_flags::discover_model(&settings, &new);
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), model.as_ref().ok());
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
 
@@ -43,21 +53,31 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         .first()
         .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
-    let patch = pipeline::build_patch(
-        &changes,
-        &old,
-        &new,
-        target.as_ref(),
-        args.cflags.as_deref(),
-        &mut timings,
-    )?;
+    let patch =
+        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model?, &mut timings)?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     refusal::check(&changes, args.json, args.color.enabled(), false)?;
+    let warnings = patch.warnings.clone();
+    let result = patch_or_check(args, &out, &changes, &pids, target, patch, timings);
+    crate::build_flags::report_warnings(result, &warnings)
+}
+
+/// After the patch is built: resolve it against the process, then check (`--dry-run`) or apply.
+fn patch_or_check(
+    args: &DiffArgs,
+    out: &Printer,
+    changes: &hotpatch_differ::ChangeSet,
+    pids: &[i32],
+    target: Option<Target>,
+    patch: pipeline::BuiltUnits,
+    mut timings: Timings,
+) -> Result<()> {
     let plan = match &target {
-        Some(target) => Some(
-            hotpatch_applier::plan(target, &patch.object)
-                .with_context(|| format!("cannot patch pid {}", target.pid()))?,
-        ),
+        Some(target) => Some(crate::build_flags::plan(
+            target,
+            &patch.object,
+            &format!("cannot patch pid {}", target.pid()),
+        )?),
         None => None,
     };
     if args.dry_run {
@@ -76,7 +96,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         };
         return out.dry_run(&render::DryRun {
             check: check.as_ref(),
-            changes: &changes,
+            changes,
             patch: &patch,
             plan: plan.as_ref(),
             show_source: args.show_source,
@@ -95,7 +115,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
             bail!("--at works on one process; give a single --pid");
         }
         return crate::processes::apply_group(
-            &pids,
+            pids,
             (target, plan),
             &patch.object,
             &options,
@@ -123,7 +143,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);
     out.applied(&render::Applied {
-        changes: &changes,
+        changes,
         patch: &patch,
         report: &report,
         timings: &timings,

@@ -7,6 +7,7 @@
 
 mod apply_command;
 mod build_command;
+mod build_flags;
 mod child_output;
 mod cli;
 mod demo;

@@ -1,11 +1,14 @@
 //! The stages strung together: revisions → ChangeSet → patch units → patch object. Shared by
 //! `diff` and `demo`, so both run exactly the same pipeline.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hotpatch_applier::{PatchObject, Target};
-use hotpatch_builder::{BuildFlags, BuiltPatch, OldObjects, PatchOrigin};
+use hotpatch_builder::{
+    BuildModel, BuildSection, BuiltPatch, FlagSource, OldObjects, PatchOrigin, DEFAULT_CFLAGS,
+};
 use hotpatch_differ::{diff_snapshots_with, Change, ChangeSet, DiffOptions, Snapshot};
 use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
@@ -17,8 +20,7 @@ pub struct Timings {
     pub diff_ms: f64,
     /// Writing the patch translation units.
     pub externalize_ms: f64,
-    /// Compiling and merging them into the patch object (without a target, also compiling the
-    /// old files first to learn which statics they keep).
+    /// Compiling and merging them into the patch object.
     pub compile_ms: f64,
     /// Compiling the old and new files and comparing their code function by function (runs
     /// in parallel with the patch compile, so it overlaps `compile_ms`).
@@ -33,12 +35,26 @@ pub fn elapsed_ms(start: Instant) -> f64 {
 }
 
 /// Classifies the changes from `old` to `new`. Headers are found through the include directories
-/// of the original build's flags (`cflags`, else `hotpatch.toml` of the new revision).
-pub fn classify(old: &Snapshot, new: &Snapshot, cflags: Option<&str>) -> ChangeSet {
-    let options = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))
-        .map(|flags| DiffOptions::from_flags(&flags.cflags))
-        .unwrap_or_default();
-    diff_snapshots_with(old, new, &options)
+/// of the original build: every command of the build model, and the explicit flags (`cflags`,
+/// else `hotpatch.toml` of the new revision).
+pub fn classify(
+    old: &Snapshot,
+    new: &Snapshot,
+    cflags: Option<&str>,
+    model: Option<&BuildModel>,
+) -> ChangeSet {
+    let mut flags = match cflags {
+        Some(text) => shlex::split(text),
+        None => new
+            .text("hotpatch.toml")
+            .and_then(|text| BuildSection::parse(text, "hotpatch.toml").ok())
+            .and_then(|section| section.cflags),
+    }
+    .unwrap_or_default();
+    if let Some(model) = model {
+        flags.extend(model.include_flags());
+    }
+    diff_snapshots_with(old, new, &DiffOptions::from_flags(&flags))
 }
 
 /// Whether the change set holds anything a patch can carry (changed or new functions).
@@ -57,35 +73,29 @@ pub struct BuiltUnits {
     pub built: BuiltPatch,
     /// The object as the applier reads it.
     pub object: PatchObject,
+    /// How a compile command was chosen where the build had several for one file.
+    pub choices: Vec<String>,
+    /// Said loudly: files compiled with the default flags because nothing else was found.
+    pub warnings: Vec<String>,
 }
 
-/// Externalizes the change set against the new revision and compiles the patch. `static`
-/// functions the running binary no longer has (inlined everywhere) are handled through their
-/// callers, unchanged ones are compiled into the patch as private copies, and so are `static`
-/// variables it folded away. Which of them exist, the target says; without a target, the old
-/// revision of each changed file compiled with the original flags says (the same objects then
-/// give the pre-images).
+/// Externalizes the change set against the new revision and compiles the patch with each file's
+/// command of the build model. `static` functions the running binary no longer has (inlined
+/// everywhere) are handled through their callers, unchanged ones are compiled into the patch as
+/// private copies, and so are `static` variables it folded away. Which of them exist, the
+/// target says; without a target, the old revision of each changed file compiled with its
+/// build command says (the same objects then give the pre-images). Where the build compiled a
+/// file several ways, the way that reproduces the running code is chosen.
 pub fn build_patch(
     changes: &ChangeSet,
     old: &Snapshot,
     new: &Snapshot,
     target: Option<&Target>,
-    cflags: Option<&str>,
+    model: &BuildModel,
     timings: &mut Timings,
 ) -> Result<BuiltUnits> {
     let start = Instant::now();
-    let c_files: Vec<&str> = new
-        .files
-        .keys()
-        .map(String::as_str)
-        .filter(|f| f.ends_with(".c"))
-        .collect();
-    let flags = BuildFlags::resolve(cflags, new.text("hotpatch.toml"))?.with_compile_commands(
-        new.text("hotpatch.toml"),
-        |path| new.text(path),
-        &c_files,
-    )?;
-    // The old revision too: the pre-images (and without a target, which statics exist) are
+    // The old revision: the pre-images (and without a target, which statics exist) are
     // compiled from it.
     let old_tree = tempfile::Builder::new()
         .prefix("hotpatch-build-v1-")
@@ -95,7 +105,17 @@ pub fn build_patch(
     // A running target is the truth about its statics; compiling v1 first would only delay it.
     let old_objects = match target {
         Some(_) => OldObjects::default(),
-        None => OldObjects::compile(old_tree.path(), &patched_files(changes), &flags)?,
+        None => {
+            let mut commands = Vec::new();
+            for file in patched_files(changes) {
+                // A file the build compiled several ways is chosen later, by the running code;
+                // until then nothing is known of it, and every static is assumed present.
+                if let [only] = model.candidates(file)?.as_slice() {
+                    commands.push(only.clone());
+                }
+            }
+            OldObjects::compile(old_tree.path(), &commands.iter().collect::<Vec<_>>())?
+        }
     };
     let prepare_ms = elapsed_ms(start);
 
@@ -131,7 +151,42 @@ pub fn build_patch(
         old_objects,
         target_build_id: target.and_then(|t| t.build_id().map(str::to_string)),
     };
-    let built = hotpatch_builder::build(tree.path(), &units, &flags, &origin)?;
+    let mut commands = BTreeMap::new();
+    let mut choices = Vec::new();
+    for unit in &units {
+        let mut candidates = model.candidates(&unit.file)?;
+        let command = if candidates.len() == 1 {
+            candidates.remove(0)
+        } else {
+            let (command, why) = crate::build_flags::choose_by_evidence(
+                unit,
+                candidates,
+                tree.path(),
+                &origin,
+                target,
+            )?;
+            choices.push(why);
+            command
+        };
+        commands.insert(unit.file.clone(), command);
+    }
+    let defaulted: Vec<&str> = commands
+        .values()
+        .filter(|c| c.source == FlagSource::Default)
+        .map(|c| c.file.as_str())
+        .collect();
+    let mut warnings = model.warnings().to_vec();
+    if !defaulted.is_empty() {
+        warnings.push(format!(
+            "no build flags found for {} ({}): compiling with the default {DEFAULT_CFLAGS}, which may \
+             not be how the running binary was built; give --build-dir DIR (where it was built), \
+             --compile-commands FILE or --cflags",
+            defaulted.join(", "),
+            model.searched()
+        ));
+    }
+    let built = hotpatch_builder::build(tree.path(), &units, &commands, &origin)
+        .map_err(|e| crate::build_flags::with_warnings(e.into(), &warnings))?;
     let object = PatchObject::parse(built.object.clone())?;
     timings.compile_ms = prepare_ms + elapsed_ms(start);
     timings.confirm_ms = built.confirm_ms;
@@ -139,6 +194,8 @@ pub fn build_patch(
         units,
         built,
         object,
+        choices,
+        warnings,
     })
 }
 

@@ -43,8 +43,7 @@ pub fn apply_group(
     let mut plans = vec![first.1];
     for &pid in pids.iter().skip(1) {
         let target = Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}"))?;
-        let plan = hotpatch_applier::plan(&target, object)
-            .with_context(|| format!("cannot patch pid {pid}"))?;
+        let plan = crate::build_flags::plan(&target, object, &format!("cannot patch pid {pid}"))?;
         targets.push(target);
         plans.push(plan);
     }

@@ -1,6 +1,7 @@
 //! What hotpatch prints: text for people (coloured on a terminal) or JSON for programs.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::Result;
 use hotpatch_applier::artifact::{FunctionAction, SymbolRef};
@@ -219,12 +220,12 @@ impl Printer {
         let built = &patch.built;
         let _ = writeln!(
             text,
-            "compiled with {} {}: ok, patch {} ({} bytes)",
+            "compiled with {}: ok, patch {} ({} bytes)",
             built.compiler.display(),
-            built.arguments.join(" "),
             built.manifest.patch_id,
             built.object.len()
         );
+        text.push_str(&flags_text(patch));
         for (file, warnings) in &built.warnings {
             let _ = writeln!(text, "compiler warnings for {file}:\n{warnings}");
         }
@@ -264,9 +265,10 @@ impl Printer {
                 "patch_id": dry.patch.built.manifest.patch_id,
                 "compile": {
                     "compiler": dry.patch.built.compiler,
-                    "arguments": dry.patch.built.arguments,
                     "warnings": dry.patch.built.warnings,
                 },
+                "flags": dry.patch.built.flags,
+                "flag_choices": dry.patch.choices,
                 "plan": plan,
                 "check": dry.check,
                 "timings": dry.timings,
@@ -331,7 +333,8 @@ impl Printer {
                 "changes": applied.changes.functions,
                 "warnings": applied.changes.warnings,
                 "new_data": applied.patch.built.manifest.new_data,
-                "cflags": applied.patch.built.arguments,
+                "flags": applied.patch.built.flags,
+                "flag_choices": applied.patch.choices,
                 "timings": applied.timings,
             }));
         }
@@ -374,8 +377,36 @@ impl Printer {
                 data.name, data.file
             );
         }
+        print!("{}", flags_text(applied.patch));
         Ok(())
     }
+}
+
+/// How every file of the patch was compiled and where its flags came from, and how a command
+/// was chosen where the build had several for one file.
+pub fn flags_text(patch: &BuiltUnits) -> String {
+    let mut text = String::new();
+    for flags in &patch.built.flags {
+        let mut directory = if flags.directory.is_empty() {
+            String::new()
+        } else {
+            format!(", compiled in {}", flags.directory)
+        };
+        if Path::new(&flags.compiler) != patch.built.compiler {
+            directory.push_str(&format!(", by {}", flags.compiler));
+        }
+        let _ = writeln!(
+            text,
+            "  flags of {}: {} (from {}{directory})",
+            flags.file,
+            flags.arguments.join(" "),
+            flags.source
+        );
+    }
+    for choice in &patch.choices {
+        let _ = writeln!(text, "  {choice}");
+    }
+    text
 }
 
 fn plural(n: usize) -> &'static str {

@@ -34,10 +34,14 @@ pub struct Manifest {
     /// Compiler flags the patch was built with, for the report and for reproducing it.
     #[serde(default)]
     pub cflags: Vec<String>,
-    /// Files compiled with flags of their own (from `compile_commands.json`): repository-relative
-    /// path → the exact arguments. Files not listed used [`Manifest::cflags`].
+    /// Files compiled with flags other than the first file's: repository-relative path → the
+    /// exact arguments. Files not listed used [`Manifest::cflags`].
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub file_cflags: std::collections::BTreeMap<String, Vec<String>>,
+    /// For every compiled file: its arguments, the directory the build compiled it in, and
+    /// where the arguments came from (`compile_commands.json at PATH`, `make dry run in DIR`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<FileFlags>,
     /// Functions the patch defines: each replaces a function of the target or is new.
     pub functions: Vec<ManifestFunction>,
     /// How undefined symbols of the object bind to the target. Undefined symbols that are not
@@ -47,6 +51,27 @@ pub struct Manifest {
     /// Data objects the patch brings with fresh storage (new globals), for the report.
     #[serde(default)]
     pub new_data: Vec<NewData>,
+}
+
+/// How one file of a patch was compiled, and where that came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFlags {
+    /// Repository-relative path of the source file.
+    pub file: String,
+    /// The directory the original build compiled it in (empty: the repository's root).
+    pub directory: String,
+    /// The compiler the patch of this file was compiled with.
+    #[serde(default)]
+    pub compiler: String,
+    /// The compiler arguments of the patch unit (the original flags, adapted for a patch).
+    pub arguments: Vec<String>,
+    /// Where the original flags came from, in words.
+    pub source: String,
+    /// The code-generation switches the compiler records (`DW_AT_producer`) for the original
+    /// flags, canonical (last `-O` level first, then `-f`/`-m`/`-std=` sorted): compared with
+    /// the running binary's before anything is written. Empty: not known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<String>,
 }
 
 /// One function defined by the patch object.
@@ -296,6 +321,7 @@ mod tests {
             target_build_id: None,
             cflags: vec!["-O2".into()],
             file_cflags: [("src/a.c".to_string(), vec!["-O1".to_string()])].into(),
+            flags: vec![],
             functions: vec![ManifestFunction {
                 symbol: "scale".into(),
                 target: SymbolRef::FileLocal {

@@ -27,33 +27,89 @@ pub(crate) fn static_local_addresses(
     function: &str,
     name: &str,
 ) -> DwarfAnswer {
-    let Ok(object) = object::File::parse(elf) else {
-        return DwarfAnswer::NoDebugInfo;
-    };
-    if object.section_by_name(".debug_info").is_none() {
-        return DwarfAnswer::NoDebugInfo;
+    with_dwarf(elf, |dwarf| {
+        let mut found = Vec::new();
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            let _ = scan_unit(dwarf, &unit, file, function, name, &mut found);
+        }
+        found.sort_unstable();
+        found.dedup();
+        DwarfAnswer::Addresses(found)
+    })
+    .unwrap_or(DwarfAnswer::NoDebugInfo)
+}
+
+/// The `DW_AT_producer` of every compilation unit of `file` (its `DW_AT_name`, joined to its
+/// `DW_AT_comp_dir`, matches `file` at a `/`): the compiler and, for gcc, the code-generation
+/// switches it was run with. Empty without debug information.
+pub(crate) fn producers(elf: &[u8], file: &str) -> Vec<String> {
+    with_dwarf(elf, |dwarf| {
+        let mut found = Vec::new();
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            let text = |attr| {
+                let mut entries = unit.entries();
+                let root = entries.next_dfs().ok()??;
+                let value = root.attr_value(attr)?;
+                let s = dwarf.attr_string(&unit, value).ok()?;
+                Some(String::from_utf8_lossy(s.slice()).into_owned())
+            };
+            let Some(name) = text(gimli::DW_AT_name) else {
+                continue;
+            };
+            let path = match text(gimli::DW_AT_comp_dir) {
+                Some(dir) if !name.starts_with('/') => format!("{dir}/{name}"),
+                _ => name,
+            };
+            if file_matches(&normalize(&path), file) {
+                if let Some(producer) = text(gimli::DW_AT_producer) {
+                    if !found.contains(&producer) {
+                        found.push(producer);
+                    }
+                }
+            }
+        }
+        found
+    })
+    .unwrap_or_default()
+}
+
+/// `path` without `.` and `..` components.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
     }
+    parts.join("/")
+}
+
+/// Runs `f` on the DWARF of the ELF file `elf`; `None` when it has no `.debug_info` or cannot be
+/// read.
+fn with_dwarf<R>(elf: &[u8], f: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R) -> Option<R> {
+    let object = object::File::parse(elf).ok()?;
+    object.section_by_name(".debug_info")?;
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
         Ok(object
             .section_by_name(id.name())
             .and_then(|s| s.uncompressed_data().ok())
             .unwrap_or(Cow::Borrowed(&[])))
     };
-    let Ok(sections) = gimli::DwarfSections::load(load) else {
-        return DwarfAnswer::NoDebugInfo;
-    };
+    let sections = gimli::DwarfSections::load(load).ok()?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, LittleEndian));
-    let mut found = Vec::new();
-    let mut units = dwarf.units();
-    while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
-        let _ = scan_unit(&dwarf, &unit, file, function, name, &mut found);
-    }
-    found.sort_unstable();
-    found.dedup();
-    DwarfAnswer::Addresses(found)
+    Some(f(&dwarf))
 }
 
 fn scan_unit(
@@ -159,6 +215,38 @@ mod tests {
             static_local_addresses(&bytes, "other.c", "f", "n"),
             DwarfAnswer::Addresses(vec![])
         );
+    }
+
+    #[test]
+    fn producers_of_a_file_by_its_path_below_the_compile_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.c"), "int f(void) { return 1; }\n").unwrap();
+        let out = dir.path().join("lib.so");
+        let status = std::process::Command::new("gcc")
+            .args([
+                "-O1",
+                "-g",
+                "-fno-strict-aliasing",
+                "-shared",
+                "-fPIC",
+                "-o",
+            ])
+            .arg(&out)
+            .arg("src/lib.c")
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let bytes = std::fs::read(&out).unwrap();
+        let found = producers(&bytes, "src/lib.c");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("GNU C") && found[0].contains("-O1 -fno-strict-aliasing"),
+            "{found:?}"
+        );
+        assert!(producers(&bytes, "other/lib.c").is_empty());
+        assert!(producers(b"garbage", "src/lib.c").is_empty());
     }
 
     #[test]

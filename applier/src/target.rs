@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use crate::artifact::SymbolRef;
-use crate::debuginfo::{static_local_addresses, DwarfAnswer};
+use crate::debuginfo::{producers, static_local_addresses, DwarfAnswer};
 use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
 use crate::symbols::{file_matches, read_module_symbols, FileGroup, ModSymbol, ModuleSymbols};
@@ -193,6 +193,34 @@ impl Target {
     /// The process id.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The ELF file of `module` (the executable through `/proc/PID/exe`, which stays readable
+    /// when the file was replaced on disk).
+    fn module_bytes(&self, module: &Module) -> std::io::Result<Vec<u8>> {
+        if module.is_exe {
+            std::fs::read(format!("/proc/{}/exe", self.pid))
+        } else {
+            std::fs::read(&module.path)
+        }
+    }
+
+    /// What the debug information of the executable and its libraries says compiled the source
+    /// `file`: the `DW_AT_producer` of each of its compilation units (gcc records the
+    /// code-generation switches there). Empty without debug information.
+    pub fn producers(&self, file: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for module in &self.modules {
+            let Ok(bytes) = self.module_bytes(module) else {
+                continue;
+            };
+            for producer in producers(&bytes, file) {
+                if !out.contains(&producer) {
+                    out.push(producer);
+                }
+            }
+        }
+        out
     }
 
     /// Whether any module's symbol table has a `static` variable `name` defined by source `file`
@@ -398,12 +426,7 @@ impl Target {
                 address: module.address_of_value(value),
                 file: group.map(str::to_string),
             };
-            let bytes = if module.is_exe {
-                std::fs::read(format!("/proc/{}/exe", self.pid))
-            } else {
-                std::fs::read(&module.path)
-            };
-            if let Ok(bytes) = bytes {
+            if let Ok(bytes) = self.module_bytes(module) {
                 if let DwarfAnswer::Addresses(addresses) =
                     static_local_addresses(&bytes, file, function, name)
                 {

@@ -195,6 +195,7 @@ fn manifest(functions: Vec<ManifestFunction>, bindings: Vec<Binding>) -> Manifes
         target_build_id: None,
         cflags: vec![],
         file_cflags: Default::default(),
+        flags: Vec::new(),
         functions,
         bindings,
         new_data: vec![],

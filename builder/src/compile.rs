@@ -3,7 +3,39 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::BuildError;
+use crate::{BuildError, CompileCommand, FlagSource};
+
+/// The executable `program` names: a path (relative ones against `directory`), or a name
+/// looked up on `PATH`.
+fn resolve(program: &str, directory: &Path) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(directory.join(program)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Whether `program` (a path or a name) names a C compiler driver: `cc`, `gcc` or `clang`,
+/// possibly after a target prefix (`x86_64-linux-gnu-`) and before a version (`-12`, `-14.0`).
+fn is_c_compiler(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let name = match name.rsplit_once('-') {
+        Some((head, version))
+            if !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+        {
+            head
+        }
+        _ => name,
+    };
+    ["cc", "gcc", "clang"].iter().any(|driver| {
+        name == *driver
+            || name
+                .strip_suffix(driver)
+                .is_some_and(|prefix| prefix.ends_with('-'))
+    })
+}
 
 /// The C compiler, located the way the `cc` crate does it (`CC`, then the platform default).
 #[derive(Debug, Clone)]
@@ -34,20 +66,85 @@ impl Compiler {
         &self.path
     }
 
-    /// Compiles `source` (a path relative to `root`, placed beside the original file so that its
-    /// quoted includes resolve the same way) into `output`, running in `root` so that relative
-    /// include paths in `arguments` mean what they meant for the original build. Returns the
-    /// compiler's diagnostics (warnings) on success.
+    /// The compiler `command` ran — its first word, when that names a C compiler (`cc`, `gcc`,
+    /// `clang`, with a target prefix or version suffix such as `x86_64-linux-gnu-gcc-12`) found on
+    /// this machine (absolute, relative to the command's directory, or on `PATH`) — else
+    /// `fallback`. Commands made of flags alone (`--cflags`, the default) use `fallback`.
+    pub fn for_command(command: &CompileCommand, fallback: &Compiler) -> Compiler {
+        if matches!(
+            command.source,
+            FlagSource::CommandLine | FlagSource::HotpatchToml(_) | FlagSource::Default
+        ) {
+            return fallback.clone();
+        }
+        let Some(program) = command.arguments.first().filter(|p| is_c_compiler(p)) else {
+            return fallback.clone();
+        };
+        let same = |a: &Path, b: &Path| {
+            std::fs::canonicalize(a)
+                .ok()
+                .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+        };
+        let fallback_path = resolve(&fallback.path.to_string_lossy(), Path::new(""));
+        match resolve(program, &command.directory) {
+            // The same program under another name (`/usr/bin/cc` for `cc`) is the fallback.
+            Some(path) if !fallback_path.is_some_and(|f| same(&f, &path)) => Compiler { path },
+            _ => fallback.clone(),
+        }
+    }
+
+    /// The code-generation switches this compiler records in `DW_AT_producer` for `flags`
+    /// (see [`crate::flags::recorded_switches`]), learnt by compiling a one-line file (written
+    /// in `scratch` beside `unit_file`) to assembly; `None` for a compiler that records none.
+    pub fn recorded_switches(
+        &self,
+        scratch: &Path,
+        flags: &[String],
+        unit_file: &str,
+    ) -> Result<Option<Vec<String>>, BuildError> {
+        let source = scratch.join(format!("{unit_file}.hotpatch-switches.c"));
+        crate::write_file(&source, b"int hotpatch_switches;\n")?;
+        let result = Command::new(&self.path)
+            .current_dir(scratch)
+            .args(flags)
+            .args(["-g", "-S", "-o", "-"])
+            .arg(&source)
+            .output();
+        let _ = std::fs::remove_file(&source);
+        let result =
+            result.map_err(|e| BuildError::NoCompiler(format!("{}: {e}", self.path.display())))?;
+        if !result.status.success() {
+            return Err(BuildError::Compile {
+                file: unit_file.to_string(),
+                diagnostics: String::from_utf8_lossy(&result.stderr).into_owned(),
+            });
+        }
+        let assembly = String::from_utf8_lossy(&result.stdout);
+        let producer = assembly.lines().find_map(|line| {
+            let text = line.trim_start();
+            let rest = text
+                .strip_prefix(".string")
+                .or_else(|| text.strip_prefix(".ascii"))?;
+            let quoted = rest.trim().strip_prefix('"')?.strip_suffix('"')?;
+            quoted.starts_with("GNU ").then(|| quoted.to_string())
+        });
+        Ok(producer.and_then(|p| crate::flags::recorded_switches(&p)))
+    }
+
+    /// Compiles `source` into `output` running in `cwd` (where the original build ran the
+    /// compiler, mapped into a materialised revision: see `CompileCommand::place`), so that
+    /// relative paths in `arguments` mean what they meant for the original build. Returns the
+    /// compiler's diagnostics (warnings) on success; `unit_file` names the file in errors.
     pub fn compile(
         &self,
-        root: &Path,
+        cwd: &Path,
         source: &Path,
         output: &Path,
         arguments: &[String],
         unit_file: &str,
     ) -> Result<String, BuildError> {
         let result = Command::new(&self.path)
-            .current_dir(root)
+            .current_dir(cwd)
             .args(arguments)
             .arg("-c")
             .arg(source)
@@ -63,6 +160,27 @@ impl Compiler {
                 file: unit_file.to_string(),
                 diagnostics,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_compiler_names() {
+        for name in [
+            "cc",
+            "gcc",
+            "/usr/bin/clang-14",
+            "x86_64-linux-gnu-gcc-12",
+            "gcc-12.2",
+        ] {
+            assert!(is_c_compiler(name), "{name}");
+        }
+        for name in ["ccache", "g++", "/bin/bash", "libtool", "mycc", "clang++"] {
+            assert!(!is_c_compiler(name), "{name}");
         }
     }
 }

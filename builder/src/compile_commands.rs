@@ -1,13 +1,11 @@
-//! Per-file flags of the original build from a `compile_commands.json` (the JSON compilation
-//! database CMake, Meson and Bear write): each entry's arguments with the compiler, the source,
-//! the output and the mode removed, and include paths made relative to the repository root (the
-//! patch is compiled from the root of a materialised copy of the revision).
+//! Compilation databases: the `compile_commands.json` format CMake, Meson, Bear and
+//! `ninja -t compdb` write, read into [`CompileCommand`]s of the repository's files.
 
-use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::command::{normalize, CompileCommand, FlagSource};
 use crate::BuildError;
 
 #[derive(Debug, Deserialize)]
@@ -20,115 +18,81 @@ struct Entry {
     command: Option<String>,
 }
 
-/// Options whose value is a path (as the next word, or glued to the option).
-const PATH_OPTIONS: [&str; 6] = [
-    "-I",
-    "-iquote",
-    "-isystem",
-    "-idirafter",
-    "-include",
-    "-imacros",
-];
+/// The compile commands of one source of build knowledge (a database, a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// Where the commands came from.
+    pub source: FlagSource,
+    /// The commands of the repository's files, in the order the source lists them.
+    pub commands: Vec<CompileCommand>,
+    /// How many compile commands the source held in all (also those of other files).
+    pub entries: usize,
+}
 
-/// Parses a compilation database and returns, for each entry whose source is one of the
-/// repository's files (`repo_files`, repository-relative), the flags of that file.
-pub fn parse(text: &str, repo_files: &[&str]) -> Result<BTreeMap<String, Vec<String>>, BuildError> {
-    let entries: Vec<Entry> = serde_json::from_str(text)
-        .map_err(|e| BuildError::Config(format!("compile_commands.json: {e}")))?;
-    let mut out = BTreeMap::new();
-    for entry in entries {
-        let directory = PathBuf::from(&entry.directory);
-        let source = normalize(&directory.join(&entry.file));
-        // The repository's root on the build machine: the source path minus its
-        // repository-relative path.
-        let Some((file, root)) = repo_files.iter().find_map(|f| {
-            let s = source.to_string_lossy();
-            s.strip_suffix(f)
-                .filter(|r| r.is_empty() || r.ends_with('/'))
-                .map(|r| (f.to_string(), PathBuf::from(r)))
-        }) else {
+/// Finds which repository file an absolute source path of a build is, and where the
+/// repository's root was for that build: below the known work tree `work_tree`, else the
+/// longest repository path (`repo_files`) the source path ends with (a database written on
+/// another machine).
+pub(crate) fn locate(
+    source: &Path,
+    work_tree: Option<&Path>,
+    repo_files: &[&str],
+) -> Option<(String, PathBuf)> {
+    if let Some(rel) = work_tree.and_then(|w| source.strip_prefix(w).ok()) {
+        let rel = rel.to_string_lossy();
+        if repo_files.contains(&rel.as_ref()) {
+            return Some((rel.into_owned(), work_tree?.to_path_buf()));
+        }
+    }
+    let text = source.to_string_lossy();
+    repo_files
+        .iter()
+        .filter_map(|f| {
+            let root = text.strip_suffix(f)?;
+            (root.is_empty() || root.ends_with('/')).then(|| (f.to_string(), PathBuf::from(root)))
+        })
+        .max_by_key(|(f, _)| f.len())
+}
+
+/// Parses a compilation database: the commands of the repository's files (`repo_files`,
+/// repository-relative), with their source paths located as [`locate`] does.
+pub fn parse(
+    text: &str,
+    source: FlagSource,
+    work_tree: Option<&Path>,
+    repo_files: &[&str],
+) -> Result<Database, BuildError> {
+    let entries: Vec<Entry> =
+        serde_json::from_str(text).map_err(|e| BuildError::Config(format!("{source}: {e}")))?;
+    let mut commands = Vec::new();
+    for entry in &entries {
+        let directory = normalize(Path::new(&entry.directory));
+        let path = normalize(&directory.join(&entry.file));
+        let Some((file, root)) = locate(&path, work_tree, repo_files) else {
             continue;
         };
-        let words = match (&entry.arguments, &entry.command) {
+        let arguments = match (&entry.arguments, &entry.command) {
             (Some(arguments), _) => arguments.clone(),
             (None, Some(command)) => shlex::split(command).ok_or_else(|| {
                 BuildError::Config(format!(
-                    "compile_commands.json: unbalanced quotes in the command for {file}"
+                    "{source}: unbalanced quotes in the command for {file}"
                 ))
             })?,
             (None, None) => continue,
         };
-        out.insert(file, flags_of(&words, &source, &directory, &root));
+        commands.push(CompileCommand {
+            file,
+            directory,
+            arguments,
+            source: source.clone(),
+            root,
+        });
     }
-    Ok(out)
-}
-
-/// The flags of one compile command: without the compiler, the source, `-c` and `-o X`; include
-/// paths rewritten relative to the repository root when they lie inside it.
-fn flags_of(words: &[String], source: &Path, directory: &Path, root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut iter = words.iter().skip(1);
-    while let Some(word) = iter.next() {
-        if word == "-c" || (!word.starts_with('-') && normalize(&directory.join(word)) == source) {
-            continue;
-        }
-        if word == "-o" {
-            iter.next();
-            continue;
-        }
-        if let Some(option) = PATH_OPTIONS.iter().find(|o| word.starts_with(**o)) {
-            let glued = &word[option.len()..];
-            let path = if glued.is_empty() {
-                match iter.next() {
-                    Some(next) => next.clone(),
-                    None => break,
-                }
-            } else {
-                glued.to_string()
-            };
-            let path = relocate(&path, directory, root);
-            if *option == "-I" {
-                out.push(format!("-I{path}"));
-            } else {
-                out.push(option.to_string());
-                out.push(path);
-            }
-            continue;
-        }
-        out.push(word.clone());
-    }
-    out
-}
-
-/// `path` as the patch compile (run at the repository root) must spell it.
-fn relocate(path: &str, directory: &Path, root: &Path) -> String {
-    let absolute = normalize(&directory.join(path));
-    match absolute.strip_prefix(root) {
-        Ok(inside) if !root.as_os_str().is_empty() => {
-            let inside = inside.to_string_lossy();
-            if inside.is_empty() {
-                ".".to_string()
-            } else {
-                inside.into_owned()
-            }
-        }
-        _ => absolute.to_string_lossy().into_owned(),
-    }
-}
-
-/// Removes `.` and `..` components without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+    Ok(Database {
+        source,
+        commands,
+        entries: entries.len(),
+    })
 }
 
 #[cfg(test)]
@@ -136,26 +100,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_give_per_file_flags_relative_to_the_repository() {
+    fn entries_of_the_repository_with_their_roots() {
         let text = r#"[
           {"directory": "/src/proj/build", "file": "../src/lib.c",
-           "arguments": ["cc", "-O1", "-I../include", "-isystem", "/usr/x", "-DA=1", "-c", "../src/lib.c", "-o", "lib.o"]},
+           "arguments": ["cc", "-O1", "-I../include", "-c", "../src/lib.c", "-o", "lib.o"]},
           {"directory": "/src/proj", "file": "/src/proj/main.c",
-           "command": "gcc -O3 -iquote inc -DB='x y' -c /src/proj/main.c -o main.o"},
+           "command": "gcc -O3 -DB='x y' -c /src/proj/main.c -o main.o"},
           {"directory": "/elsewhere", "file": "other.c", "command": "cc -c other.c"}
         ]"#;
-        let flags = parse(text, &["src/lib.c", "main.c"]).unwrap();
+        let source = FlagSource::CompileCommands("/x/compile_commands.json".into());
+        let db = parse(text, source, None, &["src/lib.c", "main.c"]).unwrap();
+        assert_eq!(db.entries, 3);
+        assert_eq!(db.commands.len(), 2);
+        let lib = &db.commands[0];
         assert_eq!(
-            flags["src/lib.c"],
-            ["-O1", "-Iinclude", "-isystem", "/usr/x", "-DA=1"]
+            (
+                lib.file.as_str(),
+                lib.root.as_path(),
+                lib.directory.as_path()
+            ),
+            (
+                "src/lib.c",
+                Path::new("/src/proj/"),
+                Path::new("/src/proj/build")
+            )
         );
-        assert_eq!(flags["main.c"], ["-O3", "-iquote", "inc", "-DB=x y"]);
-        assert_eq!(flags.len(), 2);
+        assert_eq!(lib.flags(), ["-O1", "-I../include"]);
+        assert_eq!(db.commands[1].flags(), ["-O3", "-DB=x y"]);
     }
 
     #[test]
-    fn malformed_databases_are_config_errors() {
-        assert!(matches!(parse("{", &[]), Err(BuildError::Config(_))));
-        assert!(parse("[]", &[]).unwrap().is_empty());
+    fn the_work_tree_decides_the_root_when_known() {
+        let text = r#"[{"directory": "/w/a", "file": "src/x.c", "command": "cc -c src/x.c"}]"#;
+        let source = FlagSource::CompileCommands("/w/a/compile_commands.json".into());
+        let db = parse(
+            text,
+            source,
+            Some(Path::new("/w")),
+            &["a/src/x.c", "src/x.c"],
+        )
+        .unwrap();
+        assert_eq!(db.commands[0].file, "a/src/x.c");
+        assert_eq!(db.commands[0].root, Path::new("/w"));
+    }
+
+    #[test]
+    fn malformed_databases_are_config_errors_naming_the_file() {
+        let source = FlagSource::CompileCommands("/x/cc.json".into());
+        let err = parse("{", source.clone(), None, &[]).unwrap_err();
+        assert!(err.to_string().contains("/x/cc.json"), "{err}");
+        assert!(parse("[]", source, None, &[]).unwrap().commands.is_empty());
     }
 }

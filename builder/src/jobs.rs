@@ -10,8 +10,9 @@ use hotpatch_applier::artifact::Preimage;
 use hotpatch_externalizer::{Action, PatchUnit};
 
 use crate::confirm::{self, Confirmation};
+use crate::flags::preimage_arguments;
 use crate::preimage::{self, Side};
-use crate::{old_objects, BuildError, BuildFlags, Compiler, PatchOrigin};
+use crate::{old_objects, BuildError, CompileCommand, Compiler, PatchOrigin};
 
 /// What the compiler runs of one unit produced.
 pub struct UnitOutputs {
@@ -27,37 +28,46 @@ pub struct UnitOutputs {
     pub confirmation: Option<Confirmation>,
     /// Wall time of the confirmation, in milliseconds.
     pub confirm_ms: f64,
+    /// The code-generation switches the compiler records for the original flags (`None`: it
+    /// records none).
+    pub switches: Option<Vec<String>>,
 }
 
-/// Runs every compiler job of `unit` in parallel.
+/// Runs every compiler job of `unit` in parallel: the patch unit compiled with `arguments`, and
+/// the old and new file with the original build's flags, each replayed with `command` where
+/// the build compiled.
 pub fn run(
     compiler: &Compiler,
     root: &Path,
     unit: &PatchUnit,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     origin: &PatchOrigin,
     arguments: &[String],
 ) -> Result<UnitOutputs, BuildError> {
     let died = || BuildError::Object("a compiler job of the builder panicked".to_string());
     let old_root = origin.old_root.as_deref();
     std::thread::scope(|scope| {
-        let patch = scope.spawn(|| compile_patch(compiler, root, unit, arguments));
+        let patch = scope.spawn(|| compile_patch(compiler, root, unit, command, arguments));
+        let switches =
+            scope.spawn(|| compiler.recorded_switches(root, &command.codegen_flags(), &unit.file));
         let old_object = origin.old_objects.object(&unit.file);
         let preimages = scope.spawn(move || {
-            unit_fingerprints(compiler, old_root, unit, flags, Side::Old, old_object)
+            unit_fingerprints(compiler, old_root, unit, command, Side::Old, old_object)
         });
         let postimages =
-            scope.spawn(|| unit_fingerprints(compiler, Some(root), unit, flags, Side::New, None));
+            scope.spawn(|| unit_fingerprints(compiler, Some(root), unit, command, Side::New, None));
         let confirmation = scope.spawn(|| {
             let start = Instant::now();
-            let result = confirm_file(compiler, root, unit, flags, origin);
+            let result = confirm_file(compiler, root, unit, command, origin);
             (result, start.elapsed().as_secs_f64() * 1000.0)
         });
         let (object, diagnostics) = patch.join().map_err(|_| died())??;
         let preimages = preimages.join().map_err(|_| died())??;
         let postimages = postimages.join().map_err(|_| died())??;
         let (confirmation, confirm_ms) = confirmation.join().map_err(|_| died())?;
+        let switches = switches.join().map_err(|_| died())??;
         Ok(UnitOutputs {
+            switches,
             object,
             diagnostics,
             preimages,
@@ -72,18 +82,20 @@ fn compile_patch(
     compiler: &Compiler,
     root: &Path,
     unit: &PatchUnit,
+    command: &CompileCommand,
     arguments: &[String],
 ) -> Result<(Vec<u8>, String), BuildError> {
-    let source = unit_source_path(&unit.file, unit.preprocessed);
+    let source = root.join(unit_source_path(&unit.file, unit.preprocessed));
     let output = PathBuf::from(format!("{}.o", source.display()));
-    crate::write_file(&root.join(&source), unit.source.as_bytes())?;
+    crate::write_file(&source, unit.source.as_bytes())?;
+    let placed = command.place(root, arguments)?;
     // Preprocessed text is compiled as such, also when the build's flags name a language.
-    let mut arguments = arguments.to_vec();
+    let mut arguments = placed.arguments;
     if unit.preprocessed {
         arguments.push("-fpreprocessed".to_string());
     }
-    let diagnostics = compiler.compile(root, &source, &output, &arguments, &unit.file)?;
-    let bytes = read(&root.join(&output))?;
+    let diagnostics = compiler.compile(&placed.cwd, &source, &output, &arguments, &unit.file)?;
+    let bytes = read(&output)?;
     Ok((bytes, diagnostics))
 }
 
@@ -114,14 +126,14 @@ fn unit_fingerprints(
     compiler: &Compiler,
     root: Option<&Path>,
     unit: &PatchUnit,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     side: Side,
     compiled: Option<&[u8]>,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
     let Some(root) = root else {
         return Ok(HashMap::new());
     };
-    if !old_objects::compiles_as_built(flags, root, &unit.file) {
+    if !old_objects::compiles_as_built(command, root) {
         return Ok(HashMap::new());
     }
     let names: HashSet<&str> = unit
@@ -137,7 +149,7 @@ fn unit_fingerprints(
     let object = match compiled {
         Some(object) => object,
         None => {
-            built = old_objects::compile_file(compiler, root, &unit.file, flags, side)?;
+            built = old_objects::compile_file(compiler, root, command, side)?;
             &built
         }
     };
@@ -150,7 +162,7 @@ fn confirm_file(
     compiler: &Compiler,
     new_root: &Path,
     unit: &PatchUnit,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     origin: &PatchOrigin,
 ) -> Result<Option<Confirmation>, BuildError> {
     let Some(old_root) = origin.old_root.as_deref() else {
@@ -158,26 +170,32 @@ fn confirm_file(
     };
     // With LTO the binary's inlining and cloning cross files: a per-file compile cannot confirm
     // it, so the source-level selection (a superset) stands.
-    if !old_objects::compiles_as_built(flags, old_root, &unit.file)
-        || !new_root.join(&unit.file).is_file()
-    {
+    let flags = command.flags();
+    if !old_objects::compiles_as_built(command, old_root) || !new_root.join(&unit.file).is_file() {
         return Ok(None);
     }
-    let mut arguments = flags.preimage_arguments();
+    let mut arguments = preimage_arguments(&flags);
     arguments.push("-ffunction-sections".to_string());
     arguments.push("-fdata-sections".to_string());
     let compile = |root: &Path, which: &str| -> Result<Vec<u8>, BuildError> {
-        let output = PathBuf::from(format!("{}.hotpatch-confirm-{which}.o", unit.file));
+        let output = root.join(format!("{}.hotpatch-confirm-{which}.o", unit.file));
+        let placed = command.place(root, &arguments)?;
         compiler
-            .compile(root, Path::new(&unit.file), &output, &arguments, &unit.file)
+            .compile(
+                &placed.cwd,
+                &root.join(&unit.file),
+                &output,
+                &placed.arguments,
+                &unit.file,
+            )
             .map_err(|e| match e {
                 BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
                     "the {which} revision of {file} does not compile with the original flags, so its code cannot be compared:\n{diagnostics}"
                 )),
                 other => other,
             })?;
-        let bytes = read(&root.join(&output))?;
-        let _ = std::fs::remove_file(root.join(&output));
+        let bytes = read(&output)?;
+        let _ = std::fs::remove_file(&output);
         Ok(bytes)
     };
     let (old, new) = std::thread::scope(|scope| {

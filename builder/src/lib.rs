@@ -4,12 +4,15 @@
 //! It knows the externalizer's [`PatchUnit`]s and writes the manifest through the applier's
 //! artifact types, so the reader and writer of the patch object cannot drift.
 
+mod command;
 mod compile;
 mod compile_commands;
 mod confirm;
 mod flags;
 mod jobs;
+mod make;
 mod merge;
+mod model;
 mod old_objects;
 pub mod preimage;
 mod select;
@@ -19,21 +22,33 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use hotpatch_applier::artifact::{
-    FunctionAction, Manifest, ManifestFunction, NewData, Preimage, SymbolRef, MANIFEST_FORMAT,
+    FileFlags, FunctionAction, Manifest, ManifestFunction, NewData, Preimage, SymbolRef,
+    MANIFEST_FORMAT,
 };
 use hotpatch_externalizer::{Action, PatchUnit};
 
+pub use command::{CompileCommand, FlagSource};
 pub use compile::Compiler;
-pub use flags::{BuildFlags, FlagsOrigin, COMPILE_COMMANDS, DEFAULT_CFLAGS, PATCH_FLAGS};
+pub use flags::{recorded_switches, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
+pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 pub use old_objects::OldObjects;
 
 /// Why a patch could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// `hotpatch.toml` or `--cflags` could not be understood.
+    /// `hotpatch.toml`, `--cflags` or the build's own description could not be understood or
+    /// asked (a malformed database, a failing dry run).
     #[error("bad build configuration: {0}")]
     Config(String),
+    /// The build model does not say how a file the patch needs was compiled.
+    #[error("no compile command for {file} in {looked_in}: pass --cflags for it, or --compile-commands FILE (or --build-dir DIR) of the build that compiled it")]
+    NoCompileCommand {
+        /// Repository-relative path of the file.
+        file: String,
+        /// What was searched (the database and its number of entries).
+        looked_in: String,
+    },
     /// No C compiler could be found or started.
     #[error("no usable C compiler: {0}")]
     NoCompiler(String),
@@ -89,10 +104,12 @@ pub struct BuiltPatch {
     pub object: Vec<u8>,
     /// The manifest embedded in `object`.
     pub manifest: Manifest,
-    /// The compiler that built it.
+    /// The compiler found for patches (`CC`, else the platform's); a file whose build command
+    /// names another C compiler present here is compiled with that one (see `flags`).
     pub compiler: PathBuf,
-    /// The exact compiler arguments used for every unit.
-    pub arguments: Vec<String>,
+    /// For every unit: the arguments it was compiled with (in the build's own directory and
+    /// paths; the revision is substituted for the source tree) and where they came from.
+    pub flags: Vec<FileFlags>,
     /// Compiler warnings per unit file (empty units omitted), and notes of the object-level
     /// confirmation.
     pub warnings: Vec<(String, String)>,
@@ -108,17 +125,20 @@ pub struct BuiltPatch {
     pub refusals: Vec<hotpatch_differ::Refusal>,
 }
 
-/// Compiles every unit inside `root` — a materialised copy of the new revision — and merges the
-/// results into one patch object. Each unit's source is written beside its original file, so
-/// quoted includes and relative `-I` paths resolve exactly as in the original build.
+/// Compiles every unit inside `root` — a materialised copy of the new revision — with its
+/// file's compile command in `commands`, and merges the results into one patch object. Each
+/// unit's source is written beside its original file and compiled where the build compiled
+/// (see [`CompileCommand`]), so quoted includes and relative `-I` paths resolve as in the
+/// original build, to the revision's files, with the build tree's generated headers after them.
 pub fn build(
     root: &Path,
     units: &[PatchUnit],
-    flags: &BuildFlags,
+    commands: &BTreeMap<String, CompileCommand>,
     origin: &PatchOrigin,
 ) -> Result<BuiltPatch, BuildError> {
     let compiler = Compiler::locate()?;
-    let arguments = flags.patch_arguments();
+    let mut arguments: Option<Vec<String>> = None;
+    let mut flags = Vec::new();
     let mut merger = merge::Merger::default();
     let mut functions = Vec::new();
     let mut new_data = Vec::new();
@@ -128,12 +148,30 @@ pub fn build(
     let mut unchanged = Vec::new();
     let mut refusals = Vec::new();
     for (index, unit) in units.iter().enumerate() {
-        let unit_flags = flags.for_file(&unit.file);
-        let unit_arguments = unit_flags.patch_arguments();
-        if unit_arguments != arguments {
-            file_cflags.insert(unit.file.clone(), unit_arguments.clone());
+        let command = commands
+            .get(&unit.file)
+            .ok_or_else(|| BuildError::NoCompileCommand {
+                file: unit.file.clone(),
+                looked_in: "the commands given to the builder".to_string(),
+            })?;
+        let unit_arguments = flags::patch_arguments(&command.flags());
+        match &arguments {
+            None => arguments = Some(unit_arguments.clone()),
+            Some(first) if *first != unit_arguments => {
+                file_cflags.insert(unit.file.clone(), unit_arguments.clone());
+            }
+            Some(_) => {}
         }
-        let outputs = jobs::run(&compiler, root, unit, &unit_flags, origin, &unit_arguments)?;
+        let unit_compiler = Compiler::for_command(command, &compiler);
+        let outputs = jobs::run(&unit_compiler, root, unit, command, origin, &unit_arguments)?;
+        flags.push(FileFlags {
+            compiler: unit_compiler.path().to_string_lossy().into_owned(),
+            file: unit.file.clone(),
+            directory: command.directory.to_string_lossy().into_owned(),
+            arguments: unit_arguments.clone(),
+            source: command.source.to_string(),
+            switches: outputs.switches.clone().unwrap_or_default(),
+        });
         if !outputs.diagnostics.trim().is_empty() {
             warnings.push((unit.file.clone(), outputs.diagnostics.clone()));
         }
@@ -182,8 +220,9 @@ pub fn build(
         old_commit: origin.old_commit.clone(),
         new_commit: origin.new_commit.clone(),
         target_build_id: origin.target_build_id.clone(),
-        cflags: arguments.clone(),
+        cflags: arguments.unwrap_or_default(),
         file_cflags,
+        flags: flags.clone(),
         functions,
         bindings: merger.bindings().to_vec(),
         new_data,
@@ -194,7 +233,7 @@ pub fn build(
         object,
         manifest,
         compiler: compiler.path().to_path_buf(),
-        arguments,
+        flags,
         warnings,
         unchanged,
         confirm_ms,

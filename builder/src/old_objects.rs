@@ -1,5 +1,5 @@
 //! The old revision's files compiled exactly as the original build compiled them (the original
-//! flags, [`BuildFlags::preimage_arguments`]). Such an object is what the linker put into the
+//! flags, as its compile command gives them). Such an object is what the linker put into the
 //! running binary, so it tells two things: the pre-image of every function a patch replaces
 //! (see [`crate::preimage`]), and which file-local (`static`) functions and variables the
 //! compiler kept at all. The second matters when there is no running process to ask (`hotpatch
@@ -8,13 +8,14 @@
 //! copy instead of a binding nothing could resolve.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use object::read::{Object as _, ObjectSymbol as _};
 use object::SymbolKind;
 
+use crate::flags::{preimage_arguments, uses_lto};
 use crate::preimage::Side;
-use crate::{BuildError, BuildFlags, Compiler};
+use crate::{BuildError, CompileCommand, Compiler};
 
 /// The old objects of some files of the old revision, with the file-local symbols each defines.
 #[derive(Clone, Default)]
@@ -45,20 +46,19 @@ impl std::fmt::Debug for OldObjects {
 }
 
 impl OldObjects {
-    /// Compiles each of `files` (paths relative to `old_root`, a materialised copy of the old
-    /// revision) with its original flags, as many files at once as there are cores. Files the
-    /// old revision does not have, and files built with LTO (whose per-file objects say nothing
-    /// about the linked binary), are skipped.
+    /// Compiles each of `commands` (files relative to `old_root`, a materialised copy of the old
+    /// revision) exactly as the build did, where the build did, as many files at once as there
+    /// are cores. Files the old revision does not have, and files built with LTO (whose per-file
+    /// objects say nothing about the linked binary), are skipped.
     pub fn compile(
         old_root: &Path,
-        files: &[&str],
-        flags: &BuildFlags,
+        commands: &[&CompileCommand],
     ) -> Result<OldObjects, BuildError> {
         let compiler = Compiler::locate()?;
-        let wanted: Vec<&str> = files
+        let wanted: Vec<&CompileCommand> = commands
             .iter()
             .copied()
-            .filter(|file| compiles_as_built(&flags.for_file(file), old_root, file))
+            .filter(|command| compiles_as_built(command, old_root))
             .collect();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut out = OldObjects::default();
@@ -66,12 +66,9 @@ impl OldObjects {
             let compiled: Vec<Result<Vec<u8>, BuildError>> = std::thread::scope(|scope| {
                 let jobs: Vec<_> = chunk
                     .iter()
-                    .map(|file| {
-                        let compiler = &compiler;
-                        scope.spawn(move || {
-                            let flags = flags.for_file(file);
-                            compile_file(compiler, old_root, file, &flags, Side::Old)
-                        })
+                    .map(|command| {
+                        let compiler = Compiler::for_command(command, &compiler);
+                        scope.spawn(move || compile_file(&compiler, old_root, command, Side::Old))
                     })
                     .collect();
                 jobs.into_iter()
@@ -82,8 +79,8 @@ impl OldObjects {
                     })
                     .collect()
             });
-            for (file, bytes) in chunk.iter().zip(compiled) {
-                out.insert(file, bytes?)?;
+            for (command, bytes) in chunk.iter().zip(compiled) {
+                out.insert(&command.file, bytes?)?;
             }
         }
         Ok(out)
@@ -141,29 +138,30 @@ impl OldObjects {
     }
 }
 
-/// Whether a per-file compile of `file` under `old_root` with `flags` is what the original build
-/// linked: the file exists and the build does not use LTO (whose inlining crosses files).
-pub(crate) fn compiles_as_built(flags: &BuildFlags, old_root: &Path, file: &str) -> bool {
-    !flags.uses_lto() && old_root.join(file).is_file()
+/// Whether a per-file compile with `command` under `root` is what the original build linked:
+/// the file exists there and the build does not use LTO (whose inlining crosses files).
+pub(crate) fn compiles_as_built(command: &CompileCommand, root: &Path) -> bool {
+    !uses_lto(&command.flags()) && root.join(&command.file).is_file()
 }
 
-/// Compiles the `side` revision of `file` (under `root`) exactly with its original `flags` and
-/// returns the object.
+/// Compiles the `side` revision of `command`'s file (under `root`) exactly with the original
+/// flags, where the build compiled, and returns the object.
 pub(crate) fn compile_file(
     compiler: &Compiler,
     root: &Path,
-    file: &str,
-    flags: &BuildFlags,
+    command: &CompileCommand,
     side: Side,
 ) -> Result<Vec<u8>, BuildError> {
     let which = side.word();
-    let output = PathBuf::from(format!("{file}.hotpatch-{which}.o"));
+    let file = command.file.as_str();
+    let placed = command.place(root, &preimage_arguments(&command.flags()))?;
+    let output = root.join(format!("{file}.hotpatch-{which}.o"));
     compiler
         .compile(
-            root,
-            Path::new(file),
+            &placed.cwd,
+            &root.join(file),
             &output,
-            &flags.preimage_arguments(),
+            &placed.arguments,
             file,
         )
         .map_err(|e| match e {
@@ -173,23 +171,33 @@ pub(crate) fn compile_file(
                     Side::New => "a later patch cannot be checked against it",
                 };
                 BuildError::Preimage(format!(
-                    "the {which} revision of {file} does not compile with the original flags, so {purpose}:\n{diagnostics}"
+                    "the {which} revision of {file} does not compile with the original flags ({}), so {purpose}:\n{diagnostics}",
+                    command.source
                 ))
             }
             other => other,
         })?;
-    let path = root.join(&output);
-    let bytes = std::fs::read(&path).map_err(|e| BuildError::Io {
-        path: path.clone(),
+    let bytes = std::fs::read(&output).map_err(|e| BuildError::Io {
+        path: output.clone(),
         detail: e.to_string(),
     })?;
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&output);
     Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FlagSource;
+
+    /// Commands of `flags` for `files`, run at the revision's root.
+    fn commands(files: &[&str], flags: &str) -> Vec<CompileCommand> {
+        let flags: Vec<String> = flags.split_whitespace().map(str::to_string).collect();
+        files
+            .iter()
+            .map(|f| CompileCommand::from_flags(f, &flags, FlagSource::CommandLine, Path::new("")))
+            .collect()
+    }
 
     #[test]
     fn inlined_helpers_and_folded_variables_have_no_symbol() {
@@ -202,8 +210,8 @@ mod tests {
              int value(void) { calls++; return base + bonus(calls) + kept(calls); }\n",
         )
         .unwrap();
-        let flags = BuildFlags::resolve(Some("-O2 -g"), None).unwrap();
-        let old = OldObjects::compile(root.path(), &["lib.c", "absent.c"], &flags).unwrap();
+        let commands = commands(&["lib.c", "absent.c"], "-O2 -g");
+        let old = OldObjects::compile(root.path(), &commands.iter().collect::<Vec<_>>()).unwrap();
         assert!(old.has_local_function("lib.c", "kept"), "{old:?}");
         assert!(!old.has_local_function("lib.c", "bonus"), "{old:?}");
         assert!(!old.has_local_function("lib.c", "value"), "global: {old:?}");
@@ -221,8 +229,8 @@ mod tests {
     fn lto_files_are_not_compiled() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("lib.c"), "int f(void) { return 1; }\n").unwrap();
-        let flags = BuildFlags::resolve(Some("-O2 -flto"), None).unwrap();
-        let old = OldObjects::compile(root.path(), &["lib.c"], &flags).unwrap();
+        let commands = commands(&["lib.c"], "-O2 -flto");
+        let old = OldObjects::compile(root.path(), &commands.iter().collect::<Vec<_>>()).unwrap();
         assert!(old.object("lib.c").is_none());
     }
 }

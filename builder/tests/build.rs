@@ -2,7 +2,12 @@
 //! relocations and manifest are what the applier will read.
 
 use hotpatch_applier::artifact::{FunctionAction, Manifest, SymbolRef, MANIFEST_SECTION};
-use hotpatch_builder::{build, file_local_symbol, BuildError, BuildFlags, PatchOrigin};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hotpatch_builder::{
+    build, file_local_symbol, BuildError, BuiltPatch, CompileCommand, FlagSource, PatchOrigin,
+};
 use hotpatch_externalizer::{Action, PatchFunction, PatchUnit};
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -34,8 +39,23 @@ fn unit(
     }
 }
 
-fn flags() -> BuildFlags {
-    BuildFlags::resolve(Some("-O2 -g"), None).unwrap()
+/// Builds `units` with `-O2 -g` for every file, as `--cflags` gives them, compiled from the
+/// revision's root.
+fn build_o2(
+    root: &Path,
+    units: Vec<PatchUnit>,
+    origin: &PatchOrigin,
+) -> Result<BuiltPatch, BuildError> {
+    let flags = ["-O2".to_string(), "-g".to_string()];
+    let commands: BTreeMap<String, CompileCommand> = units
+        .iter()
+        .map(|u| {
+            let command =
+                CompileCommand::from_flags(&u.file, &flags, FlagSource::CommandLine, Path::new(""));
+            (u.file.clone(), command)
+        })
+        .collect();
+    build(root, &units, &commands, origin)
 }
 
 #[test]
@@ -76,7 +96,7 @@ fn units_merge_into_one_object_with_bindings_and_manifest() {
         target_build_id: Some("00ff".into()),
         ..PatchOrigin::default()
     };
-    let built = build(root.path(), &[a, b], &flags(), &origin).unwrap();
+    let built = build_o2(root.path(), vec![a, b], &origin).unwrap();
 
     let object = object::File::parse(&*built.object).unwrap();
     let section = object
@@ -148,7 +168,7 @@ fn a_unit_that_does_not_compile_reports_the_compiler_diagnostics_at_the_original
         &[("f", false, Action::Replace)],
         &[],
     );
-    let err = build(root.path(), &[broken], &flags(), &PatchOrigin::default()).unwrap_err();
+    let err = build_o2(root.path(), vec![broken], &PatchOrigin::default()).unwrap_err();
     match &err {
         BuildError::Compile { file, diagnostics } => {
             assert_eq!(file, "lib.c");
@@ -171,7 +191,7 @@ fn a_function_the_compiler_dropped_is_an_error() {
         &[("gone", true, Action::Replace)],
         &[],
     );
-    let err = build(root.path(), &[unit], &flags(), &PatchOrigin::default()).unwrap_err();
+    let err = build_o2(root.path(), vec![unit], &PatchOrigin::default()).unwrap_err();
     assert!(err.to_string().contains("has no code for `gone`"), "{err}");
 }
 
@@ -194,7 +214,7 @@ fn replaced_functions_carry_the_preimage_of_their_old_code() {
         old_root: Some(old.path().to_path_buf()),
         ..PatchOrigin::default()
     };
-    let built = build(root.path(), &[new_unit], &flags(), &origin).unwrap();
+    let built = build_o2(root.path(), vec![new_unit], &origin).unwrap();
     let preimage = built.manifest.functions[0]
         .preimage
         .as_ref()
@@ -216,7 +236,7 @@ fn replaced_functions_carry_the_preimage_of_their_old_code() {
         &[("add", false, Action::Replace)],
         &[],
     );
-    let err = build(root.path(), &[new_unit], &flags(), &origin).unwrap_err();
+    let err = build_o2(root.path(), vec![new_unit], &origin).unwrap_err();
     assert!(err.to_string().contains("old revision of lib.c"), "{err}");
 }
 
@@ -246,7 +266,7 @@ fn the_postimage_of_one_patch_is_the_preimage_of_the_next() {
             old_root: Some(trees[from].path().to_path_buf()),
             ..PatchOrigin::default()
         };
-        let built = build(trees[to].path(), &[unit], &flags(), &origin).unwrap();
+        let built = build_o2(trees[to].path(), vec![unit], &origin).unwrap();
         built.manifest.functions[0].clone()
     };
     let first = patch(0, 1);

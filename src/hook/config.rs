@@ -2,7 +2,7 @@
 //!
 //! Read from `[deploy]` in `hotpatch.toml` of the pushed revision, then overridden key by key by
 //! the deploy repository's git config (`hotpatch.branch`, `hotpatch.pid`, `hotpatch.pidfile`,
-//! `hotpatch.exe`, `hotpatch.timeout`, `hotpatch.cflags`): the repository carries the project's
+//! `hotpatch.exe`, `hotpatch.timeout`, `hotpatch.cflags`, `hotpatch.buildDir`): the repository carries the project's
 //! defaults, the server's own config says where the service runs on that server.
 
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ pub struct DeployConfig {
     pub timeout: f64,
     /// Build flags, overriding `[build] cflags`.
     pub cflags: Option<String>,
+    /// The tree where the running service was built: its build model gives each file's flags.
+    pub build_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +53,7 @@ struct DeploySection {
     pidfile: Option<PathBuf>,
     exe: Option<PathBuf>,
     timeout: Option<f64>,
+    build_dir: Option<PathBuf>,
 }
 
 /// Keys the deploy repository's git config may set, as gix reads them.
@@ -68,6 +71,8 @@ pub struct GitConfig {
     pub timeout: Option<String>,
     /// `hotpatch.cflags`
     pub cflags: Option<String>,
+    /// `hotpatch.buildDir`
+    pub build_dir: Option<String>,
 }
 
 impl GitConfig {
@@ -84,6 +89,7 @@ impl GitConfig {
             exe: get("hotpatch.exe"),
             timeout: get("hotpatch.timeout"),
             cflags: get("hotpatch.cflags"),
+            build_dir: get("hotpatch.buildDir"),
         })
     }
 }
@@ -140,6 +146,11 @@ impl DeployConfig {
             target,
             timeout,
             cflags: git.cflags.clone(),
+            build_dir: git
+                .build_dir
+                .as_ref()
+                .map(PathBuf::from)
+                .or(deploy.build_dir),
         })
     }
 }
@@ -188,6 +199,19 @@ mod tests {
             (config.branch.as_str(), config.target),
             ("release", Some(TargetSpec::Pid(42)))
         );
+    }
+
+    #[test]
+    fn build_dir_from_the_file_overridden_by_git_config() {
+        let toml = "[deploy]\nbuild_dir = \"/srv/app\"\n";
+        let config = DeployConfig::resolve(Some(toml), &GitConfig::default()).unwrap();
+        assert_eq!(config.build_dir, Some(PathBuf::from("/srv/app")));
+        let git = GitConfig {
+            build_dir: Some("/srv/other".into()),
+            ..GitConfig::default()
+        };
+        let config = DeployConfig::resolve(Some(toml), &git).unwrap();
+        assert_eq!(config.build_dir, Some(PathBuf::from("/srv/other")));
     }
 
     #[test]

@@ -147,7 +147,20 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         bail!("no running process matches the deploy target {spec:?}");
     }
     let old = read_git_revision(git_dir, &update.old)?;
-    let mut changes = pipeline::classify(&old, &config_snapshot, config.cflags.as_deref());
+    // A deploy repository is bare: the build directory is only what the config names.
+    let settings = crate::build_flags::BuildSettings::for_repo(
+        None,
+        config.cflags.as_deref(),
+        config.build_dir.as_deref(),
+        None,
+    )?;
+    let model = crate::build_flags::discover_model(&settings, &config_snapshot)?;
+    let mut changes = pipeline::classify(
+        &old,
+        &config_snapshot,
+        config.cflags.as_deref(),
+        Some(&model),
+    );
     refusal::apply_forces(&mut changes, &forced_by_push_options());
     for warning in &changes.warnings {
         say(&format!("warning: {warning}"));
@@ -164,7 +177,15 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
             changes.old_label, changes.new_label
         ));
     }
-    deploy_to(&pids, &old, &config_snapshot, &changes, &config, dry_run)
+    deploy_to(
+        &pids,
+        &old,
+        &config_snapshot,
+        &changes,
+        &config,
+        &model,
+        dry_run,
+    )
 }
 
 /// The push's rejection for the refusals left in `changes`, as the pusher sees it.
@@ -209,7 +230,7 @@ fn check_runs_old_side(
     let running = read_git_revision(git_dir, &commit).with_context(|| {
         format!("pid {pid} runs commit {commit}, which the deploy repository lacks")
     })?;
-    let drift = pipeline::classify(&running, old, cflags);
+    let drift = pipeline::classify(&running, old, cflags, None);
     if drift.functions.is_empty() && drift.refusals.is_empty() {
         return Ok(());
     }
@@ -228,6 +249,7 @@ fn deploy_to(
     new: &Snapshot,
     changes: &hotpatch_differ::ChangeSet,
     config: &DeployConfig,
+    model: &hotpatch_builder::BuildModel,
     dry_run: bool,
 ) -> Result<String> {
     let mut targets = Vec::new();
@@ -235,21 +257,17 @@ fn deploy_to(
     for &pid in pids {
         let target = Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}"))?;
         let mut timings = Timings::default();
-        let patch = pipeline::build_patch(
-            changes,
-            old,
-            new,
-            Some(&target),
-            config.cflags.as_deref(),
-            &mut timings,
-        )?;
+        let patch = pipeline::build_patch(changes, old, new, Some(&target), model, &mut timings)?;
+        for warning in &patch.warnings {
+            say(&format!("warning: {warning}"));
+        }
         let mut accepted = changes.clone();
         refusal::accept_built(&mut accepted, &patch.built, &forced_by_push_options());
         if !accepted.refusals.is_empty() {
             return Err(rejection(&accepted));
         }
-        let plan = hotpatch_applier::plan(&target, &patch.object)
-            .with_context(|| format!("cannot patch pid {pid}"))?;
+        let plan =
+            crate::build_flags::plan(&target, &patch.object, &format!("cannot patch pid {pid}"))?;
         targets.push(target);
         plans.push(plan);
     }

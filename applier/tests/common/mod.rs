@@ -155,6 +155,7 @@ pub fn manifest(patch_id: &str, function: &str, old: &str, new: &str) -> Manifes
         target_build_id: None,
         cflags: vec![],
         file_cflags: Default::default(),
+        flags: Vec::new(),
         functions: vec![ManifestFunction {
             symbol: function.into(),
             target: SymbolRef::Global {
