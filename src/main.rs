@@ -20,6 +20,7 @@ mod refusal;
 mod render;
 mod revert_command;
 mod spinner;
+mod units;
 
 use clap::Parser;
 

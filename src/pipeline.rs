@@ -9,7 +9,9 @@ use hotpatch_applier::{PatchObject, Target};
 use hotpatch_builder::{
     BuildModel, BuildSection, BuiltPatch, FlagSource, OldObjects, PatchOrigin, DEFAULT_CFLAGS,
 };
-use hotpatch_differ::{diff_snapshots_with, Change, ChangeSet, DiffOptions, Snapshot};
+use hotpatch_differ::{
+    diff_snapshots_with, files_to_analyse, Change, ChangeSet, DiffOptions, Snapshot,
+};
 use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
 
@@ -36,7 +38,8 @@ pub fn elapsed_ms(start: Instant) -> f64 {
 
 /// Classifies the changes from `old` to `new`. Headers are found through the include directories
 /// of the original build: every command of the build model, and the explicit flags (`cflags`,
-/// else `hotpatch.toml` of the new revision).
+/// else `hotpatch.toml` of the new revision). Each analysed file with a compile command is
+/// judged on its preprocessed units, as the compiler sees it.
 pub fn classify(
     old: &Snapshot,
     new: &Snapshot,
@@ -54,7 +57,16 @@ pub fn classify(
     if let Some(model) = model {
         flags.extend(model.include_flags());
     }
-    diff_snapshots_with(old, new, &DiffOptions::from_flags(&flags))
+    let mut options = DiffOptions::from_flags(&flags);
+    let mut warnings = Vec::new();
+    if let Some(model) = model {
+        let files = files_to_analyse(old, new, &options);
+        (options.units, warnings) = crate::units::preprocess_units(old, new, model, &files);
+    }
+    let mut changes = diff_snapshots_with(old, new, &options);
+    warnings.append(&mut changes.warnings);
+    changes.warnings = warnings;
+    changes
 }
 
 /// Whether the change set holds anything a patch can carry (changed or new functions).
@@ -131,7 +143,7 @@ pub fn build_patch(
     let options = hotpatch_externalizer::Options {
         target_has_local_function: Some(&has_local),
         target_has_local_variable: Some(&has_variable),
-        units: None,
+        units: Some(&changes.units),
     };
     let units = hotpatch_externalizer::externalize(changes, old, new, &options)?;
     timings.externalize_ms = elapsed_ms(start);

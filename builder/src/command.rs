@@ -346,6 +346,18 @@ impl CompileCommand {
                 out.push(dir.to_string_lossy().into_owned());
             }
         }
+        // `__FILE__` (assert messages) and debug paths name the build's tree, not this temporary
+        // one: the same for every materialised revision, so two revisions compare equal where
+        // only the tree differs.
+        let root = if self.root.is_absolute() {
+            self.root.to_string_lossy().into_owned()
+        } else {
+            ".".to_string()
+        };
+        out.push(format!(
+            "-ffile-prefix-map={}={root}",
+            tree.to_string_lossy().trim_end_matches('/')
+        ));
         Ok(Placed {
             cwd,
             arguments: out,
@@ -435,6 +447,8 @@ mod tests {
                 s(build.join("include")),
                 "-idirafter".into(),
                 s(build.join("src")),
+                // __FILE__ and debug paths name the build's tree.
+                format!("-ffile-prefix-map={}={}", s(tree.clone()), s(build.clone())),
             ]
         );
     }
@@ -477,7 +491,8 @@ mod tests {
                 "-I",
                 &tree.path().join("include").to_string_lossy(),
                 "-I",
-                "/usr/x"
+                "/usr/x",
+                &format!("-ffile-prefix-map={}=.", tree.path().to_string_lossy())
             ]
         );
     }

@@ -15,6 +15,7 @@ mod merge;
 mod model;
 mod old_objects;
 pub mod preimage;
+mod preprocess;
 mod select;
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +34,7 @@ pub use flags::{recorded_switches, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 pub use old_objects::OldObjects;
+pub use preprocess::preprocess;
 
 /// Why a patch could not be built.
 #[derive(Debug, thiserror::Error)]

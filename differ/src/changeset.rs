@@ -22,6 +22,10 @@ pub struct ChangeSet {
     pub items: Vec<ItemChange>,
     /// Changes the source shows cannot be applied live (DESIGN §3), in file then line order.
     pub refusals: Vec<Refusal>,
+    /// The preprocessed units the files were judged on ([`crate::DiffOptions::units`]), for
+    /// the patch units to be made from the same text.
+    #[serde(skip)]
+    pub units: std::collections::BTreeMap<String, crate::UnitTexts>,
 }
 
 /// One function that was added, changed or removed.

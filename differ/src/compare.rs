@@ -207,11 +207,6 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             continue;
         };
         let (o, n) = sides(pair);
-        if let Some(unit) = units.get(path) {
-            let raw = (o.src.as_str(), n.src.as_str());
-            unit.compare(path, raw, old, new, &used_names, &mut out);
-            continue;
-        }
         let mut dirty = defs_of.get(path).cloned().unwrap_or_default();
         let mut scope: Vec<&Index> = vec![&n.index];
         for header in headers {
@@ -224,11 +219,21 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             }
         }
         close_over(&mut dirty, &scope);
+        let written = Written {
+            index: &n.index,
+            dirty: &dirty,
+        };
+        if let Some(unit) = units.get(path) {
+            let raw = (o.src.as_str(), n.src.as_str());
+            unit.compare(path, raw, written, (old, new), &used_names, &mut out);
+            continue;
+        }
         let mut file = FileDiff {
             path,
             old: Side::source(&o),
             new: Side::source(&n),
             dirty: &dirty,
+            written: None,
             out: &mut out,
             used_names: &used_names,
         };
@@ -264,6 +269,7 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         warnings: out.warnings,
         items: out.items,
         refusals: out.refusals,
+        units: options.units.clone(),
     }
 }
 
@@ -391,12 +397,25 @@ fn source_lines(text: &str, first: u32, last: u32) -> &str {
     &text[start..end]
 }
 
+/// A file's new source as written, with the macros, types and inline functions that changed as
+/// it names them: what explains, in the operator's words, why a function of a preprocessed unit
+/// expands differently.
+#[derive(Clone, Copy)]
+pub(crate) struct Written<'a> {
+    /// The index of the file's new source.
+    pub index: &'a Index,
+    /// Changed definitions visible in it, with why.
+    pub dirty: &'a BTreeMap<String, String>,
+}
+
 pub(crate) struct FileDiff<'a> {
     pub path: &'a str,
     pub old: Side<'a>,
     pub new: Side<'a>,
     /// Macros, types and inline functions visible here that changed, with why.
     pub dirty: &'a BTreeMap<String, String>,
+    /// For a preprocessed unit: the source as written, to say which macro made a difference.
+    pub written: Option<Written<'a>>,
     pub out: &'a mut Output,
     pub used_names: &'a HashSet<String>,
 }
@@ -444,6 +463,31 @@ impl FileDiff<'_> {
         self.out.warnings.extend(notes);
     }
 
+    /// Why a function of a preprocessed unit whose source as written did not change expands
+    /// differently: the changed macros (types, inline functions) its source names, or else a
+    /// plain statement that some macro or `#if` it depends on changed.
+    fn written_reasons(&self, name: &str) -> Vec<String> {
+        let named: Vec<String> = self
+            .written
+            .and_then(|w| {
+                let item = w.index.functions().find(|f| f.name() == Some(name))?;
+                Some(
+                    uses(item, w.dirty)
+                        .into_iter()
+                        .map(|(_, why)| format!("uses {why}"))
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        if named.is_empty() {
+            vec![
+                "expands differently: a macro or `#if` condition it depends on changed".to_string(),
+            ]
+        } else {
+            named
+        }
+    }
+
     /// Whether a function present on both sides changed its own tokens. In a preprocessed unit,
     /// a change of nothing but the line numbers `__LINE__` expands to is no change (noted).
     fn own_change(&mut self, name: &str, b: &Item, a: &Item) -> bool {
@@ -487,10 +531,7 @@ impl FileDiff<'_> {
                 let own = self.own_change(name, b, a);
                 let mut reasons: Vec<String> = Vec::new();
                 if own && self.new.unit.is_some() && tokens(old_text) == tokens(new_text) {
-                    reasons.push(
-                        "expands differently: a macro or `#if` condition it depends on changed"
-                            .to_string(),
-                    );
+                    reasons.extend(self.written_reasons(name));
                 } else if own {
                     reasons.push("changed".to_string());
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::compare::{FileDiff, Output, Side};
+use crate::compare::{FileDiff, Output, Side, Written};
 use crate::defs::{changed_defs, close_over};
 use crate::index::Index;
 use crate::parse::{parse_all, Job, Pair};
@@ -62,13 +62,14 @@ pub(crate) fn read_units<'p>(
 impl UnitPair {
     /// Compares the functions `path` defines in its units and applies the rules to every type
     /// and variable of the repository's files the units hold; `raw` is the file's old and new
-    /// source as written (for the per-function diffs).
+    /// source as written (for the per-function diffs), `written` its new source's index with the
+    /// definitions that changed (to name them in reasons).
     pub fn compare(
         &self,
         path: &str,
         raw: (&str, &str),
-        old: &Snapshot,
-        new: &Snapshot,
+        written: Written<'_>,
+        (old, new): (&Snapshot, &Snapshot),
         used_names: &HashSet<String>,
         out: &mut Output,
     ) {
@@ -126,6 +127,7 @@ impl UnitPair {
                 raw: raw.1,
             },
             dirty: &dirty,
+            written: Some(written),
             out,
             used_names,
         };
