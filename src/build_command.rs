@@ -62,7 +62,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         args.compile_commands.as_deref(),
     )?;
     let model = crate::build_flags::discover_model(&settings, &new)?;
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), Some(&model));
+    let target = args
+        .pid
+        .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
+        .transpose()?;
+    let program = target
+        .as_ref()
+        .and_then(|t| pipeline::program_of(t, &old, &new));
+    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), Some(&model), program);
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
     // A patch object is as dangerous as an apply: the same refusals hold, before compiling.
@@ -77,10 +84,6 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             changes.new_label
         );
     }
-    let target = args
-        .pid
-        .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
-        .transpose()?;
     let patch = pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)?;
     let shown = changes.warnings.clone();
     refusal::accept_built(&mut changes, &patch.built, &args.force);

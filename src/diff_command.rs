@@ -34,7 +34,22 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     )?;
     // A plain diff does without a build model that cannot be found; compiling cannot.
     let model = crate::build_flags::discover_model(&settings, &new);
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), model.as_ref().ok());
+    // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
+    let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
+    let target = pids
+        .first()
+        .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
+        .transpose()?;
+    let program = target
+        .as_ref()
+        .and_then(|t| pipeline::program_of(t, &old, &new));
+    let mut changes = pipeline::classify(
+        &old,
+        &new,
+        args.cflags.as_deref(),
+        model.as_ref().ok(),
+        program,
+    );
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
 
@@ -47,12 +62,6 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     if !pipeline::has_patchable_changes(&changes) {
         return out.nothing_to_patch(&changes);
     }
-    // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
-    let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
-    let target = pids
-        .first()
-        .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
-        .transpose()?;
     let patch =
         pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model?, &mut timings)?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);

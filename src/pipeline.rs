@@ -10,7 +10,7 @@ use hotpatch_builder::{
     BuildModel, BuildSection, BuiltPatch, FlagSource, OldObjects, PatchOrigin, DEFAULT_CFLAGS,
 };
 use hotpatch_differ::{
-    diff_snapshots_with, files_to_analyse, Change, ChangeSet, DiffOptions, Snapshot,
+    diff_snapshots_with, files_to_analyse, Change, ChangeSet, DiffOptions, Program, Snapshot,
 };
 use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
@@ -45,6 +45,7 @@ pub fn classify(
     new: &Snapshot,
     cflags: Option<&str>,
     model: Option<&BuildModel>,
+    program: Option<Program>,
 ) -> ChangeSet {
     let mut flags = match cflags {
         Some(text) => shlex::split(text),
@@ -58,6 +59,7 @@ pub fn classify(
         flags.extend(model.include_flags());
     }
     let mut options = DiffOptions::from_flags(&flags);
+    options.program = program;
     let mut warnings = Vec::new();
     if let Some(model) = model {
         let files = files_to_analyse(old, new, &options);
@@ -67,6 +69,23 @@ pub fn classify(
     warnings.append(&mut changes.warnings);
     changes.warnings = warnings;
     changes
+}
+
+/// The `.c` files of either revision that the running process's binaries were built from, when
+/// they say (see `Target::sources`): a change outside them is no concern of this process.
+pub fn program_of(target: &Target, old: &Snapshot, new: &Snapshot) -> Option<Program> {
+    let sources = target.sources()?;
+    let files = old
+        .files
+        .keys()
+        .chain(new.files.keys())
+        .filter(|f| f.ends_with(".c") && sources.includes(f))
+        .cloned()
+        .collect();
+    Some(Program {
+        name: target.exe_path().display().to_string(),
+        files,
+    })
 }
 
 /// Whether the change set holds anything a patch can carry (changed or new functions).

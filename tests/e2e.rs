@@ -252,6 +252,7 @@ cases!(
     call_unpatched,
     function_pointer,
     multiple_files,
+    outside_the_binary,
     whitespace_comment_only,
     header_macro,
     header_inline,

@@ -43,10 +43,16 @@ pub(crate) fn static_local_addresses(
     .unwrap_or(DwarfAnswer::NoDebugInfo)
 }
 
-/// The `DW_AT_producer` of every compilation unit of `file` (its `DW_AT_name`, joined to its
-/// `DW_AT_comp_dir`, matches `file` at a `/`): the compiler and, for gcc, the code-generation
-/// switches it was run with. Empty without debug information.
-pub(crate) fn producers(elf: &[u8], file: &str) -> Vec<String> {
+/// One compilation unit of a module's debug information.
+pub(crate) struct CompileUnit {
+    /// Its source file: `DW_AT_name` joined to `DW_AT_comp_dir`, normalised.
+    pub path: String,
+    /// Its `DW_AT_producer`: the compiler and, for gcc, the code-generation switches.
+    pub producer: Option<String>,
+}
+
+/// Every compilation unit of the ELF file `elf`; `None` without debug information.
+pub(crate) fn compile_units(elf: &[u8]) -> Option<Vec<CompileUnit>> {
     with_dwarf(elf, |dwarf| {
         let mut found = Vec::new();
         let mut units = dwarf.units();
@@ -68,17 +74,28 @@ pub(crate) fn producers(elf: &[u8], file: &str) -> Vec<String> {
                 Some(dir) if !name.starts_with('/') => format!("{dir}/{name}"),
                 _ => name,
             };
-            if file_matches(&normalize(&path), file) {
-                if let Some(producer) = text(gimli::DW_AT_producer) {
-                    if !found.contains(&producer) {
-                        found.push(producer);
-                    }
-                }
-            }
+            found.push(CompileUnit {
+                path: normalize(&path),
+                producer: text(gimli::DW_AT_producer),
+            });
         }
         found
     })
-    .unwrap_or_default()
+}
+
+/// The `DW_AT_producer` of every compilation unit of `file` (its path matches `file` at a
+/// `/`): the compiler and, for gcc, the code-generation switches it was run with. Empty without
+/// debug information.
+pub(crate) fn producers(elf: &[u8], file: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for unit in compile_units(elf).unwrap_or_default() {
+        if let Some(producer) = unit.producer.filter(|_| file_matches(&unit.path, file)) {
+            if !found.contains(&producer) {
+                found.push(producer);
+            }
+        }
+    }
+    found
 }
 
 /// `path` without `.` and `..` components.

@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use crate::artifact::SymbolRef;
-use crate::debuginfo::{producers, static_local_addresses, DwarfAnswer};
+use crate::debuginfo::{compile_units, producers, static_local_addresses, DwarfAnswer};
 use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
 use crate::symbols::{file_matches, read_module_symbols, FileGroup, ModSymbol, ModuleSymbols};
@@ -101,6 +101,18 @@ pub(crate) struct Found {
     pub(crate) address: u64,
     /// For file-local symbols, the `STT_FILE` name of the group.
     pub(crate) file: Option<String>,
+}
+
+/// The source files a process's binaries were compiled from (see [`Target::sources`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFiles(Vec<String>);
+
+impl SourceFiles {
+    /// Whether repository path `file` is one of them (recorded paths may be absolute or
+    /// relative to where the build ran: they match at a `/`).
+    pub fn includes(&self, file: &str) -> bool {
+        self.0.iter().any(|recorded| file_matches(recorded, file))
+    }
 }
 
 /// A running process, inspected: mappings, modules and their symbols.
@@ -221,6 +233,31 @@ impl Target {
             }
         }
         out
+    }
+
+    /// The source files the process's code was compiled from, as far as the binaries say: the
+    /// compilation units of every module's debug information, and the `STT_FILE` symbols of
+    /// modules not built with link-time optimisation (whose partitions name no source). `None`
+    /// when nothing says (stripped, LTO without `-g`): then every file may be part of it.
+    pub fn sources(&self) -> Option<SourceFiles> {
+        let mut files: Vec<String> = Vec::new();
+        for module in &self.modules {
+            if let Some(units) = self
+                .module_bytes(module)
+                .ok()
+                .and_then(|bytes| compile_units(&bytes))
+            {
+                files.extend(units.into_iter().map(|u| u.path));
+            }
+            let groups = &module.symbols.files;
+            if !groups.iter().any(|g| is_lto_group(&g.file)) {
+                files.extend(groups.iter().map(|g| g.file.clone()));
+            }
+        }
+        files.retain(|f| f.ends_with(".c"));
+        files.sort();
+        files.dedup();
+        (!files.is_empty()).then_some(SourceFiles(files))
     }
 
     /// Whether any module's symbol table has a `static` variable `name` defined by source `file`

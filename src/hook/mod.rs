@@ -155,11 +155,17 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         None,
     )?;
     let model = crate::build_flags::discover_model(&settings, &config_snapshot)?;
+    // The program of the first process decides which files are part of it (all run one binary).
+    let program = pids
+        .first()
+        .and_then(|&pid| Target::inspect(pid).ok())
+        .and_then(|t| pipeline::program_of(&t, &old, &config_snapshot));
     let mut changes = pipeline::classify(
         &old,
         &config_snapshot,
         config.cflags.as_deref(),
         Some(&model),
+        program,
     );
     refusal::apply_forces(&mut changes, &forced_by_push_options());
     for warning in &changes.warnings {
@@ -230,7 +236,7 @@ fn check_runs_old_side(
     let running = read_git_revision(git_dir, &commit).with_context(|| {
         format!("pid {pid} runs commit {commit}, which the deploy repository lacks")
     })?;
-    let drift = pipeline::classify(&running, old, cflags, None);
+    let drift = pipeline::classify(&running, old, cflags, None, None);
     if drift.functions.is_empty() && drift.refusals.is_empty() {
         return Ok(());
     }
