@@ -251,6 +251,7 @@ impl Printer {
                         "file": file_of(&r.target),
                         "address": r.address,
                         "module": r.module,
+                        "rule": r.rule,
                     })).collect::<Vec<_>>(),
                 })
             });
@@ -294,8 +295,8 @@ impl Printer {
             for resolution in &plan.resolutions {
                 let _ = writeln!(
                     text,
-                    "  binds {} → {:#x} in {}",
-                    resolution.target, resolution.address, resolution.module
+                    "  binds {} → {:#x} in {} ({})",
+                    resolution.target, resolution.address, resolution.module, resolution.rule
                 );
             }
         }

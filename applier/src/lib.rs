@@ -24,6 +24,7 @@
 
 pub mod apply;
 pub mod artifact;
+mod bind;
 mod commit;
 mod debuginfo;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod ptrace;
 mod region;
 mod resolve;
 pub mod revert;
+mod scope;
 mod symbols;
 pub mod target;
 mod trampoline;

@@ -8,9 +8,11 @@ use object::elf;
 
 use crate::apply::refuse_if_applied;
 use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
+use crate::bind::{bind_global, split_version};
 use crate::error::ApplyError;
 use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
 use crate::layout::{Layout, PAGE};
+use crate::ledger::LedgerState;
 use crate::link::Linker;
 use crate::object_file::{PatchObject, Placement, SectionClass};
 use crate::ptrace::read_memory;
@@ -42,6 +44,9 @@ pub struct Plan {
     pub(crate) layout: Layout,
     pub(crate) externals: BTreeMap<usize, u64>,
     pub(crate) redirects: Vec<Redirect>,
+    /// The lowest and highest address of the module the replaced code lives in: the region is
+    /// placed within `jmp rel32` reach of all of it.
+    pub(crate) near: (u64, u64),
 }
 
 /// One function of the patch.
@@ -73,6 +78,8 @@ pub struct Resolution {
     pub address: u64,
     /// The module defining it.
     pub module: String,
+    /// Why it bound there: the lookup rule that decided, in words.
+    pub rule: String,
 }
 
 /// A replaced function's entry, to be overwritten with a jump.
@@ -86,17 +93,25 @@ pub(crate) struct Redirect {
     pub(crate) size: u64,
     /// The function's first bytes (up to [`MAX_READ`]) when planned.
     pub(crate) code: Vec<u8>,
+    /// The same bytes as the binary has them: where earlier patches' jumps are (the ledger
+    /// says which bytes they overwrote), their original bytes, so that no jump written by
+    /// hotpatch is ever decoded as instructions.
+    pub(crate) original: Vec<u8>,
 }
 
 /// Resolves and checks everything needed to apply `patch` to `target`; writes nothing.
 pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
+    // The patches already in the process: a function one of them redirected runs its code.
+    let earlier = installed_patches(target.pid())?;
     let functions = match patch.manifest() {
         Some(manifest) => {
             check_build_id(target, manifest)?;
-            manifest_functions(target, patch, manifest)?
+            manifest_functions(target, patch, manifest, &earlier)?
         }
         None => plain_functions(target, patch)?,
     };
+    let home = home_module(target, &functions);
+    let near = target.span_of(home);
     let mut redirects = Vec::new();
     for (index, function) in functions.iter().enumerate() {
         if let (Some(entry), Some(size)) = (function.old_address, function.old_size) {
@@ -106,10 +121,11 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
                     function.target
                 )));
             }
-            redirects.push(check_redirect(target, index, function, entry, size)?);
+            let site = Site { index, entry, size };
+            redirects.push(check_redirect(target, near, &earlier, function, site)?);
         }
     }
-    let (externals, resolutions) = resolve_undefined(target, patch)?;
+    let (externals, resolutions) = resolve_undefined(target, patch, home)?;
     let layout = Layout::compute(patch, |sym| is_external_function(target, patch, sym));
     if layout.text_size.saturating_add(layout.data_size) > MAX_IMAGE {
         return Err(ApplyError::MalformedObject(format!(
@@ -126,6 +142,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         layout,
         externals,
         redirects,
+        near,
     };
     test_link(target, &plan)?;
     Ok(plan)
@@ -161,23 +178,32 @@ fn missing_function(target: &Target, wanted: &SymbolRef) -> ApplyError {
     }
 }
 
+/// The module the replaced functions live in (the executable when there are none, or when they
+/// are spread over several modules): whose references the patch's are bound like, and near
+/// which the region goes.
+fn home_module(target: &Target, functions: &[PlannedFunction]) -> usize {
+    let mut modules = functions
+        .iter()
+        .filter_map(|f| f.old_address)
+        .map(|address| target.module_at(address).unwrap_or(target.exe));
+    match modules.next() {
+        Some(first) if modules.all(|m| m == first) => first,
+        _ => target.exe,
+    }
+}
+
 fn manifest_functions(
     target: &Target,
     patch: &PatchObject,
     manifest: &Manifest,
+    earlier: &[InstalledPatch],
 ) -> Result<Vec<PlannedFunction>, ApplyError> {
     let revision = manifest
         .old_revision
         .as_deref()
         .unwrap_or("the revision the patch was made from");
-    // The patches already in the process: a function one of them redirected runs its code
-    // (and the same patch again is refused as such, not as a mismatch with itself).
-    let earlier = if manifest.functions.iter().any(|f| f.preimage.is_some()) {
-        installed_patches(target.pid())?
-    } else {
-        Vec::new()
-    };
-    refuse_if_applied(target.pid(), &patch.patch_id(), &earlier)?;
+    // The same patch again is refused as such, not as a mismatch with itself.
+    refuse_if_applied(target.pid(), &patch.patch_id(), earlier)?;
     let mut out = Vec::new();
     for function in &manifest.functions {
         let object_symbol = patch.defined_symbol(&function.symbol).ok_or_else(|| {
@@ -206,7 +232,7 @@ fn manifest_functions(
                 revision,
                 preimage,
             };
-            match in_effect_at(&earlier, found.address) {
+            match in_effect_at(earlier, found.address) {
                 Some((patch, installed)) => {
                     check_stacked(&expected, patch, patch.postimage(installed))?
                 }
@@ -405,18 +431,30 @@ fn plain_functions(
     Ok(out)
 }
 
-/// Reads the function's first bytes and checks the jump fits. Functions of the executable get a
-/// `jmp rel32` (the region is always within reach of it); others the 14-byte absolute jump.
+/// A replaced function's entry, as [`check_redirect`] gets it.
+struct Site {
+    /// Index in the plan's functions.
+    index: usize,
+    /// Entry address.
+    entry: u64,
+    /// `st_size`.
+    size: u64,
+}
+
+/// Reads the function's first bytes and checks the jump fits. Functions of the module the
+/// region is placed near (`near`) get a `jmp rel32` (the region is always within its reach);
+/// others the 14-byte absolute jump. Whole instructions are decoded from the function's
+/// original bytes: earlier patches' jumps are undone first, by their ledger records.
 fn check_redirect(
     target: &Target,
-    index: usize,
+    near: (u64, u64),
+    earlier: &[InstalledPatch],
     function: &PlannedFunction,
-    entry: u64,
-    size: u64,
+    site: Site,
 ) -> Result<Redirect, ApplyError> {
+    let Site { index, entry, size } = site;
     let name = function.target.name();
-    let (lo, hi) = target.exe_span();
-    let jump = if lo <= entry && entry < hi {
+    let jump = if near.0 <= entry && entry < near.1 {
         REL32_LEN
     } else {
         ABS_LEN
@@ -428,13 +466,41 @@ fn check_redirect(
     };
     let len = usize::try_from(size.min(MAX_READ)).unwrap_or(0);
     let code = read_memory(target.pid(), entry, len)?;
-    covered_length(name, &code, entry, size, jump)?;
+    let original = without_patch_jumps(&code, entry, earlier);
+    covered_length(name, &original, entry, size, jump)?;
     Ok(Redirect {
         function: index,
         entry,
         size,
         code,
+        original,
     })
+}
+
+/// `code` (read at `entry`) with the bytes that the jumps of `earlier` patches overwrote at
+/// `entry` put back, newest first, as a revert of each would.
+fn without_patch_jumps(code: &[u8], entry: u64, earlier: &[InstalledPatch]) -> Vec<u8> {
+    let mut ranges: Vec<(u64, &str)> = earlier
+        .iter()
+        .filter(|p| p.state != LedgerState::Reverted)
+        .flat_map(|p| {
+            p.record
+                .functions
+                .iter()
+                .filter_map(|f| f.overwritten.as_ref())
+                .filter(|o| o.address == entry)
+                .map(|o| (p.sequence, o.original_hex.as_str()))
+        })
+        .collect();
+    ranges.sort_by_key(|&(sequence, _)| std::cmp::Reverse(sequence));
+    let mut bytes = code.to_vec();
+    for (_, hex) in ranges {
+        let original = crate::revert::unhex(hex).unwrap_or_default();
+        for (byte, value) in bytes.iter_mut().zip(original) {
+            *byte = value;
+        }
+    }
+    bytes
 }
 
 /// A function shorter than its jump can still take it when the bytes after it, up to the next
@@ -475,13 +541,17 @@ fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> boo
     if symbol.st_type == elf::STT_FUNC {
         return true;
     }
-    target.lookup_global(&symbol.name, true).is_some()
+    target
+        .lookup_global(split_version(&symbol.name).0, true)
+        .is_some()
 }
 
-/// Resolves every undefined symbol that a loaded section refers to.
+/// Resolves every undefined symbol that a loaded section refers to; globals as the references
+/// of module `home` (where the replaced code lives) were bound.
 fn resolve_undefined(
     target: &Target,
     patch: &PatchObject,
+    home: usize,
 ) -> Result<(BTreeMap<usize, u64>, Vec<Resolution>), ApplyError> {
     let bindings = patch
         .manifest()
@@ -510,21 +580,32 @@ fn resolve_undefined(
             .unwrap_or_else(|| SymbolRef::Global {
                 name: symbol.name.clone(),
             });
-        let found = match &wanted {
-            SymbolRef::Global { name } => target.lookup_global(name, false),
-            SymbolRef::FileLocal { name, file } => target.lookup_file_local(name, file, false)?,
+        let bound = match &wanted {
+            SymbolRef::Global { name } => bind_global(target, name, home)?,
+            SymbolRef::FileLocal { name, file } => target
+                .lookup_file_local(name, file, false)?
+                .map(|found| local_binding(target, &wanted, &found, "file-local symbol"))
+                .transpose()?,
             SymbolRef::StaticLocal {
                 function,
                 name,
                 file,
-            } => target.lookup_static_local(function, name, file)?,
+            } => target
+                .lookup_static_local(function, name, file)?
+                .map(|found| local_binding(target, &wanted, &found, "static local"))
+                .transpose()?,
         };
-        let (address, module) = match found {
-            Some(found) => {
-                let address = runtime_address(target, wanted.name(), &found)?;
-                (address, target.modules[found.module].path.clone())
+        let (address, module, rule) = match bound {
+            Some(bound) => {
+                let module = bound.module.and_then(|m| target.modules.get(m));
+                let module = module.map_or_else(|| "(no module)".to_string(), |m| m.path.clone());
+                (bound.address, module, bound.rule)
             }
-            None if symbol.binding == elf::STB_WEAK => (0, "(absent weak symbol)".to_string()),
+            None if symbol.binding == elf::STB_WEAK => (
+                0,
+                "(absent weak symbol)".to_string(),
+                "weak, and defined nowhere: null".to_string(),
+            ),
             None => {
                 return Err(ApplyError::UnresolvedSymbol {
                     symbol: symbol.name.clone(),
@@ -538,17 +619,34 @@ fn resolve_undefined(
             target: wanted,
             address,
             module,
+            rule,
         });
     }
     Ok((externals, resolutions))
 }
 
+/// A `static` of a source file bound to the storage `found` (its module's symbol or DWARF).
+fn local_binding(
+    target: &Target,
+    wanted: &SymbolRef,
+    found: &Found,
+    what: &str,
+) -> Result<crate::bind::Bound, ApplyError> {
+    let path = &target.modules[found.module].path;
+    let file = found.file.as_deref().unwrap_or("its file");
+    Ok(crate::bind::Bound {
+        address: runtime_address(target, wanted.name(), found)?,
+        module: Some(found.module),
+        rule: format!("{what} of {file} in {path}"),
+    })
+}
 /// Links once at the address the region would get now, so that unsupported or overflowing
 /// relocations are reported by `plan`.
 fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
     let size = PLAN_HEADER_PAGES * PAGE + plan.image_size();
     let base = region::choose(
         &target.maps,
+        plan.near,
         target.exe_span(),
         size,
         region::mmap_min_addr(),

@@ -5,8 +5,8 @@
 
 use object::elf;
 
+use crate::bind::filled_slot;
 use crate::error::ApplyError;
-use crate::ptrace::read_memory;
 use crate::target::{Found, Target};
 
 /// The address of `found` that code of the patch should call or read.
@@ -48,7 +48,7 @@ fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u
 /// so a libc IFUNC the program never called is still found). A slot still pointing into its
 /// module's PLT (lazy binding), at the resolver, or at zero is not resolved.
 fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, ApplyError> {
-    for module in &target.modules {
+    for (index, module) in target.modules.iter().enumerate() {
         let by_name = module.symbols.got_slots.get(name).into_iter().flatten();
         let by_resolver = module
             .symbols
@@ -56,21 +56,10 @@ fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, App
             .get(&resolver.wrapping_sub(module.bias))
             .into_iter()
             .flatten();
-        for slot in by_name.chain(by_resolver) {
-            let address = slot.wrapping_add(module.bias);
-            let Ok(bytes) = read_memory(target.pid(), address, 8) else {
-                continue;
-            };
-            let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) else {
-                continue;
-            };
-            let value = u64::from_le_bytes(bytes);
-            let in_plt = module.symbols.plt_ranges.iter().any(|&(lo, hi)| {
-                let (lo, hi) = (lo.wrapping_add(module.bias), hi.wrapping_add(module.bias));
-                lo <= value && value < hi
-            });
-            if value != 0 && value != resolver && !in_plt {
-                return Ok(value);
+        for &slot in by_name.chain(by_resolver) {
+            match filled_slot(target, index, module.address_of_value(slot)) {
+                Some(value) if value != resolver => return Ok(value),
+                _ => {}
             }
         }
     }

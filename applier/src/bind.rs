@@ -1,0 +1,229 @@
+//! Binding a global name of the patch to the definition the original code reaches, by the
+//! dynamic linker's rules, and saying why. The code a patch replaces lives in one module (the
+//! *requester*); its references were bound by `ld.so` when the process started, so, in order:
+//!
+//! 1. the requester's own definition when `ld.so` binds the requester's references to it: a
+//!    hidden symbol (local after linking), a protected one, or any one of a library linked with
+//!    `-Bsymbolic`;
+//! 2. the requester's GOT slot for the name, read from the process, when `ld.so` has filled it
+//!    (not still pointing into the PLT): the address the original code itself uses — interposers,
+//!    versions, copy relocations and IFUNCs included; then the executable's slot;
+//! 3. the first definition in the global lookup scope, in the link map's order (executable,
+//!    `LD_PRELOAD` libraries, `DT_NEEDED` breadth-first, then what `dlopen` added), with the
+//!    symbol version asked for: `name@VER` in the patch object, else the version the requester
+//!    was linked against, else the default (`@@`) version the patch was compiled against. A
+//!    library variable the executable holds a copy of (`R_X86_64_COPY`) is found in the
+//!    executable first, so the copy is what is bound.
+
+use crate::error::ApplyError;
+use crate::ptrace::read_memory;
+use crate::resolve::runtime_address;
+use crate::target::{Found, Target};
+
+/// A global name bound in the target.
+#[derive(Debug, Clone)]
+pub(crate) struct Bound {
+    /// The address code of the patch uses.
+    pub(crate) address: u64,
+    /// The module holding it, when known.
+    pub(crate) module: Option<usize>,
+    /// Which rule decided, in words (shown by `--dry-run --pid`).
+    pub(crate) rule: String,
+}
+
+/// Splits `name@VER` / `name@@VER` (a version the patch object asks for) into name and version.
+pub(crate) fn split_version(symbol: &str) -> (&str, Option<&str>) {
+    match symbol.split_once('@') {
+        Some((name, version)) => {
+            let version = version.strip_prefix('@').unwrap_or(version);
+            (name, Some(version).filter(|v| !v.is_empty()))
+        }
+        None => (symbol, None),
+    }
+}
+
+/// Binds the global `symbol` (possibly `name@VER`) as the code of module `requester` is bound.
+/// `Ok(None)`: nothing defines it.
+pub(crate) fn bind_global(
+    target: &Target,
+    symbol: &str,
+    requester: usize,
+) -> Result<Option<Bound>, ApplyError> {
+    let (name, asked) = split_version(symbol);
+    let Some(module) = target.modules.get(requester) else {
+        return Ok(None);
+    };
+    let linked = module.symbols.needed_versions.get(name).map(String::as_str);
+    let version = asked.or(linked);
+    let version_note = match (asked, version) {
+        (Some(v), _) => format!(", version {v} (the patch asks for it)"),
+        (None, Some(v)) => format!(", version {v} (what {} was linked against)", module.path),
+        (None, None) => String::new(),
+    };
+    if let Some(bound) = own_definition(target, name, version, requester)? {
+        return Ok(Some(bound));
+    }
+    for slots_of in [requester, target.exe] {
+        let slot_version = target.modules[slots_of]
+            .symbols
+            .needed_versions
+            .get(name)
+            .map(String::as_str);
+        if asked.is_none_or(|v| Some(v) == slot_version) {
+            if let Some(bound) = got_binding(target, name, slots_of) {
+                return Ok(Some(bound));
+            }
+        }
+    }
+    let found = target
+        .lookup_in_scope(name, version, false)
+        .or_else(|| asked.is_none().then(|| target.lookup_global(name, false))?);
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let address = runtime_address(target, name, &found)?;
+    let path = &target.modules[found.module].path;
+    let place = match target.scope.position(found.module) {
+        Some(position) if target.scope.from_link_map => {
+            format!("position {} of the link map", position + 1)
+        }
+        _ => "the executable first, then address order (no link map)".to_string(),
+    };
+    let copy = copy_note(target, name, found.module);
+    Ok(Some(Bound {
+        address,
+        module: Some(found.module),
+        rule: format!("first definition in the global scope: {path}, {place}{version_note}{copy}"),
+    }))
+}
+
+/// Says so when module `index` is the executable holding a copy of a library's variable `name`.
+fn copy_note(target: &Target, name: &str, index: usize) -> String {
+    let copied = target
+        .modules
+        .get(index)
+        .is_some_and(|m| m.is_exe && m.symbols.copy_relocations.iter().any(|c| c == name));
+    if copied {
+        "; the executable's copy of the library variable (copy relocation), which all code uses"
+            .to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Rule 1: the requester's own hidden, protected or `-Bsymbolic` definition.
+fn own_definition(
+    target: &Target,
+    name: &str,
+    version: Option<&str>,
+    requester: usize,
+) -> Result<Option<Bound>, ApplyError> {
+    let module = &target.modules[requester];
+    let path = &module.path;
+    let hidden = module
+        .symbols
+        .files
+        .iter()
+        .flat_map(|g| g.locals.get(name).into_iter().flatten())
+        .filter(|s| {
+            matches!(
+                s.visibility,
+                object::elf::STV_HIDDEN | object::elf::STV_INTERNAL
+            )
+        })
+        .fold(Vec::new(), |mut unique, s| {
+            if !unique
+                .iter()
+                .any(|u: &&crate::symbols::ModSymbol| u.value == s.value)
+            {
+                unique.push(s);
+            }
+            unique
+        });
+    let (found, rule) = if let [symbol] = hidden.as_slice() {
+        let found = Found {
+            module: requester,
+            symbol: (*symbol).clone(),
+            address: module.address_of(symbol),
+            file: None,
+        };
+        (
+            found,
+            format!("hidden in {path}: its own definition, never interposed"),
+        )
+    } else {
+        let Some(found) = target.definition_in(requester, name, version, false) else {
+            return Ok(None);
+        };
+        if module.is_exe {
+            let copy = copy_note(target, name, requester);
+            (
+                found,
+                format!("defined by the executable {path} itself{copy}"),
+            )
+        } else if found.symbol.visibility == object::elf::STV_PROTECTED {
+            (
+                found,
+                format!("protected in {path}: its own references are not interposed"),
+            )
+        } else if module.symbols.symbolic {
+            (
+                found,
+                format!("{path} is linked -Bsymbolic: its own definition comes first"),
+            )
+        } else {
+            return Ok(None);
+        }
+    };
+    let address = runtime_address(target, name, &found)?;
+    Ok(Some(Bound {
+        address,
+        module: Some(requester),
+        rule,
+    }))
+}
+
+/// Rule 2: the value `ld.so` wrote into module `index`'s GOT slot for `name`, if it did.
+fn got_binding(target: &Target, name: &str, index: usize) -> Option<Bound> {
+    let module = &target.modules[index];
+    let slots = module.symbols.got_slots.get(name)?;
+    slots.iter().find_map(|&slot| {
+        let value = filled_slot(target, index, module.address_of_value(slot))?;
+        let owner = target.module_at(value);
+        let copy = owner.map_or_else(String::new, |o| copy_note(target, name, o));
+        Some(Bound {
+            address: value,
+            module: owner,
+            rule: format!("the GOT slot of {} as ld.so filled it{copy}", module.path),
+        })
+    })
+}
+
+/// The value of the GOT slot at `address` of module `index`, when the dynamic linker has filled
+/// it: not zero and not pointing into the module's PLT (a lazy binding not made yet).
+pub(crate) fn filled_slot(target: &Target, index: usize, address: u64) -> Option<u64> {
+    let module = target.modules.get(index)?;
+    let bytes = read_memory(target.pid(), address, 8).ok()?;
+    let value = u64::from_le_bytes(bytes.as_slice().try_into().ok()?);
+    let in_plt = module.symbols.plt_ranges.iter().any(|&(lo, hi)| {
+        let (lo, hi) = (module.address_of_value(lo), module.address_of_value(hi));
+        lo <= value && value < hi
+    });
+    (value != 0 && !in_plt).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_split_off() {
+        assert_eq!(split_version("memcpy"), ("memcpy", None));
+        assert_eq!(
+            split_version("memcpy@GLIBC_2.2.5"),
+            ("memcpy", Some("GLIBC_2.2.5"))
+        );
+        assert_eq!(split_version("vget@@VER_2"), ("vget", Some("VER_2")));
+        assert_eq!(split_version("odd@"), ("odd", None));
+    }
+}

@@ -1,0 +1,92 @@
+//! The order in which the dynamic linker searches the modules of a process, read from the process
+//! itself: `DT_DEBUG` in the executable's dynamic section points at `r_debug`, whose `r_map` is the
+//! head of the link map, one `link_map` per loaded object in load order — the executable, the
+//! `LD_PRELOAD` libraries, the `DT_NEEDED` libraries breadth-first, the dynamic linker, then what
+//! `dlopen` loaded. Each entry is matched to a module by its dynamic section (`l_ld`).
+
+use crate::ptrace::read_memory;
+use crate::target::Module;
+
+/// Most link-map entries followed (a bound against a damaged or cyclic list).
+const MAX_ENTRIES: usize = 4096;
+/// Most dynamic-section entries read.
+const MAX_DYNAMIC: usize = 1024;
+/// `DT_NULL`, `DT_DEBUG`.
+const DT_NULL: u64 = 0;
+const DT_DEBUG: u64 = 21;
+/// Offsets in `struct r_debug` and `struct link_map` (glibc, x86-64; the public part).
+const R_MAP: u64 = 8;
+const L_LD: u64 = 16;
+const L_NEXT: u64 = 24;
+
+/// The lookup order of the modules, and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    /// Indices of [`crate::target::Target::modules`], first searched first.
+    pub(crate) order: Vec<usize>,
+    /// The order is the dynamic linker's link map (otherwise: the executable, then the
+    /// libraries in address order, for a process without one, such as a static executable).
+    pub(crate) from_link_map: bool,
+}
+
+impl Scope {
+    /// The position (0 = first) of module `index` in the lookup order.
+    pub(crate) fn position(&self, index: usize) -> Option<usize> {
+        self.order.iter().position(|&i| i == index)
+    }
+}
+
+/// Reads the lookup order of process `pid`. Modules the link map does not list (there is none,
+/// or it is being changed right now) follow in address order.
+pub(crate) fn read_scope(pid: i32, modules: &[Module], exe: usize) -> Scope {
+    let linked = link_map_order(pid, modules, exe).unwrap_or_default();
+    let from_link_map = linked.first() == Some(&exe);
+    let mut order = if from_link_map { linked } else { vec![exe] };
+    for index in 0..modules.len() {
+        if !order.contains(&index) {
+            order.push(index);
+        }
+    }
+    Scope {
+        order,
+        from_link_map,
+    }
+}
+
+fn read_u64(pid: i32, address: u64) -> Option<u64> {
+    let bytes = read_memory(pid, address, 8).ok()?;
+    Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
+}
+
+/// The modules in link-map order; `None` when the process has no readable link map.
+fn link_map_order(pid: i32, modules: &[Module], exe: usize) -> Option<Vec<usize>> {
+    let module = modules.get(exe)?;
+    let dynamic = module.address_of_value(module.symbols.dynamic_address?);
+    let r_debug = (0..MAX_DYNAMIC as u64).find_map(|i| {
+        let entry = dynamic.checked_add(i * 16)?;
+        match read_u64(pid, entry) {
+            Some(DT_DEBUG) => Some(read_u64(pid, entry + 8)),
+            Some(DT_NULL) | None => Some(None),
+            Some(_) => None,
+        }
+    })??;
+    if r_debug == 0 {
+        return None;
+    }
+    let mut entry = read_u64(pid, r_debug.checked_add(R_MAP)?)?;
+    let mut order = Vec::new();
+    for _ in 0..MAX_ENTRIES {
+        if entry == 0 {
+            return Some(order);
+        }
+        let ld = read_u64(pid, entry.checked_add(L_LD)?)?;
+        let owner = modules
+            .iter()
+            .position(|m| m.ranges.iter().any(|&(lo, hi)| lo <= ld && ld < hi));
+        if let Some(index) = owner.filter(|i| !order.contains(i)) {
+            order.push(index);
+        }
+        entry = read_u64(pid, entry.checked_add(L_NEXT)?)?;
+    }
+    None
+}
