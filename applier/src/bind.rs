@@ -10,9 +10,10 @@
 //!    versions, copy relocations and IFUNCs included; then the executable's slot;
 //! 3. the first definition in the global lookup scope, in the link map's order (executable,
 //!    `LD_PRELOAD` libraries, `DT_NEEDED` breadth-first, then what `dlopen` added), with the
-//!    symbol version asked for: `name@VER` in the patch object, else the version the requester
-//!    was linked against, else the default (`@@`) version the patch was compiled against. A
-//!    library variable the executable holds a copy of (`R_X86_64_COPY`) is found in the
+//!    symbol version asked for: `name@VER` in the patch object, else the default (`@@`) version,
+//!    the one the patch was compiled against (a GOT slot of rule 2 counts only when it was bound
+//!    for that same version: a module linked against `memcpy@GLIBC_2.2.5` does not decide for a
+//!    patch compiled against `memcpy@@GLIBC_2.14`). A library variable the executable holds a copy of (`R_X86_64_COPY`) is found in the
 //!    executable first, so the copy is what is bound.
 
 use crate::error::ApplyError;
@@ -50,34 +51,35 @@ pub(crate) fn bind_global(
     requester: usize,
 ) -> Result<Option<Bound>, ApplyError> {
     let (name, asked) = split_version(symbol);
-    let Some(module) = target.modules.get(requester) else {
+    if target.modules.get(requester).is_none() {
         return Ok(None);
-    };
-    let linked = module.symbols.needed_versions.get(name).map(String::as_str);
-    let version = asked.or(linked);
-    let version_note = match (asked, version) {
-        (Some(v), _) => format!(", version {v} (the patch asks for it)"),
-        (None, Some(v)) => format!(", version {v} (what {} was linked against)", module.path),
-        (None, None) => String::new(),
-    };
-    if let Some(bound) = own_definition(target, name, version, requester)? {
+    }
+    let version_note = asked.map_or_else(String::new, |v| {
+        format!(", version {v} (the patch asks for it)")
+    });
+    if let Some(bound) = own_definition(target, name, asked, requester)? {
         return Ok(Some(bound));
     }
+    // The executable's `.symtab`-only globals are its own business: other modules' code never
+    // reaches them (that was rule 1 for the executable itself).
+    let found = target
+        .lookup_in_scope(name, asked, false, true)
+        .or_else(|| asked.is_none().then(|| target.lookup_global(name, false))?);
+    // A GOT slot holds what ld.so bound for the version the module was linked against: it is the
+    // answer when that is the version wanted (a plain name wants the default one).
+    let wanted = asked.or_else(|| found.as_ref()?.symbol.version.as_deref());
     for slots_of in [requester, target.exe] {
-        let slot_version = target.modules[slots_of]
-            .symbols
-            .needed_versions
-            .get(name)
-            .map(String::as_str);
-        if asked.is_none_or(|v| Some(v) == slot_version) {
+        let linked = target.modules[slots_of].symbols.needed_versions.get(name);
+        let same_version = match (linked, wanted) {
+            (Some(linked), Some(wanted)) => linked == wanted,
+            _ => asked.is_none(),
+        };
+        if same_version {
             if let Some(bound) = got_binding(target, name, slots_of) {
                 return Ok(Some(bound));
             }
         }
     }
-    let found = target
-        .lookup_in_scope(name, version, false)
-        .or_else(|| asked.is_none().then(|| target.lookup_global(name, false))?);
     let Some(found) = found else {
         return Ok(None);
     };
@@ -152,7 +154,7 @@ fn own_definition(
             format!("hidden in {path}: its own definition, never interposed"),
         )
     } else {
-        let Some(found) = target.definition_in(requester, name, version, false) else {
+        let Some(found) = target.definition_in(requester, name, version, false, false) else {
             return Ok(None);
         };
         if module.is_exe {

@@ -267,38 +267,41 @@ impl Target {
     /// executable's `.symtab` before its `.dynsym`, then globals LTO made local. Within a table, a
     /// `GLOBAL` definition wins over a `WEAK` one; non-default symbol versions are ignored.
     pub(crate) fn lookup_global(&self, name: &str, want_function: bool) -> Option<Found> {
-        self.lookup_in_scope(name, None, want_function)
+        self.lookup_in_scope(name, None, want_function, false)
             .or_else(|| self.lto_localized(name, want_function))
     }
 
     /// The first definition of `name` in the lookup scope with symbol version `version` (any
     /// definition of that version, default or not), or, without one, the default version.
+    /// `exported_only`: only what `.dynsym` exports (what other modules' code can reach).
     pub(crate) fn lookup_in_scope(
         &self,
         name: &str,
         version: Option<&str>,
         want_function: bool,
+        exported_only: bool,
     ) -> Option<Found> {
-        self.scope
-            .order
-            .iter()
-            .find_map(|&index| self.definition_in(index, name, version, want_function))
+        self.scope.order.iter().find_map(|&index| {
+            self.definition_in(index, name, version, want_function, exported_only)
+        })
     }
 
-    /// The definition of `name` module `index` exports (the executable: also its `.symtab`
-    /// globals), with the version rule of [`Target::lookup_in_scope`].
+    /// The definition of `name` module `index` exports (the executable, unless
+    /// `exported_only`: also its `.symtab` globals), with the version rule of
+    /// [`Target::lookup_in_scope`].
     pub(crate) fn definition_in(
         &self,
         index: usize,
         name: &str,
         version: Option<&str>,
         want_function: bool,
+        exported_only: bool,
     ) -> Option<Found> {
         let module = self.modules.get(index)?;
         let symtab = module
             .is_exe
             .then_some(&module.symbols.symtab_globals)
-            .filter(|_| version.is_none());
+            .filter(|_| version.is_none() && !exported_only);
         for table in symtab.into_iter().chain([&module.symbols.dynsym]) {
             let candidates = table.get(name).into_iter().flatten().filter(|s| {
                 let version_ok = match version {

@@ -95,8 +95,15 @@ pub fn build_program(dir: &Path, src: &Path, name: &str) -> PathBuf {
 
 /// Starts `exe` with `args`, its stdout read line by line.
 pub fn start(exe: &Path, args: &[&str]) -> Running {
+    start_with_env(exe, args, &[])
+}
+
+/// Starts `exe` with `args` and the extra environment variables `env`, its stdout read line by
+/// line.
+pub fn start_with_env(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(exe)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -113,7 +120,8 @@ pub fn start(exe: &Path, args: &[&str]) -> Running {
     Running { child, lines: rx }
 }
 
-fn gcc(args: &[&str], cwd: &Path) {
+/// Runs gcc with `args` in `cwd`; fails the test with gcc's diagnostics if it fails.
+pub fn gcc(args: &[&str], cwd: &Path) {
     let out = Command::new("gcc")
         .args(args)
         .current_dir(cwd)

@@ -1,0 +1,23 @@
+/* Library of the binding tests (libl.so): a variable the executable copies, two versions of
+ * `vget`, a short function, one that reads the copied variable, and an IFUNC nobody called. */
+int lib_counter = 5;
+
+int vget_v1(void) { return 1; }
+int vget_v2(void) { return 2; }
+__asm__(".symver vget_v1, vget@VER_1");
+__asm__(".symver vget_v2, vget@@VER_2");
+
+__attribute__((noinline)) int lib_short(int x) { return x * 7 + 3; }
+
+__attribute__((noinline)) int lib_get(void) { return lib_counter; }
+
+static int pick_a(void) { return 11; }
+static int pick_b(void) { return 22; }
+static void *resolve_pick(void) { return pick_b; }
+int pick(void) __attribute__((ifunc("resolve_pick")));
+
+/* Keeps pick_a: a resolver could choose it. */
+void *lib_pick_a(void) { return pick_a; }
+
+/* Also defined by the preload library (which comes first in the lookup scope). */
+int who(void) { return 2; }

@@ -1,0 +1,34 @@
+/* Target of the binding tests: linked against libl.so (link_lib.c); with an argument, dlopens that
+ * library (link_plugin.c) first. Prints one line at start (what its own code reaches: `sleep` and
+ * `vget@VER_1`), then `tick value V short S get G plugin P helper H` every 20 ms. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <unistd.h>
+
+extern int lib_counter;
+int lib_short(int);
+int lib_get(void);
+int vget_old(void);
+__asm__(".symver vget_old, vget@VER_1");
+
+__attribute__((noinline, noipa)) int value(void) { return 1; }
+
+/* Not exported: a dlopened library's own `helper` is what its code reaches. */
+__attribute__((noinline, noipa)) int helper(void) { return 7; }
+
+int main(int argc, char **argv) {
+    int (*plugin)(void) = 0;
+    if (argc > 1) {
+        void *handle = dlopen(argv[1], RTLD_NOW);
+        plugin = handle ? (int (*)(void))dlsym(handle, "plugin_value") : 0;
+    }
+    printf("start sleep %u vget %d\n", sleep(0), vget_old());
+    fflush(stdout);
+    for (;;) {
+        lib_counter++;
+        printf("tick value %d short %d get %d plugin %d helper %d\n", value(), lib_short(1),
+               lib_get(), plugin ? plugin() : -1, helper());
+        fflush(stdout);
+        usleep(20000);
+    }
+}
