@@ -83,7 +83,7 @@ pub(crate) fn bind_global(
     let Some(found) = found else {
         return Ok(None);
     };
-    let address = runtime_address(target, name, &found)?;
+    let (address, note) = runtime_address(target, name, &found)?;
     let path = &target.modules[found.module].path;
     let place = match target.scope.position(found.module) {
         Some(position) if target.scope.from_link_map => {
@@ -95,7 +95,9 @@ pub(crate) fn bind_global(
     Ok(Some(Bound {
         address,
         module: Some(found.module),
-        rule: format!("first definition in the global scope: {path}, {place}{version_note}{copy}"),
+        rule: format!(
+            "first definition in the global scope: {path}, {place}{version_note}{copy}{note}"
+        ),
     }))
 }
 
@@ -177,11 +179,11 @@ fn own_definition(
             return Ok(None);
         }
     };
-    let address = runtime_address(target, name, &found)?;
+    let (address, note) = runtime_address(target, name, &found)?;
     Ok(Some(Bound {
         address,
         module: Some(requester),
-        rule,
+        rule: format!("{rule}{note}"),
     }))
 }
 

@@ -99,10 +99,13 @@ pub enum ApplyError {
         target: SymbolRef,
     },
     /// An IFUNC symbol whose implementation is not known yet.
-    #[error(
-        "`{0}` is an IFUNC the process has not resolved yet (no resolved GOT slot in any module)"
-    )]
-    UnresolvedIfunc(String),
+    #[error("cannot resolve the IFUNC `{name}`: {detail}; refusing to guess which implementation the process would use")]
+    UnresolvedIfunc {
+        /// The IFUNC's name.
+        name: String,
+        /// Why its resolver gave no usable answer.
+        detail: String,
+    },
     /// The patch was built for another binary.
     #[error("the patch was built for the binary with build id {expected}, but pid {pid} runs {exe} with build id {found}: refusing to patch another binary")]
     BuildIdMismatch {

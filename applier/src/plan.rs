@@ -634,10 +634,11 @@ fn local_binding(
 ) -> Result<crate::bind::Bound, ApplyError> {
     let path = &target.modules[found.module].path;
     let file = found.file.as_deref().unwrap_or("its file");
+    let (address, note) = runtime_address(target, wanted.name(), found)?;
     Ok(crate::bind::Bound {
-        address: runtime_address(target, wanted.name(), found)?,
+        address,
         module: Some(found.module),
-        rule: format!("{what} of {file} in {path}"),
+        rule: format!("{what} of {file} in {path}{note}"),
     })
 }
 /// Links once at the address the region would get now, so that unsupported or overflowing

@@ -1,7 +1,10 @@
 //! Turning a symbol found in the target into the address code should use: plain symbols are their
 //! address; an IFUNC's address is its resolver, so the implementation is read from a GOT slot the
-//! dynamic linker already filled; a thread-local variable of the executable is its offset from
-//! the thread pointer; those of shared libraries are refused.
+//! dynamic linker already filled, or, when none is, asked from the resolver itself, run in the
+//! process as the dynamic linker would run it; a thread-local variable of the executable is its
+//! offset from the thread pointer; those of shared libraries are refused.
+
+use std::time::Duration;
 
 use object::elf;
 
@@ -9,16 +12,56 @@ use crate::bind::filled_slot;
 use crate::error::ApplyError;
 use crate::target::{Found, Target};
 
-/// The address of `found` that code of the patch should call or read.
+/// How long an IFUNC resolver may run in the target.
+const RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The address of `found` that code of the patch should call or read, and a note on how it was
+/// obtained when that is more than reading a symbol (for `--dry-run --pid`; empty otherwise).
 pub(crate) fn runtime_address(
     target: &Target,
     name: &str,
     found: &Found,
-) -> Result<u64, ApplyError> {
+) -> Result<(u64, &'static str), ApplyError> {
     match found.symbol.st_type {
-        elf::STT_TLS => thread_pointer_offset(target, name, found),
-        elf::STT_GNU_IFUNC => resolved_ifunc(target, name, found.address),
-        _ => Ok(found.address),
+        elf::STT_TLS => Ok((thread_pointer_offset(target, name, found)?, "")),
+        elf::STT_GNU_IFUNC => match resolved_ifunc(target, name, found.address) {
+            Some(address) => Ok((address, "; an IFUNC: the implementation ld.so chose")),
+            None => Ok((
+                run_resolver(target, name, found)?,
+                "; an IFUNC nothing had resolved: its resolver was run in the process",
+            )),
+        },
+        _ => Ok((found.address, "")),
+    }
+}
+
+/// Runs the resolver of the IFUNC `found` in the target (one thread, as the dynamic linker runs
+/// it, its registers, stack and signals restored) and checks the answer is code of the module
+/// that defines the IFUNC.
+fn run_resolver(target: &Target, name: &str, found: &Found) -> Result<u64, ApplyError> {
+    let refuse = |detail: String| ApplyError::UnresolvedIfunc {
+        name: name.to_string(),
+        detail,
+    };
+    let module = &target.modules[found.module];
+    let value = crate::ptrace::remote_call(target.pid(), found.address, RESOLVER_TIMEOUT)
+        .map_err(|e| refuse(format!("running its resolver failed: {e}")))?;
+    let in_module_code = target.maps.iter().any(|m| {
+        m.perms.contains('x')
+            && m.start <= value
+            && value < m.end
+            && module
+                .ranges
+                .iter()
+                .any(|&(lo, hi)| lo <= m.start && m.end <= hi)
+    });
+    if in_module_code {
+        Ok(value)
+    } else {
+        Err(refuse(format!(
+            "its resolver returned 0x{value:x}, which is not code of {}",
+            module.path
+        )))
     }
 }
 
@@ -47,7 +90,7 @@ fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u
 /// defines it whose resolver is the same (glibc resolves its own internal calls that way at start,
 /// so a libc IFUNC the program never called is still found). A slot still pointing into its
 /// module's PLT (lazy binding), at the resolver, or at zero is not resolved.
-fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, ApplyError> {
+fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Option<u64> {
     for (index, module) in target.modules.iter().enumerate() {
         let by_name = module.symbols.got_slots.get(name).into_iter().flatten();
         let by_resolver = module
@@ -58,10 +101,10 @@ fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, App
             .flatten();
         for &slot in by_name.chain(by_resolver) {
             match filled_slot(target, index, module.address_of_value(slot)) {
-                Some(value) if value != resolver => return Ok(value),
+                Some(value) if value != resolver => return Some(value),
                 _ => {}
             }
         }
     }
-    Err(ApplyError::UnresolvedIfunc(name.to_string()))
+    None
 }
