@@ -492,6 +492,12 @@ fn without_patch_jumps(code: &[u8], entry: u64, earlier: &[InstalledPatch]) -> V
                 .map(|o| (p.sequence, o.original_hex.as_str()))
         })
         .collect();
+    undo_jumps(code, ranges)
+}
+
+/// `code` with each `(sequence, original bytes in hex)` written back over its start, highest
+/// sequence first.
+fn undo_jumps(code: &[u8], mut ranges: Vec<(u64, &str)>) -> Vec<u8> {
     ranges.sort_by_key(|&(sequence, _)| std::cmp::Reverse(sequence));
     let mut bytes = code.to_vec();
     for (_, hex) in ranges {
@@ -501,6 +507,32 @@ fn without_patch_jumps(code: &[u8], entry: u64, earlier: &[InstalledPatch]) -> V
         }
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::hex;
+    use crate::trampoline::{absolute_jump, jump_bytes};
+
+    #[test]
+    fn stacked_jumps_are_undone_newest_first() {
+        // The binary's code: 13 bytes of `imul eax,edi,7; add eax,3; ...`, then padding.
+        let binary: Vec<u8> = vec![
+            0x6b, 0xc7, 0x07, 0x83, 0xc0, 0x03, 0xc3, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xcc,
+            0xcc, 0xcc,
+        ];
+        // Patch 1 wrote a 14-byte absolute jump, patch 2 a rel32 jump over it.
+        let first = absolute_jump(0x7f12_3456_789a);
+        let mut memory = binary.clone();
+        memory[..14].copy_from_slice(&first);
+        let under_second = memory[..5].to_vec();
+        let second = jump_bytes(0x1000, 0x2000);
+        memory[..5].copy_from_slice(&second);
+        let ranges = vec![(2, hex(&under_second)), (1, hex(&binary[..14]))];
+        let ranges = ranges.iter().map(|(s, h)| (*s, h.as_str())).collect();
+        assert_eq!(undo_jumps(&memory, ranges), binary);
+    }
 }
 
 /// A function shorter than its jump can still take it when the bytes after it, up to the next

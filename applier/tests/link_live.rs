@@ -267,3 +267,20 @@ fn an_ifunc_nobody_called_is_resolved_by_its_resolver() {
     assert_eq!(field_once(&running, "value", |v| v != 1), 322);
     assert!(running.alive());
 }
+
+#[test]
+fn an_ifunc_whose_resolver_answers_with_data_is_refused() {
+    let programs = Programs::build(false);
+    let mut running = programs.start(false);
+    let patch = programs.patch("bad-ifunc", "link_patch_bad_pick.c", "value");
+    let target = Target::inspect(running.pid()).unwrap();
+    let object = PatchObject::parse(patch).unwrap();
+    let error = plan(&target, &object).unwrap_err().to_string();
+    assert!(
+        error.contains("bad_pick") && error.contains("not code of"),
+        "{error}"
+    );
+    // The resolver ran and left the process as it was: it still ticks.
+    assert_eq!(field_once(&running, "value", |_| true), 1);
+    assert!(running.alive());
+}

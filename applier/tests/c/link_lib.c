@@ -21,3 +21,7 @@ void *lib_pick_a(void) { return pick_a; }
 
 /* Also defined by the preload library (which comes first in the lookup scope). */
 int who(void) { return 2; }
+
+/* An IFUNC whose resolver answers with data, not code: refused, not called. */
+static void *resolve_bad(void) { return &lib_counter; }
+int bad_pick(void) __attribute__((ifunc("resolve_bad")));
