@@ -218,11 +218,11 @@ fn a_short_library_function_takes_a_rel32_jump() {
     assert!(running.alive());
 }
 
-/// Writes `dir/stack_N.c`: `lib_short` returning `n`.
+/// Writes `dir/stack_N.c`: `lib_long` returning `n`.
 fn stacked_source(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join(format!("stack_{n}.c"));
     let text = format!(
-        "int lib_short(int x) {{ (void)x; return {n}; }}\n#ifdef HP_MANIFEST\n#include HP_MANIFEST\n#endif\n"
+        "int lib_long(int x) {{ (void)x; return {n}; }}\n#ifdef HP_MANIFEST\n#include HP_MANIFEST\n#endif\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -230,7 +230,9 @@ fn stacked_source(dir: &Path, n: usize) -> PathBuf {
 
 #[test]
 fn stacking_on_a_library_function_fifty_times() {
-    // Ten stacked patches in each of five processes (each loads the library elsewhere).
+    // Ten stacked patches in each of five processes (each loads the library elsewhere). Each
+    // patch's entry holds the previous patch's jump, which must not be decoded as code (an
+    // absolute jump's address bytes decode differently for every address).
     const PROCESSES: usize = 5;
     const STACK: usize = 10;
     let programs = Programs::build(false);
@@ -241,7 +243,7 @@ fn stacking_on_a_library_function_fifty_times() {
             compile_patch_file(
                 programs.dir.path(),
                 &source,
-                &manifest(&id, "lib_short", "v", "v"),
+                &manifest(&id, "lib_long", "v", "v"),
             )
         })
         .collect();
@@ -250,7 +252,7 @@ fn stacking_on_a_library_function_fifty_times() {
         for (n, patch) in (1..=STACK).zip(&patches) {
             apply(&running, patch.clone());
             let n = n as i64;
-            assert_eq!(field_once(&running, "short", |s| s == n || s > 100), n);
+            assert_eq!(field_once(&running, "long", |l| l == n || l > 100), n);
         }
         assert!(running.alive());
     }

@@ -1,5 +1,6 @@
-/* Library of the binding tests (libl.so): a variable the executable copies, two versions of
- * `vget`, a short function, one that reads the copied variable, and an IFUNC nobody called. */
+/* Library of the binding tests (libl.so, built with -falign-functions=1: no padding after a
+ * function): a variable the executable copies, two versions of `vget`, a short (13-byte) and a
+ * long function, one that reads the copied variable, and IFUNCs nobody called. */
 int lib_counter = 5;
 
 int vget_v1(void) { return 1; }
@@ -9,7 +10,15 @@ __asm__(".symver vget_v2, vget@@VER_2");
 
 __attribute__((noinline)) int lib_short(int x) { return x * 7 + 3; }
 
-__attribute__((noinline)) int lib_get(void) { return lib_counter; }
+/* Long enough for a 14-byte jump (the stacking test's function). */
+__attribute__((noinline)) int lib_long(int x) { return x * x * 5 + x * 3 + 11; }
+
+/* Long enough for a 14-byte jump (17 bytes): the copy-relocation test is about binding only. */
+static int lib_get_calls;
+__attribute__((noinline)) int lib_get(void) {
+    lib_get_calls++;
+    return lib_counter;
+}
 
 static int pick_a(void) { return 11; }
 static int pick_b(void) { return 22; }
