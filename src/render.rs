@@ -245,14 +245,7 @@ impl Printer {
                         "old_address": f.old_address,
                         "old_size": f.old_size,
                     })).collect::<Vec<_>>(),
-                    "resolutions": plan.resolutions.iter().map(|r| json!({
-                        "symbol": r.symbol,
-                        "name": r.target.name(),
-                        "file": file_of(&r.target),
-                        "address": r.address,
-                        "module": r.module,
-                        "rule": r.rule,
-                    })).collect::<Vec<_>>(),
+                    "resolutions": resolutions_json(plan),
                 })
             });
             return Self::print_json(&json!({
@@ -292,13 +285,7 @@ impl Printer {
                     function.target
                 );
             }
-            for resolution in &plan.resolutions {
-                let _ = writeln!(
-                    text,
-                    "  binds {} → {:#x} in {} ({})",
-                    resolution.target, resolution.address, resolution.module, resolution.rule
-                );
-            }
+            text.push_str(&binding_lines(plan));
         }
         if let Some(check) = dry.check {
             let _ = writeln!(
@@ -377,6 +364,36 @@ impl Printer {
         }
         Ok(())
     }
+}
+
+/// How each undefined symbol of a plan binds, and the rule that decided, as JSON.
+pub fn resolutions_json(plan: &Plan) -> Vec<serde_json::Value> {
+    plan.resolutions
+        .iter()
+        .map(|r| {
+            json!({
+                "symbol": r.symbol,
+                "name": r.target.name(),
+                "file": file_of(&r.target),
+                "address": r.address,
+                "module": r.module,
+                "rule": r.rule,
+            })
+        })
+        .collect()
+}
+
+/// How each undefined symbol of a plan binds, and the rule that decided: one line each.
+pub fn binding_lines(plan: &Plan) -> String {
+    let mut text = String::new();
+    for r in &plan.resolutions {
+        let _ = writeln!(
+            text,
+            "  binds {} → {:#x} in {} ({})",
+            r.target, r.address, r.module, r.rule
+        );
+    }
+    text
 }
 
 fn plural(n: usize) -> &'static str {

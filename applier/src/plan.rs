@@ -480,7 +480,7 @@ fn check_redirect(
 /// `code` (read at `entry`) with the bytes that the jumps of `earlier` patches overwrote at
 /// `entry` put back, newest first, as a revert of each would.
 fn without_patch_jumps(code: &[u8], entry: u64, earlier: &[InstalledPatch]) -> Vec<u8> {
-    let mut ranges: Vec<(u64, &str)> = earlier
+    let ranges: Vec<(u64, &str)> = earlier
         .iter()
         .filter(|p| p.state != LedgerState::Reverted)
         .flat_map(|p| {
@@ -507,32 +507,6 @@ fn undo_jumps(code: &[u8], mut ranges: Vec<(u64, &str)>) -> Vec<u8> {
         }
     }
     bytes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ledger::hex;
-    use crate::trampoline::{absolute_jump, jump_bytes};
-
-    #[test]
-    fn stacked_jumps_are_undone_newest_first() {
-        // The binary's code: 13 bytes of `imul eax,edi,7; add eax,3; ...`, then padding.
-        let binary: Vec<u8> = vec![
-            0x6b, 0xc7, 0x07, 0x83, 0xc0, 0x03, 0xc3, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xcc,
-            0xcc, 0xcc,
-        ];
-        // Patch 1 wrote a 14-byte absolute jump, patch 2 a rel32 jump over it.
-        let first = absolute_jump(0x7f12_3456_789a);
-        let mut memory = binary.clone();
-        memory[..14].copy_from_slice(&first);
-        let under_second = memory[..5].to_vec();
-        let second = jump_bytes(0x1000, 0x2000);
-        memory[..5].copy_from_slice(&second);
-        let ranges = vec![(2, hex(&under_second)), (1, hex(&binary[..14]))];
-        let ranges = ranges.iter().map(|(s, h)| (*s, h.as_str())).collect();
-        assert_eq!(undo_jumps(&memory, ranges), binary);
-    }
 }
 
 /// A function shorter than its jump can still take it when the bytes after it, up to the next
@@ -697,4 +671,30 @@ fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
         data_base: text_base + plan.layout.text_size,
     };
     linker.link().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::hex;
+    use crate::trampoline::{absolute_jump, jump_bytes};
+
+    #[test]
+    fn stacked_jumps_are_undone_newest_first() {
+        // The binary's code: 13 bytes of `imul eax,edi,7; add eax,3; ...`, then padding.
+        let binary: Vec<u8> = vec![
+            0x6b, 0xc7, 0x07, 0x83, 0xc0, 0x03, 0xc3, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xcc,
+            0xcc, 0xcc,
+        ];
+        // Patch 1 wrote a 14-byte absolute jump, patch 2 a rel32 jump over it.
+        let first = absolute_jump(0x7f12_3456_789a);
+        let mut memory = binary.clone();
+        memory[..14].copy_from_slice(&first);
+        let under_second = memory[..5].to_vec();
+        let second = jump_bytes(0x1000, 0x2000);
+        memory[..5].copy_from_slice(&second);
+        let ranges = [(2, hex(&under_second)), (1, hex(&binary[..14]))];
+        let ranges = ranges.iter().map(|(s, h)| (*s, h.as_str())).collect();
+        assert_eq!(undo_jumps(&memory, ranges), binary);
+    }
 }
