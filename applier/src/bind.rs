@@ -17,7 +17,7 @@
 //!    executable first, so the copy is what is bound.
 
 use crate::error::ApplyError;
-use crate::ptrace::read_memory;
+use crate::ptrace::read_word;
 use crate::resolve::runtime_address;
 use crate::target::{Found, Target};
 
@@ -207,8 +207,7 @@ fn got_binding(target: &Target, name: &str, index: usize) -> Option<Bound> {
 /// it: not zero and not pointing into the module's PLT (a lazy binding not made yet).
 pub(crate) fn filled_slot(target: &Target, index: usize, address: u64) -> Option<u64> {
     let module = target.modules.get(index)?;
-    let bytes = read_memory(target.pid(), address, 8).ok()?;
-    let value = u64::from_le_bytes(bytes.as_slice().try_into().ok()?);
+    let value = read_word(target.pid(), address)?;
     let in_plt = module.symbols.plt_ranges.iter().any(|&(lo, hi)| {
         let (lo, hi) = (module.address_of_value(lo), module.address_of_value(hi));
         lo <= value && value < hi

@@ -164,6 +164,17 @@ pub enum ApplyError {
         /// Why, naming the module.
         detail: String,
     },
+    /// A thread-local variable of a library whose offset from the thread pointer cannot be
+    /// proven the same in every thread.
+    #[error("cannot link the thread-local variable `{name}` of {module}: {detail}")]
+    LibraryTls {
+        /// The variable.
+        name: String,
+        /// The library defining it.
+        module: String,
+        /// Why.
+        detail: String,
+    },
     /// A symbol is thread-local; TLS is not supported yet.
     #[error("symbol `{0}` is thread-local (TLS), which the applier does not support yet")]
     ThreadLocal(String),

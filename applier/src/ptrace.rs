@@ -138,6 +138,22 @@ fn on_some_thread(
     })
 }
 
+/// The thread pointer (`%fs` base) of one thread of the target, read at a brief stop of that
+/// thread alone (through the injection helper; the thread is released as it was).
+pub fn thread_pointer(pid: i32) -> Result<u64, PtraceError> {
+    proc::ensure_process(pid)?;
+    let tp = helper::run(pid, || {
+        on_some_thread(pid, "reading the thread pointer", |tid| {
+            let Some((mut th, saved)) = seize_for_injection(pid, tid)? else {
+                return Ok(None);
+            };
+            th.finish()?;
+            Ok(Some(saved.fs_base as i64))
+        })
+    })?;
+    Ok(tp as u64)
+}
+
 /// Where an injected function call returns to: no code is there, so its `ret` stops the thread
 /// with `SIGSEGV` at this address.
 const RETURN_MARK: u64 = 0;
@@ -559,6 +575,12 @@ fn at_breakpoint(tid: i32, addr: u64) -> bool {
 /// single-step) rather than sent by a process (`kill`/`tgkill` give `si_code <= 0`).
 fn is_kernel_trap(tid: i32) -> bool {
     sys::get_siginfo(tid).map(|i| i.si_code > 0).unwrap_or(true)
+}
+
+/// The 8-byte little-endian word of the target's memory at `addr`; `None` if unreadable.
+pub(crate) fn read_word(pid: i32, addr: u64) -> Option<u64> {
+    let bytes = read_memory(pid, addr, 8).ok()?;
+    Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
 }
 
 /// Reads `len` bytes of the target's memory at `addr` (through `/proc/PID/mem`).

@@ -2,7 +2,7 @@
 //! address; an IFUNC's address is its resolver, so the implementation is read from a GOT slot the
 //! dynamic linker already filled, or, when none is, asked from the resolver itself, run in the
 //! process as the dynamic linker would run it; a thread-local variable of the executable is its
-//! offset from the thread pointer; those of shared libraries are refused.
+//! offset from the thread pointer, found for a library through the thread vector.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use object::elf;
 
 use crate::bind::filled_slot;
 use crate::error::ApplyError;
+use crate::ptrace::read_word;
 use crate::target::{Found, Target};
 
 /// How long an IFUNC resolver may run in the target.
@@ -23,7 +24,10 @@ pub(crate) fn runtime_address(
     found: &Found,
 ) -> Result<(u64, &'static str), ApplyError> {
     match found.symbol.st_type {
-        elf::STT_TLS => Ok((thread_pointer_offset(target, name, found)?, "")),
+        elf::STT_TLS => Ok((
+            thread_pointer_offset(target, name, found)?,
+            "; thread-local: its offset from the thread pointer",
+        )),
         elf::STT_GNU_IFUNC => match resolved_ifunc(target, name, found.address) {
             Some(address) => Ok((address, "; an IFUNC: the implementation ld.so chose")),
             None => Ok((
@@ -65,25 +69,63 @@ fn run_resolver(target: &Target, name: &str, found: &Found) -> Result<u64, Apply
     }
 }
 
-/// The offset from the thread pointer (`%fs:0`) of a `__thread` variable of the executable: its
-/// block sits right below the thread pointer in every thread (x86-64 TLS variant II), at the
-/// offset glibc gives the first module of the static TLS area. Code reaches it through a GOT
-/// slot holding this offset (`R_X86_64_GOTTPOFF`, the initial-exec model the patch is built with).
-/// Variables of shared libraries (dynamic TLS) are refused.
+/// The offset from the thread pointer (`%fs:0`) of a `__thread` variable: code reaches it
+/// through a GOT slot holding this offset (`R_X86_64_GOTTPOFF`, the initial-exec model the
+/// patch is built with), the same in every thread for a module with static TLS.
+///
+/// The executable's block sits right below the thread pointer (x86-64 TLS variant II), at the
+/// offset glibc gives the first module. A library's block is where the dynamic thread vector of
+/// a thread says: its module id is what `ld.so` wrote into the library's own `DTPMOD64` GOT
+/// slot, `dtv[id]` (the DTV at `%fs:8`) its block in that thread. That block must be in the
+/// static TLS area right below the thread pointer (libraries loaded at start, and `dlopen`ed
+/// ones that got static TLS); a block allocated for one thread only (dynamic TLS) is refused.
 fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u64, ApplyError> {
     let module = &target.modules[found.module];
-    let Some((vaddr, memsz, align)) = module.symbols.tls_segment.filter(|_| module.is_exe) else {
-        return Err(ApplyError::ThreadLocal(name.to_string()));
+    let refuse = |why: &str| ApplyError::LibraryTls {
+        name: name.to_string(),
+        module: module.path.clone(),
+        detail: why.to_string(),
     };
-    let align = align.max(1);
-    let first_byte = vaddr.wrapping_neg() & (align - 1);
-    let block = memsz
-        .saturating_sub(first_byte)
-        .div_ceil(align)
-        .saturating_mul(align)
-        .saturating_add(first_byte);
-    Ok(found.symbol.value.wrapping_sub(block))
+    let Some((vaddr, memsz, align)) = module.symbols.tls_segment else {
+        return Err(refuse("the module has no TLS segment"));
+    };
+    if module.is_exe {
+        let align = align.max(1);
+        let first_byte = vaddr.wrapping_neg() & (align - 1);
+        let block = memsz
+            .saturating_sub(first_byte)
+            .div_ceil(align)
+            .saturating_mul(align)
+            .saturating_add(first_byte);
+        return Ok(found.symbol.value.wrapping_sub(block));
+    }
+    let pid = target.pid();
+    let Some(module_id) = module.symbols.tls_module_slots.iter().find_map(|&slot| {
+        let id = read_word(pid, module.address_of_value(slot))?;
+        (id != 0).then_some(id)
+    }) else {
+        return Err(refuse(
+            "its TLS module id is in no GOT slot of it (the library never uses its own TLS)",
+        ));
+    };
+    let tp = crate::ptrace::thread_pointer(pid)?;
+    let dtv = read_word(pid, tp.wrapping_add(8));
+    let entry = dtv.and_then(|d| module_id.checked_mul(16)?.checked_add(d));
+    let block = entry.and_then(|e| read_word(pid, e));
+    let to_free = entry.and_then(|e| read_word(pid, e.wrapping_add(8)));
+    match (block, to_free) {
+        (Some(block), Some(0)) if block < tp && tp - block <= MAX_STATIC_TLS => {
+            Ok(found.symbol.value.wrapping_add(block).wrapping_sub(tp))
+        }
+        (Some(_), Some(_)) => Err(refuse(
+            "its TLS is dynamic (a block per thread, not in the static TLS area)",
+        )),
+        _ => Err(refuse("the thread's dynamic thread vector cannot be read")),
+    }
 }
+
+/// Largest distance below the thread pointer a static TLS block is accepted at.
+const MAX_STATIC_TLS: u64 = 1 << 20;
 
 /// Reads the implementation an IFUNC was resolved to from a GOT slot the dynamic linker filled:
 /// any module's `JUMP_SLOT`/`GLOB_DAT` slot for `name`, or an `IRELATIVE` slot of the module that

@@ -4,7 +4,7 @@
 //! `LD_PRELOAD` libraries, the `DT_NEEDED` libraries breadth-first, the dynamic linker, then what
 //! `dlopen` loaded. Each entry is matched to a module by its dynamic section (`l_ld`).
 
-use crate::ptrace::read_memory;
+use crate::ptrace::read_word;
 use crate::target::Module;
 
 /// Most link-map entries followed (a bound against a damaged or cyclic list).
@@ -53,19 +53,14 @@ pub(crate) fn read_scope(pid: i32, modules: &[Module], exe: usize) -> Scope {
     }
 }
 
-fn read_u64(pid: i32, address: u64) -> Option<u64> {
-    let bytes = read_memory(pid, address, 8).ok()?;
-    Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
-}
-
 /// The modules in link-map order; `None` when the process has no readable link map.
 fn link_map_order(pid: i32, modules: &[Module], exe: usize) -> Option<Vec<usize>> {
     let module = modules.get(exe)?;
     let dynamic = module.address_of_value(module.symbols.dynamic_address?);
     let r_debug = (0..MAX_DYNAMIC as u64).find_map(|i| {
         let entry = dynamic.checked_add(i * 16)?;
-        match read_u64(pid, entry) {
-            Some(DT_DEBUG) => Some(read_u64(pid, entry + 8)),
+        match read_word(pid, entry) {
+            Some(DT_DEBUG) => Some(read_word(pid, entry + 8)),
             Some(DT_NULL) | None => Some(None),
             Some(_) => None,
         }
@@ -73,20 +68,20 @@ fn link_map_order(pid: i32, modules: &[Module], exe: usize) -> Option<Vec<usize>
     if r_debug == 0 {
         return None;
     }
-    let mut entry = read_u64(pid, r_debug.checked_add(R_MAP)?)?;
+    let mut entry = read_word(pid, r_debug.checked_add(R_MAP)?)?;
     let mut order = Vec::new();
     for _ in 0..MAX_ENTRIES {
         if entry == 0 {
             return Some(order);
         }
-        let ld = read_u64(pid, entry.checked_add(L_LD)?)?;
+        let ld = read_word(pid, entry.checked_add(L_LD)?)?;
         let owner = modules
             .iter()
             .position(|m| m.ranges.iter().any(|&(lo, hi)| lo <= ld && ld < hi));
         if let Some(index) = owner.filter(|i| !order.contains(i)) {
             order.push(index);
         }
-        entry = read_u64(pid, entry.checked_add(L_NEXT)?)?;
+        entry = read_word(pid, entry.checked_add(L_NEXT)?)?;
     }
     None
 }

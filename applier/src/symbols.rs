@@ -82,6 +82,9 @@ pub(crate) struct ModuleSymbols {
     /// Symbols with an `R_X86_64_COPY` relocation: library variables copied into this
     /// executable, which every module then uses.
     pub(crate) copy_relocations: Vec<String>,
+    /// GOT slots filled by `R_X86_64_DTPMOD64` relocations against the module's own TLS block
+    /// (local-dynamic, or general-dynamic for a symbol it defines): they hold its TLS module id.
+    pub(crate) tls_module_slots: Vec<u64>,
 }
 
 /// Parses the symbol information of an ELF64 module. Errors are descriptions for messages.
@@ -225,6 +228,10 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
                     .push(offset);
                 continue;
             }
+            if r_type == elf::R_X86_64_DTPMOD64 && defines_own(&file, reloc.target()) {
+                out.tls_module_slots.push(offset);
+                continue;
+            }
             let object::RelocationTarget::Symbol(index) = reloc.target() else {
                 continue;
             };
@@ -249,6 +256,19 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
         }
     }
     Ok(out)
+}
+
+/// Whether a dynamic relocation's target is the module itself: no symbol (the local-dynamic
+/// model), or a symbol the module defines.
+fn defines_own(file: &ElfFile64<Endianness>, target: object::RelocationTarget) -> bool {
+    match target {
+        object::RelocationTarget::Absolute => true,
+        object::RelocationTarget::Symbol(index) => file
+            .dynamic_symbol_table()
+            .and_then(|t| object::ObjectSymbolTable::symbol_by_index(&t, index).ok())
+            .is_some_and(|s| !s.is_undefined()),
+        _ => false,
+    }
 }
 
 fn dynamic_symbol_name(file: &ElfFile64<Endianness>, index: SymbolIndex) -> Option<String> {

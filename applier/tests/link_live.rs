@@ -286,3 +286,18 @@ fn an_ifunc_whose_resolver_answers_with_data_is_refused() {
     assert_eq!(field_once(&running, "value", |_| true), 1);
     assert!(running.alive());
 }
+
+#[test]
+fn a_thread_local_variable_of_a_library_is_the_running_one() {
+    let programs = Programs::build(false);
+    let mut running = programs.start(false);
+    let before = field_once(&running, "tls", |_| true);
+    let patch = programs.patch("tls", "link_patch_tls.c", "lib_tls_next");
+    apply(&running, patch);
+    // The same variable carries on: +1 per tick before, +1000 per tick after.
+    let first = field_once(&running, "tls", |t| t >= before + 1000);
+    let second = field_once(&running, "tls", |t| t != first);
+    assert_eq!(second - first, 1000, "{before}, then {first}, {second}");
+    assert!(first < before + 1000 + 1000 * 100, "{before}, then {first}");
+    assert!(running.alive());
+}

@@ -34,3 +34,7 @@ int who(void) { return 2; }
 /* An IFUNC whose resolver answers with data, not code: refused, not called. */
 static void *resolve_bad(void) { return &lib_counter; }
 int bad_pick(void) __attribute__((ifunc("resolve_bad")));
+
+/* A thread-local variable of the library (static TLS: the library is loaded at start). */
+__thread int lib_tls = 7;
+__attribute__((noinline)) int lib_tls_next(void) { return ++lib_tls; }

@@ -1,6 +1,6 @@
 /* Target of the binding tests: linked against libl.so (link_lib.c); with an argument, dlopens that
  * library (link_plugin.c) first. Prints one line at start (what its own code reaches: `sleep` and
- * `vget@VER_1`), then `tick value V short S long L get G plugin P helper H` every 20 ms. */
+ * `vget@VER_1`), then `tick value V short S long L get G tls T plugin P helper H` every 20 ms. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -9,6 +9,7 @@ extern int lib_counter;
 int lib_short(int);
 int lib_long(int);
 int lib_get(void);
+int lib_tls_next(void);
 int vget_old(void);
 __asm__(".symver vget_old, vget@VER_1");
 
@@ -27,8 +28,9 @@ int main(int argc, char **argv) {
     fflush(stdout);
     for (;;) {
         lib_counter++;
-        printf("tick value %d short %d long %d get %d plugin %d helper %d\n", value(),
-               lib_short(1), lib_long(1), lib_get(), plugin ? plugin() : -1, helper());
+        printf("tick value %d short %d long %d get %d tls %d plugin %d helper %d\n", value(),
+               lib_short(1), lib_long(1), lib_get(), lib_tls_next(), plugin ? plugin() : -1,
+               helper());
         fflush(stdout);
         usleep(20000);
     }
