@@ -3,8 +3,10 @@
 //! *requester*); its references were bound by `ld.so` when the process started, so, in order:
 //!
 //! 1. the requester's own definition when `ld.so` binds the requester's references to it: a
-//!    hidden symbol (local after linking), a protected one, or any one of a library linked with
-//!    `-Bsymbolic`;
+//!    hidden symbol (local after linking), a protected one, any one of a library linked with
+//!    `-Bsymbolic`, and for the executable its own globals, exported or not (its hidden and
+//!    LTO-localised ones are looked for last, after rule 3: its unnamed symbol groups also hold
+//!    LTO's statics);
 //! 2. the requester's GOT slot for the name, read from the process, when `ld.so` has filled it
 //!    (not still pointing into the PLT): the address the original code itself uses — interposers,
 //!    versions, copy relocations and IFUNCs included; then the executable's slot;
@@ -64,7 +66,10 @@ pub(crate) fn bind_global(
     // reaches them (that was rule 1 for the executable itself).
     let found = target
         .lookup_in_scope(name, asked, false, true)
-        .or_else(|| asked.is_none().then(|| target.lookup_global(name, false))?);
+        .or_else(|| {
+            let own = asked.is_none() && requester == target.exe;
+            own.then(|| target.lto_localized(name, false))?
+        });
     // A GOT slot holds what ld.so bound for the version the module was linked against: it is the
     // answer when that is the version wanted (a plain name wants the default one).
     let wanted = asked.or_else(|| found.as_ref()?.symbol.version.as_deref());
@@ -124,60 +129,34 @@ fn own_definition(
 ) -> Result<Option<Bound>, ApplyError> {
     let module = &target.modules[requester];
     let path = &module.path;
-    let hidden = module
-        .symbols
-        .files
-        .iter()
-        .flat_map(|g| g.locals.get(name).into_iter().flatten())
-        .filter(|s| {
-            matches!(
-                s.visibility,
-                object::elf::STV_HIDDEN | object::elf::STV_INTERNAL
-            )
-        })
-        .fold(Vec::new(), |mut unique, s| {
-            if !unique
-                .iter()
-                .any(|u: &&crate::symbols::ModSymbol| u.value == s.value)
-            {
-                unique.push(s);
-            }
-            unique
-        });
-    let (found, rule) = if let [symbol] = hidden.as_slice() {
-        let found = Found {
-            module: requester,
-            symbol: (*symbol).clone(),
-            address: module.address_of(symbol),
-            file: None,
-        };
-        (
-            found,
-            format!("hidden in {path}: its own definition, never interposed"),
-        )
-    } else {
-        let Some(found) = target.definition_in(requester, name, version, false, false) else {
-            return Ok(None);
-        };
-        if module.is_exe {
+    let (found, rule) = match target.definition_in(requester, name, version, false, false) {
+        Some(found) if module.is_exe => {
             let copy = copy_note(target, name, requester);
             (
                 found,
                 format!("defined by the executable {path} itself{copy}"),
             )
-        } else if found.symbol.visibility == object::elf::STV_PROTECTED {
-            (
-                found,
-                format!("protected in {path}: its own references are not interposed"),
-            )
-        } else if module.symbols.symbolic {
-            (
-                found,
-                format!("{path} is linked -Bsymbolic: its own definition comes first"),
-            )
-        } else {
-            return Ok(None);
         }
+        Some(found) if found.symbol.visibility == object::elf::STV_PROTECTED => (
+            found,
+            format!("protected in {path}: its own references are not interposed"),
+        ),
+        Some(found) if module.symbols.symbolic => (
+            found,
+            format!("{path} is linked -Bsymbolic: its own definition comes first"),
+        ),
+        // Exported and interposable: the lookup scope decides.
+        Some(_) => return Ok(None),
+        // The executable's hidden (and LTO-localised) globals come last, after the scope, as
+        // its unnamed symbol groups also hold LTO's statics.
+        None if module.is_exe => return Ok(None),
+        None => match hidden_definition(target, name, requester) {
+            Some(found) => (
+                found,
+                format!("hidden in {path}: its own definition, never interposed"),
+            ),
+            None => return Ok(None),
+        },
     };
     let (address, note) = runtime_address(target, name, &found)?;
     Ok(Some(Bound {
@@ -185,6 +164,35 @@ fn own_definition(
         module: Some(requester),
         rule: format!("{rule}{note}"),
     }))
+}
+
+/// The one hidden definition of `name` in module `index`: `ld` turns a hidden global into a
+/// local symbol, listed in the linker's own unnamed symbol group (after an `STT_FILE` with no
+/// name), usually without its visibility.
+fn hidden_definition(target: &Target, name: &str, index: usize) -> Option<Found> {
+    let module = &target.modules[index];
+    let mut unique: Vec<&crate::symbols::ModSymbol> = Vec::new();
+    for group in &module.symbols.files {
+        for symbol in group.locals.get(name).into_iter().flatten() {
+            let hidden = group.file.is_empty()
+                || matches!(
+                    symbol.visibility,
+                    object::elf::STV_HIDDEN | object::elf::STV_INTERNAL
+                );
+            if hidden && !unique.iter().any(|u| u.value == symbol.value) {
+                unique.push(symbol);
+            }
+        }
+    }
+    match unique.as_slice() {
+        [symbol] => Some(Found {
+            module: index,
+            symbol: (*symbol).clone(),
+            address: module.address_of(symbol),
+            file: None,
+        }),
+        _ => None,
+    }
 }
 
 /// Rule 2: the value `ld.so` wrote into module `index`'s GOT slot for `name`, if it did.

@@ -333,7 +333,7 @@ impl Target {
 
     /// A global of the source that link-time optimisation made local to the executable (whole
     /// program: nothing outside uses it): found in the LTO partitions' locals when it is unique.
-    fn lto_localized(&self, name: &str, want_function: bool) -> Option<Found> {
+    pub(crate) fn lto_localized(&self, name: &str, want_function: bool) -> Option<Found> {
         let module = self.exe_module();
         let mut hits: Vec<&ModSymbol> = Vec::new();
         for group in module

@@ -54,6 +54,7 @@ impl Programs {
                 "-g",
                 &src("link_target.c"),
                 &lib_dir,
+                "-Wl,--export-dynamic-symbol=prot_fn",
                 "-ll",
                 "-ldl",
                 &rpath,
@@ -299,5 +300,20 @@ fn a_thread_local_variable_of_a_library_is_the_running_one() {
     let second = field_once(&running, "tls", |t| t != first);
     assert_eq!(second - first, 1000, "{before}, then {first}, {second}");
     assert!(first < before + 1000 + 1000 * 100, "{before}, then {first}");
+    assert!(running.alive());
+}
+
+#[test]
+fn a_librarys_protected_and_hidden_functions_are_its_own() {
+    let programs = Programs::build(false);
+    let mut running = programs.start(false);
+    let patch = programs.patch("visibility", "link_patch_prot.c", "lib_prot_user");
+    for symbol in ["prot_fn", "hid_fn"] {
+        let bound = resolution(&running, &patch, symbol);
+        assert!(bound.module.ends_with("libl.so"), "{bound:?}");
+    }
+    apply(&running, patch);
+    // libl.so's prot_fn returns 5 and hid_fn 3; the executable's 50 and 30.
+    assert_eq!(field_once(&running, "prot", |p| p != 53), 5 * 100 + 3);
     assert!(running.alive());
 }

@@ -38,3 +38,9 @@ int bad_pick(void) __attribute__((ifunc("resolve_bad")));
 /* A thread-local variable of the library (static TLS: the library is loaded at start). */
 __thread int lib_tls = 7;
 __attribute__((noinline)) int lib_tls_next(void) { return ++lib_tls; }
+
+/* A protected and a hidden function: the library's own calls reach them, never the executable's
+ * functions of the same names. */
+__attribute__((noinline, visibility("protected"))) int prot_fn(void) { return 5; }
+__attribute__((noinline, used, visibility("hidden"))) int hid_fn(void) { return 3; }
+__attribute__((noinline)) int lib_prot_user(void) { return prot_fn() * 10 + hid_fn(); }

@@ -1,6 +1,6 @@
 /* Target of the binding tests: linked against libl.so (link_lib.c); with an argument, dlopens that
  * library (link_plugin.c) first. Prints one line at start (what its own code reaches: `sleep` and
- * `vget@VER_1`), then `tick value V short S long L get G tls T plugin P helper H` every 20 ms. */
+ * `vget@VER_1`), then `tick value V short S long L get G tls T prot R plugin P helper H` every 20 ms. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -10,6 +10,7 @@ int lib_short(int);
 int lib_long(int);
 int lib_get(void);
 int lib_tls_next(void);
+int lib_prot_user(void);
 int vget_old(void);
 __asm__(".symver vget_old, vget@VER_1");
 
@@ -17,6 +18,11 @@ __attribute__((noinline, noipa)) int value(void) { return 1; }
 
 /* Not exported: a dlopened library's own `helper` is what its code reaches. */
 __attribute__((noinline, noipa)) int helper(void) { return 7; }
+
+/* Exported (--export-dynamic-symbol), yet libl.so's own calls reach its protected `prot_fn`; and
+ * its hidden `hid_fn`, not this one. */
+__attribute__((noinline, noipa)) int prot_fn(void) { return 50; }
+__attribute__((noinline, noipa)) int hid_fn(void) { return 30; }
 
 int main(int argc, char **argv) {
     int (*plugin)(void) = 0;
@@ -28,9 +34,9 @@ int main(int argc, char **argv) {
     fflush(stdout);
     for (;;) {
         lib_counter++;
-        printf("tick value %d short %d long %d get %d tls %d plugin %d helper %d\n", value(),
-               lib_short(1), lib_long(1), lib_get(), lib_tls_next(), plugin ? plugin() : -1,
-               helper());
+        printf("tick value %d short %d long %d get %d tls %d prot %d plugin %d helper %d %d %d\n",
+               value(), lib_short(1), lib_long(1), lib_get(), lib_tls_next(), lib_prot_user(),
+               plugin ? plugin() : -1, helper(), prot_fn(), hid_fn());
         fflush(stdout);
         usleep(20000);
     }
