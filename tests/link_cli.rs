@@ -143,3 +143,44 @@ fn a_library_function_through_the_cli() {
     target.wait_for("value=43", Duration::from_secs(5));
     assert!(target.is_alive());
 }
+
+#[test]
+fn a_library_patch_is_refused_for_another_build_of_the_library() {
+    let setup = setup();
+    let mut target = TargetProcess::start(&setup.exe);
+    target.wait_for("value=42", Duration::from_secs(5));
+    let pid = target.pid().to_string();
+    let object = setup.work.path().join("fix.hp.o");
+    let repo = setup.repo.to_str().unwrap();
+    let output = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        repo,
+        "--pid",
+        &pid,
+        "--cflags",
+        CFLAGS,
+        "-o",
+        object.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    drop(target);
+
+    // The same code, another build id: the library the patch was built for is not running.
+    let build = setup.work.path().join("build");
+    let shared = format!("{CFLAGS} -shared -Wl,--build-id=0x0123456789abcdef");
+    compile_program(&build, &["lib.c".to_string()], &shared, &setup.lib);
+    let mut target = TargetProcess::start(&setup.exe);
+    target.wait_for("value=42", Duration::from_secs(5));
+    let pid = target.pid().to_string();
+    let output = hotpatch(&["apply", object.to_str().unwrap(), "--pid", &pid]);
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success(), "applied: {}", stdout_of(&output));
+    assert!(
+        stderr.contains(setup.lib.to_str().unwrap()) && stderr.contains("0123456789abcdef"),
+        "{stderr}"
+    );
+    target.wait_for("value=42", Duration::from_secs(5));
+    assert!(target.is_alive());
+}

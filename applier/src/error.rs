@@ -113,7 +113,8 @@ pub enum ApplyError {
         expected: String,
         /// The pid.
         pid: i32,
-        /// The running executable.
+        /// The running module the patch is for (the executable, or the library its replaced
+        /// functions live in).
         exe: String,
         /// Its build id (or "none").
         found: String,

@@ -256,17 +256,34 @@ fn manifest_functions(
     Ok(out)
 }
 
-/// Refuses when a manifest's target build id is that of no module of the process.
+/// Refuses when a manifest's target build id is that of no module of the process, naming the
+/// module the patch's first replaced function lives in (a library's patch carries the library's
+/// build id).
 fn check_build_id(target: &Target, manifest: &Manifest) -> Result<(), ApplyError> {
-    match &manifest.target_build_id {
-        Some(expected) if !target.has_build_id(expected) => Err(ApplyError::BuildIdMismatch {
-            expected: expected.clone(),
-            pid: target.pid(),
-            exe: target.exe_path().display().to_string(),
-            found: target.build_id().unwrap_or("none").to_string(),
-        }),
-        _ => Ok(()),
+    let Some(expected) = &manifest.target_build_id else {
+        return Ok(());
+    };
+    if target.has_build_id(expected) {
+        return Ok(());
     }
+    let module = manifest
+        .functions
+        .iter()
+        .filter(|f| f.action == FunctionAction::Replace)
+        .find_map(|f| lookup_function(target, &f.target).ok().flatten())
+        .and_then(|found| target.modules.get(found.module))
+        .unwrap_or_else(|| target.exe_module());
+    Err(ApplyError::BuildIdMismatch {
+        expected: expected.clone(),
+        pid: target.pid(),
+        exe: module.path.clone(),
+        found: module
+            .symbols
+            .build_id
+            .as_deref()
+            .unwrap_or("none")
+            .to_string(),
+    })
 }
 
 /// What a replaced function is expected to be: the fingerprint of its code at the patch's old
