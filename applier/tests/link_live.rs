@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    apply_patch, c_dir, compile_patch, compile_patch_file, gcc, manifest, start, start_with_env,
-    tick_field, Running,
+    apply_patch, assert_same_memory, c_dir, compile_patch, compile_patch_file, gcc, manifest,
+    snapshot, start, start_with_env, tick_field, Running,
 };
 use hotpatch_applier::{plan, ApplyOptions, PatchObject, Resolution, Target};
 
@@ -315,5 +315,46 @@ fn a_librarys_protected_and_hidden_functions_are_its_own() {
     apply(&running, patch);
     // libl.so's prot_fn returns 5 and hid_fn 3; the executable's 50 and 30.
     assert_eq!(field_once(&running, "prot", |p| p != 53), 5 * 100 + 3);
+    assert!(running.alive());
+}
+
+/// Waits (up to 5 s) until `pid`'s main thread sits in the `pause` system call.
+fn wait_in_pause(pid: i32) {
+    const SYS_PAUSE: &str = "34";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if syscall.split_whitespace().next() == Some(SYS_PAUSE) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never paused: {syscall}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn running_a_resolver_and_reading_a_thread_pointer_leave_memory_unchanged() {
+    // A plan runs `pick`'s resolver and reads the thread pointer for `lib_tls` in the target; a
+    // target that only sleeps shows every readable byte as it was.
+    // The resolver runs the thread, so the kernel rewrites the CPU number in the thread's rseq
+    // area when it runs elsewhere than before: glibc is told not to register one.
+    let programs = Programs::build(false);
+    let no_rseq = [("GLIBC_TUNABLES", "glibc.pthread.rseq=0")];
+    let mut running = start_with_env(&programs.exe, &["quiet"], &no_rseq);
+    running.wait_for(5, |l| l == "ready");
+    wait_in_pause(running.pid());
+    let ifunc = programs.patch("quiet-ifunc", "link_patch_pick.c", "value");
+    let tls = programs.patch("quiet-tls", "link_patch_tls.c", "lib_tls_next");
+    let before = snapshot(running.pid());
+    for patch in [ifunc, tls] {
+        let target = Target::inspect(running.pid()).unwrap();
+        plan(&target, &PatchObject::parse(patch).unwrap()).unwrap();
+    }
+    wait_in_pause(running.pid());
+    let after = snapshot(running.pid());
+    assert_same_memory(&before, &after);
     assert!(running.alive());
 }

@@ -1,8 +1,9 @@
 /* Target of the binding tests: linked against libl.so (link_lib.c); with an argument, dlopens that
- * library (link_plugin.c) first. Prints one line at start (what its own code reaches: `sleep` and
+ * library (link_plugin.c) first; with `quiet`, prints `ready` and only sleeps in pause(). Prints one line at start (what its own code reaches: `sleep` and
  * `vget@VER_1`), then `tick value V short S long L get G tls T prot R plugin P helper H` every 20 ms. */
 #include <dlfcn.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 extern int lib_counter;
@@ -26,6 +27,12 @@ __attribute__((noinline, noipa)) int hid_fn(void) { return 30; }
 
 int main(int argc, char **argv) {
     int (*plugin)(void) = 0;
+    if (argc > 1 && strcmp(argv[1], "quiet") == 0) {
+        puts("ready");
+        fflush(stdout);
+        for (;;)
+            pause();
+    }
     if (argc > 1) {
         void *handle = dlopen(argv[1], RTLD_NOW);
         plugin = handle ? (int (*)(void))dlsym(handle, "plugin_value") : 0;
