@@ -165,6 +165,17 @@ pub enum ApplyError {
         /// Why, naming the module.
         detail: String,
     },
+    /// Code of two modules in one patch refers to one name that the dynamic linker binds
+    /// differently for each of them.
+    #[error("`{symbol}` reaches one definition from the code of {first} and another from the code of {second}; one patch cannot bind it for both: make one patch per module")]
+    ConflictingBinding {
+        /// The name.
+        symbol: String,
+        /// One module whose functions the patch replaces.
+        first: String,
+        /// Another.
+        second: String,
+    },
     /// A thread-local variable of a library whose offset from the thread pointer cannot be
     /// proven the same in every thread.
     #[error("cannot link the thread-local variable `{name}` of {module}: {detail}")]

@@ -111,7 +111,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         None => plain_functions(target, patch)?,
     };
     let home = home_module(target, &functions);
-    let near = target.span_of(home);
+    let near = region_anchor(target, &functions, home);
     let mut redirects = Vec::new();
     for (index, function) in functions.iter().enumerate() {
         if let (Some(entry), Some(size)) = (function.old_address, function.old_size) {
@@ -125,7 +125,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
             redirects.push(check_redirect(target, near, &earlier, function, site)?);
         }
     }
-    let (externals, resolutions) = resolve_undefined(target, patch, home)?;
+    let (externals, resolutions) = resolve_undefined(target, patch, &functions, home)?;
     let layout = Layout::compute(patch, |sym| is_external_function(target, patch, sym));
     if layout.text_size.saturating_add(layout.data_size) > MAX_IMAGE {
         return Err(ApplyError::MalformedObject(format!(
@@ -189,6 +189,25 @@ fn home_module(target: &Target, functions: &[PlannedFunction]) -> usize {
     match modules.next() {
         Some(first) if modules.all(|m| m == first) => first,
         _ => target.exe,
+    }
+}
+
+/// Largest span of patched modules one region is placed near: half of what `rel32` reaches,
+/// the other half left for the region to fit in.
+const MAX_ANCHOR_SPAN: u64 = 1 << 30;
+
+/// The addresses the region must be within `rel32` reach of: all the modules whose functions
+/// are replaced when they lie close together (one library, or several libraries mapped near
+/// each other), else the `home` module's (then functions elsewhere take the absolute jump).
+fn region_anchor(target: &Target, functions: &[PlannedFunction], home: usize) -> (u64, u64) {
+    let spans = functions
+        .iter()
+        .filter_map(|f| target.module_at(f.old_address?))
+        .map(|m| target.span_of(m));
+    let union = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+    match union {
+        Some((lo, hi)) if hi - lo <= MAX_ANCHOR_SPAN => (lo, hi),
+        _ => target.span_of(home),
     }
 }
 
@@ -574,6 +593,7 @@ fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> boo
 fn resolve_undefined(
     target: &Target,
     patch: &PatchObject,
+    functions: &[PlannedFunction],
     home: usize,
 ) -> Result<(BTreeMap<usize, u64>, Vec<Resolution>), ApplyError> {
     let bindings = patch
@@ -604,7 +624,10 @@ fn resolve_undefined(
                 name: symbol.name.clone(),
             });
         let bound = match &wanted {
-            SymbolRef::Global { name } => bind_global(target, name, home)?,
+            SymbolRef::Global { name } => {
+                let requesters = requesters_of(target, patch, functions, index, home);
+                bind_global_for(target, name, &requesters)?
+            }
             SymbolRef::FileLocal { name, file } => target
                 .lookup_file_local(name, file, false)?
                 .map(|found| local_binding(target, &wanted, &found, "file-local symbol"))
@@ -646,6 +669,70 @@ fn resolve_undefined(
         });
     }
     Ok((externals, resolutions))
+}
+
+/// The modules whose code refers to the patch's symbol `index`: for each section with a
+/// relocation against it, the module of the function that section replaces (with
+/// `-ffunction-sections` every function has its own); `home` for the other sections (data,
+/// added functions).
+fn requesters_of(
+    target: &Target,
+    patch: &PatchObject,
+    functions: &[PlannedFunction],
+    index: usize,
+    home: usize,
+) -> Vec<usize> {
+    let module_of_section = |section: usize| {
+        functions
+            .iter()
+            .filter(|f| {
+                patch.symbols.get(f.object_symbol).map(|s| s.placement)
+                    == Some(Placement::Section(section))
+            })
+            .find_map(|f| target.module_at(f.old_address?))
+            .unwrap_or(home)
+    };
+    let mut modules: Vec<usize> = patch
+        .sections
+        .iter()
+        .filter(|s| s.class != SectionClass::Skip)
+        .filter(|s| s.relocations.iter().any(|r| r.symbol == Some(index)))
+        .map(|s| module_of_section(s.index))
+        .collect();
+    modules.sort_unstable();
+    modules.dedup();
+    if modules.is_empty() {
+        modules.push(home);
+    }
+    modules
+}
+
+/// Binds the global `name` as the code of every module of `requesters` would reach it; code of
+/// two modules that would reach different definitions cannot share one patch symbol: refused.
+fn bind_global_for(
+    target: &Target,
+    name: &str,
+    requesters: &[usize],
+) -> Result<Option<crate::bind::Bound>, ApplyError> {
+    let mut bound: Option<(usize, Option<crate::bind::Bound>)> = None;
+    for &requester in requesters {
+        let this = bind_global(target, name, requester)?;
+        match &bound {
+            None => bound = Some((requester, this)),
+            Some((first, earlier)) => {
+                let address = |b: &Option<crate::bind::Bound>| b.as_ref().map(|b| b.address);
+                if address(earlier) != address(&this) {
+                    let path = |m: usize| target.modules[m].path.clone();
+                    return Err(ApplyError::ConflictingBinding {
+                        symbol: name.to_string(),
+                        first: path(*first),
+                        second: path(requester),
+                    });
+                }
+            }
+        }
+    }
+    Ok(bound.and_then(|(_, b)| b))
 }
 
 /// A `static` of a source file bound to the storage `found` (its module's symbol or DWARF).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{
     apply_patch, assert_same_memory, c_dir, compile_patch, compile_patch_file, gcc, manifest,
-    snapshot, start, start_with_env, tick_field, Running,
+    manifest_many, snapshot, start, start_with_env, tick_field, Running,
 };
 use hotpatch_applier::{plan, ApplyOptions, PatchObject, Resolution, Target};
 
@@ -216,6 +216,30 @@ fn a_short_library_function_takes_a_rel32_jump() {
     let entry = report.functions[0].old_address.unwrap();
     assert_eq!(common::read_mem(running.pid(), entry, 1), [0xe9]);
     assert_eq!(field_once(&running, "short", |s| s != 10), 11);
+    assert!(running.alive());
+}
+
+#[test]
+fn one_patch_over_two_libraries_takes_rel32_jumps_in_both() {
+    let programs = Programs::build(false);
+    let mut running = programs.start(false);
+    let functions = ["lib_short".to_string(), "plugin_value".to_string()];
+    let patch = compile_patch(
+        programs.dir.path(),
+        "link_patch_two_libs.c",
+        &manifest_many("two-libs", &functions),
+    );
+    let report = apply(&running, patch);
+    for function in &report.functions {
+        let entry = function.old_address.unwrap();
+        assert_eq!(
+            common::read_mem(running.pid(), entry, 1),
+            [0xe9],
+            "{function:?}"
+        );
+    }
+    assert_eq!(field_once(&running, "short", |s| s != 10), 11);
+    assert_eq!(field_once(&running, "plugin", |p| p != 71), 72);
     assert!(running.alive());
 }
 
