@@ -60,7 +60,7 @@ fn link_map_order(pid: i32, modules: &[Module], exe: usize) -> Option<Vec<usize>
     let r_debug = (0..MAX_DYNAMIC as u64).find_map(|i| {
         let entry = dynamic.checked_add(i * 16)?;
         match read_word(pid, entry) {
-            Some(DT_DEBUG) => Some(read_word(pid, entry + 8)),
+            Some(DT_DEBUG) => Some(entry.checked_add(8).and_then(|at| read_word(pid, at))),
             Some(DT_NULL) | None => Some(None),
             Some(_) => None,
         }

@@ -671,5 +671,13 @@ mod tests {
         let target = Target::inspect(std::process::id() as i32).unwrap();
         assert!(target.exe_module().is_exe);
         assert!(target.lookup_global("malloc", true).is_some());
+        // The lookup order is the dynamic linker's link map: the executable first, every
+        // module once.
+        assert!(target.scope.from_link_map);
+        assert_eq!(target.scope.order.first(), Some(&target.exe));
+        let mut order = target.scope.order.clone();
+        order.sort_unstable();
+        order.dedup();
+        assert_eq!(order.len(), target.modules.len());
     }
 }
