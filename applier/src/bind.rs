@@ -1,6 +1,6 @@
 //! Binding a global name of the patch to the definition the original code reaches, by the
-//! dynamic linker's rules, and saying why. The code a patch replaces lives in one module (the
-//! *requester*); its references were bound by `ld.so` when the process started, so, in order:
+//! dynamic linker's rules, and saying why. The code that refers to the name replaces code of one
+//! module (the *requester*), whose references `ld.so` bound when it loaded it; so, in order:
 //!
 //! 1. the requester's own definition when `ld.so` binds the requester's references to it: a
 //!    hidden symbol (local after linking), a protected one, any one of a library linked with
@@ -15,8 +15,11 @@
 //!    symbol version asked for: `name@VER` in the patch object, else the default (`@@`) version,
 //!    the one the patch was compiled against (a GOT slot of rule 2 counts only when it was bound
 //!    for that same version: a module linked against `memcpy@GLIBC_2.2.5` does not decide for a
-//!    patch compiled against `memcpy@@GLIBC_2.14`). A library variable the executable holds a copy of (`R_X86_64_COPY`) is found in the
-//!    executable first, so the copy is what is bound.
+//!    patch compiled against `memcpy@@GLIBC_2.14`). A library variable the executable holds a
+//!    copy of (`R_X86_64_COPY`) is found in the executable first, so the copy is what is bound.
+//!
+//! The requester is known per reference (each replaced function has its own section); see
+//! `plan::requesters_of`.
 
 use crate::error::ApplyError;
 use crate::ptrace::read_word;
