@@ -10,8 +10,9 @@
 //! 2. the requester's GOT slot for the name, read from the process, when `ld.so` has filled it
 //!    (not still pointing into the PLT): the address the original code itself uses — interposers,
 //!    versions, copy relocations and IFUNCs included; then the executable's slot;
-//! 3. the first definition in the global lookup scope, in the link map's order (executable,
-//!    `LD_PRELOAD` libraries, `DT_NEEDED` breadth-first, then what `dlopen` added), with the
+//! 3. the first definition in the lookup scope, in the link map's order: the global scope
+//!    (executable, `LD_PRELOAD` libraries, `DT_NEEDED` breadth-first), then for a `dlopen`ed
+//!    requester its local scope (itself, its `DT_NEEDED` breadth-first), with the
 //!    symbol version asked for: `name@VER` in the patch object, else the default (`@@`) version,
 //!    the one the patch was compiled against (a GOT slot of rule 2 counts only when it was bound
 //!    for that same version: a module linked against `memcpy@GLIBC_2.2.5` does not decide for a
@@ -56,9 +57,9 @@ pub(crate) fn bind_global(
     requester: usize,
 ) -> Result<Option<Bound>, ApplyError> {
     let (name, asked) = split_version(symbol);
-    if target.modules.get(requester).is_none() {
+    let Some(module_path) = target.modules.get(requester).map(|m| m.path.as_str()) else {
         return Ok(None);
-    }
+    };
     let version_note = asked.map_or_else(String::new, |v| {
         format!(", version {v} (the patch asks for it)")
     });
@@ -67,8 +68,9 @@ pub(crate) fn bind_global(
     }
     // The executable's `.symtab`-only globals are its own business: other modules' code never
     // reaches them (that was rule 1 for the executable itself).
+    let order = target.scope.for_requester(requester, &target.modules);
     let found = target
-        .lookup_in_scope(name, asked, false, true)
+        .lookup_in_order(&order, name, asked, false, true)
         .or_else(|| {
             let own = asked.is_none() && requester == target.exe;
             own.then(|| target.lto_localized(name, false))?
@@ -93,10 +95,14 @@ pub(crate) fn bind_global(
     };
     let (address, note) = runtime_address(target, name, &found)?;
     let path = &target.modules[found.module].path;
-    let place = match target.scope.position(found.module) {
-        Some(position) if target.scope.from_link_map => {
+    let place = match order.iter().position(|&m| m == found.module) {
+        Some(position) if target.scope.from_link_map && position < target.scope.startup => {
             format!("position {} of the link map", position + 1)
         }
+        Some(_) if target.scope.from_link_map => format!(
+            "after the global scope, in the local scope of {}, which dlopen loaded",
+            module_path
+        ),
         _ => "the executable first, then address order (no link map)".to_string(),
     };
     let copy = copy_note(target, name, found.module);

@@ -3,6 +3,12 @@
 //! head of the link map, one `link_map` per loaded object in load order — the executable, the
 //! `LD_PRELOAD` libraries, the `DT_NEEDED` libraries breadth-first, the dynamic linker, then what
 //! `dlopen` loaded. Each entry is matched to a module by its dynamic section (`l_ld`).
+//!
+//! What the dynamic linker loaded at start (up to itself in the link map) is the global scope
+//! every module searches. A library `dlopen` loaded later searches the global scope, then its own
+//! local scope: itself and its `DT_NEEDED` libraries breadth-first.
+
+use std::collections::VecDeque;
 
 use crate::ptrace::read_word;
 use crate::target::Module;
@@ -27,13 +33,49 @@ pub(crate) struct Scope {
     /// The order is the dynamic linker's link map (otherwise: the executable, then the
     /// libraries in address order, for a process without one, such as a static executable).
     pub(crate) from_link_map: bool,
+    /// How many modules at the start of `order` the dynamic linker loaded at start (the global
+    /// scope); the others were `dlopen`ed.
+    pub(crate) startup: usize,
 }
 
 impl Scope {
-    /// The position (0 = first) of module `index` in the lookup order.
-    pub(crate) fn position(&self, index: usize) -> Option<usize> {
-        self.order.iter().position(|&i| i == index)
+    /// The order in which module `requester`'s references are looked up: the global scope,
+    /// then, for a `dlopen`ed library, itself and its `DT_NEEDED` libraries breadth-first; every
+    /// other module after that (a last resort ld.so would not take).
+    pub(crate) fn for_requester(&self, requester: usize, modules: &[Module]) -> Vec<usize> {
+        let startup = &self.order[..self.startup.min(self.order.len())];
+        if startup.contains(&requester) || !self.order.contains(&requester) {
+            return self.order.clone();
+        }
+        let mut out = startup.to_vec();
+        let mut queue = VecDeque::from([requester]);
+        while let Some(index) = queue.pop_front() {
+            if out.contains(&index) {
+                continue;
+            }
+            out.push(index);
+            for name in modules.get(index).map_or(&[][..], |m| &m.symbols.needed) {
+                if let Some(dependency) = modules.iter().position(|m| is_named(m, name)) {
+                    queue.push_back(dependency);
+                }
+            }
+        }
+        for &index in &self.order {
+            if !out.contains(&index) {
+                out.push(index);
+            }
+        }
+        out
     }
+}
+
+/// Whether module `m` is the library `DT_NEEDED` names `name`: by its `DT_SONAME`, else its
+/// file name.
+fn is_named(m: &Module, name: &str) -> bool {
+    m.symbols.soname.as_deref() == Some(name)
+        || std::path::Path::new(&m.path)
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy() == name)
 }
 
 /// Reads the lookup order of process `pid`. Modules the link map does not list (there is none,
@@ -42,6 +84,19 @@ pub(crate) fn read_scope(pid: i32, modules: &[Module], exe: usize) -> Scope {
     let linked = link_map_order(pid, modules, exe).unwrap_or_default();
     let from_link_map = linked.first() == Some(&exe);
     let mut order = if from_link_map { linked } else { vec![exe] };
+    // The dynamic linker's own entry ends what it loaded at start.
+    let interpreter = modules[exe]
+        .symbols
+        .interpreter
+        .as_ref()
+        .and_then(|p| std::fs::canonicalize(p).ok());
+    let rtld = order.iter().position(|&i| {
+        interpreter.is_some() && std::fs::canonicalize(&modules[i].path).ok() == interpreter
+    });
+    let startup = match rtld {
+        Some(position) if from_link_map => position + 1,
+        _ => usize::MAX,
+    };
     for index in 0..modules.len() {
         if !order.contains(&index) {
             order.push(index);
@@ -50,6 +105,7 @@ pub(crate) fn read_scope(pid: i32, modules: &[Module], exe: usize) -> Scope {
     Scope {
         order,
         from_link_map,
+        startup,
     }
 }
 

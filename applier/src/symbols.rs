@@ -82,6 +82,12 @@ pub(crate) struct ModuleSymbols {
     /// Symbols with an `R_X86_64_COPY` relocation: library variables copied into this
     /// executable, which every module then uses.
     pub(crate) copy_relocations: Vec<String>,
+    /// `DT_NEEDED`: the libraries the module was linked against, as named there.
+    pub(crate) needed: Vec<String>,
+    /// `DT_SONAME`, if it has one.
+    pub(crate) soname: Option<String>,
+    /// `PT_INTERP`: the dynamic linker an executable asks for.
+    pub(crate) interpreter: Option<String>,
     /// GOT slots filled by `R_X86_64_DTPMOD64` relocations against the module's own TLS block
     /// (local-dynamic, or general-dynamic for a symbol it defines): they hold its TLS module id.
     pub(crate) tls_module_slots: Vec<u64>,
@@ -111,6 +117,9 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
         if ph.p_type(endian) == elf::PT_DYNAMIC {
             out.dynamic_address = Some(ph.p_vaddr(endian));
         }
+        if let Ok(Some(path)) = ph.interpreter(endian, bytes) {
+            out.interpreter = Some(String::from_utf8_lossy(path).into_owned());
+        }
         if let Ok(Some(entries)) = ph.dynamic(endian, bytes) {
             for entry in entries {
                 let (tag, value) = (entry.d_tag(endian), entry.d_val(endian));
@@ -119,6 +128,8 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
             }
         }
     }
+
+    read_dependencies(&file, bytes, &mut out);
 
     let mut current: Option<FileGroup> = None;
     for symbol in file.symbols() {
@@ -256,6 +267,33 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
         }
     }
     Ok(out)
+}
+
+/// Fills `needed` and `soname` from the dynamic section and its string table.
+fn read_dependencies(file: &ElfFile64<Endianness>, bytes: &[u8], out: &mut ModuleSymbols) {
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let Ok(Some((entries, link))) = sections.dynamic(endian, bytes) else {
+        return;
+    };
+    let Ok(strings) = sections.strings(endian, bytes, link) else {
+        return;
+    };
+    for entry in entries {
+        let tag = entry.d_tag(endian);
+        let Ok(offset) = u32::try_from(entry.d_val(endian)) else {
+            continue;
+        };
+        let Ok(name) = strings.get(offset) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        if tag == elf::DT_NEEDED {
+            out.needed.push(name);
+        } else if tag == elf::DT_SONAME {
+            out.soname = Some(name);
+        }
+    }
 }
 
 /// Whether a dynamic relocation's target is the module itself: no symbol (the local-dynamic

@@ -281,7 +281,25 @@ impl Target {
         want_function: bool,
         exported_only: bool,
     ) -> Option<Found> {
-        self.scope.order.iter().find_map(|&index| {
+        self.lookup_in_order(
+            &self.scope.order,
+            name,
+            version,
+            want_function,
+            exported_only,
+        )
+    }
+
+    /// [`Target::lookup_in_scope`] over the modules of `order`.
+    pub(crate) fn lookup_in_order(
+        &self,
+        order: &[usize],
+        name: &str,
+        version: Option<&str>,
+        want_function: bool,
+        exported_only: bool,
+    ) -> Option<Found> {
+        order.iter().find_map(|&index| {
             self.definition_in(index, name, version, want_function, exported_only)
         })
     }

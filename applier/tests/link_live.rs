@@ -35,16 +35,36 @@ impl Programs {
         let lib_src = src("link_lib.c");
         lib_args.extend([script.as_str(), lib_src.as_str(), "-o", lib.as_str()]);
         gcc(&lib_args, dir.path());
-        for (source, name) in [
+        let libraries = [
             ("link_plugin.c", "libplug.so"),
             ("link_preload.c", "libpre.so"),
-        ] {
+            ("link_dep.c", "libdep.so"),
+        ];
+        for (source, name) in libraries {
             let out = dir.path().join(name).display().to_string();
             gcc(
                 &["-O2", "-g", "-fPIC", "-shared", &src(source), "-o", &out],
                 dir.path(),
             );
         }
+        let plugin2 = dir.path().join("libplug2.so").display().to_string();
+        let dep_dir = format!("-L{}", dir.path().display());
+        let dep_rpath = format!("-Wl,-rpath,{}", dir.path().display());
+        gcc(
+            &[
+                "-O2",
+                "-g",
+                "-fPIC",
+                "-shared",
+                &src("link_plugin2.c"),
+                &dep_dir,
+                "-ldep",
+                &dep_rpath,
+                "-o",
+                &plugin2,
+            ],
+            dir.path(),
+        );
         let exe = dir.path().join("target");
         let rpath = format!("-Wl,-rpath,{}", dir.path().display());
         let lib_dir = format!("-L{}", dir.path().display());
@@ -70,15 +90,16 @@ impl Programs {
         self.dir.path().join(name).display().to_string()
     }
 
-    /// Starts the target (dlopening the plugin), with `LD_PRELOAD` of the interposer when
+    /// Starts the target (dlopening both plugins), with `LD_PRELOAD` of the interposer when
     /// `preload`; waits for its first tick.
     fn start(&self, preload: bool) -> Running {
-        let plugin = self.path("libplug.so");
+        let plugins = [self.path("libplug.so"), self.path("libplug2.so")];
+        let args = [plugins[0].as_str(), plugins[1].as_str()];
         let running = if preload {
             let pre = self.path("libpre.so");
-            start_with_env(&self.exe, &[&plugin], &[("LD_PRELOAD", &pre)])
+            start_with_env(&self.exe, &args, &[("LD_PRELOAD", &pre)])
         } else {
-            start(&self.exe, &[&plugin])
+            start(&self.exe, &args)
         };
         running.wait_for(5, |l| l.starts_with("tick "));
         running
@@ -204,6 +225,24 @@ fn a_dlopened_library_is_patched_and_reaches_its_own_symbols() {
     apply(&running, patch);
     // The plugin's helper returns 70; the executable's (not exported) 7.
     assert_eq!(field_once(&running, "plugin", |p| p != 71), 72);
+    assert!(running.alive());
+}
+
+#[test]
+fn a_dlopened_library_reaches_its_own_dependency_not_an_earlier_plugin() {
+    // Both plugins are dlopened (RTLD_LOCAL); the first, loaded earlier, defines `shared_dep2`
+    // too, but the second's lookups go through the global scope, then its own local scope
+    // (libdep.so). It never called `shared_dep2`: no GOT slot says anything.
+    let programs = Programs::build(false);
+    let mut running = programs.start(false);
+    let patch = programs.patch("plugin2", "link_patch_plugin2.c", "plugin2_value");
+    let dep = resolution(&running, &patch, "shared_dep2");
+    assert!(
+        dep.module.ends_with("libdep.so") && dep.rule.contains("local scope"),
+        "{dep:?}"
+    );
+    apply(&running, patch);
+    assert_eq!(field_once(&running, "plugin2", |p| p != 12), 220);
     assert!(running.alive());
 }
 

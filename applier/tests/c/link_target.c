@@ -1,6 +1,8 @@
-/* Target of the binding tests: linked against libl.so (link_lib.c); with an argument, dlopens that
- * library (link_plugin.c) first; with `quiet`, prints `ready` and only sleeps in pause(). Prints one line at start (what its own code reaches: `sleep` and
- * `vget@VER_1`), then `tick value V short S long L get G tls T prot R plugin P helper H` every 20 ms. */
+/* Target of the binding tests: linked against libl.so (link_lib.c); with arguments, dlopens those
+ * libraries (link_plugin.c, link_plugin2.c) first; with `quiet`, prints `ready` and only sleeps
+ * in pause(). Prints one line at start (what its own code reaches: `sleep` and
+ * `vget@VER_1`), then `tick value V short S long L get G tls T prot R plugin P plugin2 Q
+ * helper H ...` every 20 ms. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,17 +35,23 @@ int main(int argc, char **argv) {
         for (;;)
             pause();
     }
+    int (*plugin2)(void) = 0;
     if (argc > 1) {
         void *handle = dlopen(argv[1], RTLD_NOW);
         plugin = handle ? (int (*)(void))dlsym(handle, "plugin_value") : 0;
+    }
+    if (argc > 2) {
+        void *handle = dlopen(argv[2], RTLD_NOW);
+        plugin2 = handle ? (int (*)(void))dlsym(handle, "plugin2_value") : 0;
     }
     printf("start sleep %u vget %d\n", sleep(0), vget_old());
     fflush(stdout);
     for (;;) {
         lib_counter++;
-        printf("tick value %d short %d long %d get %d tls %d prot %d plugin %d helper %d %d %d\n",
+        printf("tick value %d short %d long %d get %d tls %d prot %d plugin %d plugin2 %d helper "
+               "%d %d %d\n",
                value(), lib_short(1), lib_long(1), lib_get(), lib_tls_next(), lib_prot_user(),
-               plugin ? plugin() : -1, helper(), prot_fn(), hid_fn());
+               plugin ? plugin() : -1, plugin2 ? plugin2() : -1, helper(), prot_fn(), hid_fn());
         fflush(stdout);
         usleep(20000);
     }
