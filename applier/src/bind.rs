@@ -103,7 +103,11 @@ pub(crate) fn bind_global(
             "after the global scope, in the local scope of {}, which dlopen loaded",
             module_path
         ),
-        _ => "the executable first, then address order (no link map)".to_string(),
+        Some(position) => format!(
+            "position {} of the order rebuilt from LD_PRELOAD and DT_NEEDED (no link map)",
+            position + 1
+        ),
+        None => "(not in the lookup order)".to_string(),
     };
     let copy = copy_note(target, name, found.module);
     Ok(Some(Bound {

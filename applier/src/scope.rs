@@ -30,8 +30,8 @@ const L_NEXT: u64 = 24;
 pub(crate) struct Scope {
     /// Indices of [`crate::target::Target::modules`], first searched first.
     pub(crate) order: Vec<usize>,
-    /// The order is the dynamic linker's link map (otherwise: the executable, then the
-    /// libraries in address order, for a process without one, such as a static executable).
+    /// The order is the dynamic linker's link map (otherwise it was rebuilt from the
+    /// environment's `LD_PRELOAD` and the modules' `DT_NEEDED`).
     pub(crate) from_link_map: bool,
     /// How many modules at the start of `order` the dynamic linker loaded at start (the global
     /// scope); the others were `dlopen`ed.
@@ -48,18 +48,7 @@ impl Scope {
             return self.order.clone();
         }
         let mut out = startup.to_vec();
-        let mut queue = VecDeque::from([requester]);
-        while let Some(index) = queue.pop_front() {
-            if out.contains(&index) {
-                continue;
-            }
-            out.push(index);
-            for name in modules.get(index).map_or(&[][..], |m| &m.symbols.needed) {
-                if let Some(dependency) = modules.iter().position(|m| is_named(m, name)) {
-                    queue.push_back(dependency);
-                }
-            }
-        }
+        breadth_first(&[requester], modules, &mut out);
         for &index in &self.order {
             if !out.contains(&index) {
                 out.push(index);
@@ -67,6 +56,46 @@ impl Scope {
         }
         out
     }
+}
+
+/// Appends to `out` the modules of `roots` and, breadth-first, the libraries their `DT_NEEDED`
+/// entries name, each once (as `ld.so` orders the modules it loads).
+fn breadth_first(roots: &[usize], modules: &[Module], out: &mut Vec<usize>) {
+    let mut queue: VecDeque<usize> = roots.iter().copied().collect();
+    while let Some(index) = queue.pop_front() {
+        if out.contains(&index) {
+            continue;
+        }
+        out.push(index);
+        for name in modules.get(index).map_or(&[][..], |m| &m.symbols.needed) {
+            if let Some(dependency) = modules.iter().position(|m| is_named(m, name)) {
+                queue.push_back(dependency);
+            }
+        }
+    }
+}
+
+/// The `LD_PRELOAD` libraries of process `pid` (from its environment at exec), as modules.
+fn preloaded(pid: i32, modules: &[Module]) -> Vec<usize> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let value = environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"LD_PRELOAD="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    value
+        .split([' ', ':'])
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            let file = std::path::Path::new(entry)
+                .file_name()?
+                .to_string_lossy()
+                .into_owned();
+            modules
+                .iter()
+                .position(|m| m.path == entry || is_named(m, &file))
+        })
+        .collect()
 }
 
 /// Whether module `m` is the library `DT_NEEDED` names `name`: by its `DT_SONAME`, else its
@@ -78,12 +107,22 @@ fn is_named(m: &Module, name: &str) -> bool {
             .is_some_and(|f| f.to_string_lossy() == name)
 }
 
-/// Reads the lookup order of process `pid`. Modules the link map does not list (there is none,
-/// or it is being changed right now) follow in address order.
+/// Reads the lookup order of process `pid`. Without a readable link map, the order is rebuilt
+/// as `ld.so` builds it: the executable, the `LD_PRELOAD` libraries of its environment, then
+/// `DT_NEEDED` breadth-first. Modules neither lists follow in address order.
 pub(crate) fn read_scope(pid: i32, modules: &[Module], exe: usize) -> Scope {
     let linked = link_map_order(pid, modules, exe).unwrap_or_default();
     let from_link_map = linked.first() == Some(&exe);
-    let mut order = if from_link_map { linked } else { vec![exe] };
+    let mut order = if from_link_map {
+        linked
+    } else {
+        // What ld.so would have loaded: the executable, `LD_PRELOAD`, `DT_NEEDED` breadth-first.
+        let mut roots = vec![exe];
+        roots.extend(preloaded(pid, modules));
+        let mut order = Vec::new();
+        breadth_first(&roots, modules, &mut order);
+        order
+    };
     // The dynamic linker's own entry ends what it loaded at start.
     let interpreter = modules[exe]
         .symbols
@@ -140,4 +179,43 @@ fn link_map_order(pid: i32, modules: &[Module], exe: usize) -> Option<Vec<usize>
         entry = read_word(pid, entry.checked_add(L_NEXT)?)?;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::ModuleSymbols;
+
+    fn module(path: &str, soname: Option<&str>, needed: &[&str]) -> Module {
+        Module {
+            path: path.to_string(),
+            is_exe: false,
+            bias: 0,
+            ranges: Vec::new(),
+            symbols: ModuleSymbols {
+                soname: soname.map(str::to_string),
+                needed: needed.iter().map(|n| n.to_string()).collect(),
+                ..ModuleSymbols::default()
+            },
+        }
+    }
+
+    #[test]
+    fn dependencies_come_breadth_first_each_once() {
+        // exe needs liba and libb; liba needs libc; libb needs liba and libd.
+        let modules = vec![
+            module("/lib/libc.so.6", Some("libc.so.6"), &[]),
+            module("/bin/app", None, &["liba.so", "libb.so.1"]),
+            module("/opt/libd.so", None, &[]),
+            module("/opt/liba.so", None, &["libc.so.6"]),
+            module(
+                "/opt/libb.so.1.2",
+                Some("libb.so.1"),
+                &["liba.so", "libd.so"],
+            ),
+        ];
+        let mut order = Vec::new();
+        breadth_first(&[1], &modules, &mut order);
+        assert_eq!(order, [1, 3, 4, 0, 2]);
+    }
 }
