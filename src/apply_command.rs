@@ -77,6 +77,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 "patch_id": plan.patch_id,
                 "has_manifest": object.manifest().is_some(),
                 "functions": functions,
+                "resolutions": crate::render::resolutions_json(&plan),
                 "timings": {"plan_ms": plan_ms},
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -92,6 +93,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                     .unwrap_or_default();
                 println!("  {:?} {}{at}: {}", f.action, f.target, f.reason);
             }
+            print!("{}", crate::render::binding_lines(&plan));
         }
         return Ok(());
     }

@@ -180,7 +180,11 @@ pub fn build_patch(
         new_commit: new.commit.clone(),
         old_root: Some(old_tree.path().to_path_buf()),
         old_objects,
-        target_build_id: target.and_then(|t| t.build_id().map(str::to_string)),
+        // The build id of the module the changed files were compiled into (a library's own).
+        target_build_id: target.and_then(|t| {
+            t.build_id_of_sources(&patched_files(changes))
+                .map(str::to_string)
+        }),
     };
     let mut commands = BTreeMap::new();
     let mut choices = Vec::new();

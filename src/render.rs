@@ -246,13 +246,7 @@ impl Printer {
                         "old_address": f.old_address,
                         "old_size": f.old_size,
                     })).collect::<Vec<_>>(),
-                    "resolutions": plan.resolutions.iter().map(|r| json!({
-                        "symbol": r.symbol,
-                        "name": r.target.name(),
-                        "file": file_of(&r.target),
-                        "address": r.address,
-                        "module": r.module,
-                    })).collect::<Vec<_>>(),
+                    "resolutions": resolutions_json(plan),
                 })
             });
             return Self::print_json(&json!({
@@ -293,13 +287,7 @@ impl Printer {
                     function.target
                 );
             }
-            for resolution in &plan.resolutions {
-                let _ = writeln!(
-                    text,
-                    "  binds {} → {:#x} in {}",
-                    resolution.target, resolution.address, resolution.module
-                );
-            }
+            text.push_str(&binding_lines(plan));
         }
         if let Some(check) = dry.check {
             let _ = writeln!(
@@ -405,6 +393,36 @@ pub fn flags_text(patch: &BuiltUnits) -> String {
     }
     for choice in &patch.choices {
         let _ = writeln!(text, "  {choice}");
+    }
+    text
+}
+
+/// How each undefined symbol of a plan binds, and the rule that decided, as JSON.
+pub fn resolutions_json(plan: &Plan) -> Vec<serde_json::Value> {
+    plan.resolutions
+        .iter()
+        .map(|r| {
+            json!({
+                "symbol": r.symbol,
+                "name": r.target.name(),
+                "file": file_of(&r.target),
+                "address": r.address,
+                "module": r.module,
+                "rule": r.rule,
+            })
+        })
+        .collect()
+}
+
+/// How each undefined symbol of a plan binds, and the rule that decided: one line each.
+pub fn binding_lines(plan: &Plan) -> String {
+    let mut text = String::new();
+    for r in &plan.resolutions {
+        let _ = writeln!(
+            text,
+            "  binds {} → {:#x} in {} ({})",
+            r.target, r.address, r.module, r.rule
+        );
     }
     text
 }

@@ -201,11 +201,10 @@ fn report(
     }
 }
 
-#[test]
-fn killed_during_apply_leaves_the_target_running_and_consistent() {
-    let dir = tempfile::tempdir().unwrap();
-    let (binary, object) = build(dir.path());
-    let mut target = TargetProcess::start(&binary);
+/// Kills `hotpatch apply OBJECT` at `POINTS` moments of a run against `binary` and settles the
+/// target after each; `name` heads the report.
+fn kill_during_apply(binary: &Path, object: &Path, name: &str) {
+    let mut target = TargetProcess::start(binary);
     target.wait_for("value=1");
     let pid = target.pid().to_string();
     let object = object.to_str().unwrap();
@@ -224,13 +223,55 @@ fn killed_during_apply_leaves_the_target_running_and_consistent() {
     let mut counts = BTreeMap::new();
     let (span, finished) = sweep(normal, |delay| {
         let killed = run_and_kill(&apply, delay);
-        let what = format!("apply killed after {delay:?}");
+        let what = format!("{name} killed after {delay:?}");
         *counts.entry(settle(&mut target, &what)).or_insert(0) += 1;
         killed
     });
-    report("apply", normal, span, &counts, finished);
+    report(name, normal, span, &counts, finished);
     target.drain();
     assert_counts_up_by_one(&target.seen, "n");
+}
+
+#[test]
+fn killed_during_apply_leaves_the_target_running_and_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, object) = build(dir.path());
+    kill_during_apply(&binary, &object, "apply");
+}
+
+#[test]
+fn killed_while_an_ifunc_resolver_runs_in_the_target_leaves_it_consistent() {
+    // The patch calls an IFUNC nothing resolved and writes a library's `__thread` variable:
+    // every apply runs the resolver on a thread of the target and reads a thread pointer, both
+    // through the injection helper.
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libkill.so");
+    compile_program(
+        dir.path(),
+        &[c_source("kill_lib.c").display().to_string()],
+        "-O2 -g -fPIC -shared",
+        &lib,
+    );
+    let binary = dir.path().join("kill-target-lib");
+    let link = format!(
+        "-O2 -g -pthread -L{dir} -Wl,-rpath,{dir} -Wl,--no-as-needed -lkill",
+        dir = dir.path().display()
+    );
+    compile_program(
+        dir.path(),
+        &[c_source("fault_kill_target.c").display().to_string()],
+        &link,
+        &binary,
+    );
+    let object = dir.path().join("v2-lib.o");
+    run_ok(
+        Command::new("gcc")
+            .args(["-c", "-O2", "-fPIC"])
+            .arg(c_source("kill_lib_patch.c"))
+            .arg("-o")
+            .arg(&object),
+    );
+    kill_during_apply(&binary, &object, "apply running a resolver");
 }
 
 #[test]

@@ -116,7 +116,8 @@ pub fn check(
     // Where the region would go decides the jumps' length, hence the bytes they would cover.
     let maps = read_maps(pid)?;
     let size = PAGE + plan.image_size();
-    let base = region::choose(&maps, target.exe_span(), size, region::mmap_min_addr())
+    let min = region::mmap_min_addr();
+    let base = region::choose(&maps, plan.near, target.exe_span(), size, min)
         .ok_or(ApplyError::NoRegion { pid, size })?;
     let predicted = vec![base + PAGE; plan.functions.len()];
     let sites = sites(plan, &predicted)?;
@@ -257,7 +258,7 @@ fn apply_with(
     let header_bound = ledger::encode(&record(plan, &[], &stamp, &[]));
     let header_size = (header_bound.len() as u64).next_multiple_of(PAGE);
     let region_size = header_size + plan.image_size();
-    let base = allocate_region(target, region_size)?;
+    let base = allocate_region(target, plan.near, region_size)?;
     let mut prepared = Prepared {
         at,
         unwinder,
@@ -275,12 +276,14 @@ fn apply_with(
     }
 }
 
-fn allocate_region(target: &Target, size: u64) -> Result<u64, ApplyError> {
+/// Maps the region within reach of `near` (the span of the patched module).
+fn allocate_region(target: &Target, near: (u64, u64), size: u64) -> Result<u64, ApplyError> {
     let pid = target.pid();
     let mut last_error = None;
     for _ in 0..REGION_ATTEMPTS {
         let maps = read_maps(pid)?;
-        let base = region::choose(&maps, target.exe_span(), size, region::mmap_min_addr())
+        let min = region::mmap_min_addr();
+        let base = region::choose(&maps, near, target.exe_span(), size, min)
             .ok_or(ApplyError::NoRegion { pid, size })?;
         match region::allocate(pid, base, size) {
             Ok(()) => return Ok(base),
@@ -430,9 +433,10 @@ fn sites(plan: &Plan, new_addresses: &[u64]) -> Result<Vec<Site>, ApplyError> {
         let name = plan.functions[redirect.function].target.name().to_string();
         let to = new_addresses[redirect.function];
         let jump = jump_bytes(redirect.entry, to);
+        // Decoded from the original bytes: an earlier patch's jump is never read as code.
         let covered = covered_length(
             &name,
-            &redirect.code,
+            &redirect.original,
             redirect.entry,
             redirect.size,
             jump.len(),
@@ -440,8 +444,8 @@ fn sites(plan: &Plan, new_addresses: &[u64]) -> Result<Vec<Site>, ApplyError> {
         let covered_end = redirect.entry.saturating_add(covered as u64);
         // A branch back into the overwritten bytes would land mid-jump: then no thread may be
         // anywhere in the old body.
-        let busy_end = if branches_into(&redirect.code, redirect.entry, redirect.entry, covered_end)
-        {
+        let original = &redirect.original;
+        let busy_end = if branches_into(original, redirect.entry, redirect.entry, covered_end) {
             redirect.entry.saturating_add(redirect.size)
         } else {
             covered_end

@@ -99,10 +99,13 @@ pub enum ApplyError {
         target: SymbolRef,
     },
     /// An IFUNC symbol whose implementation is not known yet.
-    #[error(
-        "`{0}` is an IFUNC the process has not resolved yet (no resolved GOT slot in any module)"
-    )]
-    UnresolvedIfunc(String),
+    #[error("cannot resolve the IFUNC `{name}`: {detail}; refusing to guess which implementation the process would use")]
+    UnresolvedIfunc {
+        /// The IFUNC's name.
+        name: String,
+        /// Why its resolver gave no usable answer.
+        detail: String,
+    },
     /// The patch was built for another binary.
     #[error("the patch was built for the binary with build id {expected}, but pid {pid} runs {exe} with build id {found}: refusing to patch another binary")]
     BuildIdMismatch {
@@ -110,7 +113,8 @@ pub enum ApplyError {
         expected: String,
         /// The pid.
         pid: i32,
-        /// The running executable.
+        /// The running module the patch is for (the executable, or the library its replaced
+        /// functions live in).
         exe: String,
         /// Its build id (or "none").
         found: String,
@@ -159,6 +163,28 @@ pub enum ApplyError {
         /// The static local.
         target: SymbolRef,
         /// Why, naming the module.
+        detail: String,
+    },
+    /// Code of two modules in one patch refers to one name that the dynamic linker binds
+    /// differently for each of them.
+    #[error("`{symbol}` reaches one definition from the code of {first} and another from the code of {second}; one patch cannot bind it for both: make one patch per module")]
+    ConflictingBinding {
+        /// The name.
+        symbol: String,
+        /// One module whose functions the patch replaces.
+        first: String,
+        /// Another.
+        second: String,
+    },
+    /// A thread-local variable of a library whose offset from the thread pointer cannot be
+    /// proven the same in every thread.
+    #[error("cannot link the thread-local variable `{name}` of {module}: {detail}")]
+    LibraryTls {
+        /// The variable.
+        name: String,
+        /// The library defining it.
+        module: String,
+        /// Why.
         detail: String,
     },
     /// A symbol is thread-local; TLS is not supported yet.

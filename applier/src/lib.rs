@@ -5,17 +5,19 @@
 //! - [`PatchObject::parse`] reads the patch (ELF64 x86-64 `ET_REL`, optional `.hotpatch.manifest`).
 //! - [`Target::inspect`] reads the process (maps, modules, symbols) without stopping it.
 //! - [`plan`] decides what each function does (replace, add), resolves every undefined symbol
-//!   (manifest bindings, file-local statics, globals, IFUNCs), checks each replaced function can
+//!   (manifest bindings, file-local statics, globals bound by the dynamic linker's rules in
+//!   `bind`, IFUNCs), checks each replaced function can
 //!   hold its jump and test-links the patch; it writes nothing.
-//! - [`apply`] maps a region within ±2 GiB of the executable (ledger header, text zone, data zone),
-//!   links and writes the patch while the target runs, then stops every thread only for the
+//! - [`apply`] maps a region within ±2 GiB of the patched module (ledger header, text zone, data
+//!   zone), links and writes the patch while the target runs, then stops every thread only for the
 //!   commit (safety check on every thread's unwound stack, jumps, ledger state, resume) and
 //!   reports the pause.
 //! - [`installed_patches`] reads the ledgers back from the process; [`revert()`] undoes the newest
 //!   (or a named) patch, last-in first-out per function.
 //!
-//! Modules, one job each: [`object_file`] (the patch), [`target`] and `symbols`/`maps` (the
-//! process), [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
+//! Modules, one job each: [`object_file`] (the patch), [`target`] and `symbols`/`maps`/`scope`
+//! (the process; `scope` its link map), `bind` (which definition a global name reaches),
+//! [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
 //! `trampoline` (entry jumps), `commit` (the stop and its safety check), `unwind` (CFI stack
 //! walks), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
@@ -24,6 +26,7 @@
 
 pub mod apply;
 pub mod artifact;
+mod bind;
 mod commit;
 mod debuginfo;
 pub mod error;
@@ -39,6 +42,7 @@ pub mod ptrace;
 mod region;
 mod resolve;
 pub mod revert;
+mod scope;
 mod symbols;
 pub mod target;
 mod trampoline;

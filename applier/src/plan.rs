@@ -8,9 +8,11 @@ use object::elf;
 
 use crate::apply::refuse_if_applied;
 use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
+use crate::bind::{bind_global, split_version};
 use crate::error::ApplyError;
 use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
 use crate::layout::{Layout, PAGE};
+use crate::ledger::LedgerState;
 use crate::link::Linker;
 use crate::object_file::{PatchObject, Placement, SectionClass};
 use crate::ptrace::read_memory;
@@ -42,6 +44,9 @@ pub struct Plan {
     pub(crate) layout: Layout,
     pub(crate) externals: BTreeMap<usize, u64>,
     pub(crate) redirects: Vec<Redirect>,
+    /// The lowest and highest address of the module the replaced code lives in: the region is
+    /// placed within `jmp rel32` reach of all of it.
+    pub(crate) near: (u64, u64),
 }
 
 /// One function of the patch.
@@ -73,6 +78,8 @@ pub struct Resolution {
     pub address: u64,
     /// The module defining it.
     pub module: String,
+    /// Why it bound there: the lookup rule that decided, in words.
+    pub rule: String,
 }
 
 /// A replaced function's entry, to be overwritten with a jump.
@@ -86,17 +93,25 @@ pub(crate) struct Redirect {
     pub(crate) size: u64,
     /// The function's first bytes (up to [`MAX_READ`]) when planned.
     pub(crate) code: Vec<u8>,
+    /// The same bytes as the binary has them: where earlier patches' jumps are (the ledger
+    /// says which bytes they overwrote), their original bytes, so that no jump written by
+    /// hotpatch is ever decoded as instructions.
+    pub(crate) original: Vec<u8>,
 }
 
 /// Resolves and checks everything needed to apply `patch` to `target`; writes nothing.
 pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
+    // The patches already in the process: a function one of them redirected runs its code.
+    let earlier = installed_patches(target.pid())?;
     let functions = match patch.manifest() {
         Some(manifest) => {
             check_build_id(target, manifest)?;
-            manifest_functions(target, patch, manifest)?
+            manifest_functions(target, patch, manifest, &earlier)?
         }
         None => plain_functions(target, patch)?,
     };
+    let home = home_module(target, &functions);
+    let near = region_anchor(target, &functions, home);
     let mut redirects = Vec::new();
     for (index, function) in functions.iter().enumerate() {
         if let (Some(entry), Some(size)) = (function.old_address, function.old_size) {
@@ -106,10 +121,11 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
                     function.target
                 )));
             }
-            redirects.push(check_redirect(target, index, function, entry, size)?);
+            let site = Site { index, entry, size };
+            redirects.push(check_redirect(target, near, &earlier, function, site)?);
         }
     }
-    let (externals, resolutions) = resolve_undefined(target, patch)?;
+    let (externals, resolutions) = resolve_undefined(target, patch, &functions, home)?;
     let layout = Layout::compute(patch, |sym| is_external_function(target, patch, sym));
     if layout.text_size.saturating_add(layout.data_size) > MAX_IMAGE {
         return Err(ApplyError::MalformedObject(format!(
@@ -126,6 +142,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         layout,
         externals,
         redirects,
+        near,
     };
     test_link(target, &plan)?;
     Ok(plan)
@@ -161,23 +178,51 @@ fn missing_function(target: &Target, wanted: &SymbolRef) -> ApplyError {
     }
 }
 
+/// The module the replaced functions live in (the executable when there are none, or when they
+/// are spread over several modules): whose references the patch's are bound like, and near
+/// which the region goes.
+fn home_module(target: &Target, functions: &[PlannedFunction]) -> usize {
+    let mut modules = functions
+        .iter()
+        .filter_map(|f| f.old_address)
+        .map(|address| target.module_at(address).unwrap_or(target.exe));
+    match modules.next() {
+        Some(first) if modules.all(|m| m == first) => first,
+        _ => target.exe,
+    }
+}
+
+/// Largest span of patched modules one region is placed near: half of what `rel32` reaches,
+/// the other half left for the region to fit in.
+const MAX_ANCHOR_SPAN: u64 = 1 << 30;
+
+/// The addresses the region must be within `rel32` reach of: all the modules whose functions
+/// are replaced when they lie close together (one library, or several libraries mapped near
+/// each other), else the `home` module's (then functions elsewhere take the absolute jump).
+fn region_anchor(target: &Target, functions: &[PlannedFunction], home: usize) -> (u64, u64) {
+    let spans = functions
+        .iter()
+        .filter_map(|f| target.module_at(f.old_address?))
+        .map(|m| target.span_of(m));
+    let union = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+    match union {
+        Some((lo, hi)) if hi - lo <= MAX_ANCHOR_SPAN => (lo, hi),
+        _ => target.span_of(home),
+    }
+}
+
 fn manifest_functions(
     target: &Target,
     patch: &PatchObject,
     manifest: &Manifest,
+    earlier: &[InstalledPatch],
 ) -> Result<Vec<PlannedFunction>, ApplyError> {
     let revision = manifest
         .old_revision
         .as_deref()
         .unwrap_or("the revision the patch was made from");
-    // The patches already in the process: a function one of them redirected runs its code
-    // (and the same patch again is refused as such, not as a mismatch with itself).
-    let earlier = if manifest.functions.iter().any(|f| f.preimage.is_some()) {
-        installed_patches(target.pid())?
-    } else {
-        Vec::new()
-    };
-    refuse_if_applied(target.pid(), &patch.patch_id(), &earlier)?;
+    // The same patch again is refused as such, not as a mismatch with itself.
+    refuse_if_applied(target.pid(), &patch.patch_id(), earlier)?;
     let mut out = Vec::new();
     for function in &manifest.functions {
         let object_symbol = patch.defined_symbol(&function.symbol).ok_or_else(|| {
@@ -206,7 +251,7 @@ fn manifest_functions(
                 revision,
                 preimage,
             };
-            match in_effect_at(&earlier, found.address) {
+            match in_effect_at(earlier, found.address) {
                 Some((patch, installed)) => {
                     check_stacked(&expected, patch, patch.postimage(installed))?
                 }
@@ -230,17 +275,34 @@ fn manifest_functions(
     Ok(out)
 }
 
-/// Refuses when a manifest's target build id is that of no module of the process.
+/// Refuses when a manifest's target build id is that of no module of the process, naming the
+/// module the patch's first replaced function lives in (a library's patch carries the library's
+/// build id).
 fn check_build_id(target: &Target, manifest: &Manifest) -> Result<(), ApplyError> {
-    match &manifest.target_build_id {
-        Some(expected) if !target.has_build_id(expected) => Err(ApplyError::BuildIdMismatch {
-            expected: expected.clone(),
-            pid: target.pid(),
-            exe: target.exe_path().display().to_string(),
-            found: target.build_id().unwrap_or("none").to_string(),
-        }),
-        _ => Ok(()),
+    let Some(expected) = &manifest.target_build_id else {
+        return Ok(());
+    };
+    if target.has_build_id(expected) {
+        return Ok(());
     }
+    let module = manifest
+        .functions
+        .iter()
+        .filter(|f| f.action == FunctionAction::Replace)
+        .find_map(|f| lookup_function(target, &f.target).ok().flatten())
+        .and_then(|found| target.modules.get(found.module))
+        .unwrap_or_else(|| target.exe_module());
+    Err(ApplyError::BuildIdMismatch {
+        expected: expected.clone(),
+        pid: target.pid(),
+        exe: module.path.clone(),
+        found: module
+            .symbols
+            .build_id
+            .as_deref()
+            .unwrap_or("none")
+            .to_string(),
+    })
 }
 
 /// What a replaced function is expected to be: the fingerprint of its code at the patch's old
@@ -405,18 +467,30 @@ fn plain_functions(
     Ok(out)
 }
 
-/// Reads the function's first bytes and checks the jump fits. Functions of the executable get a
-/// `jmp rel32` (the region is always within reach of it); others the 14-byte absolute jump.
+/// A replaced function's entry, as [`check_redirect`] gets it.
+struct Site {
+    /// Index in the plan's functions.
+    index: usize,
+    /// Entry address.
+    entry: u64,
+    /// `st_size`.
+    size: u64,
+}
+
+/// Reads the function's first bytes and checks the jump fits. Functions of the module the
+/// region is placed near (`near`) get a `jmp rel32` (the region is always within its reach);
+/// others the 14-byte absolute jump. Whole instructions are decoded from the function's
+/// original bytes: earlier patches' jumps are undone first, by their ledger records.
 fn check_redirect(
     target: &Target,
-    index: usize,
+    near: (u64, u64),
+    earlier: &[InstalledPatch],
     function: &PlannedFunction,
-    entry: u64,
-    size: u64,
+    site: Site,
 ) -> Result<Redirect, ApplyError> {
+    let Site { index, entry, size } = site;
     let name = function.target.name();
-    let (lo, hi) = target.exe_span();
-    let jump = if lo <= entry && entry < hi {
+    let jump = if near.0 <= entry && entry < near.1 {
         REL32_LEN
     } else {
         ABS_LEN
@@ -428,13 +502,47 @@ fn check_redirect(
     };
     let len = usize::try_from(size.min(MAX_READ)).unwrap_or(0);
     let code = read_memory(target.pid(), entry, len)?;
-    covered_length(name, &code, entry, size, jump)?;
+    let original = without_patch_jumps(&code, entry, earlier);
+    covered_length(name, &original, entry, size, jump)?;
     Ok(Redirect {
         function: index,
         entry,
         size,
         code,
+        original,
     })
+}
+
+/// `code` (read at `entry`) with the bytes that the jumps of `earlier` patches overwrote at
+/// `entry` put back, newest first, as a revert of each would.
+fn without_patch_jumps(code: &[u8], entry: u64, earlier: &[InstalledPatch]) -> Vec<u8> {
+    let ranges: Vec<(u64, &str)> = earlier
+        .iter()
+        .filter(|p| p.state != LedgerState::Reverted)
+        .flat_map(|p| {
+            p.record
+                .functions
+                .iter()
+                .filter_map(|f| f.overwritten.as_ref())
+                .filter(|o| o.address == entry)
+                .map(|o| (p.sequence, o.original_hex.as_str()))
+        })
+        .collect();
+    undo_jumps(code, ranges)
+}
+
+/// `code` with each `(sequence, original bytes in hex)` written back over its start, highest
+/// sequence first.
+fn undo_jumps(code: &[u8], mut ranges: Vec<(u64, &str)>) -> Vec<u8> {
+    ranges.sort_by_key(|&(sequence, _)| std::cmp::Reverse(sequence));
+    let mut bytes = code.to_vec();
+    for (_, hex) in ranges {
+        let original = crate::revert::unhex(hex).unwrap_or_default();
+        for (byte, value) in bytes.iter_mut().zip(original) {
+            *byte = value;
+        }
+    }
+    bytes
 }
 
 /// A function shorter than its jump can still take it when the bytes after it, up to the next
@@ -475,13 +583,18 @@ fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> boo
     if symbol.st_type == elf::STT_FUNC {
         return true;
     }
-    target.lookup_global(&symbol.name, true).is_some()
+    target
+        .lookup_global(split_version(&symbol.name).0, true)
+        .is_some()
 }
 
-/// Resolves every undefined symbol that a loaded section refers to.
+/// Resolves every undefined symbol that a loaded section refers to; globals as the references
+/// of module `home` (where the replaced code lives) were bound.
 fn resolve_undefined(
     target: &Target,
     patch: &PatchObject,
+    functions: &[PlannedFunction],
+    home: usize,
 ) -> Result<(BTreeMap<usize, u64>, Vec<Resolution>), ApplyError> {
     let bindings = patch
         .manifest()
@@ -510,21 +623,35 @@ fn resolve_undefined(
             .unwrap_or_else(|| SymbolRef::Global {
                 name: symbol.name.clone(),
             });
-        let found = match &wanted {
-            SymbolRef::Global { name } => target.lookup_global(name, false),
-            SymbolRef::FileLocal { name, file } => target.lookup_file_local(name, file, false)?,
+        let bound = match &wanted {
+            SymbolRef::Global { name } => {
+                let requesters = requesters_of(target, patch, functions, index, home);
+                bind_global_for(target, name, &requesters)?
+            }
+            SymbolRef::FileLocal { name, file } => target
+                .lookup_file_local(name, file, false)?
+                .map(|found| local_binding(target, &wanted, &found, "file-local symbol"))
+                .transpose()?,
             SymbolRef::StaticLocal {
                 function,
                 name,
                 file,
-            } => target.lookup_static_local(function, name, file)?,
+            } => target
+                .lookup_static_local(function, name, file)?
+                .map(|found| local_binding(target, &wanted, &found, "static local"))
+                .transpose()?,
         };
-        let (address, module) = match found {
-            Some(found) => {
-                let address = runtime_address(target, wanted.name(), &found)?;
-                (address, target.modules[found.module].path.clone())
+        let (address, module, rule) = match bound {
+            Some(bound) => {
+                let module = bound.module.and_then(|m| target.modules.get(m));
+                let module = module.map_or_else(|| "(no module)".to_string(), |m| m.path.clone());
+                (bound.address, module, bound.rule)
             }
-            None if symbol.binding == elf::STB_WEAK => (0, "(absent weak symbol)".to_string()),
+            None if symbol.binding == elf::STB_WEAK => (
+                0,
+                "(absent weak symbol)".to_string(),
+                "weak, and defined nowhere: null".to_string(),
+            ),
             None => {
                 return Err(ApplyError::UnresolvedSymbol {
                     symbol: symbol.name.clone(),
@@ -538,17 +665,99 @@ fn resolve_undefined(
             target: wanted,
             address,
             module,
+            rule,
         });
     }
     Ok((externals, resolutions))
 }
 
+/// The modules whose code refers to the patch's symbol `index`: for each section with a
+/// relocation against it, the module of the function that section replaces (with
+/// `-ffunction-sections` every function has its own); `home` for the other sections (data,
+/// added functions).
+fn requesters_of(
+    target: &Target,
+    patch: &PatchObject,
+    functions: &[PlannedFunction],
+    index: usize,
+    home: usize,
+) -> Vec<usize> {
+    let module_of_section = |section: usize| {
+        functions
+            .iter()
+            .filter(|f| {
+                patch.symbols.get(f.object_symbol).map(|s| s.placement)
+                    == Some(Placement::Section(section))
+            })
+            .find_map(|f| target.module_at(f.old_address?))
+            .unwrap_or(home)
+    };
+    let mut modules: Vec<usize> = patch
+        .sections
+        .iter()
+        .filter(|s| s.class != SectionClass::Skip)
+        .filter(|s| s.relocations.iter().any(|r| r.symbol == Some(index)))
+        .map(|s| module_of_section(s.index))
+        .collect();
+    modules.sort_unstable();
+    modules.dedup();
+    if modules.is_empty() {
+        modules.push(home);
+    }
+    modules
+}
+
+/// Binds the global `name` as the code of every module of `requesters` would reach it; code of
+/// two modules that would reach different definitions cannot share one patch symbol: refused.
+fn bind_global_for(
+    target: &Target,
+    name: &str,
+    requesters: &[usize],
+) -> Result<Option<crate::bind::Bound>, ApplyError> {
+    let mut bound: Option<(usize, Option<crate::bind::Bound>)> = None;
+    for &requester in requesters {
+        let this = bind_global(target, name, requester)?;
+        match &bound {
+            None => bound = Some((requester, this)),
+            Some((first, earlier)) => {
+                let address = |b: &Option<crate::bind::Bound>| b.as_ref().map(|b| b.address);
+                if address(earlier) != address(&this) {
+                    let path = |m: usize| target.modules[m].path.clone();
+                    return Err(ApplyError::ConflictingBinding {
+                        symbol: name.to_string(),
+                        first: path(*first),
+                        second: path(requester),
+                    });
+                }
+            }
+        }
+    }
+    Ok(bound.and_then(|(_, b)| b))
+}
+
+/// A `static` of a source file bound to the storage `found` (its module's symbol or DWARF).
+fn local_binding(
+    target: &Target,
+    wanted: &SymbolRef,
+    found: &Found,
+    what: &str,
+) -> Result<crate::bind::Bound, ApplyError> {
+    let path = &target.modules[found.module].path;
+    let file = found.file.as_deref().unwrap_or("its file");
+    let (address, note) = runtime_address(target, wanted.name(), found)?;
+    Ok(crate::bind::Bound {
+        address,
+        module: Some(found.module),
+        rule: format!("{what} of {file} in {path}{note}"),
+    })
+}
 /// Links once at the address the region would get now, so that unsupported or overflowing
 /// relocations are reported by `plan`.
 fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
     let size = PLAN_HEADER_PAGES * PAGE + plan.image_size();
     let base = region::choose(
         &target.maps,
+        plan.near,
         target.exe_span(),
         size,
         region::mmap_min_addr(),
@@ -566,4 +775,30 @@ fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
         data_base: text_base + plan.layout.text_size,
     };
     linker.link().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::hex;
+    use crate::trampoline::{absolute_jump, jump_bytes};
+
+    #[test]
+    fn stacked_jumps_are_undone_newest_first() {
+        // The binary's code: 13 bytes of `imul eax,edi,7; add eax,3; ...`, then padding.
+        let binary: Vec<u8> = vec![
+            0x6b, 0xc7, 0x07, 0x83, 0xc0, 0x03, 0xc3, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xcc,
+            0xcc, 0xcc,
+        ];
+        // Patch 1 wrote a 14-byte absolute jump, patch 2 a rel32 jump over it.
+        let first = absolute_jump(0x7f12_3456_789a);
+        let mut memory = binary.clone();
+        memory[..14].copy_from_slice(&first);
+        let under_second = memory[..5].to_vec();
+        let second = jump_bytes(0x1000, 0x2000);
+        memory[..5].copy_from_slice(&second);
+        let ranges = [(2, hex(&under_second)), (1, hex(&binary[..14]))];
+        let ranges = ranges.iter().map(|(s, h)| (*s, h.as_str())).collect();
+        assert_eq!(undo_jumps(&memory, ranges), binary);
+    }
 }

@@ -105,8 +105,19 @@ pub fn remote_syscall(pid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PtraceEr
 /// [`remote_syscall`] from the calling process itself.
 fn remote_syscall_here(pid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PtraceError> {
     let insn = find_syscall_insn(pid)?;
+    on_some_thread(pid, "remote syscall", |tid| {
+        inject(pid, tid, insn, nr, args)
+    })
+}
+
+/// Runs `run` on the main thread if it is alive, else on the others in tid order, until one
+/// gives a result (`Ok(None)`: the thread vanished under us, try another one).
+fn on_some_thread(
+    pid: i32,
+    what: &str,
+    mut run: impl FnMut(i32) -> Result<Option<i64>, PtraceError>,
+) -> Result<i64, PtraceError> {
     let mut tids = proc::list_tasks(pid)?;
-    // Prefer the main thread, then the others in tid order.
     if let Some(i) = tids.iter().position(|&t| t == pid) {
         let main = tids.remove(i);
         tids.insert(0, main);
@@ -115,17 +126,162 @@ fn remote_syscall_here(pid: i32, nr: i64, args: [u64; 6]) -> Result<i64, PtraceE
         if proc::thread_is_dead(pid, tid) {
             continue;
         }
-        match inject(pid, tid, insn, nr, args)? {
-            Some(result) => return Ok(result),
-            None => continue, // the thread vanished under us: try another one
+        if let Some(result) = run(tid)? {
+            return Ok(result);
         }
     }
     proc::ensure_process(pid)?;
     Err(PtraceError::Failed {
         pid,
-        op: "remote syscall".to_string(),
+        op: what.to_string(),
         detail: "no thread of the process could be seized".to_string(),
     })
+}
+
+/// The thread pointer (`%fs` base) of one thread of the target, read at a brief stop of that
+/// thread alone (through the injection helper; the thread is released as it was).
+pub fn thread_pointer(pid: i32) -> Result<u64, PtraceError> {
+    proc::ensure_process(pid)?;
+    let tp = helper::run(pid, || {
+        on_some_thread(pid, "reading the thread pointer", |tid| {
+            let Some((mut th, saved)) = seize_for_injection(pid, tid)? else {
+                return Ok(None);
+            };
+            th.finish()?;
+            Ok(Some(saved.fs_base as i64))
+        })
+    })?;
+    Ok(tp as u64)
+}
+
+/// Where an injected function call returns to: no code is there, so its `ret` stops the thread
+/// with `SIGSEGV` at this address.
+const RETURN_MARK: u64 = 0;
+/// The red zone below a thread's stack pointer, left alone.
+const RED_ZONE: u64 = 128;
+/// Stack below the call's frame saved and put back afterwards (what the called function may
+/// write there), so the call leaves no trace in the thread's memory.
+const CALL_SCRATCH: u64 = 8192;
+
+/// Calls the function at `function` (no arguments) in the target through one of its threads
+/// and returns what it returns (`rax`), while the other threads keep running; for short,
+/// self-contained functions such as IFUNC resolvers, which the dynamic linker calls the same
+/// way. The thread's registers, its stack below the red zone and its signals are restored
+/// exactly; a call that faults or does not return within `timeout` is abandoned the same way,
+/// with an error. Runs in a helper process like [`remote_syscall`].
+pub fn remote_call(pid: i32, function: u64, timeout: Duration) -> Result<u64, PtraceError> {
+    proc::ensure_process(pid)?;
+    let deadline = Instant::now() + timeout;
+    let result = helper::run(pid, || {
+        on_some_thread(pid, "remote call", |tid| {
+            call_on(pid, tid, function, deadline).map(|r| r.map(|v| v as i64))
+        })
+    })?;
+    Ok(result as u64)
+}
+
+/// [`remote_call`] through thread `tid`; `Ok(None)` when the thread vanished before the call.
+fn call_on(
+    pid: i32,
+    tid: i32,
+    function: u64,
+    deadline: Instant,
+) -> Result<Option<u64>, PtraceError> {
+    let Some((mut th, saved)) = seize_for_injection(pid, tid)? else {
+        return Ok(None);
+    };
+    let top = saved.rsp.wrapping_sub(RED_ZONE) & !0xf;
+    let entry_rsp = top.wrapping_sub(8);
+    let low = top.wrapping_sub(CALL_SCRATCH);
+    let stack = read_memory(pid, low, CALL_SCRATCH as usize)?;
+    write_memory(pid, entry_rsp, &RETURN_MARK.to_le_bytes())?;
+    let mut regs = saved;
+    regs.rip = function;
+    regs.rsp = entry_rsp;
+    regs.rax = 0;
+    regs.orig_rax = u64::MAX;
+    sys::set_regs(tid, &regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+    let result = run_until_return(&mut th, function, deadline);
+    if !th.done {
+        if !th.stopped {
+            // Stop it again (timeout) before its stack is put back.
+            let _ = sys::interrupt(tid);
+            match sys::wait_stop(tid) {
+                Ok(Stop::Gone) | Err(_) => th.done = true,
+                Ok(Stop::Signal { sig }) if !is_fault(sig) => {
+                    th.stopped = true;
+                    th.remember_signal(sig);
+                }
+                Ok(_) => th.stopped = true,
+            }
+        }
+        if th.stopped {
+            write_memory(pid, low, &stack)?;
+            th.finish()?;
+        }
+    }
+    result.map(Some)
+}
+
+/// Signals an injected call's own fault raises (never handed to the target).
+fn is_fault(sig: i32) -> bool {
+    use nix::libc::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
+    [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP].contains(&sig)
+}
+
+/// Resumes the called thread until the call returns to [`RETURN_MARK`]; signals meant for the
+/// target are kept for later, a fault ends the call with an error.
+fn run_until_return(
+    th: &mut Injection,
+    function: u64,
+    deadline: Instant,
+) -> Result<u64, PtraceError> {
+    let (pid, tid) = (th.pid, th.tid);
+    let call = format!("the call of 0x{function:x}");
+    loop {
+        sys::cont(tid, 0).map_err(|e| op_failed(pid, tid, "PTRACE_CONT", e))?;
+        th.stopped = false;
+        let stop = loop {
+            match sys::poll_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))? {
+                Some(stop) => break stop,
+                None if Instant::now() >= deadline => {
+                    return Err(PtraceError::Failed {
+                        pid,
+                        op: call,
+                        detail: "it did not return in time".to_string(),
+                    })
+                }
+                None => std::thread::sleep(Duration::from_micros(200)),
+            }
+        };
+        match stop {
+            Stop::Gone => {
+                th.done = true;
+                return Err(PtraceError::NoSuchProcess(pid));
+            }
+            Stop::Exiting => {
+                th.stopped = true;
+                return Err(PtraceError::NoSuchProcess(pid));
+            }
+            Stop::Interrupt { .. } | Stop::OtherEvent { .. } => th.stopped = true,
+            Stop::Signal { sig } => {
+                th.stopped = true;
+                let now =
+                    sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+                if sig == nix::libc::SIGSEGV && now.rip == RETURN_MARK {
+                    return Ok(now.rax);
+                }
+                if is_fault(sig) {
+                    return Err(PtraceError::Failed {
+                        pid,
+                        op: call,
+                        detail: format!("it faulted (signal {sig}) at 0x{:x}", now.rip),
+                    });
+                }
+                th.remember_signal(sig);
+            }
+        }
+    }
 }
 
 /// Finds the address of a `syscall` instruction (`0f 05`) in an executable mapping, looking in
@@ -267,13 +423,9 @@ impl Drop for Injection {
 
 /// Runs the syscall through thread `tid`. `Ok(None)` means the thread disappeared before the
 /// syscall ran (the caller may try another thread).
-fn inject(
-    pid: i32,
-    tid: i32,
-    insn: u64,
-    nr: i64,
-    args: [u64; 6],
-) -> Result<Option<i64>, PtraceError> {
+/// Seizes thread `tid` and stops it for an injection, with its registers saved; `Ok(None)` when
+/// it vanished first. Dropping the [`Injection`] restores and releases it.
+fn seize_for_injection(pid: i32, tid: i32) -> Result<Option<(Injection, Regs)>, PtraceError> {
     match sys::seize(tid) {
         Ok(()) => {}
         Err(Errno::ESRCH) => return Ok(None),
@@ -311,6 +463,19 @@ fn inject(
 
     let saved = sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
     th.saved = Some(saved);
+    Ok(Some((th, saved)))
+}
+
+fn inject(
+    pid: i32,
+    tid: i32,
+    insn: u64,
+    nr: i64,
+    args: [u64; 6],
+) -> Result<Option<i64>, PtraceError> {
+    let Some((mut th, saved)) = seize_for_injection(pid, tid)? else {
+        return Ok(None);
+    };
     let mut regs = saved;
     regs.rip = insn;
     regs.rax = nr as u64;
@@ -410,6 +575,12 @@ fn at_breakpoint(tid: i32, addr: u64) -> bool {
 /// single-step) rather than sent by a process (`kill`/`tgkill` give `si_code <= 0`).
 fn is_kernel_trap(tid: i32) -> bool {
     sys::get_siginfo(tid).map(|i| i.si_code > 0).unwrap_or(true)
+}
+
+/// The 8-byte little-endian word of the target's memory at `addr`; `None` if unreadable.
+pub(crate) fn read_word(pid: i32, addr: u64) -> Option<u64> {
+    let bytes = read_memory(pid, addr, 8).ok()?;
+    Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
 }
 
 /// Reads `len` bytes of the target's memory at `addr` (through `/proc/PID/mem`).

@@ -1,4 +1,4 @@
-//! The patch region: choosing a free page-aligned range within ±2 GiB of the executable, and
+//! The patch region: choosing a free page-aligned range within ±2 GiB of the patched module, and
 //! allocating, protecting and releasing it with system calls run in the target.
 
 use crate::error::ApplyError;
@@ -35,11 +35,18 @@ pub(crate) fn mmap_min_addr() -> u64 {
         .max(PAGE)
 }
 
-/// Chooses the start of a free `size`-byte range within reach of the executable (`exe` = lowest and
-/// highest address of its mappings), keeping a guard page to each neighbour. It prefers the range
-/// just below the executable, and never takes the space right after the executable or the heap,
-/// where `brk` grows, nor right below the stack.
-pub(crate) fn choose(maps: &[Mapping], exe: (u64, u64), size: u64, min_addr: u64) -> Option<u64> {
+/// Chooses the start of a free `size`-byte range within `rel32` reach of all of the patched
+/// module (`near` = lowest and highest address of its mappings: the executable or a library),
+/// keeping a guard page to each neighbour. It prefers the range just below the module, and never
+/// takes the space right after the executable (`exe`, its span) or the heap, where `brk` grows,
+/// nor right below the stack.
+pub(crate) fn choose(
+    maps: &[Mapping],
+    near: (u64, u64),
+    exe: (u64, u64),
+    size: u64,
+    min_addr: u64,
+) -> Option<u64> {
     let mut sorted: Vec<&Mapping> = maps.iter().collect();
     sorted.sort_by_key(|m| m.start);
     let mut candidates = Vec::new();
@@ -73,15 +80,15 @@ pub(crate) fn choose(maps: &[Mapping], exe: (u64, u64), size: u64, min_addr: u64
         }
     }
     let distance = |c: u64| {
-        if c + size <= exe.0 {
-            exe.0 - (c + size)
+        if c + size <= near.0 {
+            near.0 - (c + size)
         } else {
-            c.saturating_sub(exe.1)
+            c.saturating_sub(near.1)
         }
     };
     candidates
         .into_iter()
-        .filter(|&c| exe.1.max(c + size) - exe.0.min(c) <= MAX_SPAN)
+        .filter(|&c| near.1.max(c + size) - near.0.min(c) <= MAX_SPAN)
         .min_by_key(|&c| distance(c))
 }
 
@@ -153,7 +160,8 @@ mod tests {
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 ",
         );
-        let at = choose(&maps, (0x55d0_0000_0000, 0x55d0_0000_4000), 0x3000, 0x10000).unwrap();
+        let exe = (0x55d0_0000_0000, 0x55d0_0000_4000);
+        let at = choose(&maps, exe, exe, 0x3000, 0x10000).unwrap();
         assert_eq!(at, 0x55d0_0000_0000 - PAGE - 0x3000);
     }
 
@@ -166,8 +174,24 @@ mod tests {
 01000000-01021000 rw-p 00000000 00:00 0 [heap]
 ",
         );
-        let at = choose(&maps, (0x40_0000, 0x40_4000), 0x2000, 0x10000).unwrap();
+        let exe = (0x40_0000, 0x40_4000);
+        let at = choose(&maps, exe, exe, 0x2000, 0x10000).unwrap();
         assert_eq!(at, 0x40_0000 - PAGE - 0x2000);
-        assert!(choose(&maps, (0x40_0000, 0x40_4000), 0x8000_0000, 0x10000).is_none());
+        assert!(choose(&maps, exe, exe, 0x8000_0000, 0x10000).is_none());
+    }
+
+    #[test]
+    fn library_region_goes_just_below_the_library() {
+        let maps = parse_maps(
+            "55d000000000-55d000004000 r-xp 00000000 08:01 1 /bin/x
+7f0000000000-7f0000100000 r-xp 00000000 08:01 2 /lib/libc.so.6
+7f0000200000-7f0000204000 r-xp 00000000 08:01 3 /lib/libcase.so
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+",
+        );
+        let exe = (0x55d0_0000_0000, 0x55d0_0000_4000);
+        let lib = (0x7f00_0020_0000, 0x7f00_0020_4000);
+        let at = choose(&maps, lib, exe, 0x3000, 0x10000).unwrap();
+        assert_eq!(at, 0x7f00_0020_0000 - PAGE - 0x3000);
     }
 }

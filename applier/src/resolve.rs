@@ -1,54 +1,139 @@
 //! Turning a symbol found in the target into the address code should use: plain symbols are their
 //! address; an IFUNC's address is its resolver, so the implementation is read from a GOT slot the
-//! dynamic linker already filled; a thread-local variable of the executable is its offset from
-//! the thread pointer; those of shared libraries are refused.
+//! dynamic linker already filled, or, when none is, asked from the resolver itself, run in the
+//! process as the dynamic linker would run it; a thread-local variable of the executable is its
+//! offset from the thread pointer, found for a library through the thread vector.
+
+use std::time::Duration;
 
 use object::elf;
 
+use crate::bind::filled_slot;
 use crate::error::ApplyError;
-use crate::ptrace::read_memory;
+use crate::ptrace::read_word;
 use crate::target::{Found, Target};
 
-/// The address of `found` that code of the patch should call or read.
+/// How long an IFUNC resolver may run in the target.
+const RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The address of `found` that code of the patch should call or read, and a note on how it was
+/// obtained when that is more than reading a symbol (for `--dry-run --pid`; empty otherwise).
 pub(crate) fn runtime_address(
     target: &Target,
     name: &str,
     found: &Found,
-) -> Result<u64, ApplyError> {
+) -> Result<(u64, &'static str), ApplyError> {
     match found.symbol.st_type {
-        elf::STT_TLS => thread_pointer_offset(target, name, found),
-        elf::STT_GNU_IFUNC => resolved_ifunc(target, name, found.address),
-        _ => Ok(found.address),
+        elf::STT_TLS => Ok((
+            thread_pointer_offset(target, name, found)?,
+            "; thread-local: its offset from the thread pointer",
+        )),
+        elf::STT_GNU_IFUNC => match resolved_ifunc(target, name, found.address) {
+            Some(address) => Ok((address, "; an IFUNC: the implementation ld.so chose")),
+            None => Ok((
+                run_resolver(target, name, found)?,
+                "; an IFUNC nothing had resolved: its resolver was run in the process",
+            )),
+        },
+        _ => Ok((found.address, "")),
     }
 }
 
-/// The offset from the thread pointer (`%fs:0`) of a `__thread` variable of the executable: its
-/// block sits right below the thread pointer in every thread (x86-64 TLS variant II), at the
-/// offset glibc gives the first module of the static TLS area. Code reaches it through a GOT
-/// slot holding this offset (`R_X86_64_GOTTPOFF`, the initial-exec model the patch is built with).
-/// Variables of shared libraries (dynamic TLS) are refused.
+/// Runs the resolver of the IFUNC `found` in the target (one thread, as the dynamic linker runs
+/// it, its registers, stack and signals restored) and checks the answer is code of the module
+/// that defines the IFUNC.
+fn run_resolver(target: &Target, name: &str, found: &Found) -> Result<u64, ApplyError> {
+    let refuse = |detail: String| ApplyError::UnresolvedIfunc {
+        name: name.to_string(),
+        detail,
+    };
+    let module = &target.modules[found.module];
+    let value = crate::ptrace::remote_call(target.pid(), found.address, RESOLVER_TIMEOUT)
+        .map_err(|e| refuse(format!("running its resolver failed: {e}")))?;
+    let in_module_code = target.maps.iter().any(|m| {
+        m.perms.contains('x')
+            && m.start <= value
+            && value < m.end
+            && module
+                .ranges
+                .iter()
+                .any(|&(lo, hi)| lo <= m.start && m.end <= hi)
+    });
+    if in_module_code {
+        Ok(value)
+    } else {
+        Err(refuse(format!(
+            "its resolver returned 0x{value:x}, which is not code of {}",
+            module.path
+        )))
+    }
+}
+
+/// The offset from the thread pointer (`%fs:0`) of a `__thread` variable: code reaches it
+/// through a GOT slot holding this offset (`R_X86_64_GOTTPOFF`, the initial-exec model the
+/// patch is built with), the same in every thread for a module with static TLS.
+///
+/// The executable's block sits right below the thread pointer (x86-64 TLS variant II), at the
+/// offset glibc gives the first module. A library's block is where the dynamic thread vector of
+/// a thread says: its module id is what `ld.so` wrote into the library's own `DTPMOD64` GOT
+/// slot, `dtv[id]` (the DTV at `%fs:8`) its block in that thread. That block must be in the
+/// static TLS area right below the thread pointer (libraries loaded at start, and `dlopen`ed
+/// ones that got static TLS); a block allocated for one thread only (dynamic TLS) is refused.
 fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u64, ApplyError> {
     let module = &target.modules[found.module];
-    let Some((vaddr, memsz, align)) = module.symbols.tls_segment.filter(|_| module.is_exe) else {
-        return Err(ApplyError::ThreadLocal(name.to_string()));
+    let refuse = |why: &str| ApplyError::LibraryTls {
+        name: name.to_string(),
+        module: module.path.clone(),
+        detail: why.to_string(),
     };
-    let align = align.max(1);
-    let first_byte = vaddr.wrapping_neg() & (align - 1);
-    let block = memsz
-        .saturating_sub(first_byte)
-        .div_ceil(align)
-        .saturating_mul(align)
-        .saturating_add(first_byte);
-    Ok(found.symbol.value.wrapping_sub(block))
+    let Some((vaddr, memsz, align)) = module.symbols.tls_segment else {
+        return Err(refuse("the module has no TLS segment"));
+    };
+    if module.is_exe {
+        let align = align.max(1);
+        let first_byte = vaddr.wrapping_neg() & (align - 1);
+        let block = memsz
+            .saturating_sub(first_byte)
+            .div_ceil(align)
+            .saturating_mul(align)
+            .saturating_add(first_byte);
+        return Ok(found.symbol.value.wrapping_sub(block));
+    }
+    let pid = target.pid();
+    let Some(module_id) = module.symbols.tls_module_slots.iter().find_map(|&slot| {
+        let id = read_word(pid, module.address_of_value(slot))?;
+        (id != 0).then_some(id)
+    }) else {
+        return Err(refuse(
+            "its TLS module id is in no GOT slot of it (the library never uses its own TLS)",
+        ));
+    };
+    let tp = crate::ptrace::thread_pointer(pid)?;
+    let dtv = read_word(pid, tp.wrapping_add(8));
+    let entry = dtv.and_then(|d| module_id.checked_mul(16)?.checked_add(d));
+    let block = entry.and_then(|e| read_word(pid, e));
+    let to_free = entry.and_then(|e| read_word(pid, e.wrapping_add(8)));
+    match (block, to_free) {
+        (Some(block), Some(0)) if block < tp && tp - block <= MAX_STATIC_TLS => {
+            Ok(found.symbol.value.wrapping_add(block).wrapping_sub(tp))
+        }
+        (Some(_), Some(_)) => Err(refuse(
+            "its TLS is dynamic (a block per thread, not in the static TLS area)",
+        )),
+        _ => Err(refuse("the thread's dynamic thread vector cannot be read")),
+    }
 }
+
+/// Largest distance below the thread pointer a static TLS block is accepted at.
+const MAX_STATIC_TLS: u64 = 1 << 20;
 
 /// Reads the implementation an IFUNC was resolved to from a GOT slot the dynamic linker filled:
 /// any module's `JUMP_SLOT`/`GLOB_DAT` slot for `name`, or an `IRELATIVE` slot of the module that
 /// defines it whose resolver is the same (glibc resolves its own internal calls that way at start,
 /// so a libc IFUNC the program never called is still found). A slot still pointing into its
 /// module's PLT (lazy binding), at the resolver, or at zero is not resolved.
-fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, ApplyError> {
-    for module in &target.modules {
+fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Option<u64> {
+    for (index, module) in target.modules.iter().enumerate() {
         let by_name = module.symbols.got_slots.get(name).into_iter().flatten();
         let by_resolver = module
             .symbols
@@ -56,23 +141,12 @@ fn resolved_ifunc(target: &Target, name: &str, resolver: u64) -> Result<u64, App
             .get(&resolver.wrapping_sub(module.bias))
             .into_iter()
             .flatten();
-        for slot in by_name.chain(by_resolver) {
-            let address = slot.wrapping_add(module.bias);
-            let Ok(bytes) = read_memory(target.pid(), address, 8) else {
-                continue;
-            };
-            let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) else {
-                continue;
-            };
-            let value = u64::from_le_bytes(bytes);
-            let in_plt = module.symbols.plt_ranges.iter().any(|&(lo, hi)| {
-                let (lo, hi) = (lo.wrapping_add(module.bias), hi.wrapping_add(module.bias));
-                lo <= value && value < hi
-            });
-            if value != 0 && value != resolver && !in_plt {
-                return Ok(value);
+        for &slot in by_name.chain(by_resolver) {
+            match filled_slot(target, index, module.address_of_value(slot)) {
+                Some(value) if value != resolver => return Some(value),
+                _ => {}
             }
         }
     }
-    Err(ApplyError::UnresolvedIfunc(name.to_string()))
+    None
 }

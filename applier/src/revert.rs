@@ -312,7 +312,8 @@ fn jump_target(at: u64, bytes: &[u8]) -> Option<u64> {
     }
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of lower-case or upper-case hex `text`; `None` for anything else.
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

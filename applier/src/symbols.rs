@@ -1,11 +1,13 @@
 //! Symbol tables of one module (executable or shared object) read from its file: `.symtab` with
-//! local symbols grouped by the preceding `STT_FILE` symbol, `.dynsym`, the GOT slots of its dynamic
-//! relocations (to find resolved IFUNCs) and its `PT_LOAD` segments (to compute the load bias).
+//! local symbols grouped by the preceding `STT_FILE` symbol, `.dynsym` with symbol versions and
+//! visibility, the GOT slots and copy relocations of its dynamic relocations, what its dynamic
+//! section says about lookups (`DT_SYMBOLIC`, where `DT_DEBUG` is) and its `PT_LOAD` segments (to
+//! compute the load bias).
 
 use std::collections::HashMap;
 
 use object::elf;
-use object::read::elf::{ElfFile64, ProgramHeader as _};
+use object::read::elf::{Dyn as _, ElfFile64, ProgramHeader as _};
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, SymbolIndex, SymbolSection};
 
 /// A defined symbol of a module, at its link-time (unbiased) address.
@@ -23,6 +25,10 @@ pub(crate) struct ModSymbol {
     pub(crate) weak: bool,
     /// A non-default symbol version (`name@VER`, not `name@@VER`) of `.dynsym`.
     pub(crate) hidden_version: bool,
+    /// The version name of a `.dynsym` definition (`GLIBC_2.14`), if it has one.
+    pub(crate) version: Option<String>,
+    /// `STV_*` visibility.
+    pub(crate) visibility: elf::SymbolVisibility,
 }
 
 impl ModSymbol {
@@ -65,6 +71,26 @@ pub(crate) struct ModuleSymbols {
     pub(crate) build_id: Option<String>,
     /// The `PT_TLS` segment as (virtual address, memory size, alignment), if any.
     pub(crate) tls_segment: Option<(u64, u64, u64)>,
+    /// Link-time address of the `PT_DYNAMIC` segment (the dynamic section), if any.
+    pub(crate) dynamic_address: Option<u64>,
+    /// `DT_SYMBOLIC` or `DF_SYMBOLIC` (linked with `-Bsymbolic`): the module's own definitions
+    /// come first for its own references.
+    pub(crate) symbolic: bool,
+    /// The version each undefined `.dynsym` symbol asks for (`memcpy` → `GLIBC_2.14`): what the
+    /// module was linked against.
+    pub(crate) needed_versions: HashMap<String, String>,
+    /// Symbols with an `R_X86_64_COPY` relocation: library variables copied into this
+    /// executable, which every module then uses.
+    pub(crate) copy_relocations: Vec<String>,
+    /// `DT_NEEDED`: the libraries the module was linked against, as named there.
+    pub(crate) needed: Vec<String>,
+    /// `DT_SONAME`, if it has one.
+    pub(crate) soname: Option<String>,
+    /// `PT_INTERP`: the dynamic linker an executable asks for.
+    pub(crate) interpreter: Option<String>,
+    /// GOT slots filled by `R_X86_64_DTPMOD64` relocations against the module's own TLS block
+    /// (local-dynamic, or general-dynamic for a symbol it defines): they hold its TLS module id.
+    pub(crate) tls_module_slots: Vec<u64>,
 }
 
 /// Parses the symbol information of an ELF64 module. Errors are descriptions for messages.
@@ -88,12 +114,27 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
         if ph.p_type(endian) == elf::PT_TLS {
             out.tls_segment = Some((ph.p_vaddr(endian), ph.p_memsz(endian), ph.p_align(endian)));
         }
+        if ph.p_type(endian) == elf::PT_DYNAMIC {
+            out.dynamic_address = Some(ph.p_vaddr(endian));
+        }
+        if let Ok(Some(path)) = ph.interpreter(endian, bytes) {
+            out.interpreter = Some(String::from_utf8_lossy(path).into_owned());
+        }
+        if let Ok(Some(entries)) = ph.dynamic(endian, bytes) {
+            for entry in entries {
+                let (tag, value) = (entry.d_tag(endian), entry.d_val(endian));
+                out.symbolic |= tag == elf::DT_SYMBOLIC
+                    || (tag == elf::DT_FLAGS && value & elf::DF_SYMBOLIC.0 != 0);
+            }
+        }
     }
+
+    read_dependencies(&file, bytes, &mut out);
 
     let mut current: Option<FileGroup> = None;
     for symbol in file.symbols() {
         out.has_symtab = true;
-        let object::SymbolFlags::Elf { st_info, .. } = symbol.flags() else {
+        let object::SymbolFlags::Elf { st_info, st_other } = symbol.flags() else {
             continue;
         };
         let st_type = st_info.st_type();
@@ -126,6 +167,8 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
             st_type,
             weak: binding == elf::STB_WEAK,
             hidden_version: false,
+            version: None,
+            visibility: st_other.visibility(),
         };
         if binding == elf::STB_LOCAL {
             let group = current.get_or_insert_with(FileGroup::default);
@@ -147,24 +190,37 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
         .ok()
         .flatten();
     for symbol in file.dynamic_symbols() {
-        let object::SymbolFlags::Elf { st_info, .. } = symbol.flags() else {
+        let object::SymbolFlags::Elf { st_info, st_other } = symbol.flags() else {
             continue;
         };
         let binding = st_info.st_bind();
-        if symbol.is_undefined() || binding == elf::STB_LOCAL {
+        let Ok(name) = symbol.name() else { continue };
+        let index = versions
+            .as_ref()
+            .map(|v| v.version_index(endian, symbol.index()));
+        let version = versions
+            .as_ref()
+            .zip(index)
+            .and_then(|(v, index)| v.version(index.index()).ok().flatten())
+            .map(|v| String::from_utf8_lossy(v.name()).into_owned());
+        if symbol.is_undefined() {
+            if let Some(version) = version {
+                out.needed_versions.insert(name.to_string(), version);
+            }
             continue;
         }
-        let Ok(name) = symbol.name() else { continue };
-        let hidden_version = versions
-            .as_ref()
-            .is_some_and(|v| v.version_index(endian, symbol.index()).is_hidden());
+        if binding == elf::STB_LOCAL {
+            continue;
+        }
         let sym = ModSymbol {
             name: name.to_string(),
             value: symbol.address(),
             size: symbol.size(),
             st_type: st_info.st_type(),
             weak: binding == elf::STB_WEAK,
-            hidden_version,
+            hidden_version: index.is_some_and(|i| i.is_hidden()),
+            version,
+            visibility: st_other.visibility(),
         };
         out.dynsym.entry(sym.name.clone()).or_default().push(sym);
     }
@@ -183,13 +239,19 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
                     .push(offset);
                 continue;
             }
-            if r_type != elf::R_X86_64_JUMP_SLOT && r_type != elf::R_X86_64_GLOB_DAT {
+            if r_type == elf::R_X86_64_DTPMOD64 && defines_own(&file, reloc.target()) {
+                out.tls_module_slots.push(offset);
                 continue;
             }
             let object::RelocationTarget::Symbol(index) = reloc.target() else {
                 continue;
             };
-            if let Some(name) = dynamic_symbol_name(&file, index) {
+            let Some(name) = dynamic_symbol_name(&file, index) else {
+                continue;
+            };
+            if r_type == elf::R_X86_64_COPY {
+                out.copy_relocations.push(name);
+            } else if r_type == elf::R_X86_64_JUMP_SLOT || r_type == elf::R_X86_64_GLOB_DAT {
                 out.got_slots.entry(name).or_default().push(offset);
             }
         }
@@ -205,6 +267,46 @@ pub(crate) fn read_module_symbols(bytes: &[u8]) -> Result<ModuleSymbols, String>
         }
     }
     Ok(out)
+}
+
+/// Fills `needed` and `soname` from the dynamic section and its string table.
+fn read_dependencies(file: &ElfFile64<Endianness>, bytes: &[u8], out: &mut ModuleSymbols) {
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let Ok(Some((entries, link))) = sections.dynamic(endian, bytes) else {
+        return;
+    };
+    let Ok(strings) = sections.strings(endian, bytes, link) else {
+        return;
+    };
+    for entry in entries {
+        let tag = entry.d_tag(endian);
+        let Ok(offset) = u32::try_from(entry.d_val(endian)) else {
+            continue;
+        };
+        let Ok(name) = strings.get(offset) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        if tag == elf::DT_NEEDED {
+            out.needed.push(name);
+        } else if tag == elf::DT_SONAME {
+            out.soname = Some(name);
+        }
+    }
+}
+
+/// Whether a dynamic relocation's target is the module itself: no symbol (the local-dynamic
+/// model), or a symbol the module defines.
+fn defines_own(file: &ElfFile64<Endianness>, target: object::RelocationTarget) -> bool {
+    match target {
+        object::RelocationTarget::Absolute => true,
+        object::RelocationTarget::Symbol(index) => file
+            .dynamic_symbol_table()
+            .and_then(|t| object::ObjectSymbolTable::symbol_by_index(&t, index).ok())
+            .is_some_and(|s| !s.is_undefined()),
+        _ => false,
+    }
 }
 
 fn dynamic_symbol_name(file: &ElfFile64<Endianness>, index: SymbolIndex) -> Option<String> {

@@ -1,7 +1,6 @@
 //! The target process as the applier sees it before touching it: its mappings, the executable and
 //! every mapped shared object (read from disk), their load biases and symbols. No ptrace needed.
 
-use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +8,7 @@ use crate::artifact::SymbolRef;
 use crate::debuginfo::{compile_units, producers, static_local_addresses, DwarfAnswer};
 use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
+use crate::scope::{read_scope, Scope};
 use crate::symbols::{file_matches, read_module_symbols, FileGroup, ModSymbol, ModuleSymbols};
 
 const PAGE: u64 = 4096;
@@ -123,6 +123,8 @@ pub struct Target {
     pub(crate) modules: Vec<Module>,
     pub(crate) exe: usize,
     pub(crate) maps: Vec<Mapping>,
+    /// The order the dynamic linker searches the modules in.
+    pub(crate) scope: Scope,
 }
 
 impl Target {
@@ -193,12 +195,14 @@ impl Target {
                 detail: format!("no mapping of the executable {exe_name}"),
             });
         };
+        let scope = read_scope(pid, &modules, exe);
         Ok(Target {
             pid,
             exe_path: exe_link,
             modules,
             exe,
             maps,
+            scope,
         })
     }
 
@@ -278,6 +282,23 @@ impl Target {
         self.exe_module().symbols.build_id.as_deref()
     }
 
+    /// The GNU build id (hex) of the module that `files` (source paths) were compiled into: the
+    /// one module whose symbol table names them (a library built from them has its own build
+    /// id), else the executable's.
+    pub fn build_id_of_sources(&self, files: &[&str]) -> Option<&str> {
+        let defines = |m: &Module| {
+            files
+                .iter()
+                .any(|f| m.symbols.files.iter().any(|g| file_matches(&g.file, f)))
+        };
+        let mut modules = self.modules.iter().filter(|m| defines(m));
+        let module = match (modules.next(), modules.next()) {
+            (Some(only), None) => only,
+            _ => self.exe_module(),
+        };
+        module.symbols.build_id.as_deref()
+    }
+
     /// Whether the executable or a loaded library has GNU build id `id` (hex).
     pub fn has_build_id(&self, id: &str) -> bool {
         self.modules
@@ -306,43 +327,96 @@ impl Target {
         &self.modules[self.exe]
     }
 
-    /// Looks a global symbol up the way the dynamic linker would: the executable (`.symtab`, then
-    /// `.dynsym`), then each shared object's `.dynsym` in map order. Within a table, a `GLOBAL`
-    /// definition wins over a `WEAK` one; non-default symbol versions are ignored.
+    /// Looks a global symbol up the way the dynamic linker would: every module in the lookup
+    /// scope's order (the link map: executable, `LD_PRELOAD`, `DT_NEEDED` breadth-first), the
+    /// executable's `.symtab` before its `.dynsym`, then globals LTO made local. Within a table, a
+    /// `GLOBAL` definition wins over a `WEAK` one; non-default symbol versions are ignored.
     pub(crate) fn lookup_global(&self, name: &str, want_function: bool) -> Option<Found> {
-        let order =
-            std::iter::once(self.exe).chain((0..self.modules.len()).filter(|&i| i != self.exe));
-        for index in order {
-            let module = &self.modules[index];
-            let tables: Vec<&HashMap<String, Vec<ModSymbol>>> = if module.is_exe {
-                vec![&module.symbols.symtab_globals, &module.symbols.dynsym]
-            } else {
-                vec![&module.symbols.dynsym]
-            };
-            for table in tables {
-                let candidates = table
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| !s.hidden_version && (!want_function || s.is_function()));
-                let best = candidates.min_by_key(|s| s.weak);
-                if let Some(symbol) = best {
-                    let address = module.address_of(symbol);
-                    return Some(Found {
-                        module: index,
-                        symbol: symbol.clone(),
-                        address,
-                        file: None,
-                    });
-                }
+        self.lookup_in_scope(name, None, want_function, false)
+            .or_else(|| self.lto_localized(name, want_function))
+    }
+
+    /// The first definition of `name` in the lookup scope with symbol version `version` (any
+    /// definition of that version, default or not), or, without one, the default version.
+    /// `exported_only`: only what `.dynsym` exports (what other modules' code can reach).
+    pub(crate) fn lookup_in_scope(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        want_function: bool,
+        exported_only: bool,
+    ) -> Option<Found> {
+        self.lookup_in_order(
+            &self.scope.order,
+            name,
+            version,
+            want_function,
+            exported_only,
+        )
+    }
+
+    /// [`Target::lookup_in_scope`] over the modules of `order`.
+    pub(crate) fn lookup_in_order(
+        &self,
+        order: &[usize],
+        name: &str,
+        version: Option<&str>,
+        want_function: bool,
+        exported_only: bool,
+    ) -> Option<Found> {
+        order.iter().find_map(|&index| {
+            self.definition_in(index, name, version, want_function, exported_only)
+        })
+    }
+
+    /// The definition of `name` module `index` exports (the executable, unless
+    /// `exported_only`: also its `.symtab` globals), with the version rule of
+    /// [`Target::lookup_in_scope`].
+    pub(crate) fn definition_in(
+        &self,
+        index: usize,
+        name: &str,
+        version: Option<&str>,
+        want_function: bool,
+        exported_only: bool,
+    ) -> Option<Found> {
+        let module = self.modules.get(index)?;
+        let symtab = module
+            .is_exe
+            .then_some(&module.symbols.symtab_globals)
+            .filter(|_| version.is_none() && !exported_only);
+        for table in symtab.into_iter().chain([&module.symbols.dynsym]) {
+            let candidates = table.get(name).into_iter().flatten().filter(|s| {
+                let version_ok = match version {
+                    Some(wanted) => s.version.as_deref() == Some(wanted),
+                    None => !s.hidden_version,
+                };
+                version_ok && (!want_function || s.is_function())
+            });
+            if let Some(symbol) = candidates.min_by_key(|s| s.weak) {
+                return Some(Found {
+                    module: index,
+                    symbol: symbol.clone(),
+                    address: module.address_of(symbol),
+                    file: None,
+                });
             }
         }
-        self.lto_localized(name, want_function)
+        None
+    }
+
+    /// The module whose mappings contain `address`.
+    pub(crate) fn module_at(&self, address: u64) -> Option<usize> {
+        self.modules.iter().position(|m| {
+            m.ranges
+                .iter()
+                .any(|&(lo, hi)| lo <= address && address < hi)
+        })
     }
 
     /// A global of the source that link-time optimisation made local to the executable (whole
     /// program: nothing outside uses it): found in the LTO partitions' locals when it is unique.
-    fn lto_localized(&self, name: &str, want_function: bool) -> Option<Found> {
+    pub(crate) fn lto_localized(&self, name: &str, want_function: bool) -> Option<Found> {
         let module = self.exe_module();
         let mut hits: Vec<&ModSymbol> = Vec::new();
         for group in module
@@ -459,6 +533,8 @@ impl Target {
                     st_type: object::elf::STT_OBJECT,
                     weak: false,
                     hidden_version: false,
+                    version: None,
+                    visibility: object::elf::STV_DEFAULT,
                 },
                 address: module.address_of_value(value),
                 file: group.map(str::to_string),
@@ -573,7 +649,13 @@ impl Target {
 
     /// The lowest and highest address of the executable's mappings.
     pub(crate) fn exe_span(&self) -> (u64, u64) {
-        let ranges = &self.exe_module().ranges;
+        self.span_of(self.exe)
+    }
+
+    /// The lowest and highest address of module `index`'s mappings.
+    pub(crate) fn span_of(&self, index: usize) -> (u64, u64) {
+        let ranges = self.modules.get(index).map(|m| m.ranges.as_slice());
+        let ranges = ranges.unwrap_or_default();
         let lo = ranges.iter().map(|r| r.0).min().unwrap_or(0);
         let hi = ranges.iter().map(|r| r.1).max().unwrap_or(0);
         (lo, hi)
@@ -667,5 +749,13 @@ mod tests {
         let target = Target::inspect(std::process::id() as i32).unwrap();
         assert!(target.exe_module().is_exe);
         assert!(target.lookup_global("malloc", true).is_some());
+        // The lookup order is the dynamic linker's link map: the executable first, every
+        // module once.
+        assert!(target.scope.from_link_map);
+        assert_eq!(target.scope.order.first(), Some(&target.exe));
+        let mut order = target.scope.order.clone();
+        order.sort_unstable();
+        order.dedup();
+        assert_eq!(order.len(), target.modules.len());
     }
 }

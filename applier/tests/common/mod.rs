@@ -112,8 +112,15 @@ pub fn build_program(dir: &Path, src: &Path, name: &str) -> PathBuf {
 
 /// Starts `exe` with `args`, its stdout read line by line.
 pub fn start(exe: &Path, args: &[&str]) -> Running {
+    start_with_env(exe, args, &[])
+}
+
+/// Starts `exe` with `args` and the extra environment variables `env`, its stdout read line by
+/// line.
+pub fn start_with_env(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(exe)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -130,7 +137,8 @@ pub fn start(exe: &Path, args: &[&str]) -> Running {
     Running { child, lines: rx }
 }
 
-fn gcc(args: &[&str], cwd: &Path) {
+/// Runs gcc with `args` in `cwd`; fails the test with gcc's diagnostics if it fails.
+pub fn gcc(args: &[&str], cwd: &Path) {
     let out = Command::new("gcc")
         .args(args)
         .current_dir(cwd)
@@ -265,4 +273,42 @@ pub fn read_mem(pid: i32, addr: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, addr).unwrap();
     buf
+}
+
+/// `/proc/PID/maps` and the bytes of every readable mapping but the kernel's clock pages.
+pub type Snapshot = (String, Vec<(String, Vec<u8>)>);
+
+/// Takes a [`Snapshot`] of `pid`.
+pub fn snapshot(pid: i32) -> Snapshot {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut contents = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let name = fields.get(5).copied().unwrap_or("");
+        if !fields[1].starts_with('r') || name.starts_with("[vvar") || name == "[vsyscall]" {
+            continue;
+        }
+        let (lo, hi) = fields[0].split_once('-').unwrap();
+        let lo = u64::from_str_radix(lo, 16).unwrap();
+        let hi = u64::from_str_radix(hi, 16).unwrap();
+        let mut buf = vec![0u8; (hi - lo) as usize];
+        mem.read_exact_at(&mut buf, lo)
+            .unwrap_or_else(|e| panic!("reading {line}: {e}"));
+        contents.push((line.to_string(), buf));
+    }
+    (maps, contents)
+}
+
+/// Panics naming the first mapping whose bytes (or the mappings themselves) differ.
+pub fn assert_same_memory(before: &Snapshot, after: &Snapshot) {
+    assert_eq!(before.0, after.0, "the mappings changed");
+    assert_eq!(before.1.len(), after.1.len());
+    for ((line, a), (_, b)) in before.1.iter().zip(&after.1) {
+        if a != b {
+            let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0);
+            panic!("{line}: the bytes changed at offset 0x{at:x}");
+        }
+    }
 }
