@@ -234,6 +234,7 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
             new: Side::source(&n),
             dirty: &dirty,
             written: None,
+            damaged: Vec::new(),
             out: &mut out,
             used_names: &used_names,
         };
@@ -416,6 +417,8 @@ pub(crate) struct FileDiff<'a> {
     pub dirty: &'a BTreeMap<String, String>,
     /// For a preprocessed unit: the source as written, to say which macro made a difference.
     pub written: Option<Written<'a>>,
+    /// Functions that do not parse, with their lines: said once for the file.
+    pub damaged: Vec<(String, u32)>,
     pub out: &'a mut Output,
     pub used_names: &'a HashSet<String>,
 }
@@ -434,6 +437,30 @@ impl FileDiff<'_> {
         }
         self.compare_unattributed();
         self.note_always_active_callers();
+        self.note_damaged();
+    }
+
+    /// One line for the file's functions that do not parse (macro-heavy code judged as
+    /// written): compared on their whitespace-normalised text, their extent perhaps guessed.
+    fn note_damaged(&mut self) {
+        if self.damaged.is_empty() {
+            return;
+        }
+        let shown: Vec<String> = self
+            .damaged
+            .iter()
+            .take(5)
+            .map(|(name, line)| format!("`{name}` (line {line})"))
+            .collect();
+        let more = match self.damaged.len().saturating_sub(shown.len()) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        self.out.warnings.push(format!(
+            "{}: parse errors in {}{more}: compared as whitespace-normalised text, extents may be guessed",
+            self.path,
+            shown.join(", ")
+        ));
     }
 
     /// An always-active function (`main`, an endless loop) that is not changed itself but calls
@@ -493,10 +520,7 @@ impl FileDiff<'_> {
     fn own_change(&mut self, name: &str, b: &Item, a: &Item) -> bool {
         if b.has_error || a.has_error {
             let damaged = if a.has_error { a } else { b };
-            self.out.warnings.push(format!(
-                "{}:{}: `{name}` has parse errors: compared its whitespace-normalised text instead of its tokens",
-                self.path, damaged.line
-            ));
+            self.damaged.push((name.to_string(), damaged.line));
             return normalised(b.text(self.old.src)) != normalised(a.text(self.new.src));
         }
         if b.token_hash == a.token_hash {
@@ -559,10 +583,7 @@ impl FileDiff<'_> {
             (None, None) => return,
         };
         if change != Change::Changed && item.has_error {
-            self.out.warnings.push(format!(
-                "{}:{}: `{name}` has parse errors: its extent may be guessed",
-                self.path, item.line
-            ));
+            self.damaged.push((name.to_string(), item.line));
         }
         let diff = similar::TextDiff::from_lines(old_text, new_text)
             .unified_diff()

@@ -128,6 +128,7 @@ impl UnitPair {
             },
             dirty: &dirty,
             written: Some(written),
+            damaged: Vec::new(),
             out,
             used_names,
         };
