@@ -43,6 +43,7 @@ fn list_and_revert_work_from_the_process_alone() {
     );
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
+        wait_return: false,
     };
     apply_patch(running.pid(), patch, &options).unwrap();
     running.wait_for(5, |l| l.starts_with("tick ") && tick_field(l, "value") == 2);

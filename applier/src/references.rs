@@ -1,0 +1,386 @@
+//! Conservative search of a stopped process's memory for code addresses: what decides that a
+//! reverted patch's region may be unmapped, and finds contexts suspended inside a function being
+//! replaced (a `swapcontext` coroutine is on no thread's stack, so no stack walk sees it).
+//!
+//! The proof is a scan, made while every thread is stopped, of every aligned 8-byte word of every
+//! writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory) and of every
+//! general-purpose register of every thread. Each word is also tried demangled with glibc's
+//! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers). Not scanned: the part of a
+//! thread's stack below its stack pointer and red zone, when that stack is its own mapping (the
+//! main stack, or a mapping right above a guard page, as `pthread_create` makes them): whatever
+//! lies there is dead, and stale return addresses abound there. A stack pointer in any other
+//! mapping (a coroutine stack carved from the heap) excludes nothing. Memory a thread cannot
+//! reach through a plain pointer (kernel state such as `sigaction` handlers, pointers stored
+//! with other encodings or computed by arithmetic) is not seen.
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl};
+
+use crate::commit::Site;
+use crate::error::ApplyError;
+use crate::maps::{read_maps, Mapping};
+use crate::ptrace::{read_memory, StoppedThread};
+
+/// Bytes below the stack pointer a leaf function may use (the System V red zone).
+const RED_ZONE: u64 = 128;
+/// Bytes read from the process at once.
+const CHUNK: u64 = 1 << 20;
+/// Where glibc keeps the pointer guard in the thread control block (`tcbhead_t`).
+const POINTER_GUARD_OFFSET: u64 = 0x30;
+
+/// One word found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hit {
+    /// Where it is: a mapping's name (`[heap]`, `[stack]`, a path, `anonymous memory`), or
+    /// `a register of thread N`.
+    pub(crate) place: String,
+    /// Its address (0 for a register).
+    pub(crate) at: u64,
+    /// The code address it holds (demangled when `mangled`).
+    pub(crate) value: u64,
+    /// Whether it was stored mangled with the pointer guard.
+    pub(crate) mangled: bool,
+}
+
+impl Hit {
+    /// `a word in [heap] at 0x...` / `a register of thread N`, for messages.
+    pub(crate) fn location(&self) -> String {
+        let mangled = if self.mangled {
+            ", mangled with the pointer guard"
+        } else {
+            ""
+        };
+        if self.at == 0 {
+            format!("{}{mangled}", self.place)
+        } else {
+            format!("a word in {} at 0x{:x}{mangled}", self.place, self.at)
+        }
+    }
+}
+
+/// Every word of writable memory and every register of `threads` (all of `pid`, stopped) for
+/// which `counts` holds, outside `skip`.
+pub(crate) fn scan(
+    pid: i32,
+    threads: &[StoppedThread],
+    skip: &[Range<u64>],
+    counts: impl Fn(u64) -> bool,
+) -> Result<Vec<Hit>, ApplyError> {
+    let maps = read_maps(pid)?;
+    let guard = pointer_guard(pid, threads);
+    let matches = |word: u64| -> Option<(u64, bool)> {
+        if counts(word) {
+            return Some((word, false));
+        }
+        let plain = guard.map(|g| word.rotate_right(0x11) ^ g)?;
+        counts(plain).then_some((plain, true))
+    };
+    let mut hits = Vec::new();
+    for thread in threads {
+        for &register in &thread.registers {
+            if let Some((value, mangled)) = matches(register) {
+                hits.push(Hit {
+                    place: format!("a register of thread {}", thread.tid),
+                    at: 0,
+                    value,
+                    mangled,
+                });
+            }
+        }
+    }
+    let mem = File::open(format!("/proc/{pid}/mem")).map_err(|e| ApplyError::ProcRead {
+        pid,
+        what: format!("/proc/{pid}/mem"),
+        detail: e.to_string(),
+    })?;
+    let mut excluded: Vec<Range<u64>> = skip.to_vec();
+    excluded.extend(dead_stack(&maps, threads));
+    for mapping in maps.iter().filter(|m| scanned(m)) {
+        let place = place_of(mapping);
+        for range in subtract(mapping.start..mapping.end, &excluded) {
+            scan_range(&mem, range, &mut |at, word| {
+                if let Some((value, mangled)) = matches(word) {
+                    hits.push(Hit {
+                        place: place.clone(),
+                        at,
+                        value,
+                        mangled,
+                    });
+                }
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// `2 words in [heap] and 1 in [stack] point into it (the first at 0x...)`.
+pub(crate) fn summary(hits: &[Hit]) -> String {
+    let mut places: Vec<(&str, usize)> = Vec::new();
+    for hit in hits {
+        match places.iter_mut().find(|(p, _)| *p == hit.place) {
+            Some((_, n)) => *n += 1,
+            None => places.push((&hit.place, 1)),
+        }
+    }
+    let parts: Vec<String> = places
+        .iter()
+        .enumerate()
+        .map(|(i, (place, n))| {
+            let noun = match (i, *n) {
+                (0, 1) => "word ",
+                (0, _) => "words ",
+                _ => "",
+            };
+            format!("{n} {noun}in {place}")
+        })
+        .collect();
+    let first = hits
+        .first()
+        .map(|h| format!(" (the first: {} holds 0x{:x})", h.location(), h.value))
+        .unwrap_or_default();
+    format!("{} point into it{first}", parts.join(" and "))
+}
+
+/// Whether a mapping is scanned: readable and writable, not the kernel's own pages.
+fn scanned(mapping: &Mapping) -> bool {
+    let perms = mapping.perms.as_bytes();
+    perms.first() == Some(&b'r')
+        && perms.get(1) == Some(&b'w')
+        && !matches!(
+            mapping.path.as_deref(),
+            Some("[vvar]" | "[vsyscall]" | "[vvar_vclock]")
+        )
+}
+
+fn place_of(mapping: &Mapping) -> String {
+    mapping
+        .path
+        .clone()
+        .unwrap_or_else(|| "anonymous memory".into())
+}
+
+/// The dead part of each thread's stack: below its red zone, when the stack is a mapping of its
+/// own (`[stack]`, or an anonymous mapping right above a `---p` guard page).
+fn dead_stack(maps: &[Mapping], threads: &[StoppedThread]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    for thread in threads {
+        let Some(i) = maps
+            .iter()
+            .position(|m| m.start <= thread.sp && thread.sp < m.end)
+        else {
+            continue;
+        };
+        let mapping = &maps[i];
+        let guarded = i
+            .checked_sub(1)
+            .map(|j| &maps[j])
+            .is_some_and(|below| below.end == mapping.start && below.perms.starts_with("---"));
+        let own = match mapping.path.as_deref() {
+            Some("[stack]") => true,
+            None => guarded,
+            Some(_) => false,
+        };
+        if own {
+            out.push(mapping.start..thread.sp.saturating_sub(RED_ZONE).max(mapping.start));
+        }
+    }
+    out
+}
+
+/// `range` without every range of `excluded`.
+fn subtract(range: Range<u64>, excluded: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut pieces = vec![range];
+    for cut in excluded.iter().filter(|c| !c.is_empty()) {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|p| {
+                if cut.end <= p.start || p.end <= cut.start {
+                    return vec![p];
+                }
+                let mut left = Vec::new();
+                if p.start < cut.start {
+                    left.push(p.start..cut.start);
+                }
+                if cut.end < p.end {
+                    left.push(cut.end..p.end);
+                }
+                left
+            })
+            .collect();
+    }
+    pieces
+}
+
+/// Calls `each(address, word)` for every aligned word of `range` that can be read.
+fn scan_range(mem: &File, range: Range<u64>, each: &mut impl FnMut(u64, u64)) {
+    let mut at = range.start.next_multiple_of(8);
+    let mut buf = Vec::new();
+    while at + 8 <= range.end {
+        let len = CHUNK.min((range.end - at) & !7);
+        buf.resize(len as usize, 0);
+        if mem.read_exact_at(&mut buf, at).is_ok() {
+            for (i, word) in buf.chunks_exact(8).enumerate() {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(word);
+                each(at + 8 * i as u64, u64::from_le_bytes(bytes));
+            }
+        }
+        at += len;
+    }
+}
+
+/// glibc's pointer guard, read from the thread control block of the first thread.
+fn pointer_guard(pid: i32, threads: &[StoppedThread]) -> Option<u64> {
+    let tcb = threads.iter().map(|t| t.fs_base).find(|&b| b != 0)?;
+    let bytes = read_memory(pid, tcb.checked_add(POINTER_GUARD_OFFSET)?, 8).ok()?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// The functions being replaced, with their code, to recognise return addresses into them.
+pub(crate) struct ReturnTargets {
+    /// (entry, code, name), the code read from the process before the stop.
+    functions: Vec<(u64, Vec<u8>, String)>,
+}
+
+impl ReturnTargets {
+    /// The old functions of `sites`, read from `pid`. A function that cannot be read is left
+    /// out.
+    pub(crate) fn for_sites(pid: i32, sites: &[Site]) -> ReturnTargets {
+        let functions = sites
+            .iter()
+            .filter_map(|s| {
+                let len = usize::try_from(s.function.1.checked_sub(s.function.0)?).ok()?;
+                let code = read_memory(pid, s.function.0, len).ok()?;
+                Some((s.function.0, code, s.name.clone()))
+            })
+            .collect();
+        ReturnTargets { functions }
+    }
+
+    /// The function `word` is a return address into: strictly after its entry, at the end of a
+    /// call instruction of its body (a function pointer holds an entry, which is no return
+    /// address).
+    pub(crate) fn function_of(&self, word: u64) -> Option<&str> {
+        self.functions.iter().find_map(|(entry, code, name)| {
+            let offset = usize::try_from(word.checked_sub(*entry)?).ok()?;
+            (offset > 0 && offset <= code.len() && follows_call(code, *entry, offset))
+                .then_some(name.as_str())
+        })
+    }
+}
+
+/// Whether an instruction of `code` (at `ip`) that is a call ends exactly at `offset`.
+fn follows_call(code: &[u8], ip: u64, offset: usize) -> bool {
+    (2..=15.min(offset)).any(|len| {
+        let start = offset - len;
+        let mut decoder = Decoder::with_ip(
+            64,
+            &code[start..offset],
+            ip + start as u64,
+            DecoderOptions::NONE,
+        );
+        let instruction = decoder.decode();
+        !instruction.is_invalid()
+            && instruction.len() == len
+            && matches!(
+                instruction.flow_control(),
+                FlowControl::Call | FlowControl::IndirectCall
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(start: u64, end: u64, perms: &str, path: Option<&str>) -> Mapping {
+        Mapping {
+            start,
+            end,
+            perms: perms.into(),
+            offset: 0,
+            path: path.map(str::to_string),
+        }
+    }
+
+    fn thread(sp: u64) -> StoppedThread {
+        StoppedThread {
+            tid: 7,
+            pc: 0,
+            sp,
+            bp: 0,
+            registers: vec![],
+            fs_base: 0,
+        }
+    }
+
+    #[test]
+    fn return_addresses_follow_calls_and_entries_do_not_count() {
+        // push rbp; call rel32; mov eax,1; call rax; pop rbp; ret
+        let code = [
+            0x55, 0xe8, 0, 0, 0, 0, 0xb8, 1, 0, 0, 0, 0xff, 0xd0, 0x5d, 0xc3,
+        ];
+        let targets = ReturnTargets {
+            functions: vec![(0x1000, code.to_vec(), "f".into())],
+        };
+        assert_eq!(targets.function_of(0x1000), None, "the entry");
+        assert_eq!(targets.function_of(0x1006), Some("f"), "after call rel32");
+        assert_eq!(targets.function_of(0x100d), Some("f"), "after call rax");
+        assert_eq!(targets.function_of(0x100b), None, "after a mov");
+        assert_eq!(targets.function_of(0x1001), None, "after push");
+        assert_eq!(targets.function_of(0x2000), None, "outside");
+    }
+
+    #[test]
+    fn dead_stack_is_below_the_red_zone_of_own_stacks_only() {
+        let maps = [
+            mapping(0x1000, 0x2000, "---p", None),
+            mapping(0x2000, 0x9000, "rw-p", None),
+            mapping(0x10000, 0x20000, "rw-p", Some("[heap]")),
+            mapping(0x30000, 0x40000, "rw-p", Some("[stack]")),
+        ];
+        let threads = [thread(0x8000), thread(0x18000), thread(0x3f000)];
+        assert_eq!(
+            dead_stack(&maps, &threads),
+            vec![0x2000..0x8000 - RED_ZONE, 0x30000..0x3f000 - RED_ZONE]
+        );
+        assert_eq!(
+            subtract(0x0..0x100, &[0x10..0x20, 0x80..0x200]),
+            vec![0x0..0x10, 0x20..0x80]
+        );
+    }
+
+    #[test]
+    fn summary_names_places_and_the_first_word() {
+        let hit = |place: &str, at| Hit {
+            place: place.into(),
+            at,
+            value: 0x5000,
+            mangled: false,
+        };
+        let text = summary(&[
+            hit("[heap]", 0x10),
+            hit("[heap]", 0x18),
+            hit("[stack]", 0x20),
+        ]);
+        assert_eq!(
+            text,
+            "2 words in [heap] and 1 in [stack] point into it (the first: a word in [heap] at \
+             0x10 holds 0x5000)"
+        );
+    }
+
+    #[test]
+    fn scans_this_process_for_a_word_it_holds() {
+        let pid = std::process::id() as i32;
+        let marker: Box<u64> = Box::new(0x5eed_0000_1234_5678);
+        let hits = scan(pid, &[], &[], |w| w == 0x5eed_0000_1234_5678).unwrap();
+        assert!(
+            hits.iter().any(|h| h.at == &*marker as *const u64 as u64),
+            "{hits:?}"
+        );
+    }
+}
