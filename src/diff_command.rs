@@ -64,6 +64,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
             (Some(target), Some(plan)) => {
                 let options = ApplyOptions {
                     timeout: Duration::from_secs_f64(args.timeout),
+                    wait_return: false,
                 };
                 Some(
                     hotpatch_applier::check(target, plan, &options)
@@ -87,6 +88,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let start = Instant::now();
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
     };
     if pids.len() > 1 {
         if args.at.is_some() {
