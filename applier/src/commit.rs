@@ -231,9 +231,13 @@ fn obstacle(
 /// function's name. A scan that fails counts as a hit: what cannot be seen is not assumed safe.
 fn suspended_context(stopped: &StoppedProcess, safety: &Safety<'_>) -> Option<(Hit, String)> {
     let targets = safety.contexts?;
-    let found = crate::references::scan(stopped.pid(), stopped.threads(), &[], |w| {
-        targets.function_of(w).is_some()
-    });
+    let found = crate::references::scan(
+        stopped.pid(),
+        stopped.threads(),
+        &[],
+        targets.bounds(),
+        |w| targets.function_of(w).is_some(),
+    );
     match found {
         Ok(hits) => {
             let hit = hits.into_iter().next()?;

@@ -6,10 +6,13 @@
 //! writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory) and of every
 //! general-purpose register of every thread. Each word is also tried demangled with glibc's
 //! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers). Not scanned: the part of a
-//! thread's stack below its stack pointer and red zone, when that stack is its own mapping (the
-//! main stack, or a mapping right above a guard page, as `pthread_create` makes them): whatever
-//! lies there is dead, and stale return addresses abound there. A stack pointer in any other
-//! mapping (a coroutine stack carved from the heap) excludes nothing. Memory a thread cannot
+//! thread's stack below its stack pointer, when that stack is its own mapping (the main stack, or
+//! a mapping right above a guard page, as `pthread_create` makes them): whatever lies there is
+//! dead, and stale return addresses abound there (a function that just returned leaves the
+//! return addresses of its own calls right below the stack pointer). That includes the red
+//! zone: a leaf function could keep a code address there, but a context switch that pops a saved
+//! address holds it in a register until it jumps, and registers are scanned. A stack pointer in
+//! any other mapping (a coroutine stack carved from the heap) excludes nothing. Memory a thread cannot
 //! reach through a plain pointer (kernel state such as `sigaction` handlers, pointers stored
 //! with other encodings or computed by arithmetic) is not seen.
 
@@ -24,8 +27,6 @@ use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
 use crate::ptrace::{read_memory, StoppedThread};
 
-/// Bytes below the stack pointer a leaf function may use (the System V red zone).
-const RED_ZONE: u64 = 128;
 /// Bytes read from the process at once.
 const CHUNK: u64 = 1 << 20;
 /// Where glibc keeps the pointer guard in the thread control block (`tcbhead_t`).
@@ -61,22 +62,23 @@ impl Hit {
     }
 }
 
-/// Every word of writable memory and every register of `threads` (all of `pid`, stopped) for
-/// which `counts` holds, outside `skip`.
+/// Every word of writable memory and every register of `threads` (all of `pid`, stopped) that
+/// lies in `within` and for which `counts` holds, outside `skip`.
 pub(crate) fn scan(
     pid: i32,
     threads: &[StoppedThread],
     skip: &[Range<u64>],
+    within: Range<u64>,
     counts: impl Fn(u64) -> bool,
 ) -> Result<Vec<Hit>, ApplyError> {
     let maps = read_maps(pid)?;
     let guard = pointer_guard(pid, threads);
     let matches = |word: u64| -> Option<(u64, bool)> {
-        if counts(word) {
+        if within.contains(&word) && counts(word) {
             return Some((word, false));
         }
         let plain = guard.map(|g| word.rotate_right(0x11) ^ g)?;
-        counts(plain).then_some((plain, true))
+        (within.contains(&plain) && counts(plain)).then_some((plain, true))
     };
     let mut hits = Vec::new();
     for thread in threads {
@@ -162,8 +164,8 @@ fn place_of(mapping: &Mapping) -> String {
         .unwrap_or_else(|| "anonymous memory".into())
 }
 
-/// The dead part of each thread's stack: below its red zone, when the stack is a mapping of its
-/// own (`[stack]`, or an anonymous mapping right above a `---p` guard page).
+/// The dead part of each thread's stack: below its stack pointer, when the stack is a mapping of
+/// its own (`[stack]`, or an anonymous mapping right above a `---p` guard page).
 fn dead_stack(maps: &[Mapping], threads: &[StoppedThread]) -> Vec<Range<u64>> {
     let mut out = Vec::new();
     for thread in threads {
@@ -184,7 +186,7 @@ fn dead_stack(maps: &[Mapping], threads: &[StoppedThread]) -> Vec<Range<u64>> {
             Some(_) => false,
         };
         if own {
-            out.push(mapping.start..thread.sp.saturating_sub(RED_ZONE).max(mapping.start));
+            out.push(mapping.start..thread.sp);
         }
     }
     out
@@ -258,6 +260,18 @@ impl ReturnTargets {
             })
             .collect();
         ReturnTargets { functions }
+    }
+
+    /// From the lowest entry to the highest end: no return address into them lies outside.
+    pub(crate) fn bounds(&self) -> Range<u64> {
+        let start = self.functions.iter().map(|f| f.0).min().unwrap_or(0);
+        let end = self
+            .functions
+            .iter()
+            .map(|f| f.0.saturating_add(f.1.len() as u64 + 1))
+            .max()
+            .unwrap_or(0);
+        start..end
     }
 
     /// The function `word` is a return address into: strictly after its entry, at the end of a
@@ -335,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn dead_stack_is_below_the_red_zone_of_own_stacks_only() {
+    fn dead_stack_is_below_the_stack_pointer_of_own_stacks_only() {
         let maps = [
             mapping(0x1000, 0x2000, "---p", None),
             mapping(0x2000, 0x9000, "rw-p", None),
@@ -345,7 +359,7 @@ mod tests {
         let threads = [thread(0x8000), thread(0x18000), thread(0x3f000)];
         assert_eq!(
             dead_stack(&maps, &threads),
-            vec![0x2000..0x8000 - RED_ZONE, 0x30000..0x3f000 - RED_ZONE]
+            vec![0x2000..0x8000, 0x30000..0x3f000]
         );
         assert_eq!(
             subtract(0x0..0x100, &[0x10..0x20, 0x80..0x200]),
@@ -377,7 +391,7 @@ mod tests {
     fn scans_this_process_for_a_word_it_holds() {
         let pid = std::process::id() as i32;
         let marker: Box<u64> = Box::new(0x5eed_0000_1234_5678);
-        let hits = scan(pid, &[], &[], |w| w == 0x5eed_0000_1234_5678).unwrap();
+        let hits = scan(pid, &[], &[], 0..u64::MAX, |w| w == 0x5eed_0000_1234_5678).unwrap();
         assert!(
             hits.iter().any(|h| h.at == &*marker as *const u64 as u64),
             "{hits:?}"

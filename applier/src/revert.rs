@@ -182,9 +182,13 @@ fn revert_with(
 /// thread holds an address inside it (or the memory cannot be scanned).
 fn still_referenced(stopped: &StoppedProcess, region: &Range<u64>) -> Option<String> {
     let skip = std::slice::from_ref(region);
-    match references::scan(stopped.pid(), stopped.threads(), skip, |w| {
-        region.contains(&w)
-    }) {
+    match references::scan(
+        stopped.pid(),
+        stopped.threads(),
+        skip,
+        region.clone(),
+        |_| true,
+    ) {
         Ok(hits) if hits.is_empty() => None,
         Ok(hits) => Some(references::summary(&hits)),
         Err(e) => Some(format!(
