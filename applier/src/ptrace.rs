@@ -657,6 +657,10 @@ impl StoppedProcess {
                 }
                 i += 1;
             }
+            // Every thread gone: the process exited (or was killed) while we waited.
+            if self.held.is_empty() {
+                return Err(PtraceError::NoSuchProcess(pid));
+            }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
