@@ -1,7 +1,10 @@
 //! The commit stop, shared by apply and revert: stop every thread, check that none is inside code
-//! being replaced or retired (its pc, and with unwinding its return addresses), else resume, back
-//! off and retry until the timeout; then let the caller write while everything is stopped, and
-//! resume. Every stop is measured.
+//! being replaced or retired (its pc, and with unwinding its return addresses) and, for an apply,
+//! that no suspended context in memory will return into it (`references`), else resume, back
+//! off and retry until the timeout — or, with `wait_return`, let the threads run to the return
+//! address of the blocking frame (a breakpoint, as `--at` places one) and check again at that
+//! stop; then let the caller write while everything is stopped, and resume. Every stop is
+//! measured.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -206,7 +209,7 @@ fn obstacle(
         let stacks = stacks_of(stopped, safety.unwinder);
         let blockers = blockers(&stacks, safety);
         if blockers.is_empty() {
-            return Ok(match suspended_context(stopped, safety) {
+            return Ok(match suspended_context(stopped, safety)? {
                 Some((hit, function)) => Err(Obstacle::Context(hit, function)),
                 None => Ok(stacks),
             });
@@ -228,35 +231,28 @@ fn obstacle(
 }
 
 /// A return address into a function being replaced stored in writable memory, with that
-/// function's name. A scan that fails counts as a hit: what cannot be seen is not assumed safe.
-fn suspended_context(stopped: &StoppedProcess, safety: &Safety<'_>) -> Option<(Hit, String)> {
-    let targets = safety.contexts?;
-    let found = crate::references::scan(
+/// function's name. A scan that fails is an error: what cannot be seen is not assumed safe.
+fn suspended_context(
+    stopped: &StoppedProcess,
+    safety: &Safety<'_>,
+) -> Result<Option<(Hit, String)>, ApplyError> {
+    let Some(targets) = safety.contexts else {
+        return Ok(None);
+    };
+    let hits = crate::references::scan(
         stopped.pid(),
         stopped.threads(),
         &[],
         targets.bounds(),
         |w| targets.function_of(w).is_some(),
-    );
-    match found {
-        Ok(hits) => {
-            let hit = hits.into_iter().next()?;
-            let function = targets
-                .function_of(hit.value)
-                .unwrap_or_default()
-                .to_string();
-            Some((hit, function))
-        }
-        Err(e) => Some((
-            Hit {
-                place: format!("memory that could not be scanned ({e})"),
-                at: 0,
-                value: 0,
-                mangled: false,
-            },
-            String::new(),
-        )),
-    }
+    )?;
+    Ok(hits.into_iter().next().map(|hit| {
+        let function = targets
+            .function_of(hit.value)
+            .unwrap_or_default()
+            .to_string();
+        (hit, function)
+    }))
 }
 
 /// The error after the timeout.
