@@ -243,6 +243,7 @@ fn suspended_context(
         stopped.pid(),
         stopped.threads(),
         &[],
+        crate::references::Stacks::Walked,
         targets.bounds(),
         |w| targets.function_of(w).is_some(),
     )?;

@@ -5,14 +5,16 @@
 //! The proof is a scan, made while every thread is stopped, of every aligned 8-byte word of every
 //! writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory) and of every
 //! general-purpose register of every thread. Each word is also tried demangled with glibc's
-//! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers). Not scanned: the part of a
-//! thread's stack below its stack pointer, when that stack is its own mapping (the main stack, or
-//! a mapping right above a guard page, as `pthread_create` makes them): whatever lies there is
-//! dead, and stale return addresses abound there (a function that just returned leaves the
-//! return addresses of its own calls right below the stack pointer). That includes the red
-//! zone: a leaf function could keep a code address there, but a context switch that pops a saved
-//! address holds it in a register until it jumps, and registers are scanned. A stack pointer in
-//! any other mapping (a coroutine stack carved from the heap) excludes nothing. Memory a thread cannot
+//! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers).
+//!
+//! The threads' own stacks (the main stack, and mappings right above a guard page, as
+//! `pthread_create` makes them) are full of stale return addresses: a function that returned
+//! leaves those of its own calls below the stack pointer, and frames called later leave old
+//! values in their padding and unwritten locals, above it. So the part below each stack pointer
+//! (red zone included: a context switch that pops a saved address holds it in a register until
+//! it jumps, and registers are scanned) is never scanned, and for an apply, where a false hit
+//! would refuse the patch, nothing of a thread's own stack is: its frames are the stack walk's.
+//! Coroutine stacks (on the heap, or mapped without a thread in them) are scanned whole. Memory a thread cannot
 //! reach through a plain pointer (kernel state such as `sigaction` handlers, pointers stored
 //! with other encodings or computed by arithmetic) is not seen.
 
@@ -63,11 +65,13 @@ impl Hit {
 }
 
 /// Every word of writable memory and every register of `threads` (all of `pid`, stopped) that
-/// lies in `within` and for which `counts` holds, outside `skip`.
+/// lies in `within` and for which `counts` holds, outside `skip` and the threads' stacks as
+/// `stacks` says.
 pub(crate) fn scan(
     pid: i32,
     threads: &[StoppedThread],
     skip: &[Range<u64>],
+    stacks: Stacks,
     within: Range<u64>,
     counts: impl Fn(u64) -> bool,
 ) -> Result<Vec<Hit>, ApplyError> {
@@ -99,7 +103,7 @@ pub(crate) fn scan(
         detail: e.to_string(),
     })?;
     let mut excluded: Vec<Range<u64>> = skip.to_vec();
-    excluded.extend(dead_stack(&maps, threads));
+    excluded.extend(excluded_stacks(&maps, threads, stacks));
     for mapping in maps.iter().filter(|m| scanned(m)) {
         let place = place_of(mapping);
         for range in subtract(mapping.start..mapping.end, &excluded) {
@@ -164,29 +168,42 @@ fn place_of(mapping: &Mapping) -> String {
         .unwrap_or_else(|| "anonymous memory".into())
 }
 
-/// The dead part of each thread's stack: below its stack pointer, when the stack is a mapping of
-/// its own (`[stack]`, or an anonymous mapping right above a `---p` guard page).
-fn dead_stack(maps: &[Mapping], threads: &[StoppedThread]) -> Vec<Range<u64>> {
+/// How a scan treats the stacks of the threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stacks {
+    /// Scanned above each thread's stack pointer: a running frame's local may hold a pointer
+    /// (a revert, where a false hit only keeps a region mapped).
+    Live,
+    /// Not scanned: a thread's frames are its stack walk's, and anything else there is data of
+    /// running frames or stale (an apply, where a false hit would refuse it).
+    Walked,
+}
+
+/// What a scan leaves out of the threads' own stacks (`[stack]`, and anonymous mappings right
+/// above a `---p` guard page, as `pthread_create` makes them): with [`Stacks::Live`], the dead
+/// part below each stack pointer; with [`Stacks::Walked`], `[stack]` and each such mapping that
+/// holds a thread's stack pointer or thread control block (glibc puts it at the top of the
+/// thread's stack).
+fn excluded_stacks(maps: &[Mapping], threads: &[StoppedThread], stacks: Stacks) -> Vec<Range<u64>> {
     let mut out = Vec::new();
-    for thread in threads {
-        let Some(i) = maps
-            .iter()
-            .position(|m| m.start <= thread.sp && thread.sp < m.end)
-        else {
-            continue;
-        };
-        let mapping = &maps[i];
+    for (i, mapping) in maps.iter().enumerate() {
         let guarded = i
             .checked_sub(1)
             .map(|j| &maps[j])
             .is_some_and(|below| below.end == mapping.start && below.perms.starts_with("---"));
-        let own = match mapping.path.as_deref() {
-            Some("[stack]") => true,
-            None => guarded,
-            Some(_) => false,
-        };
-        if own {
-            out.push(mapping.start..thread.sp);
+        let main = mapping.path.as_deref() == Some("[stack]");
+        if !(main || (mapping.path.is_none() && guarded)) {
+            continue;
+        }
+        let inside = |a: u64| mapping.start <= a && a < mapping.end;
+        let sp = threads.iter().map(|t| t.sp).find(|&sp| inside(sp));
+        let tcb = threads.iter().any(|t| inside(t.fs_base));
+        match (stacks, sp) {
+            (Stacks::Live, Some(sp)) => out.push(mapping.start..sp),
+            (Stacks::Walked, _) if main || tcb || sp.is_some() => {
+                out.push(mapping.start..mapping.end)
+            }
+            _ => {}
         }
     }
     out
@@ -349,17 +366,27 @@ mod tests {
     }
 
     #[test]
-    fn dead_stack_is_below_the_stack_pointer_of_own_stacks_only() {
+    fn thread_stacks_are_scanned_above_the_stack_pointer_or_not_at_all() {
         let maps = [
             mapping(0x1000, 0x2000, "---p", None),
             mapping(0x2000, 0x9000, "rw-p", None),
+            mapping(0x9000, 0xa000, "---p", None),
+            mapping(0xa000, 0xc000, "rw-p", None),
             mapping(0x10000, 0x20000, "rw-p", Some("[heap]")),
             mapping(0x30000, 0x40000, "rw-p", Some("[stack]")),
         ];
-        let threads = [thread(0x8000), thread(0x18000), thread(0x3f000)];
+        // A pthread on its stack, one running a coroutine on the heap, its own stack's TCB at
+        // 0xbf00; the main thread.
+        let mut on_coroutine = thread(0x18000);
+        on_coroutine.fs_base = 0xbf00;
+        let threads = [thread(0x8000), on_coroutine, thread(0x3f000)];
         assert_eq!(
-            dead_stack(&maps, &threads),
+            excluded_stacks(&maps, &threads, Stacks::Live),
             vec![0x2000..0x8000, 0x30000..0x3f000]
+        );
+        assert_eq!(
+            excluded_stacks(&maps, &threads, Stacks::Walked),
+            vec![0x2000..0x9000, 0xa000..0xc000, 0x30000..0x40000]
         );
         assert_eq!(
             subtract(0x0..0x100, &[0x10..0x20, 0x80..0x200]),
@@ -391,7 +418,10 @@ mod tests {
     fn scans_this_process_for_a_word_it_holds() {
         let pid = std::process::id() as i32;
         let marker: Box<u64> = Box::new(0x5eed_0000_1234_5678);
-        let hits = scan(pid, &[], &[], 0..u64::MAX, |w| w == 0x5eed_0000_1234_5678).unwrap();
+        let hits = scan(pid, &[], &[], Stacks::Live, 0..u64::MAX, |w| {
+            w == 0x5eed_0000_1234_5678
+        })
+        .unwrap();
         assert!(
             hits.iter().any(|h| h.at == &*marker as *const u64 as u64),
             "{hits:?}"

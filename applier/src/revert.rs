@@ -186,6 +186,7 @@ fn still_referenced(stopped: &StoppedProcess, region: &Range<u64>) -> Option<Str
         stopped.pid(),
         stopped.threads(),
         skip,
+        references::Stacks::Live,
         region.clone(),
         |_| true,
     ) {
