@@ -102,8 +102,9 @@ pub(crate) fn scan(
         what: format!("/proc/{pid}/mem"),
         detail: e.to_string(),
     })?;
+    let own_stacks = excluded_stacks(&maps, threads, stacks);
     let mut excluded: Vec<Range<u64>> = skip.to_vec();
-    excluded.extend(excluded_stacks(&maps, threads, stacks));
+    excluded.extend(own_stacks.iter().cloned());
     for mapping in maps.iter().filter(|m| scanned(m)) {
         let place = place_of(mapping);
         for range in subtract(mapping.start..mapping.end, &excluded) {
@@ -117,6 +118,30 @@ pub(crate) fn scan(
                     });
                 }
             });
+        }
+        if stacks != Stacks::Walked {
+            continue;
+        }
+        // A thread's own stack may still hold a saved context (a `ucontext_t` local of a
+        // running frame, the context a thread left to run a coroutine): only words with that
+        // shape count there.
+        let inside = |r: &&Range<u64>| mapping.start <= r.start && r.end <= mapping.end;
+        for stack in own_stacks.iter().filter(inside) {
+            for range in subtract(stack.clone(), skip) {
+                scan_range(&mem, range, &mut |at, word| {
+                    if within.contains(&word)
+                        && counts(word)
+                        && saved_context(&mem, &maps, at, word)
+                    {
+                        hits.push(Hit {
+                            place: format!("{place} (a saved ucontext_t)"),
+                            at,
+                            value: word,
+                            mangled: false,
+                        });
+                    }
+                });
+            }
         }
     }
     Ok(hits)
@@ -249,6 +274,26 @@ fn scan_range(mem: &File, range: Range<u64>, each: &mut impl FnMut(u64, u64)) {
         }
         at += len;
     }
+}
+
+/// Whether the word `rip` at `at` is the saved pc of a glibc `ucontext_t` as `getcontext` and
+/// `swapcontext` write it: the saved stack pointer `rsp` comes right before it
+/// (`gregs[REG_RSP]`, `gregs[REG_RIP]`), points into writable memory, and the return address the
+/// call pushed is still right below it.
+fn saved_context(mem: &File, maps: &[Mapping], at: u64, rip: u64) -> bool {
+    let word = |address: u64| {
+        let mut bytes = [0u8; 8];
+        mem.read_exact_at(&mut bytes, address)
+            .ok()
+            .map(|()| u64::from_le_bytes(bytes))
+    };
+    let Some(rsp) = at.checked_sub(8).and_then(word) else {
+        return false;
+    };
+    let writable = maps
+        .iter()
+        .any(|m| scanned(m) && m.start <= rsp && rsp < m.end);
+    writable && rsp.checked_sub(8).and_then(word) == Some(rip)
 }
 
 /// glibc's pointer guard, read from the thread control block of the first thread.

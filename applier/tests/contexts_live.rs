@@ -17,10 +17,11 @@ fn options(ms: u64) -> ApplyOptions {
     }
 }
 
-/// Builds and starts the coroutine target; returns it once it runs, with its executable.
-fn start_coroutines(dir: &std::path::Path) -> (Running, std::path::PathBuf) {
+/// Builds and starts the coroutine target with `args`; returns it once it runs, with its
+/// executable.
+fn start_coroutines(dir: &std::path::Path, args: &[&str]) -> (Running, std::path::PathBuf) {
     let exe = build_program(dir, &c_dir().join("coro_target.c"), "coro");
-    let running = start(&exe, &[]);
+    let running = start(&exe, args);
     running.wait_for(5, |l| l == "ready");
     (running, exe)
 }
@@ -34,7 +35,7 @@ fn poke(running: &Running, until: &str) {
 #[test]
 fn a_coroutine_suspended_inside_the_function_blocks_the_apply_naming_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut running, exe) = start_coroutines(dir.path());
+    let (mut running, exe) = start_coroutines(dir.path(), &[]);
     poke(&running, "step begins");
     running.wait_for(5, |l| l == "suspended");
     let patch = compile_patch(
@@ -76,7 +77,7 @@ fn a_coroutine_suspended_inside_the_function_blocks_the_apply_naming_where_it_is
 #[test]
 fn a_revert_keeps_the_code_a_suspended_context_returns_into_and_the_process_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut running, exe) = start_coroutines(dir.path());
+    let (mut running, exe) = start_coroutines(dir.path(), &[]);
     let patch = compile_patch(
         dir.path(),
         "coro_patch_step.c",
@@ -123,6 +124,35 @@ fn a_revert_keeps_the_code_a_suspended_context_returns_into_and_the_process_surv
     poke(&running, "step begins");
     running.wait_for(5, |l| l == "suspended");
     poke(&running, "step resumes");
+    running.wait_for(5, |l| l == "coroutine done");
+    assert!(running.alive());
+}
+
+#[test]
+fn a_context_saved_on_a_threads_own_stack_blocks_the_apply_too() {
+    // The coroutine's stack is an array in main's frame and its context a local copy: the
+    // only trace of it is on the main thread's own stack, which the scan reads for saved
+    // `ucontext_t`s only.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, _exe) = start_coroutines(dir.path(), &["onstack"]);
+    poke(&running, "step begins");
+    running.wait_for(5, |l| l == "suspended");
+    let patch = compile_patch(
+        dir.path(),
+        "coro_patch_step.c",
+        &manifest("pc", "step", "v1", "v2"),
+    );
+    let err = apply_patch(running.pid(), patch.clone(), &options(300)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ApplyError::ContextBusy { .. }), "{text}");
+    assert!(text.contains("[stack] (a saved ucontext_t)"), "{text}");
+    running.drain();
+    poke(&running, "step resumes");
+    running.wait_for(5, |l| l == "coroutine done");
+    apply_patch(running.pid(), patch, &options(3000)).unwrap();
+    poke(&running, "step v2 begins");
+    running.wait_for(5, |l| l == "suspended");
+    poke(&running, "step v2 resumes");
     running.wait_for(5, |l| l == "coroutine done");
     assert!(running.alive());
 }

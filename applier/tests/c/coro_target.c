@@ -4,6 +4,8 @@
  *   idle -> suspended (`step` prints `<name> begins` and suspends; main prints `suspended`)
  *   suspended -> idle (`step` prints `<name> resumes`; the coroutine prints `coroutine done`,
  *   its context is cleared and its stack unmapped, as a coroutine library recycles them)
+ * With argument `onstack`, the coroutine's stack is an array in main's frame and, while it is
+ * suspended, its context is only a copy in a local of main: both on the main thread's own stack.
  * The main thread prints `tick N value V` every 20 ms. */
 #include <signal.h>
 #include <stdio.h>
@@ -43,7 +45,10 @@ static void on_usr1(int sig) {
     pokes++;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    int onstack = argc > 1 && strcmp(argv[1], "onstack") == 0;
+    char local_stack[STACK_SIZE] __attribute__((aligned(16)));
+    ucontext_t saved;
     signal(SIGUSR1, on_usr1);
     printf("ready\n");
     fflush(stdout);
@@ -53,8 +58,9 @@ int main(void) {
         if (pokes != seen) {
             seen++;
             if (!stack) {
-                stack = mmap(0, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                             -1, 0);
+                stack = onstack ? (void *)local_stack
+                                : mmap(0, STACK_SIZE, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 getcontext(&co_ctx);
                 co_ctx.uc_stack.ss_sp = stack;
                 co_ctx.uc_stack.ss_size = STACK_SIZE;
@@ -62,13 +68,23 @@ int main(void) {
                 makecontext(&co_ctx, coroutine, 0);
                 finished = 0;
                 swapcontext(&main_ctx, &co_ctx);
+                if (onstack) {
+                    saved = co_ctx;
+                    memset(&co_ctx, 0, sizeof co_ctx);
+                }
                 printf("suspended\n");
                 fflush(stdout);
             } else {
+                if (onstack) {
+                    co_ctx = saved;
+                }
                 swapcontext(&main_ctx, &co_ctx);
                 if (finished) {
                     memset(&co_ctx, 0, sizeof co_ctx);
-                    munmap(stack, STACK_SIZE);
+                    memset(&saved, 0, sizeof saved);
+                    if (!onstack) {
+                        munmap(stack, STACK_SIZE);
+                    }
                     stack = 0;
                 }
             }
