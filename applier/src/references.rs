@@ -124,10 +124,16 @@ pub(crate) fn scan(
         }
         // A thread's own stack may still hold a saved context (a `ucontext_t` local of a
         // running frame, the context a thread left to run a coroutine): only words with that
-        // shape count there.
+        // shape count there, above the stack pointer of the thread on it (all of it while its
+        // thread runs elsewhere, on a coroutine's stack).
         let inside = |r: &&Range<u64>| mapping.start <= r.start && r.end <= mapping.end;
         for stack in own_stacks.iter().filter(inside) {
-            for range in subtract(stack.clone(), skip) {
+            let live = threads
+                .iter()
+                .map(|t| t.sp)
+                .find(|sp| stack.contains(sp))
+                .unwrap_or(stack.start);
+            for range in subtract(live..stack.end, skip) {
                 scan_range(&mem, range, &mut |at, word| {
                     if within.contains(&word)
                         && counts(word)
