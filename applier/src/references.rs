@@ -13,10 +13,12 @@
 //! values in their padding and unwritten locals, above it. So the part below each stack pointer
 //! (red zone included: a context switch that pops a saved address holds it in a register until
 //! it jumps, and registers are scanned) is never scanned, and for an apply, where a false hit
-//! would refuse the patch, nothing of a thread's own stack is: its frames are the stack walk's.
-//! Coroutine stacks (on the heap, or mapped without a thread in them) are scanned whole. Memory a thread cannot
-//! reach through a plain pointer (kernel state such as `sigaction` handlers, pointers stored
-//! with other encodings or computed by arithmetic) is not seen.
+//! would refuse the patch, a thread's own stack is searched only for words shaped like the saved
+//! pc of a glibc `ucontext_t`: its frames are the stack walk's. Coroutine stacks (on the heap, or
+//! mapped without a thread in them) are scanned whole. Memory a thread cannot reach through a
+//! plain pointer (kernel state such as `sigaction` handlers, pointers stored with other encodings
+//! or computed by arithmetic) is not seen, and saved contexts are not unwound: only the return
+//! addresses they and their stacks hold are.
 
 use std::fs::File;
 use std::ops::Range;
@@ -153,7 +155,8 @@ pub(crate) fn scan(
     Ok(hits)
 }
 
-/// `2 words in [heap] and 1 in [stack] point into it (the first at 0x...)`.
+/// `2 words in [heap] and 1 in [stack] point into it (the first: a word in [heap] at 0x... holds
+/// 0x...)`.
 pub(crate) fn summary(hits: &[Hit]) -> String {
     let mut places: Vec<(&str, usize)> = Vec::new();
     for hit in hits {
