@@ -133,6 +133,7 @@ fn main() {
     let plan = plan(&target, &patch).expect("plan");
     let options = ApplyOptions {
         timeout: Duration::from_secs(5),
+        wait_return: false,
     };
 
     rounds(&mut lines, 3); // warm-up

@@ -29,6 +29,10 @@ pub struct ApplyArgs {
     /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     pub timeout: f64,
+    /// When a thread is inside a function being replaced, wait (up to --timeout) for that frame
+    /// to return: a breakpoint at its return address, the commit at the stop it causes.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait_return: bool,
 }
 
 /// Runs `hotpatch apply`.
@@ -99,6 +103,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     }
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
     };
     let start = Instant::now();
     let report = crate::spinner::while_waiting(

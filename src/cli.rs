@@ -99,6 +99,10 @@ pub struct DiffArgs {
     /// would place it); gives up after --timeout.
     #[arg(long, value_name = "FUNCTION", requires = "apply")]
     pub at: Option<String>,
+    /// When a thread is inside a function being replaced, wait (up to --timeout) for that frame
+    /// to return: a breakpoint at its return address, the commit at the stop it causes.
+    #[arg(long, requires = "apply")]
+    pub wait_return: bool,
     /// Flags of the original build, for files the build model does not list (default: `[build]
     /// cflags` of hotpatch.toml; with no build model at all, `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]

@@ -95,6 +95,7 @@ fn patch_or_check(
             (Some(target), Some(plan)) => {
                 let options = ApplyOptions {
                     timeout: Duration::from_secs_f64(args.timeout),
+                    wait_return: false,
                 };
                 Some(
                     hotpatch_applier::check(target, plan, &options)
@@ -118,6 +119,7 @@ fn patch_or_check(
     let start = Instant::now();
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
     };
     if pids.len() > 1 {
         if args.at.is_some() {

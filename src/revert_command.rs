@@ -1,13 +1,14 @@
 //! `hotpatch revert --pid N [ID]`: undo the newest (or the named) patch of a running process,
 //! last-in first-out per function, from the ledger in the process itself. With several `--pid`
-//! or `--exe PATH`, each process is reverted in turn.
+//! or `--exe PATH`, each process is reverted in turn. `--at FUNCTION` reverts at a safe point,
+//! `--wait-return` waits for a frame inside the patch's code to return.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use hotpatch_applier::{revert, ApplyOptions, RevertReport};
+use hotpatch_applier::{revert, revert_at, ApplyOptions, RevertReport};
 use serde_json::json;
 
 /// Arguments of `hotpatch revert`.
@@ -25,6 +26,14 @@ pub struct RevertArgs {
     /// Seconds to keep retrying while a thread is inside the patch's code.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     pub timeout: f64,
+    /// When a thread is inside the patch's code, wait (up to --timeout) for that frame to
+    /// return: a breakpoint at its return address, the revert at the stop it causes.
+    #[arg(long)]
+    pub wait_return: bool,
+    /// Revert only when a thread reaches this function (a breakpoint safe point); gives up
+    /// after --timeout.
+    #[arg(long, value_name = "FUNCTION")]
+    pub at: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -40,14 +49,19 @@ pub fn run(args: &RevertArgs) -> Result<()> {
     }
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
     };
     let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for &pid in &pids {
-        let waiting = format!("waiting for the threads of pid {pid} to leave the patch's code");
-        match crate::spinner::while_waiting(&waiting, args.json, || {
-            revert(pid, args.id.as_deref(), &options)
+        let waiting = match &args.at {
+            Some(function) => format!("waiting for a thread of pid {pid} to reach `{function}`"),
+            None => format!("waiting for the threads of pid {pid} to leave the patch's code"),
+        };
+        match crate::spinner::while_waiting(&waiting, args.json, || match &args.at {
+            Some(function) => revert_at(pid, args.id.as_deref(), &options, function),
+            None => revert(pid, args.id.as_deref(), &options),
         }) {
             Ok(report) => done.push((pid, report)),
             Err(e) => failed.push(format!("cannot revert in pid {pid}: {e}")),
@@ -91,8 +105,5 @@ fn print_text(pid: i32, report: &RevertReport) {
     for f in &report.restored {
         println!("  {} restored at 0x{:x}", f.name, f.address);
     }
-    match &report.kept_because {
-        None => println!("  region unmapped"),
-        Some(why) => println!("  region kept mapped: {why}"),
-    }
+    println!("  region {}", report.region);
 }

@@ -5,8 +5,13 @@
 //! have no thread traced or stopped, and be in one of three states: untouched (old behaviour,
 //! nothing live in `hotpatch list`), fully patched (new behaviour, `list` shows it applied), or a
 //! state `list` shows and `hotpatch revert` settles (old behaviour afterwards, nothing live).
-//! Each test prints how many kills landed in each state (`--nocapture`).
+//! Each test prints how many kills landed in each state (`--nocapture`). A third test kills a
+//! revert of a patch whose code a suspended coroutine will return into
+//! (`applier/tests/c/coro_target.c`): whatever the moment, the region stays mapped and the
+//! coroutine finishes in it.
 
+#[path = "../applier/tests/common/mod.rs"]
+mod common;
 mod support;
 
 use std::collections::BTreeMap;
@@ -305,4 +310,102 @@ fn killed_during_revert_leaves_the_target_running_and_consistent() {
     report("revert", normal, span, &counts, finished);
     target.drain();
     assert_counts_up_by_one(&target.seen, "n");
+}
+
+/// The coroutine target and a plain object replacing its `step` (which suspends inside the
+/// patch), built in `dir`.
+fn build_coroutines(dir: &Path) -> (PathBuf, PathBuf) {
+    let binary = dir.join("coro-target");
+    compile_program(
+        dir,
+        &[c_source("coro_target.c").display().to_string()],
+        "-O2 -g",
+        &binary,
+    );
+    let object = dir.join("step.o");
+    run_ok(
+        Command::new("gcc")
+            .args(["-c", "-O2", "-fPIC"])
+            .arg(c_source("coro_patch_step.c"))
+            .arg("-o")
+            .arg(&object),
+    );
+    (binary, object)
+}
+
+/// Every patch `hotpatch list` shows (live or reverted and kept mapped): (state, all active).
+fn listed_states(pid: &str) -> Vec<String> {
+    let text = hotpatch_ok(&["list", "--pid", pid, "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&text).expect("list --json is JSON");
+    value["patches"]
+        .as_array()
+        .expect("patches")
+        .iter()
+        .map(|p| p["state"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn killed_during_a_revert_under_a_suspended_coroutine_never_unmaps_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, object) = build_coroutines(dir.path());
+    let mut target = TargetProcess::start_with(&binary, &[]);
+    target.wait_for("ready");
+    let pid = target.pid().to_string();
+    let object = object.to_str().unwrap();
+    let apply = ["apply", object, "--pid", &pid];
+    let revert = ["revert", "--pid", &pid];
+    let mut cycles = 0usize;
+    // Applies the patch and suspends a coroutine inside its `step`.
+    let suspend = |target: &mut TargetProcess| {
+        hotpatch_ok(&apply);
+        common::send(target.pid(), "USR1");
+        target.wait_for("step v2 begins");
+        target.wait_for("suspended");
+    };
+    // Resumes the coroutine: it must finish in the patch's code, still mapped.
+    let finish = |target: &mut TargetProcess, what: &str| {
+        common::send(target.pid(), "USR1");
+        target.wait_for("step v2 resumes");
+        target.wait_for("coroutine done");
+        target.wait_for("tick");
+        assert!(target.is_alive(), "{what}: the target died");
+    };
+
+    let normal = median(
+        (0..5)
+            .map(|_| {
+                suspend(&mut target);
+                let took = timed(&revert);
+                finish(&mut target, "a normal revert");
+                cycles += 1;
+                took
+            })
+            .collect(),
+    );
+    let mut counts = BTreeMap::new();
+    let (span, finished) = sweep(normal, |delay| {
+        suspend(&mut target);
+        let killed = run_and_kill(&revert, delay);
+        let what = format!("revert killed after {delay:?}");
+        assert_running_untraced(&mut target, &what);
+        let state = if live_patches(&pid).is_empty() {
+            "the revert had committed"
+        } else {
+            hotpatch_ok(&revert);
+            "list showed it live, revert settled it"
+        };
+        cycles += 1;
+        let states = listed_states(&pid);
+        assert_eq!(
+            states,
+            vec!["reverted".to_string(); cycles],
+            "{what}: every region a coroutine was suspended in stays mapped, reverted"
+        );
+        finish(&mut target, &what);
+        assert_running_untraced(&mut target, &what);
+        *counts.entry(state).or_insert(0) += 1;
+        killed
+    });
+    report("revert under a coroutine", normal, span, &counts, finished);
 }

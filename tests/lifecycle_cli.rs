@@ -43,6 +43,7 @@ fn list_and_revert_work_from_the_process_alone() {
     );
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
+        wait_return: false,
     };
     apply_patch(running.pid(), patch, &options).unwrap();
     running.wait_for(30, |l| {
@@ -87,5 +88,97 @@ fn list_and_revert_work_from_the_process_alone() {
         stderr.starts_with("error: ") && stderr.contains("no applied patch"),
         "{stderr}"
     );
+    assert!(running.alive());
+}
+
+/// Writes the patch compiled from `tests/c/<source>` (replacing `function`) to `dir`.
+fn patch_file(dir: &std::path::Path, source: &str, function: &str) -> String {
+    let bytes = compile_patch(dir, source, &manifest("pw", function, "v1", "v2"));
+    let path = dir.join(format!("{function}.hp.o"));
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn wait_return_and_revert_at_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path());
+    let patch = patch_file(dir.path(), "life_patch_linger.c", "linger");
+    let mut running = start(&exe, &["linger", "800"]);
+    let pid = running.pid().to_string();
+
+    // The worker is inside `linger`: the apply waits for that frame to return.
+    running.wait_for(5, |l| l == "enter");
+    let (code, stdout, stderr) = hotpatch(&[
+        "apply",
+        &patch,
+        "--pid",
+        &pid,
+        "--wait-return",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    running.wait_for(5, |l| l == "left");
+
+    // The worker is inside the patch's `linger`: so does the revert, and the region goes.
+    running.wait_for(5, |l| l == "enter");
+    let (code, stdout, stderr) = hotpatch(&[
+        "revert",
+        "--pid",
+        &pid,
+        "--wait-return",
+        "--timeout",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["region"], "unmapped", "{stdout}");
+    assert_eq!(json["stops"], 2, "{stdout}");
+
+    // Applied again, reverted when the worker next calls `linger`.
+    let (code, stdout, stderr) = hotpatch(&["apply", &patch, "--pid", &pid, "--wait-return"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = hotpatch(&["revert", "--pid", &pid, "--at", "linger"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("reverted patch pw") && stdout.contains("linger restored"),
+        "{stdout}"
+    );
+    assert_eq!(code_differences(running.pid(), &exe), Vec::<u64>::new());
+    assert_eq!(traced_threads(running.pid()), Vec::<String>::new());
+    running.wait_for(5, |l| l == "left");
+    assert!(running.alive());
+}
+
+#[test]
+fn revert_says_why_a_region_a_suspended_coroutine_returns_into_stays_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_program(dir.path(), &c_dir().join("coro_target.c"), "coro");
+    let patch = patch_file(dir.path(), "coro_patch_step.c", "step");
+    let mut running = start(&exe, &[]);
+    running.wait_for(5, |l| l == "ready");
+    let pid = running.pid().to_string();
+    let (code, stdout, stderr) = hotpatch(&["apply", &patch, "--pid", &pid]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    send(running.pid(), "USR1");
+    running.wait_for(5, |l| l == "step v2 begins");
+    running.wait_for(5, |l| l == "suspended");
+
+    let (code, stdout, stderr) = hotpatch(&["revert", "--pid", &pid]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("region kept mapped: ") && stdout.contains(" point into it"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = hotpatch(&["list", "--pid", &pid, "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["patches"][0]["state"], "reverted", "{stdout}");
+
+    send(running.pid(), "USR1");
+    running.wait_for(5, |l| l == "step v2 resumes");
+    running.wait_for(5, |l| l == "coroutine done");
+    running.wait_for(5, |l| l.starts_with("tick "));
     assert!(running.alive());
 }

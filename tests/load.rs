@@ -179,6 +179,7 @@ fn under_load() {
     let plan = plan(&target, &patch).expect("plan");
     let options = ApplyOptions {
         timeout: Duration::from_secs(5),
+        wait_return: false,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -73,6 +73,7 @@ fn scenario(functions: usize, threads: usize, iterations: usize) {
     let plan = plan(&target, &PatchObject::parse(object).expect("parse")).expect("plan");
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
+        wait_return: false,
     };
     let (mut applies, mut reverts, mut stopped) = (Vec::new(), Vec::new(), 0usize);
     for _ in 0..iterations {

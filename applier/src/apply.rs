@@ -17,6 +17,7 @@ use crate::link::{Image, Linker};
 use crate::maps::read_maps;
 use crate::plan::Plan;
 use crate::ptrace::{read_memory, write_memory};
+use crate::references::ReturnTargets;
 use crate::region::{self, PROT_EXEC, PROT_READ};
 use crate::target::Target;
 use crate::trampoline::{branches_into, covered_length, jump_bytes};
@@ -27,12 +28,16 @@ use crate::unwind::StackUnwinder;
 pub struct ApplyOptions {
     /// How long to keep retrying while a thread is inside code being overwritten.
     pub timeout: Duration,
+    /// When a thread's frame is in the way, wait for that frame to return (a breakpoint at its
+    /// return address, the commit at the stop it causes) instead of polling; within `timeout`.
+    pub wait_return: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             timeout: Duration::from_secs(3),
+            wait_return: false,
         }
     }
 }
@@ -122,17 +127,21 @@ pub fn check(
     let predicted = vec![base + PAGE; plan.functions.len()];
     let sites = sites(plan, &predicted)?;
     let busy = Busy::for_sites(&sites);
+    let contexts = ReturnTargets::for_sites(pid, &sites);
     let earlier = installed_patches(pid).unwrap_or_default();
     refuse_if_applied(pid, &plan.patch_id, &earlier)?;
     let mut unwinder = StackUnwinder::for_target(target);
     unwinder.add_patches(pid, &earlier);
     unwinder.add_names(crate::revert::patch_names(&earlier));
+    // A dry run places no breakpoint: it only polls.
     let safety = Safety {
         busy: &busy,
         unwinder: Some(&unwinder),
         incomplete_blocks: true,
         timeout: options.timeout,
         at: None,
+        contexts: Some(&contexts),
+        wait_return: false,
     };
     let mut stops = Stops::default();
     crate::commit::stop_safely(pid, &safety, &mut stops, |_, _| Ok(()))?;
@@ -188,22 +197,23 @@ pub fn apply_at(
     options: &ApplyOptions,
     function: &str,
 ) -> Result<ApplyReport, ApplyError> {
-    let address = safe_point_address(target, function)?;
-    let point = SafePoint {
-        name: function.to_string(),
-        address,
-    };
+    let point = safe_point(target, function)?;
     apply_with(target, plan, options, Some(point))
 }
 
-/// The entry of `function`: a global, else the one `static` function of that name.
-fn safe_point_address(target: &Target, function: &str) -> Result<u64, ApplyError> {
+/// The safe point at the entry of `function`: a global, else the one `static` function of that
+/// name.
+pub(crate) fn safe_point(target: &Target, function: &str) -> Result<SafePoint, ApplyError> {
+    let at = |address| SafePoint {
+        name: function.to_string(),
+        address,
+    };
     if let Some(found) = target.lookup_global(function, true) {
-        return Ok(found.address);
+        return Ok(at(found.address));
     }
     let locals = target.exe_functions_named(function);
     match locals.as_slice() {
-        [one] => Ok(one.address),
+        [one] => Ok(at(one.address)),
         [] => Err(ApplyError::MissingFunction(SymbolRef::Global {
             name: function.to_string(),
         })),
@@ -378,12 +388,15 @@ fn write_and_commit(
     region::protect(pid, text_base, plan.layout.text_size, PROT_READ | PROT_EXEC)?;
 
     let busy = Busy::for_sites(&sites);
+    let contexts = ReturnTargets::for_sites(pid, &sites);
     let safety = Safety {
         busy: &busy,
         unwinder: Some(&prepared.unwinder),
         incomplete_blocks: true,
         timeout: options.timeout,
         at: prepared.at.clone(),
+        contexts: Some(&contexts),
+        wait_return: options.wait_return,
     };
     let applied = LedgerState::Applied.word().to_le_bytes();
     let state = (base + ledger::STATE_OFFSET, &applied[..]);

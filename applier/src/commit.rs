@@ -1,13 +1,17 @@
 //! The commit stop, shared by apply and revert: stop every thread, check that none is inside code
-//! being replaced or retired (its pc, and with unwinding its return addresses), else resume, back
-//! off and retry until the timeout; then let the caller write while everything is stopped, and
-//! resume. Every stop is measured.
+//! being replaced or retired (its pc, and with unwinding its return addresses) and, for an apply,
+//! that no suspended context in memory will return into it (`references`), else resume, back
+//! off and retry until the timeout — or, with `wait_return`, let the threads run to the return
+//! address of the blocking frame (a breakpoint, as `--at` places one) and check again at that
+//! stop; then let the caller write while everything is stopped, and resume. Every stop is
+//! measured.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::error::ApplyError;
 use crate::ptrace::{write_memory, StoppedProcess};
+use crate::references::{Hit, ReturnTargets};
 use crate::unwind::{StackUnwinder, ThreadStack};
 
 /// One jump to write.
@@ -89,6 +93,12 @@ pub(crate) struct Safety<'a> {
     pub(crate) timeout: Duration,
     /// A safe point: commit only when a thread reaches this address (a breakpoint).
     pub(crate) at: Option<SafePoint>,
+    /// Functions whose return addresses, found anywhere in writable memory, block like a
+    /// thread's frame: a context suspended inside them (a coroutine) would return into them.
+    pub(crate) contexts: Option<&'a ReturnTargets>,
+    /// When a thread's frame blocks, wait at that frame's return address (a breakpoint) for it
+    /// to return, instead of polling.
+    pub(crate) wait_return: bool,
 }
 
 /// Where `--at` waits.
@@ -102,6 +112,14 @@ pub(crate) struct SafePoint {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(1);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What keeps a stop from going ahead.
+enum Obstacle {
+    /// Threads in busy code, and the return address `--wait-return` last waited at.
+    Threads(Vec<Blocker>, Option<u64>),
+    /// A word in memory that is a return address into a function being replaced.
+    Context(Hit, String),
+}
 
 /// Stops every thread of `pid` until none is in busy code, then runs `write` with everything
 /// stopped and resumes. `write` returns `Err` after undoing its own partial work.
@@ -118,50 +136,160 @@ pub(crate) fn stop_safely<T>(
         let mut stopped = StoppedProcess::stop_all(pid)?;
         if let Some(point) = &safety.at {
             let left = safety.timeout.saturating_sub(started.elapsed());
-            match stopped.run_to(point.address, left)? {
-                Some((_, hit)) => began = hit,
-                None => {
-                    drop(stopped);
-                    let waited_ms =
-                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    return Err(ApplyError::SafePointNotReached {
-                        function: point.name.clone(),
-                        waited_ms,
-                    });
-                }
-            }
-        }
-        let stacks = stacks_of(&stopped, safety.unwinder);
-        let blockers = blockers(&stacks, safety);
-        if !blockers.is_empty() {
-            let resumed = stopped.resume();
-            stops.record(began);
-            resumed?;
-            let waited = started.elapsed();
-            if waited >= safety.timeout {
-                let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-                let first = &blockers[0];
-                return Err(ApplyError::ThreadBusy {
-                    tid: first.tid,
-                    pc: first.pc,
-                    function: first.what.clone(),
-                    detail: describe(&blockers, safety.unwinder),
-                    waited_ms,
+            if !run_to(&mut stopped, point.address, left, stops, &mut began)? {
+                drop(stopped);
+                return Err(ApplyError::SafePointNotReached {
+                    function: point.name.clone(),
+                    waited_ms: millis(started.elapsed()),
                 });
             }
-            std::thread::sleep(backoff.min(safety.timeout.saturating_sub(waited)));
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
         }
-        stops.threads = stopped.threads().len();
-        stops.incomplete_stacks = stacks.iter().filter(|s| s.incomplete.is_some()).count();
-        let result = write(&stopped, &stacks);
-        // Once the writes are in, a failure to detach some thread (every thread is still
-        // released, as far as the kernel allows) must not be reported as a failed commit: the
-        // caller would undo work that is live, e.g. unmap code the jumps now lead to.
-        let _ = stopped.resume();
+        let obstacle = match obstacle(&mut stopped, safety, started, stops, &mut began)? {
+            Ok(stacks) => {
+                stops.threads = stopped.threads().len();
+                stops.incomplete_stacks = stacks.iter().filter(|s| s.incomplete.is_some()).count();
+                let result = write(&stopped, &stacks);
+                // Once the writes are in, a failure to detach some thread (every thread is
+                // still released, as far as the kernel allows) must not be reported as a failed
+                // commit: the caller would undo work that is live, e.g. unmap code the jumps
+                // now lead to.
+                let _ = stopped.resume();
+                stops.record(began);
+                return result;
+            }
+            Err(obstacle) => obstacle,
+        };
+        let resumed = stopped.resume();
         stops.record(began);
-        return result;
+        resumed?;
+        let waited = started.elapsed();
+        if waited >= safety.timeout {
+            return Err(give_up(obstacle, safety, millis(waited)));
+        }
+        std::thread::sleep(backoff.min(safety.timeout.saturating_sub(waited)));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Lets the stopped threads run, traced, until one reaches `address` or `left` passes (the
+/// stop so far is recorded; `began` becomes the start of the stop at the breakpoint). Whether a
+/// thread reached it; either way every thread is stopped again and no breakpoint is left.
+fn run_to(
+    stopped: &mut StoppedProcess,
+    address: u64,
+    left: Duration,
+    stops: &mut Stops,
+    began: &mut Instant,
+) -> Result<bool, ApplyError> {
+    stops.record(*began);
+    let hit = stopped.run_to(address, left)?;
+    *began = match hit {
+        Some((_, at)) => at,
+        None => Instant::now(),
+    };
+    Ok(hit.is_some())
+}
+
+/// The stacks of the stopped threads when nothing is in the way, else what is. With
+/// `wait_return`, a blocking frame is waited for at its return address first (as long as the
+/// timeout allows), and the check repeated at the stop that return causes.
+fn obstacle(
+    stopped: &mut StoppedProcess,
+    safety: &Safety<'_>,
+    started: Instant,
+    stops: &mut Stops,
+    began: &mut Instant,
+) -> Result<Result<Vec<ThreadStack>, Obstacle>, ApplyError> {
+    let mut waited_at = None;
+    loop {
+        let stacks = stacks_of(stopped, safety.unwinder);
+        let blockers = blockers(&stacks, safety);
+        if blockers.is_empty() {
+            return Ok(match suspended_context(stopped, safety)? {
+                Some((hit, function)) => Err(Obstacle::Context(hit, function)),
+                None => Ok(stacks),
+            });
+        }
+        let left = safety.timeout.saturating_sub(started.elapsed());
+        // Only code the unwinder knows is a return address worth a breakpoint.
+        let ret = blockers
+            .iter()
+            .filter_map(|b| b.returns_to)
+            .find(|&r| safety.unwinder.is_some_and(|u| u.covers(r)));
+        match ret {
+            Some(ret) if safety.wait_return && !left.is_zero() => {
+                waited_at = Some(ret);
+                run_to(stopped, ret, left, stops, began)?;
+            }
+            _ => return Ok(Err(Obstacle::Threads(blockers, waited_at))),
+        }
+    }
+}
+
+/// A return address into a function being replaced stored in writable memory, with that
+/// function's name. A scan that fails is an error: what cannot be seen is not assumed safe.
+fn suspended_context(
+    stopped: &StoppedProcess,
+    safety: &Safety<'_>,
+) -> Result<Option<(Hit, String)>, ApplyError> {
+    let Some(targets) = safety.contexts else {
+        return Ok(None);
+    };
+    let hits = crate::references::scan(
+        stopped.pid(),
+        stopped.threads(),
+        &[],
+        crate::references::Stacks::Walked,
+        targets.bounds(),
+        |w| targets.function_of(w).is_some(),
+    )?;
+    Ok(hits.into_iter().next().map(|hit| {
+        let function = targets
+            .function_of(hit.value)
+            .unwrap_or_default()
+            .to_string();
+        (hit, function)
+    }))
+}
+
+/// The error after the timeout.
+fn give_up(obstacle: Obstacle, safety: &Safety<'_>, waited_ms: u64) -> ApplyError {
+    match obstacle {
+        Obstacle::Threads(blockers, waited_at) => {
+            let first = &blockers[0];
+            let mut detail = describe(&blockers, safety.unwinder);
+            if let Some(ret) = waited_at {
+                let to = match safety.unwinder {
+                    Some(u) => u.symbolize(ret),
+                    None => format!("0x{ret:x}"),
+                };
+                detail.push_str(&format!(
+                    "; --wait-return waited for the frame to return to {to}"
+                ));
+            } else if !safety.wait_return && blockers.iter().any(|b| b.returns_to.is_some()) {
+                detail.push_str("; --wait-return would wait for the frame to return");
+            }
+            ApplyError::ThreadBusy {
+                tid: first.tid,
+                pc: first.pc,
+                function: first.what.clone(),
+                detail,
+                waited_ms,
+            }
+        }
+        Obstacle::Context(hit, function) => ApplyError::ContextBusy {
+            location: hit.location(),
+            address: match safety.unwinder {
+                Some(u) => u.symbolize(hit.value),
+                None => format!("0x{:x}", hit.value),
+            },
+            function,
+            waited_ms,
+        },
     }
 }
 
@@ -231,26 +359,37 @@ struct Blocker {
     pc: u64,
     what: String,
     stack: ThreadStack,
+    /// The return address of its outermost frame in busy code, when the walk found one: once
+    /// the thread is there, that frame has returned.
+    returns_to: Option<u64>,
 }
 
 fn blockers(stacks: &[ThreadStack], safety: &Safety<'_>) -> Vec<Blocker> {
     let mut out = Vec::new();
     for stack in stacks {
         let pc = stack.frames.first().copied().unwrap_or(0);
-        let hit = stack.frames.iter().enumerate().find_map(|(i, &address)| {
-            safety.busy.iter().find_map(|b| {
-                let inside = if i == 0 {
+        let busy_at = |i: usize, address: u64| {
+            safety.busy.iter().find(|b| {
+                if i == 0 {
                     b.pc.contains(&address)
                 } else {
                     b.ret
                         .as_ref()
                         .is_some_and(|r| r.contains(&address.saturating_sub(1)))
-                };
-                inside.then(|| b.what.clone())
+                }
             })
-        });
-        let what = match (hit, &stack.incomplete) {
-            (Some(what), _) => what,
+        };
+        let hits: Vec<(usize, &Busy)> = stack
+            .frames
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &a)| busy_at(i, a).map(|b| (i, b)))
+            .collect();
+        let returns_to = hits
+            .last()
+            .and_then(|(i, _)| stack.frames.get(i + 1).copied());
+        let what = match (hits.first(), &stack.incomplete) {
+            (Some((_, b)), _) => b.what.clone(),
             (None, Some(why)) if safety.incomplete_blocks => {
                 format!("a stack that could not be unwound completely ({why})")
             }
@@ -261,6 +400,7 @@ fn blockers(stacks: &[ThreadStack], safety: &Safety<'_>) -> Vec<Blocker> {
             pc,
             what,
             stack: stack.clone(),
+            returns_to,
         });
     }
     out

@@ -284,6 +284,19 @@ pub enum ApplyError {
         /// How long we retried.
         waited_ms: u64,
     },
+    /// A context saved in memory (a suspended coroutine: a `ucontext_t`, a coroutine's stack)
+    /// holds a return address into a function being replaced, at every stop until the timeout.
+    #[error("gave up after {waited_ms} ms: {location} holds the return address {address} inside `{function}`, which is being replaced, and is no frame of a running thread: a suspended context (a coroutine) would return into the old code; let it finish first")]
+    ContextBusy {
+        /// Where the word is (mapping and address).
+        location: String,
+        /// The return address, symbolized.
+        address: String,
+        /// The function it returns into.
+        function: String,
+        /// How long we retried.
+        waited_ms: u64,
+    },
     /// A revert that would break last-in first-out order, or that names no installed patch.
     #[error("{0}")]
     Revert(String),

@@ -19,7 +19,8 @@
 //! (the process; `scope` its link map), `bind` (which definition a global name reaches),
 //! [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
 //! `trampoline` (entry jumps), `commit` (the stop and its safety check), `unwind` (CFI stack
-//! walks), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
+//! walks), `references` (the scan of memory for code addresses: suspended contexts, regions
+//! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
 //! processes, all or none), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
 //! contract).
@@ -39,6 +40,7 @@ mod maps;
 pub mod object_file;
 pub mod plan;
 pub mod ptrace;
+mod references;
 mod region;
 mod resolve;
 pub mod revert;
@@ -57,5 +59,5 @@ pub use ledger::LedgerState;
 pub use object_file::PatchObject;
 pub use plan::{plan, Plan, PlannedFunction, Resolution};
 pub use ptrace::PtraceError;
-pub use revert::{revert, RestoredFunction, RevertReport};
+pub use revert::{revert, revert_at, RestoredFunction, RevertReport};
 pub use target::Target;

@@ -609,6 +609,28 @@ pub struct StoppedThread {
     pub sp: u64,
     /// Frame pointer (`rbp`), the third register stack unwinding starts from.
     pub bp: u64,
+    /// Every general-purpose register (`rax` ... `r15`, `rip`), for scans that must see an
+    /// address a thread holds only in a register (a context switch half done).
+    pub registers: Vec<u64>,
+    /// The thread pointer (`fs` base): glibc keeps its pointer guard at `fs:0x30`.
+    pub fs_base: u64,
+}
+
+impl StoppedThread {
+    fn from_regs(tid: i32, regs: &Regs) -> StoppedThread {
+        let r = regs;
+        StoppedThread {
+            tid,
+            pc: r.rip,
+            sp: r.rsp,
+            bp: r.rbp,
+            registers: vec![
+                r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
+                r.r12, r.r13, r.r14, r.r15, r.rip,
+            ],
+            fs_base: r.fs_base,
+        }
+    }
 }
 
 /// A thread we have seized, and what must be done to release it.
@@ -704,12 +726,7 @@ impl StoppedProcess {
                 }
                 let regs =
                     sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
-                sp.threads.push(StoppedThread {
-                    tid,
-                    pc: regs.rip,
-                    sp: regs.rsp,
-                    bp: regs.rbp,
-                });
+                sp.threads.push(StoppedThread::from_regs(tid, &regs));
                 i += 1;
             }
         }
@@ -811,6 +828,10 @@ impl StoppedProcess {
                 }
                 i += 1;
             }
+            // Every thread gone: the process exited (or was killed) while we waited.
+            if self.held.is_empty() {
+                return Err(PtraceError::NoSuchProcess(pid));
+            }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
@@ -877,12 +898,7 @@ impl StoppedProcess {
         for h in &self.held {
             let regs =
                 sys::get_regs(h.tid).map_err(|e| op_failed(pid, h.tid, "PTRACE_GETREGS", e))?;
-            self.threads.push(StoppedThread {
-                tid: h.tid,
-                pc: regs.rip,
-                sp: regs.rsp,
-                bp: regs.rbp,
-            });
+            self.threads.push(StoppedThread::from_regs(h.tid, &regs));
         }
         if self.held.is_empty() {
             return Err(PtraceError::NoSuchProcess(pid));

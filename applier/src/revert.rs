@@ -1,17 +1,21 @@
 //! Reverting an installed patch from its ledger alone: last-in first-out per function, original
 //! bytes written back while every thread is stopped and none is inside the patch's code (pc or
 //! return address), the header marked `reverted` at the same stop, and the region unmapped
-//! afterwards when nothing can reach it any more.
+//! afterwards when nothing can reach it any more: a scan at that stop found no address inside it
+//! in writable memory or registers (see `references`).
+
+use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::apply::ApplyOptions;
+use crate::apply::{safe_point, ApplyOptions};
 use crate::artifact::FunctionAction;
 use crate::commit::{stop_safely, write_all_or_nothing, Busy, Safety, Stops};
 use crate::error::ApplyError;
 use crate::installed::{installed_patches, InstalledPatch};
 use crate::ledger::{self, LedgerState};
-use crate::ptrace::{read_memory, write_memory};
+use crate::ptrace::{read_memory, write_memory, StoppedProcess};
+use crate::references;
 use crate::region;
 use crate::target::Target;
 use crate::trampoline::jump_bytes;
@@ -36,6 +40,8 @@ pub struct RevertReport {
     pub restored: Vec<RestoredFunction>,
     /// Whether the region was unmapped.
     pub unmapped: bool,
+    /// `unmapped`, or `kept mapped: ` and why (e.g. `2 words in [heap] point into it ...`).
+    pub region: String,
     /// Why the region stays mapped, when it does.
     pub kept_because: Option<String>,
 }
@@ -54,11 +60,36 @@ pub struct RestoredFunction {
 /// Refuses when a later live patch redirected one of the same functions (revert that one first),
 /// when an entry no longer holds this patch's jump, and — after retrying until
 /// `options.timeout` — while a thread's pc or return address is inside the patch region or its
-/// stack cannot be walked completely.
+/// stack cannot be walked completely. The region is unmapped only when nothing can reach it any
+/// more: at the stop that restores the entries, no word of writable memory and no register of
+/// any thread may hold an address inside it (a suspended context returning into its code, a
+/// stored pointer to one of its functions); otherwise it stays mapped, marked `reverted`, and
+/// [`RevertReport::region`] says why.
 pub fn revert(
     pid: i32,
     id: Option<&str>,
     options: &ApplyOptions,
+) -> Result<RevertReport, ApplyError> {
+    revert_with(pid, id, options, None)
+}
+
+/// Like [`revert`], but commits only when a thread reaches the entry of `function` (a safe
+/// point, as [`crate::apply_at`] places it; the usual checks still apply). Gives up after
+/// `options.timeout`; while it waits a breakpoint is in the process.
+pub fn revert_at(
+    pid: i32,
+    id: Option<&str>,
+    options: &ApplyOptions,
+    function: &str,
+) -> Result<RevertReport, ApplyError> {
+    revert_with(pid, id, options, Some(function))
+}
+
+fn revert_with(
+    pid: i32,
+    id: Option<&str>,
+    options: &ApplyOptions,
+    at: Option<&str>,
 ) -> Result<RevertReport, ApplyError> {
     let installed = installed_patches(pid)?;
     let chosen = choose(pid, &installed, id)?;
@@ -67,29 +98,34 @@ pub fn revert(
 
     // Everything the stop needs is computed before stopping.
     let target = Target::inspect(pid)?;
+    let at = at.map(|f| safe_point(&target, f)).transpose()?;
     let mut unwinder = StackUnwinder::for_target(&target);
     unwinder.add_patches(pid, &installed);
     unwinder.add_names(patch_names(&installed));
-    let region_end = chosen.region_address.saturating_add(chosen.region_size);
+    let region = chosen.region_address..chosen.region_address.saturating_add(chosen.region_size);
     let busy = [Busy {
         what: format!(
             "the code of patch {}, which is being reverted",
             chosen.patch_id
         ),
-        pc: chosen.region_address..region_end,
-        ret: Some(chosen.region_address..region_end),
+        pc: region.clone(),
+        ret: Some(region.clone()),
     }];
     let safety = Safety {
         busy: &busy,
         unwinder: Some(&unwinder),
         incomplete_blocks: true,
         timeout: options.timeout,
-        at: None,
+        at,
+        // A suspended context in the patch's code does not block: it keeps the region mapped.
+        contexts: None,
+        wait_return: options.wait_return,
     };
     let reverted = LedgerState::Reverted.word().to_le_bytes();
     let state_at = chosen.region_address + ledger::STATE_OFFSET;
+    let known_reason = keep_reason(chosen, &installed);
     let mut stops = Stops::default();
-    stop_safely(pid, &safety, &mut stops, |_, _| {
+    let kept_because = stop_safely(pid, &safety, &mut stops, |stopped, _| {
         for r in &restores {
             if read_memory(pid, r.entry, r.jump.len())? != r.jump {
                 return Err(ApplyError::CodeChanged {
@@ -109,11 +145,12 @@ pub fn revert(
             }
             return Err(error.into());
         }
-        Ok(())
+        // No entry jumps to the region any more and no thread is in it: whatever still
+        // refers to it now is in memory or in a register, and nothing can make a new
+        // reference out of none.
+        Ok(known_reason.or_else(|| still_referenced(stopped, &region)))
     })?;
 
-    // At that stop no thread was in the region and no entry jumps to it any more.
-    let kept_because = keep_reason(chosen, &installed);
     let unmapped = kept_because.is_none();
     if unmapped {
         region::release(pid, chosen.region_address, chosen.region_size);
@@ -133,8 +170,32 @@ pub fn revert(
             })
             .collect(),
         unmapped,
+        region: match &kept_because {
+            None => "unmapped".into(),
+            Some(why) => format!("kept mapped: {why}"),
+        },
         kept_because,
     })
+}
+
+/// Why `region` must stay mapped, if a word of writable memory or a register of a stopped
+/// thread holds an address inside it (or the memory cannot be scanned).
+fn still_referenced(stopped: &StoppedProcess, region: &Range<u64>) -> Option<String> {
+    let skip = std::slice::from_ref(region);
+    match references::scan(
+        stopped.pid(),
+        stopped.threads(),
+        skip,
+        references::Stacks::Live,
+        region.clone(),
+        |_| true,
+    ) {
+        Ok(hits) if hits.is_empty() => None,
+        Ok(hits) => Some(references::summary(&hits)),
+        Err(e) => Some(format!(
+            "the process's memory could not be scanned for references to it ({e})"
+        )),
+    }
 }
 
 /// The patch to revert: `id`, else the newest live one.

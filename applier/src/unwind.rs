@@ -149,6 +149,11 @@ impl StackUnwinder {
         self.names.sort();
     }
 
+    /// Whether `address` is in code with unwind information (a module or a patch).
+    pub(crate) fn covers(&self, address: u64) -> bool {
+        self.covered.iter().any(|r| r.contains(&address))
+    }
+
     /// `name+0xoff` for an address in a known function, else the bare address.
     pub(crate) fn symbolize(&self, address: u64) -> String {
         let at = self.names.partition_point(|n| n.0 <= address);
@@ -315,6 +320,8 @@ mod tests {
             pc: 0x10,
             sp: 0,
             bp: 0,
+            registers: vec![],
+            fs_base: 0,
         };
         let stack = unwinder
             .unwind_all(std::process::id() as i32, &[bogus])

@@ -34,6 +34,7 @@ fn dry_run_live_leaves_the_process_byte_for_byte_unchanged() {
     let plan = plan(&target, &PatchObject::parse(patch).unwrap()).unwrap();
     let options = ApplyOptions {
         timeout: Duration::from_secs(2),
+        wait_return: false,
     };
     let report = check(&target, &plan, &options).unwrap();
     let after = snapshot(running.pid());

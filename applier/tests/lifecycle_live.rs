@@ -15,6 +15,7 @@ use hotpatch_applier::{
 fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
+        wait_return: false,
     }
 }
 
@@ -347,26 +348,6 @@ fn a_region_prepared_but_never_committed_is_listed_and_revert_removes_it() {
     next_tick_value(&running);
     assert_eq!(next_tick_value(&running), 1);
     assert!(running.alive());
-}
-
-/// Threads of `pid` that are traced (TracerPid not 0).
-fn traced_threads(pid: i32) -> Vec<String> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let tracer = status
-            .lines()
-            .find_map(|l| l.strip_prefix("TracerPid:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
-        if !tracer.is_empty() && tracer != "0" {
-            out.push(format!("{:?} traced by {tracer}", task.file_name()));
-        }
-    }
-    out
 }
 
 #[test]

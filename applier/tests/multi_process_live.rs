@@ -13,6 +13,7 @@ use hotpatch_applier::{
 fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
+        wait_return: false,
     }
 }
 

@@ -14,6 +14,7 @@ use hotpatch_applier::{installed_patches, revert, ApplyError, ApplyOptions, Ledg
 fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
+        wait_return: false,
     }
 }
 

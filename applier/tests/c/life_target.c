@@ -5,15 +5,26 @@
  *   busy       one worker never leaves busy() (it sleeps in a loop inside it)
  *   stay       one worker calls stay() every 20 ms
  *   churn      a thread is created about every millisecond; each calls value() once and exits
- *   quiet      no worker; the main thread only sleeps (nothing in memory changes) */
+ *   quiet      no worker; the main thread only sleeps (nothing in memory changes)
+ *   linger MS  one worker prints `enter`, stays MS ms (default 2000) inside linger(), which then
+ *              returns, prints `left`, sleeps 100 ms, and again */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int counter;
 volatile int done;
+int linger_ms = 2000;
+
+/* Milliseconds since `from`. */
+long since_ms(const struct timespec *from) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - from->tv_sec) * 1000 + (now.tv_nsec - from->tv_nsec) / 1000000;
+}
 
 __attribute__((noinline)) int value(int who) {
     counter++;
@@ -36,6 +47,28 @@ __attribute__((noinline)) void busy(void) {
 __attribute__((noinline)) void stay(void) {
     done++;
     __asm__ volatile("nop; nop; nop; nop; nop; nop");
+}
+
+__attribute__((noinline)) void linger(void) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (since_ms(&start) < linger_ms) {
+        usleep(1000);
+        done++;
+    }
+}
+
+static void *linger_worker(void *arg) {
+    (void)arg;
+    for (;;) {
+        printf("enter\n");
+        fflush(stdout);
+        linger();
+        printf("left\n");
+        fflush(stdout);
+        usleep(100000);
+    }
+    return 0;
 }
 
 static void *worker(void *arg) {
@@ -110,6 +143,9 @@ int main(int argc, char **argv) {
         pthread_create(&thread, 0, stay_worker, 0);
     } else if (strcmp(mode, "churn") == 0) {
         pthread_create(&thread, 0, churner, 0);
+    } else if (strcmp(mode, "linger") == 0) {
+        linger_ms = argc > 2 ? atoi(argv[2]) : 2000;
+        pthread_create(&thread, 0, linger_worker, 0);
     } else if (strcmp(mode, "quiet") == 0) {
         printf("ready\n");
         fflush(stdout);

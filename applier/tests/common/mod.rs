@@ -312,3 +312,62 @@ pub fn assert_same_memory(before: &Snapshot, after: &Snapshot) {
         }
     }
 }
+
+/// Threads of `pid` that are traced (TracerPid not 0).
+pub fn traced_threads(pid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let tracer = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        if !tracer.is_empty() && tracer != "0" {
+            out.push(format!("{:?} traced by {tracer}", task.file_name()));
+        }
+    }
+    out
+}
+
+/// Every address of the executable code of `exe` mapped in `pid` whose byte differs from the
+/// file (a jump the patch wrote, or a breakpoint left behind).
+pub fn code_differences(pid: i32, exe: &Path) -> Vec<u64> {
+    let exe = std::fs::canonicalize(exe).unwrap();
+    let file = std::fs::read(&exe).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut out = Vec::new();
+    for line in maps
+        .lines()
+        .filter(|l| l.ends_with(&*exe.to_string_lossy()))
+    {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !fields[1].contains('x') {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let offset = usize::from_str_radix(fields[2], 16).unwrap();
+        let len = ((end - start) as usize).min(file.len().saturating_sub(offset));
+        let mapped = read_mem(pid, start, len);
+        for (i, (a, b)) in mapped.iter().zip(&file[offset..offset + len]).enumerate() {
+            if a != b {
+                out.push(start + i as u64);
+            }
+        }
+    }
+    out
+}
+
+/// Sends the signal named `signal` (`USR1`, `KILL`) to `pid` with kill(1).
+pub fn send(pid: i32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
+}
