@@ -8,7 +8,8 @@ use object::{Object, ObjectSection};
 
 use crate::symbols::file_matches;
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
+/// The reader type of the DWARF sections of a module read into memory.
+pub(crate) type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
 /// What the debug information says about a static local.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,33 +28,39 @@ pub(crate) fn static_local_addresses(
     function: &str,
     name: &str,
 ) -> DwarfAnswer {
-    let Ok(object) = object::File::parse(elf) else {
-        return DwarfAnswer::NoDebugInfo;
-    };
-    if object.section_by_name(".debug_info").is_none() {
-        return DwarfAnswer::NoDebugInfo;
-    }
+    with_dwarf(elf, |dwarf| {
+        let mut found = Vec::new();
+        let mut units = dwarf.units();
+        while let Ok(Some(header)) = units.next() {
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            let _ = scan_unit(dwarf, &unit, file, function, name, &mut found);
+        }
+        found.sort_unstable();
+        found.dedup();
+        DwarfAnswer::Addresses(found)
+    })
+    .unwrap_or(DwarfAnswer::NoDebugInfo)
+}
+
+/// Runs `read` over the DWARF of the ELF file `elf`; `None` when it has no `.debug_info` (or is
+/// not ELF, or its sections cannot be loaded).
+pub(crate) fn with_dwarf<R>(
+    elf: &[u8],
+    read: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R,
+) -> Option<R> {
+    let object = object::File::parse(elf).ok()?;
+    object.section_by_name(".debug_info")?;
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
         Ok(object
             .section_by_name(id.name())
             .and_then(|s| s.uncompressed_data().ok())
             .unwrap_or(Cow::Borrowed(&[])))
     };
-    let Ok(sections) = gimli::DwarfSections::load(load) else {
-        return DwarfAnswer::NoDebugInfo;
-    };
+    let sections = gimli::DwarfSections::load(load).ok()?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, LittleEndian));
-    let mut found = Vec::new();
-    let mut units = dwarf.units();
-    while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
-        let _ = scan_unit(&dwarf, &unit, file, function, name, &mut found);
-    }
-    found.sort_unstable();
-    found.dedup();
-    DwarfAnswer::Addresses(found)
+    Some(read(&dwarf))
 }
 
 fn scan_unit(

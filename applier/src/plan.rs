@@ -10,8 +10,9 @@ use crate::apply::refuse_if_applied;
 use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 use crate::error::ApplyError;
 use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
+use crate::ipara::{RegisterContract, Thunk};
 use crate::layout::{Layout, PAGE};
-use crate::link::Linker;
+use crate::link::{Image, Linker};
 use crate::object_file::{PatchObject, Placement, SectionClass};
 use crate::ptrace::read_memory;
 use crate::region;
@@ -37,6 +38,9 @@ pub struct Plan {
     pub functions: Vec<PlannedFunction>,
     /// How each undefined symbol of the patch resolved.
     pub resolutions: Vec<Resolution>,
+    /// The register contract of each replaced function with its unpatched callers.
+    pub register_contracts: Vec<RegisterContract>,
+    pub(crate) thunks: Vec<Thunk>,
     pub(crate) pid: i32,
     pub(crate) object: PatchObject,
     pub(crate) layout: Layout,
@@ -117,17 +121,23 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
             MAX_IMAGE >> 20
         )));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         patch_id: patch.patch_id(),
         functions,
         resolutions,
+        register_contracts: Vec::new(),
+        thunks: Vec::new(),
         pid: target.pid(),
         object: patch.clone(),
         layout,
         externals,
         redirects,
     };
-    test_link(target, &plan)?;
+    let image = test_link(target, &plan)?;
+    crate::ipara::keep(target, &mut plan, &image)?;
+    if !plan.thunks.is_empty() {
+        test_link(target, &plan)?;
+    }
     Ok(plan)
 }
 
@@ -544,8 +554,8 @@ fn resolve_undefined(
 }
 
 /// Links once at the address the region would get now, so that unsupported or overflowing
-/// relocations are reported by `plan`.
-fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
+/// relocations are reported by `plan`; the image shows the patch's code as it would run.
+fn test_link(target: &Target, plan: &Plan) -> Result<Image, ApplyError> {
     let size = PLAN_HEADER_PAGES * PAGE + plan.image_size();
     let base = region::choose(
         &target.maps,
@@ -565,5 +575,5 @@ fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
         text_base,
         data_base: text_base + plan.layout.text_size,
     };
-    linker.link().map(|_| ())
+    linker.link()
 }
