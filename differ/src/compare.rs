@@ -163,9 +163,11 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
 
     let mut out = Output::default();
     if let Some(program) = &options.program {
-        out.warnings.extend(outside.iter().map(|path| {
-            format!("{path}: not part of {}: ignored", program.name)
-        }));
+        out.warnings.extend(
+            outside
+                .iter()
+                .map(|path| format!("{path}: not part of {}: ignored", program.name)),
+        );
     }
     let used_names = used_names(parsed.values().chain(units.values().map(|u| &u.parsed)));
     let sides = |pair: &Pair| -> (std::rc::Rc<Parsed>, std::rc::Rc<Parsed>) {

@@ -396,7 +396,8 @@ fn files_outside_the_running_program_make_no_refusal_and_no_patch() {
     let h1 = "struct opts { int verbose; };\n";
     let h2 = "struct opts { int quiet; int verbose; };\n";
     let tool1 = "#include \"tool.h\"\nint main(void) { struct opts o = {0}; return o.verbose; }\n";
-    let tool2 = "#include \"tool.h\"\nint main(void) { struct opts o = {0}; return o.verbose + 1; }\n";
+    let tool2 =
+        "#include \"tool.h\"\nint main(void) { struct opts o = {0}; return o.verbose + 1; }\n";
     let lib1 = "int value(void) { return 1; }\n";
     let lib2 = "int value(void) { return 2; }\n";
     let old = snap(&[("tool.h", h1), ("tool.c", tool1), ("lib.c", lib1)]);
