@@ -516,6 +516,7 @@ fn unwind_record(plan: &Plan, text_base: u64) -> Option<UnwindRecord> {
         eh_frame_address: text_base.saturating_add(offset),
         eh_frame_size: size,
         text_address: text_base,
-        text_size: plan.layout.code_size,
+        // Up to the end of the text zone's contents: the thunks are code too.
+        text_size: plan.layout.text_end,
     })
 }

@@ -41,6 +41,8 @@ pub struct Plan {
     /// The register contract of each replaced function with its unpatched callers.
     pub register_contracts: Vec<RegisterContract>,
     pub(crate) thunks: Vec<Thunk>,
+    /// The thunks' `.eh_frame` records and their offset in the text zone.
+    pub(crate) thunk_cfi: (u64, Vec<u8>),
     pub(crate) pid: i32,
     pub(crate) object: PatchObject,
     pub(crate) layout: Layout,
@@ -127,6 +129,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         resolutions,
         register_contracts: Vec::new(),
         thunks: Vec::new(),
+        thunk_cfi: (0, Vec::new()),
         pid: target.pid(),
         object: patch.clone(),
         layout,

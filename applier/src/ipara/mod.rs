@@ -189,12 +189,38 @@ pub(crate) fn keep(target: &Target, plan: &mut Plan, image: &Image) -> Result<()
             });
         }
     }
-    for thunk in &mut thunks {
-        thunk.offset = plan.layout.reserve_text(thunk::thunk_len(thunk.saves), 16);
-    }
     plan.register_contracts = contracts;
-    plan.thunks = thunks;
+    if !thunks.is_empty() {
+        reserve(plan, thunks);
+    }
     Ok(())
+}
+
+/// Places the thunks and their `.eh_frame` records at the end of the text zone: the records
+/// right after the patch's own (one sequence the unwinder reads), then the code.
+fn reserve(plan: &mut Plan, mut thunks: Vec<Thunk>) {
+    let placed = |thunks: &[Thunk]| -> Vec<(u64, RegSet)> {
+        thunks.iter().map(|t| (t.offset, t.saves)).collect()
+    };
+    let cfi_len = thunk::cfi(&placed(&thunks), 0).len() as u64;
+    let layout = &mut plan.layout;
+    let cfi_at = match layout.eh_frame {
+        Some((start, size)) if start.saturating_add(size) == layout.text_end => {
+            let at = layout.reserve_text(cfi_len, 1);
+            layout.eh_frame = Some((start, size.saturating_add(cfi_len)));
+            at
+        }
+        _ => {
+            let at = layout.reserve_text(cfi_len, 8);
+            layout.eh_frame = Some((at, cfi_len));
+            at
+        }
+    };
+    for thunk in &mut thunks {
+        thunk.offset = layout.reserve_text(thunk::thunk_len(thunk.saves), 16);
+    }
+    plan.thunk_cfi = (cfi_at, thunk::cfi(&placed(&thunks), cfi_at));
+    plan.thunks = thunks;
 }
 
 /// Why no thunk can preserve `at_risk` for the function at `entry`, if so.
@@ -218,6 +244,18 @@ pub(crate) fn install(
     new_addresses: &[u64],
 ) -> Result<Vec<u64>, ApplyError> {
     let mut targets = new_addresses.to_vec();
+    let (cfi_at, cfi) = &plan.thunk_cfi;
+    let fits = usize::try_from(*cfi_at)
+        .ok()
+        .and_then(|at| image.text.get_mut(at..at.checked_add(cfi.len())?));
+    match fits {
+        Some(slot) => slot.copy_from_slice(cfi),
+        None => {
+            return Err(ApplyError::MalformedObject(
+                "the thunks' frame records do not fit the region".into(),
+            ))
+        }
+    }
     for thunk in &plan.thunks {
         let at = image.text_base.saturating_add(thunk.offset);
         let to = new_addresses.get(thunk.function).copied().unwrap_or(0);

@@ -9,7 +9,7 @@
 //! reached the thunk already wrote below the caller's stack pointer, so nothing lives there.
 
 use super::regs::RegSet;
-use iced_x86::Register;
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
 
 /// Length of the thunk for `saves`, in bytes.
 pub(crate) fn thunk_len(saves: RegSet) -> u64 {
@@ -97,10 +97,103 @@ pub(crate) fn thunk_code(at: u64, target: u64, saves: RegSet) -> Option<Vec<u8>>
     Some(code)
 }
 
+/// Where the canonical frame address is, from the stack pointer, after each instruction of the
+/// thunk for `saves` that moves it: (offset of the next instruction, CFA offset).
+fn cfa_steps(saves: RegSet) -> Vec<(u64, u64)> {
+    let Some(code) = thunk_code(0, 0, saves) else {
+        return Vec::new();
+    };
+    let mut decoder = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE);
+    let mut cfa = 8u64;
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        let moved = match instruction.mnemonic() {
+            Mnemonic::Push => Some(cfa + 8),
+            Mnemonic::Pop => Some(cfa.saturating_sub(8)),
+            Mnemonic::Sub => Some(cfa + u64::from(instruction.immediate32())),
+            Mnemonic::Add => Some(cfa.saturating_sub(u64::from(instruction.immediate32()))),
+            _ => None,
+        };
+        if let Some(next) = moved {
+            cfa = next;
+            out.push((instruction.next_ip(), cfa));
+        }
+    }
+    out
+}
+
+/// `.eh_frame` records (one CIE, an FDE per thunk) for thunks at the given text-zone offsets,
+/// to be placed at text-zone offset `at` right after the patch's own records, so that stacks
+/// are walked through a thunk's frame like through any other code.
+pub(crate) fn cfi(thunks: &[(u64, RegSet)], at: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    // CIE: version 1, "zR", code alignment 1, data alignment -8, return address r16,
+    // pc-relative signed 4-byte pointers; CFA = rsp + 8, return address at CFA - 8.
+    let cie_body = [
+        0, 0, 0, 0, 1, b'z', b'R', 0, 1, 0x78, 16, 1, 0x1b, 0x0c, 7, 8, 0x90, 1,
+    ];
+    push_record(&mut out, &cie_body);
+    for &(offset, saves) in thunks {
+        let record = out.len() as u64;
+        let len = thunk_len(saves);
+        // The CIE pointer counts back from its own field; pc_begin is relative to its field.
+        let cie_pointer = (record + 4) as u32;
+        let pc_field = at + record + 8;
+        let pc_begin = offset.wrapping_sub(pc_field) as u32;
+        let mut body = Vec::new();
+        body.extend_from_slice(&cie_pointer.to_le_bytes());
+        body.extend_from_slice(&pc_begin.to_le_bytes());
+        body.extend_from_slice(&(len as u32).to_le_bytes());
+        body.push(0);
+        let mut here = 0u64;
+        for (next, cfa) in cfa_steps(saves) {
+            advance(&mut body, next - here);
+            here = next;
+            body.push(0x0e);
+            uleb(&mut body, cfa);
+        }
+        push_record(&mut out, &body);
+    }
+    out
+}
+
+/// Appends a length-prefixed record, padded with `DW_CFA_nop` to a multiple of 8.
+fn push_record(out: &mut Vec<u8>, body: &[u8]) {
+    let padded = (4 + body.len()).next_multiple_of(8) - 4;
+    out.extend_from_slice(&(padded as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(out.len() + padded - body.len(), 0);
+}
+
+/// `DW_CFA_advance_loc` in its shortest form.
+fn advance(out: &mut Vec<u8>, delta: u64) {
+    match delta {
+        0..=63 => out.push(0x40 | delta as u8),
+        64..=255 => out.extend_from_slice(&[0x02, delta as u8]),
+        _ => {
+            out.push(0x03);
+            out.extend_from_slice(&(delta.min(u64::from(u16::MAX)) as u16).to_le_bytes());
+        }
+    }
+}
+
+fn uleb(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    use iced_x86::{Formatter, IntelFormatter};
 
     fn listing(code: &[u8], at: u64) -> Vec<String> {
         let mut decoder = Decoder::with_ip(64, code, at, DecoderOptions::NONE);
@@ -183,5 +276,27 @@ mod tests {
             ]
         );
         assert!(thunk_code(0x1000, 0x1000 + (1 << 40), saves).is_none());
+    }
+
+    #[test]
+    fn frame_records_follow_the_stack_pointer() {
+        let saves = set(&[Register::RCX, Register::RSI], &[3]);
+        assert_eq!(
+            cfa_steps(saves),
+            [(1, 16), (2, 24), (9, 48), (39, 24), (40, 16), (41, 8)]
+        );
+        let records = cfi(&[(0x100, saves), (0x140, saves)], 0x40);
+        assert_eq!(records.len() % 8, 0);
+        // CIE, then two FDEs pointing back at it and at their thunks.
+        let cie_len = u32::from_le_bytes(records[0..4].try_into().unwrap()) as usize + 4;
+        let fde = &records[cie_len..];
+        let cie_pointer = u32::from_le_bytes(fde[4..8].try_into().unwrap()) as usize;
+        assert_eq!(cie_pointer, cie_len + 4);
+        let pc_begin = i32::from_le_bytes(fde[8..12].try_into().unwrap()) as i64;
+        assert_eq!(0x40 + cie_len as i64 + 8 + pc_begin, 0x100);
+        assert_eq!(
+            u32::from_le_bytes(fde[12..16].try_into().unwrap()) as u64,
+            thunk_len(saves)
+        );
     }
 }
