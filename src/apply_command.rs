@@ -75,6 +75,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 "patch_id": plan.patch_id,
                 "has_manifest": object.manifest().is_some(),
                 "functions": functions,
+                "register_contracts": plan.register_contracts,
                 "timings": {"plan_ms": plan_ms},
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -89,6 +90,9 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                     .map(|a| format!(" at 0x{a:x}"))
                     .unwrap_or_default();
                 println!("  {:?} {}{at}: {}", f.action, f.target, f.reason);
+            }
+            for line in crate::register_contract::lines(&plan.register_contracts, true) {
+                println!("{line}");
             }
         }
         return Ok(());
@@ -115,6 +119,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             "region_address": report.region_address,
             "region_size": report.region_size,
             "functions": report.functions,
+            "register_contracts": report.register_contracts,
             "timings": {"plan_ms": plan_ms, "apply_ms": apply_ms},
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -135,6 +140,9 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             .map(|f| format!(" ({f})"))
             .unwrap_or_default();
         println!("  {:?} {}{file}: {}", f.action, f.name, f.reason);
+    }
+    for line in crate::register_contract::lines(&report.register_contracts, false) {
+        println!("{line}");
     }
     Ok(())
 }

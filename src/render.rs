@@ -252,6 +252,7 @@ impl Printer {
                         "address": r.address,
                         "module": r.module,
                     })).collect::<Vec<_>>(),
+                    "register_contracts": plan.register_contracts,
                 })
             });
             return Self::print_json(&json!({
@@ -298,6 +299,9 @@ impl Printer {
                     resolution.target, resolution.address, resolution.module
                 );
             }
+            for line in crate::register_contract::lines(&plan.register_contracts, true) {
+                let _ = writeln!(text, "{line}");
+            }
         }
         if let Some(check) = dry.check {
             let _ = writeln!(
@@ -326,6 +330,7 @@ impl Printer {
                 "region_address": report.region_address,
                 "region_size": report.region_size,
                 "functions": report.functions,
+                "register_contracts": report.register_contracts,
                 "old": applied.changes.old_label,
                 "new": applied.changes.new_label,
                 "changes": applied.changes.functions,
@@ -367,6 +372,9 @@ impl Printer {
                 action_verb_past(function.action),
                 function.name
             );
+        }
+        for line in crate::register_contract::lines(&report.register_contracts, false) {
+            println!("{line}");
         }
         for data in &applied.patch.built.manifest.new_data {
             println!(
