@@ -39,6 +39,8 @@ pub(crate) struct Func {
 pub(crate) struct CodeSpace {
     funcs: Vec<Func>,
     chunks: BTreeMap<u64, Vec<u8>>,
+    /// Code ranges of the compile units, sorted: (start, end, unit).
+    units: Vec<(u64, u64, usize)>,
 }
 
 /// A direct branch to a function's entry from another function.
@@ -64,7 +66,27 @@ impl CodeSpace {
         CodeSpace {
             funcs,
             chunks: chunks.into_iter().collect(),
+            units: Vec::new(),
         }
+    }
+
+    /// The same space, knowing which compile unit holds which code (start, end, unit).
+    pub(crate) fn with_units(mut self, mut units: Vec<(u64, u64, usize)>) -> CodeSpace {
+        units.sort_unstable();
+        self.units = units;
+        self
+    }
+
+    fn unit_of(&self, address: u64) -> Option<usize> {
+        let index = self.units.partition_point(|u| u.0 <= address);
+        let &(_, end, unit) = self.units.get(index.checked_sub(1)?)?;
+        (address < end).then_some(unit)
+    }
+
+    /// Whether the code at `a` and at `b` is known to come from different compilations: then
+    /// the compiler saw neither from the other and held to the ABI between them.
+    pub(crate) fn separately_compiled(&self, a: u64, b: u64) -> bool {
+        matches!((self.unit_of(a), self.unit_of(b)), (Some(x), Some(y)) if x != y)
     }
 
     /// The functions, by entry.
@@ -218,9 +240,12 @@ pub(crate) fn clobbers(space: &CodeSpace, entry: u64, bound: Bound) -> RegSet {
                 continue;
             }
             match space.containing(target) {
-                // Outside every function: a PLT entry or a call stub, whose callee the
-                // compiler did not see either.
+                // Outside every function (a PLT entry or a call stub), or compiled apart: the
+                // compiler did not see the callee either.
                 None => return RegSet::all(),
+                Some(_) if space.separately_compiled(instruction.ip(), target) => {
+                    return RegSet::all()
+                }
                 Some(callee) if !seen.contains(&callee) => {
                     if seen.len() >= MAX_CALLEES {
                         return match bound {
@@ -296,6 +321,7 @@ impl<'a> Liveness<'a> {
                     .iter()
                     .any(|&(lo, hi)| lo <= s.at && s.at < hi)
             })
+            .filter(|s| !self.space.separately_compiled(s.at, entry))
             .copied()
             .collect()
     }
@@ -450,7 +476,7 @@ impl<'a> Liveness<'a> {
             FlowControl::Return => returns.push((instruction.ip(), RegSet::EMPTY)),
             FlowControl::Call => match direct_target(instruction) {
                 Some(target) => {
-                    let (reads, kills) = self.call_effects(target, depth);
+                    let (reads, kills) = self.call_effects(instruction.ip(), target, depth);
                     node.effects.reads = node.effects.reads | reads;
                     node.effects.kills = kills;
                     node.succs.push(next);
@@ -471,7 +497,8 @@ impl<'a> Liveness<'a> {
                     Some(target) if inside(target) => node.succs.push(target),
                     Some(target) => match self.space.at_entry(target) {
                         Some(_) => {
-                            let (reads, clobbered) = self.call_effects(target, depth);
+                            let (reads, clobbered) =
+                                self.call_effects(instruction.ip(), target, depth);
                             node.exit = reads;
                             returns.push((instruction.ip(), clobbered));
                         }
@@ -489,8 +516,12 @@ impl<'a> Liveness<'a> {
         node
     }
 
-    /// What a direct call to `target` reads and what the caller may assume it overwrote.
-    fn call_effects(&mut self, target: u64, depth: usize) -> (RegSet, RegSet) {
+    /// What a direct call at `from` to `target` reads and what the caller may assume it
+    /// overwrote.
+    fn call_effects(&mut self, from: u64, target: u64, depth: usize) -> (RegSet, RegSet) {
+        if self.space.separately_compiled(from, target) {
+            return (RegSet::arguments(), RegSet::all());
+        }
         match self.space.at_entry(target) {
             Some(_) => (self.entry_live(target, depth + 1), self.written(target)),
             None if self.space.containing(target).is_none() => (RegSet::arguments(), RegSet::all()),
@@ -747,5 +778,24 @@ mod tests {
 
     fn space_of(code: &[u8]) -> CodeSpace {
         space(&[(0x2000, code, "spin")])
+    }
+
+    #[test]
+    fn callers_compiled_apart_rely_on_nothing() {
+        let units = vec![(0x1000, 0x1010, 0), (0x1010, 0x1050, 1)];
+        let space = program().with_units(units);
+        let sites = space.sites();
+        let mut liveness = Liveness::new(&space, &sites, &[]);
+        // advance was compiled in another unit than tick: it held to the ABI.
+        assert!(liveness.sites_of(0x1000).is_empty());
+        // main and advance share a unit: main's reliance on advance stays (its result, and
+        // the argument registers advance may pass on unwritten to code compiled apart), and
+        // advance's clobbers now include everything.
+        let main = names(liveness.live_at(&liveness.sites_of(0x1010)[0]));
+        assert!(main.contains(&"rax".to_string()), "{main:?}");
+        assert!(!main.contains(&"rcx".to_string()), "{main:?}");
+        assert_eq!(clobbers(&space, 0x1010, Bound::Lower), RegSet::all());
+        assert!(space.separately_compiled(0x1000, 0x1020));
+        assert!(!space.separately_compiled(0x1000, 0x9000));
     }
 }

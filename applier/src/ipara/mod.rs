@@ -17,8 +17,8 @@
 //! arguments (proven from DWARF) and they are general or `xmm0-15` registers; otherwise the
 //! patch is refused, naming the caller, the call site and the registers.
 
+mod dwarf;
 mod flow;
-mod params;
 mod regs;
 mod thunk;
 
@@ -119,9 +119,12 @@ pub(crate) fn keep(target: &Target, plan: &mut Plan, image: &Image) -> Result<()
     let mut thunks = Vec::new();
     for (module_index, functions) in by_module {
         let module = &target.modules[module_index];
-        let Some((space, elf)) = module_space(target, module) else {
-            continue;
-        };
+        // Without the callers' code nothing can be checked: refuse rather than guess.
+        let (space, elf) =
+            module_space(target, module).map_err(|detail| ApplyError::ModuleRead {
+                path: module.path.clone(),
+                detail: format!("{detail} (needed to check the callers of replaced functions)"),
+            })?;
         let sites = space.sites();
         let excluded: Vec<(u64, u64)> = replaced
             .iter()
@@ -232,7 +235,7 @@ fn thunkable(elf: &[u8], module: &Module, entry: u64, at_risk: RegSet) -> Result
         ));
     }
     let low_pc = entry.wrapping_sub(module.bias);
-    params::registers_only(elf, low_pc)
+    dwarf::registers_only(elf, low_pc)
         .map_err(|why| format!("a save/restore thunk would shift its stack arguments, and {why}"))
 }
 
@@ -300,15 +303,15 @@ fn patch_space(plan: &Plan, linker: &Linker, image: &Image) -> CodeSpace {
 
 /// The code of `module` as its file holds it (not as memory does: earlier patches wrote jumps
 /// there), at run-time addresses, with its function symbols; and the file's bytes.
-fn module_space(target: &Target, module: &Module) -> Option<(CodeSpace, Vec<u8>)> {
+fn module_space(target: &Target, module: &Module) -> Result<(CodeSpace, Vec<u8>), String> {
     let path = if module.is_exe {
         format!("/proc/{}/exe", target.pid())
     } else {
         module.path.clone()
     };
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let chunks = {
-        let file = object::File::parse(bytes.as_slice()).ok()?;
+        let file = object::File::parse(bytes.as_slice()).map_err(|e| e.to_string())?;
         file.sections()
             .filter(|s| match s.flags() {
                 SectionFlags::Elf { sh_flags, .. } => {
@@ -339,5 +342,15 @@ fn module_space(target: &Target, module: &Module) -> Option<(CodeSpace, Vec<u8>)
             }
         })
         .collect();
-    Some((CodeSpace::new(funcs, chunks), bytes))
+    let units = dwarf::compile_units(&bytes)
+        .into_iter()
+        .map(|(lo, hi, unit)| {
+            (
+                module.address_of_value(lo),
+                module.address_of_value(hi),
+                unit,
+            )
+        })
+        .collect();
+    Ok((CodeSpace::new(funcs, chunks).with_units(units), bytes))
 }

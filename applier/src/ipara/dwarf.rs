@@ -1,7 +1,8 @@
-//! Whether a function receives arguments on the stack, from the binary's DWARF: a save/restore
-//! thunk pushes registers between the caller's frame and the function, so it is only used for
-//! functions whose every argument travels in registers (System V classification, counted
-//! conservatively).
+//! What the binary's DWARF says for the register contract: which compile unit holds each piece
+//! of code (gcc's `-fipa-ra` only works within one compilation: a file, or an LTO partition), and
+//! whether a function receives arguments on the stack (a save/restore thunk pushes registers
+//! between the caller's frame and the function, so it is only used for a function whose every
+//! argument travels in registers: System V classification, counted conservatively).
 
 use gimli::{AttributeValue, UnitOffset};
 
@@ -28,6 +29,26 @@ pub(crate) fn registers_only(elf: &[u8], low_pc: u64) -> Result<(), String> {
         reader.check(unit, offset)
     })
     .unwrap_or_else(|| Err("the binary has no debug information".to_string()))
+}
+
+/// The link-time address ranges of each compile unit's code, as (start, end, unit number);
+/// empty without debug information.
+pub(crate) fn compile_units(elf: &[u8]) -> Vec<(u64, u64, usize)> {
+    with_dwarf(elf, |dwarf| {
+        let mut out = Vec::new();
+        for (index, unit) in all_units(dwarf).iter().enumerate() {
+            let Ok(mut ranges) = dwarf.unit_ranges(unit) else {
+                continue;
+            };
+            while let Ok(Some(range)) = ranges.next() {
+                if range.end > range.begin {
+                    out.push((range.begin, range.end, index));
+                }
+            }
+        }
+        out
+    })
+    .unwrap_or_default()
 }
 
 fn all_units<'a>(dwarf: &Dwarf<'a>) -> Vec<Unit<'a>> {
