@@ -168,7 +168,7 @@ pub enum ApplyError {
     /// compiler saw the old code leave it alone), the replacement may write it, and no
     /// save/restore thunk can preserve it.
     #[error(
-        "`{caller}` keeps {registers} live across its call of `{function}` at 0x{site:x} (the old `{function}` leaves them alone; the replacement may write them), and {detail}: patch `{caller}` too, or keep the replacement off those registers"
+        "`{caller}` keeps {registers} live across its call of `{function}` at 0x{site:x} (the old `{function}` leaves them alone; the replacement may write them), and no save/restore thunk can keep them ({detail}); patch `{caller}` too, or keep the replacement off those registers"
     )]
     RegisterContract {
         /// The replaced function.

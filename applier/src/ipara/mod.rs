@@ -236,7 +236,7 @@ fn thunkable(elf: &[u8], module: &Module, entry: u64, at_risk: RegSet) -> Result
     }
     let low_pc = entry.wrapping_sub(module.bias);
     dwarf::registers_only(elf, low_pc)
-        .map_err(|why| format!("a save/restore thunk would shift its stack arguments, and {why}"))
+        .map_err(|why| format!("a thunk's frame would shift stack arguments, and {why}"))
 }
 
 /// Writes each thunk of `plan` into the linked `image` and returns, per function of the plan,
