@@ -161,11 +161,15 @@ impl CodeSpace {
         self.owner(a) == self.owner(b)
     }
 
-    /// Every direct call, `jmp` and `jcc` from one function to the entry of another, by target.
-    pub(crate) fn sites(&self) -> HashMap<u64, Vec<Site>> {
+    /// Every direct call, `jmp` and `jcc` from one function to the entry of another, and the
+    /// registers any instruction of any function reads.
+    pub(crate) fn sites(&self) -> Calls {
         let mut out: HashMap<u64, Vec<Site>> = HashMap::new();
+        let mut reader = EffectReader::default();
+        let mut read = RegSet::EMPTY;
         for index in 0..self.funcs.len() {
             for instruction in self.sweep(index).0 {
+                read = read | reader.effects(&instruction).reads;
                 let Some(target) = direct_target(&instruction) else {
                     continue;
                 };
@@ -184,8 +188,22 @@ impl CodeSpace {
                 });
             }
         }
-        out
+        Calls {
+            by_target: out,
+            read,
+        }
     }
+}
+
+/// The direct calls of a code space, and what its code reads at all.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Calls {
+    /// Call sites and tail calls by the entry they target.
+    by_target: HashMap<u64, Vec<Site>>,
+    /// Registers some instruction reads: no caller can rely on a register no code reads (in
+    /// code built without AVX, say, the upper halves of the vector registers), except as an
+    /// argument of a call.
+    read: RegSet,
 }
 
 /// The target of a direct near call or jump.
@@ -275,7 +293,7 @@ struct Node {
 /// Liveness after call sites, with the callers' own reliance followed up to [`MAX_DEPTH`].
 pub(crate) struct Liveness<'a> {
     space: &'a CodeSpace,
-    sites: &'a HashMap<u64, Vec<Site>>,
+    calls: &'a Calls,
     /// Ranges whose code will not run again (functions the patch replaces): their call sites
     /// do not count.
     excluded: &'a [(u64, u64)],
@@ -290,15 +308,15 @@ pub(crate) struct Liveness<'a> {
 }
 
 impl<'a> Liveness<'a> {
-    /// Liveness over `space`, ignoring call sites inside `excluded`.
+    /// Liveness over `space` with its `calls`, ignoring call sites inside `excluded`.
     pub(crate) fn new(
         space: &'a CodeSpace,
-        sites: &'a HashMap<u64, Vec<Site>>,
+        calls: &'a Calls,
         excluded: &'a [(u64, u64)],
     ) -> Liveness<'a> {
         Liveness {
             space,
-            sites,
+            calls,
             excluded,
             reader: EffectReader::default(),
             relied: HashMap::new(),
@@ -311,7 +329,8 @@ impl<'a> Liveness<'a> {
 
     /// The direct call sites and tail calls of the function at `entry` that still run.
     pub(crate) fn sites_of(&self, entry: u64) -> Vec<Site> {
-        self.sites
+        self.calls
+            .by_target
             .get(&entry)
             .into_iter()
             .flatten()
@@ -330,12 +349,13 @@ impl<'a> Liveness<'a> {
     /// its code reads after the return; for a tail call, what the callers of the function
     /// holding it rely on.
     pub(crate) fn live_at(&mut self, site: &Site) -> RegSet {
-        if site.tail {
+        let live = if site.tail {
             let owner = self.space.funcs[self.space.owner(site.func)].start;
             self.relied(owner, 1)
         } else {
             self.live_from(site.func, site.next, 0, true)
-        }
+        };
+        live & (self.calls.read | RegSet::arguments())
     }
 
     /// What the callers of the function at `entry` read after it returns without writing.
@@ -676,7 +696,9 @@ mod tests {
         let sites = space.sites();
         let mut liveness = Liveness::new(&space, &sites, &[]);
         let live = liveness.live_at(&liveness.sites_of(0x1000)[0]);
-        assert_eq!(live, RegSet::all().minus(rcx()));
+        // Everything not written... that some code reads at all, or that may be an argument:
+        // no instruction here touches r11, xmm8 or the upper halves of ymm registers.
+        assert_eq!(live, RegSet::arguments().minus(rcx()));
     }
 
     fn rcx() -> RegSet {
@@ -761,7 +783,7 @@ mod tests {
             func: 1,
             tail: false,
         };
-        assert_eq!(liveness.live_at(&site), RegSet::all());
+        assert_eq!(liveness.live_at(&site), RegSet::arguments());
         // A loop with no exit but a cap: terminates.
         let spin: &[u8] = &[0xeb, 0xfe];
         let space2 = space_of(spin);
