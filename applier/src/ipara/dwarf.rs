@@ -311,3 +311,80 @@ impl Types<'_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::{Object, ObjectSymbol};
+
+    const SOURCE: &str = r#"
+struct pair { long a, b; };
+struct three { long a, b, c; };
+struct mixed { double d; int i; };
+struct __attribute__((packed)) odd { char c; int i; };
+typedef const unsigned long word;
+int one(int x) { return x; }
+long six(long a, long b, long c, long d, long e, long f) { return a + b + c + d + e + f; }
+long seven(long a, long b, long c, long d, long e, long f, long g) { return a + b + c + d + e + f + g; }
+double eight(double a, double b, double c, double d, double e, double f, double g, double h) { return a + b + c + d + e + f + g + h; }
+double nine(double a, double b, double c, double d, double e, double f, double g, double h, double i) { return a + b + c + d + e + f + g + h + i; }
+long small(struct pair p, word w) { return p.a + p.b + (long)w; }
+long mix(struct mixed m) { return (long)m.d + m.i; }
+long big(struct three t) { return t.a + t.b + t.c; }
+long packed(struct odd o) { return o.c + o.i; }
+long wide(long double x) { return (long)x; }
+long vary(int n, ...) { return n; }
+struct three ret(long a, long b, long c, long d, long e) { struct three t = {a + b, c + d, e}; return t; }
+struct three ret6(long a, long b, long c, long d, long e, long f) { struct three t = {a + b, c + d, e + f}; return t; }
+void *ptr(void *p, int (*f)(int)) { return f ? p : 0; }
+"#;
+
+    #[test]
+    fn stack_arguments_from_gcc_debug_information() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("sig.c");
+        std::fs::write(&src, SOURCE).unwrap();
+        let out = dir.path().join("sig.so");
+        let status = std::process::Command::new("gcc")
+            .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let bytes = std::fs::read(&out).unwrap();
+        let file = object::File::parse(bytes.as_slice()).unwrap();
+        let address = |name: &str| {
+            file.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| s.address())
+                .unwrap()
+        };
+        let check = |name: &str| registers_only(&bytes, address(name));
+        for name in ["one", "six", "eight", "small", "mix", "ret", "ptr"] {
+            assert_eq!(check(name), Ok(()), "{name}");
+        }
+        for (name, why) in [
+            ("seven", "7 integer"),
+            ("nine", "9 vector"),
+            ("big", "24-byte aggregate"),
+            ("packed", "small aggregate"),
+            ("wide", "long double"),
+            ("vary", "variable arguments"),
+            ("ret6", "7 integer"),
+        ] {
+            let err = check(name).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        assert!(registers_only(&bytes, 1)
+            .unwrap_err()
+            .contains("no function"));
+        assert!(registers_only(b"not elf", 0)
+            .unwrap_err()
+            .contains("no debug information"));
+        let units = compile_units(&bytes);
+        assert!(units
+            .iter()
+            .any(|&(lo, hi, _)| lo <= address("one") && address("one") < hi));
+    }
+}
