@@ -198,3 +198,39 @@ fn stack_arguments_leave_no_thunk_and_are_refused_naming_the_caller() {
     // Nothing was written: the program counts on.
     assert_counts_by_one(&running, 3);
 }
+
+#[test]
+fn a_stripped_binary_without_debug_information_is_refused_naming_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    // -rdynamic keeps `tick` findable in .dynsym once .symtab and DWARF are stripped.
+    let exe = build(
+        dir.path(),
+        &["ipara_target.c"],
+        &["-rdynamic"],
+        "ipara-stripped",
+    );
+    let status = Command::new("strip")
+        .arg(&exe)
+        .status()
+        .expect("strip runs");
+    assert!(status.success());
+    let running = start(&exe, &[]);
+    assert_counts_by_one(&running, 2);
+    let patch = compile_patch(
+        dir.path(),
+        "ipara_tick_patch.c",
+        &manifest("ipara-3", "tick", "v1", "v2"),
+    );
+    let target = Target::inspect(running.pid()).unwrap();
+    let object = PatchObject::parse(patch).unwrap();
+    let err = plan(&target, &object).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ApplyError::RegisterContract { .. }), "{text}");
+    // The caller is still found (its dynamic symbol), but nothing proves a thunk safe.
+    assert!(
+        text.contains("`advance` keeps rcx, rdx, rsi live"),
+        "{text}"
+    );
+    assert!(text.contains("no debug information"), "{text}");
+    assert_counts_by_one(&running, 3);
+}

@@ -41,6 +41,8 @@ pub(crate) struct CodeSpace {
     chunks: BTreeMap<u64, Vec<u8>>,
     /// Code ranges of the compile units, sorted: (start, end, unit).
     units: Vec<(u64, u64, usize)>,
+    /// Code no compiler saw as a callee (PLT entries): calls there follow the ABI.
+    opaque: Vec<(u64, u64)>,
 }
 
 /// A direct branch to a function's entry from another function.
@@ -67,7 +69,21 @@ impl CodeSpace {
             funcs,
             chunks: chunks.into_iter().collect(),
             units: Vec::new(),
+            opaque: Vec::new(),
         }
+    }
+
+    /// The same space, knowing the ranges (PLT entries) a call to which follows the ABI.
+    pub(crate) fn with_opaque(mut self, opaque: Vec<(u64, u64)>) -> CodeSpace {
+        self.opaque = opaque;
+        self
+    }
+
+    /// Whether `address` is in code a call to which follows the ABI (a PLT entry).
+    fn is_opaque(&self, address: u64) -> bool {
+        self.opaque
+            .iter()
+            .any(|&(lo, hi)| lo <= address && address < hi)
     }
 
     /// The same space, knowing which compile unit holds which code (start, end, unit).
@@ -165,11 +181,8 @@ impl CodeSpace {
     /// registers any instruction of any function reads.
     pub(crate) fn sites(&self) -> Calls {
         let mut out: HashMap<u64, Vec<Site>> = HashMap::new();
-        let mut reader = EffectReader::default();
-        let mut read = RegSet::EMPTY;
         for index in 0..self.funcs.len() {
             for instruction in self.sweep(index).0 {
-                read = read | reader.effects(&instruction).reads;
                 let Some(target) = direct_target(&instruction) else {
                     continue;
                 };
@@ -190,8 +203,26 @@ impl CodeSpace {
         }
         Calls {
             by_target: out,
-            read,
+            read: self.read_anywhere(),
         }
+    }
+
+    /// The registers any instruction of the space reads: every chunk decoded from its start,
+    /// code without symbols included (compilers put no data in code sections).
+    fn read_anywhere(&self) -> RegSet {
+        let mut reader = EffectReader::default();
+        let mut read = RegSet::EMPTY;
+        for (&start, bytes) in &self.chunks {
+            let mut decoder = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE);
+            let mut instruction = Instruction::default();
+            while decoder.can_decode() {
+                decoder.decode_out(&mut instruction);
+                if !instruction.is_invalid() {
+                    read = read | reader.effects(&instruction).reads;
+                }
+            }
+        }
+        read
     }
 }
 
@@ -204,6 +235,13 @@ pub(crate) struct Calls {
     /// code built without AVX, say, the upper halves of the vector registers), except as an
     /// argument of a call.
     read: RegSet,
+}
+
+impl Calls {
+    /// The registers a caller may rely on at all: those some code reads, and the arguments.
+    pub(crate) fn readable(&self) -> RegSet {
+        self.read | RegSet::arguments()
+    }
 }
 
 /// The target of a direct near call or jump.
@@ -258,9 +296,12 @@ pub(crate) fn clobbers(space: &CodeSpace, entry: u64, bound: Bound) -> RegSet {
                 continue;
             }
             match space.containing(target) {
-                // Outside every function (a PLT entry or a call stub), or compiled apart: the
-                // compiler did not see the callee either.
-                None => return RegSet::all(),
+                // A PLT entry, or compiled apart: the compiler did not see the callee either.
+                None if space.is_opaque(target) => return RegSet::all(),
+                // Code outside every known function (a call stub of the patch, code without
+                // a symbol): it may write anything, but the compiler's count is unknown.
+                None if bound == Bound::Upper => return RegSet::all(),
+                None => {}
                 Some(_) if space.separately_compiled(instruction.ip(), target) => {
                     return RegSet::all()
                 }
@@ -355,7 +396,7 @@ impl<'a> Liveness<'a> {
         } else {
             self.live_from(site.func, site.next, 0, true)
         };
-        live & (self.calls.read | RegSet::arguments())
+        live & self.calls.readable()
     }
 
     /// What the callers of the function at `entry` read after it returns without writing.
@@ -522,7 +563,7 @@ impl<'a> Liveness<'a> {
                             node.exit = reads;
                             returns.push((instruction.ip(), clobbered));
                         }
-                        None if self.space.containing(target).is_none() => {
+                        None if self.space.is_opaque(target) => {
                             // A tail call through the PLT: arguments, and nothing survives.
                             node.exit = RegSet::arguments();
                         }
@@ -544,8 +585,8 @@ impl<'a> Liveness<'a> {
         }
         match self.space.at_entry(target) {
             Some(_) => (self.entry_live(target, depth + 1), self.written(target)),
-            None if self.space.containing(target).is_none() => (RegSet::arguments(), RegSet::all()),
-            // Into the middle of a function: nothing is known.
+            None if self.space.is_opaque(target) => (RegSet::arguments(), RegSet::all()),
+            // Into the middle of a function, or code without a symbol: nothing is known.
             None => (RegSet::all(), RegSet::EMPTY),
         }
     }
@@ -718,7 +759,8 @@ mod tests {
         ];
         code[1..5].copy_from_slice(&(0x1000i32 - 0x1105).to_le_bytes());
         code[11..15].copy_from_slice(&(0x9000i32 - 0x110f).to_le_bytes());
-        let space = space(&[(0x1000, TICK, "tick"), (0x1100, &code, "log")]);
+        let space = space(&[(0x1000, TICK, "tick"), (0x1100, &code, "log")])
+            .with_opaque(vec![(0x9000, 0x9010)]);
         let sites = space.sites();
         let mut liveness = Liveness::new(&space, &sites, &[]);
         let live = liveness.live_at(&liveness.sites_of(0x1000)[0]);
@@ -819,5 +861,25 @@ mod tests {
         assert_eq!(clobbers(&space, 0x1010, Bound::Lower), RegSet::all());
         assert!(space.separately_compiled(0x1000, 0x1020));
         assert!(!space.separately_compiled(0x1000, 0x9000));
+    }
+
+    #[test]
+    fn calls_to_code_without_a_symbol_are_unknown() {
+        // log2: call tick; call 0x9000 (no symbol, not a PLT entry); ret
+        let mut code = vec![0xe8, 0, 0, 0, 0, 0xe8, 0, 0, 0, 0, 0xc3];
+        code[1..5].copy_from_slice(&(0x1000i32 - 0x1105).to_le_bytes());
+        code[6..10].copy_from_slice(&(0x9000i32 - 0x110a).to_le_bytes());
+        let space = space(&[(0x1000, TICK, "tick"), (0x1100, &code, "log2")]);
+        let sites = space.sites();
+        let mut liveness = Liveness::new(&space, &sites, &[]);
+        // It may read anything, and kills nothing the compiler could count on.
+        let live = liveness.live_at(&liveness.sites_of(0x1000)[0]);
+        assert_eq!(live, RegSet::arguments());
+        // Its writes are unknown: all for the new code, nothing known for the old.
+        assert_eq!(clobbers(&space, 0x1100, Bound::Upper), RegSet::all());
+        assert_eq!(
+            names(clobbers(&space, 0x1100, Bound::Lower)),
+            list(&["rax", "rdi"])
+        );
     }
 }

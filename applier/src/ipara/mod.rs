@@ -144,16 +144,31 @@ pub(crate) fn keep(target: &Target, plan: &mut Plan, image: &Image) -> Result<()
                 let live = liveness.live_at(&site);
                 let risk = (live & new).minus(old);
                 at_risk = at_risk | risk;
-                callers.push((site, live, risk));
+                callers.push(CheckedCall {
+                    caller: space.funcs()[site.func].name.clone(),
+                    site: site.at,
+                    tail_call: site.tail,
+                    live: live.names(),
+                    at_risk: risk.names(),
+                });
+            }
+            if !module.symbols.has_symtab {
+                // Without a symbol table the callers cannot be found: any code may be one.
+                let risk = new.minus(old) & sites.readable();
+                at_risk = at_risk | risk;
+                callers.push(CheckedCall {
+                    caller: "any caller (the module has no symbol table to find them)".into(),
+                    site: entry,
+                    tail_call: false,
+                    live: RegSet::all().names(),
+                    at_risk: risk.names(),
+                });
             }
             if !at_risk.is_empty() {
                 if let Err(why) = thunkable(&elf, module, entry, at_risk) {
-                    let first = callers.iter().find(|(_, _, r)| !r.is_empty());
+                    let first = callers.iter().find(|c| !c.at_risk.is_empty());
                     let (caller, site, registers) = first
-                        .map(|(site, _, risk)| {
-                            let caller = space.funcs()[site.func].name.clone();
-                            (caller, site.at, risk.to_string())
-                        })
+                        .map(|c| (c.caller.clone(), c.site, c.at_risk.join(", ")))
                         .unwrap_or_default();
                     return Err(ApplyError::RegisterContract {
                         function: name,
@@ -173,16 +188,7 @@ pub(crate) fn keep(target: &Target, plan: &mut Plan, image: &Image) -> Result<()
                 function: name,
                 old_writes: old.names(),
                 new_writes: new.names(),
-                callers: callers
-                    .into_iter()
-                    .map(|(site, live, risk)| CheckedCall {
-                        caller: space.funcs()[site.func].name.clone(),
-                        site: site.at,
-                        tail_call: site.tail,
-                        live: live.names(),
-                        at_risk: risk.names(),
-                    })
-                    .collect(),
+                callers,
                 action: if at_risk.is_empty() {
                     "nothing at risk".into()
                 } else {
@@ -352,5 +358,13 @@ fn module_space(target: &Target, module: &Module) -> Result<(CodeSpace, Vec<u8>)
             )
         })
         .collect();
-    Ok((CodeSpace::new(funcs, chunks).with_units(units), bytes))
+    let plt = symbols
+        .plt_ranges
+        .iter()
+        .map(|&(lo, hi)| (module.address_of_value(lo), module.address_of_value(hi)))
+        .collect();
+    let space = CodeSpace::new(funcs, chunks)
+        .with_units(units)
+        .with_opaque(plt);
+    Ok((space, bytes))
 }
