@@ -528,7 +528,17 @@ impl<'a> Liveness<'a> {
                 .is_some_and(|i| self.space.same_function(i, func))
         };
         match instruction.flow_control() {
-            FlowControl::Next | FlowControl::XbeginXabortXend => node.succs.push(next),
+            FlowControl::Next => node.succs.push(next),
+            FlowControl::XbeginXabortXend => {
+                node.succs.push(next);
+                // xbegin also continues at its abort handler.
+                if instruction.op0_kind() == OpKind::NearBranch64 {
+                    match instruction.near_branch_target() {
+                        target if inside(target) => node.succs.push(target),
+                        _ => node.exit = RegSet::all(),
+                    }
+                }
+            }
             FlowControl::Interrupt | FlowControl::Exception => {
                 if !matches!(instruction.mnemonic(), Mnemonic::Int3 | Mnemonic::Ud2) {
                     node.succs.push(next);
