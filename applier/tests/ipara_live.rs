@@ -1,8 +1,9 @@
 //! The register contract with unpatched callers (`-fipa-ra`), on real gcc builds and real
 //! processes: a caller keeps its loop state in call-clobbered registers across its call of a
 //! small leaf (same file at -O2, across files under -flto); the replacement writes those
-//! registers. The patch must keep the caller's state (a save/restore thunk), or be refused
-//! naming the caller, the call site and the registers when no thunk can do it.
+//! registers (also through a function that tail-calls it). The patch must keep the caller's
+//! state (a save/restore thunk), or be refused naming the caller, the call site and the
+//! registers when no thunk can do it.
 
 mod common;
 
@@ -101,8 +102,9 @@ fn assert_counts_by_one(running: &Running, lines: usize) {
 }
 
 /// Patches `tick` of the running `exe` with `ipara_tick_patch.c` and checks the caller's
-/// state survives, through a thunk saving the registers it keeps.
-fn tick_patch_keeps_state(dir: &Path, exe: &Path) {
+/// state survives, through a thunk saving the registers it keeps; `caller` is the checked call
+/// site found in `tick`'s contract (a tail call when `tail`).
+fn tick_patch_keeps_state(dir: &Path, exe: &Path, caller: &str, tail: bool) {
     let mut running = start(exe, &[]);
     assert_counts_by_one(&running, 3);
     let patch = compile_patch(
@@ -121,8 +123,9 @@ fn tick_patch_keeps_state(dir: &Path, exe: &Path) {
     let call = contract
         .callers
         .iter()
-        .find(|c| c.caller == "advance")
-        .expect("advance is a checked caller");
+        .find(|c| c.caller == caller)
+        .unwrap_or_else(|| panic!("{caller} is a checked caller: {contract:?}"));
+    assert_eq!(call.tail_call, tail, "{contract:?}");
     for register in ["rcx", "rdx", "rsi"] {
         assert!(call.live.contains(&register.to_string()), "{contract:?}");
         assert!(call.at_risk.contains(&register.to_string()), "{contract:?}");
@@ -146,7 +149,22 @@ fn same_file_caller_keeps_its_registers_at_o2() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build(dir.path(), &["ipara_target.c"], &[], "ipara");
     assert_keeps_across_call(&exe, "advance", "tick", &["%rcx", "%rdx", "%rsi"]);
-    tick_patch_keeps_state(dir.path(), &exe);
+    tick_patch_keeps_state(dir.path(), &exe, "advance", false);
+}
+
+#[test]
+fn callers_of_a_function_that_tail_calls_keep_their_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path(), &["ipara_tail_target.c"], &[], "ipara-tail");
+    let wrap = disassembly(&exe, "wrap");
+    assert!(
+        wrap.iter()
+            .any(|l| l.contains("jmp") && l.contains("<tick>")),
+        "wrap does not tail-call tick:\n{}",
+        wrap.join("\n")
+    );
+    assert_keeps_across_call(&exe, "advance", "wrap", &["%rcx", "%rdx", "%rsi"]);
+    tick_patch_keeps_state(dir.path(), &exe, "wrap", true);
 }
 
 #[test]
@@ -159,7 +177,7 @@ fn caller_in_another_file_keeps_its_registers_under_lto() {
         "ipara-lto",
     );
     assert_keeps_across_call(&exe, "advance", "tick", &["%rcx", "%rdx", "%rsi"]);
-    tick_patch_keeps_state(dir.path(), &exe);
+    tick_patch_keeps_state(dir.path(), &exe, "advance", false);
 }
 
 #[test]
