@@ -310,12 +310,19 @@ fn patch_space(plan: &Plan, linker: &Linker, image: &Image) -> CodeSpace {
 /// The code of `module` as its file holds it (not as memory does: earlier patches wrote jumps
 /// there), at run-time addresses, with its function symbols; and the file's bytes.
 fn module_space(target: &Target, module: &Module) -> Result<(CodeSpace, Vec<u8>), String> {
-    let path = if module.is_exe {
-        format!("/proc/{}/exe", target.pid())
+    // The file the process mapped, even if a new build replaced the path since.
+    let mapped = if module.is_exe {
+        Some(format!("/proc/{}/exe", target.pid()))
     } else {
-        module.path.clone()
+        module
+            .ranges
+            .first()
+            .map(|(lo, hi)| format!("/proc/{}/map_files/{lo:x}-{hi:x}", target.pid()))
     };
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = match mapped.map(std::fs::read) {
+        Some(Ok(bytes)) => bytes,
+        _ => std::fs::read(&module.path).map_err(|e| e.to_string())?,
+    };
     let chunks = {
         let file = object::File::parse(bytes.as_slice()).map_err(|e| e.to_string())?;
         file.sections()
