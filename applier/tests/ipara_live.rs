@@ -105,13 +105,18 @@ fn assert_counts_by_one(running: &Running, lines: usize) {
 /// state survives, through a thunk saving the registers it keeps; `caller` is the checked call
 /// site found in `tick`'s contract (a tail call when `tail`).
 fn tick_patch_keeps_state(dir: &Path, exe: &Path, caller: &str, tail: bool) {
+    let kept = ["rcx", "rdx", "rsi"];
+    patch_keeps_state(dir, exe, "ipara_tick_patch.c", (caller, tail), &kept);
+}
+
+/// Patches `tick` of the running `exe` with `source` and checks that `caller`'s call site (a
+/// tail call when the flag says so) keeps `kept` live, that a thunk saves them, and that the
+/// caller's counter goes on by one.
+fn patch_keeps_state(dir: &Path, exe: &Path, source: &str, site: (&str, bool), kept: &[&str]) {
+    let (caller, tail) = site;
     let mut running = start(exe, &[]);
     assert_counts_by_one(&running, 3);
-    let patch = compile_patch(
-        dir,
-        "ipara_tick_patch.c",
-        &manifest("ipara-1", "tick", "v1", "v2"),
-    );
+    let patch = compile_patch(dir, source, &manifest("ipara-1", "tick", "v1", "v2"));
     let target = Target::inspect(running.pid()).unwrap();
     let object = PatchObject::parse(patch).unwrap();
     let plan = plan(&target, &object).unwrap();
@@ -126,7 +131,7 @@ fn tick_patch_keeps_state(dir: &Path, exe: &Path, caller: &str, tail: bool) {
         .find(|c| c.caller == caller)
         .unwrap_or_else(|| panic!("{caller} is a checked caller: {contract:?}"));
     assert_eq!(call.tail_call, tail, "{contract:?}");
-    for register in ["rcx", "rdx", "rsi"] {
+    for register in kept {
         assert!(call.live.contains(&register.to_string()), "{contract:?}");
         assert!(call.at_risk.contains(&register.to_string()), "{contract:?}");
         assert!(
@@ -150,6 +155,22 @@ fn same_file_caller_keeps_its_registers_at_o2() {
     let exe = build(dir.path(), &["ipara_target.c"], &[], "ipara");
     assert_keeps_across_call(&exe, "advance", "tick", &["%rcx", "%rdx", "%rsi"]);
     tick_patch_keeps_state(dir.path(), &exe, "advance", false);
+}
+
+#[test]
+fn vector_registers_are_kept_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path(), &["ipara_float_target.c"], &[], "ipara-float");
+    // xmm2 (the constant 1.5) is read at the top of the loop, before the call in the text.
+    assert_keeps_across_call(&exe, "advance", "tick", &["%xmm0", "%xmm1"]);
+    let kept = ["xmm0", "xmm1", "xmm2"];
+    patch_keeps_state(
+        dir.path(),
+        &exe,
+        "ipara_float_patch.c",
+        ("advance", false),
+        &kept,
+    );
 }
 
 #[test]
