@@ -82,6 +82,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 "has_manifest": object.manifest().is_some(),
                 "functions": functions,
                 "resolutions": crate::render::resolutions_json(&plan),
+                "register_contracts": plan.register_contracts,
                 "timings": {"plan_ms": plan_ms},
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -98,6 +99,9 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 println!("  {:?} {}{at}: {}", f.action, f.target, f.reason);
             }
             print!("{}", crate::render::binding_lines(&plan));
+            for line in crate::register_contract::lines(&plan.register_contracts, true) {
+                println!("{line}");
+            }
         }
         return Ok(());
     }
@@ -124,6 +128,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             "region_address": report.region_address,
             "region_size": report.region_size,
             "functions": report.functions,
+            "register_contracts": report.register_contracts,
             "timings": {"plan_ms": plan_ms, "apply_ms": apply_ms},
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -144,6 +149,9 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             .map(|f| format!(" ({f})"))
             .unwrap_or_default();
         println!("  {:?} {}{file}: {}", f.action, f.name, f.reason);
+    }
+    for line in crate::register_contract::lines(&report.register_contracts, false) {
+        println!("{line}");
     }
     Ok(())
 }

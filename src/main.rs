@@ -17,6 +17,7 @@ mod list_command;
 mod pipeline;
 mod processes;
 mod refusal;
+mod register_contract;
 mod render;
 mod revert_command;
 mod spinner;

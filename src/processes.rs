@@ -72,6 +72,7 @@ fn print(pids: &[i32], reports: &[ApplyReport], json: bool) -> Result<()> {
                     "stops": r.stops,
                     "region_address": r.region_address,
                     "functions": r.functions,
+                    "register_contracts": r.register_contracts,
                 })
             })
             .collect();
@@ -91,6 +92,9 @@ fn print(pids: &[i32], reports: &[ApplyReport], json: bool) -> Result<()> {
             r.threads,
             names.join(", ")
         );
+        for line in crate::register_contract::lines(&r.register_contracts, false) {
+            println!("  {line}");
+        }
     }
     Ok(())
 }

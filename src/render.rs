@@ -247,6 +247,7 @@ impl Printer {
                         "old_size": f.old_size,
                     })).collect::<Vec<_>>(),
                     "resolutions": resolutions_json(plan),
+                    "register_contracts": plan.register_contracts,
                 })
             });
             return Self::print_json(&json!({
@@ -288,6 +289,9 @@ impl Printer {
                 );
             }
             text.push_str(&binding_lines(plan));
+            for line in crate::register_contract::lines(&plan.register_contracts, true) {
+                let _ = writeln!(text, "{line}");
+            }
         }
         if let Some(check) = dry.check {
             let _ = writeln!(
@@ -316,6 +320,7 @@ impl Printer {
                 "region_address": report.region_address,
                 "region_size": report.region_size,
                 "functions": report.functions,
+                "register_contracts": report.register_contracts,
                 "old": applied.changes.old_label,
                 "new": applied.changes.new_label,
                 "changes": applied.changes.functions,
@@ -358,6 +363,9 @@ impl Printer {
                 action_verb_past(function.action),
                 function.name
             );
+        }
+        for line in crate::register_contract::lines(&report.register_contracts, false) {
+            println!("{line}");
         }
         for data in &applied.patch.built.manifest.new_data {
             println!(

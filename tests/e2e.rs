@@ -290,6 +290,7 @@ cases!(
     tls_reference,
     shared_library,
     lto_target,
+    ipara_main_forced,
 );
 
 /// Every case directory has a test above, so no case is silently skipped.

@@ -66,6 +66,8 @@ pub struct ApplyReport {
     pub region_size: u64,
     /// Every function of the patch.
     pub functions: Vec<AppliedFunction>,
+    /// The register contract of each replaced function with its unpatched callers.
+    pub register_contracts: Vec<crate::ipara::RegisterContract>,
 }
 
 /// One function of an applied patch.
@@ -341,7 +343,7 @@ fn write_and_commit(
         text_base,
         data_base: text_base + plan.layout.text_size,
     };
-    let image = linker.link()?;
+    let mut image = linker.link()?;
     let mut new_addresses = Vec::new();
     for function in &plan.functions {
         let address = linker
@@ -349,7 +351,9 @@ fn write_and_commit(
             .map_err(ApplyError::MalformedObject)?;
         new_addresses.push(address);
     }
-    let sites = sites(plan, &new_addresses)?;
+    // Where each jump goes: the new code, or the thunk that keeps the register contract.
+    let jump_targets = crate::ipara::install(plan, &mut image, &new_addresses)?;
+    let sites = sites(plan, &jump_targets)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -377,7 +381,7 @@ fn write_and_commit(
             );
         }
     }
-    let header = ledger::encode(&record(plan, &new_addresses, &stamp, &sites));
+    let header = ledger::encode(&record(plan, &jump_targets, &stamp, &sites));
     if header.len() as u64 > header_size {
         return Err(ApplyError::Ledger(
             "the header outgrew its reserved pages".into(),
@@ -425,6 +429,7 @@ fn write_and_commit(
         region_address: base,
         region_size,
         functions,
+        register_contracts: plan.register_contracts.clone(),
     })
 }
 
@@ -528,6 +533,7 @@ fn unwind_record(plan: &Plan, text_base: u64) -> Option<UnwindRecord> {
         eh_frame_address: text_base.saturating_add(offset),
         eh_frame_size: size,
         text_address: text_base,
-        text_size: plan.layout.code_size,
+        // Up to the end of the text zone's contents: the thunks are code too.
+        text_size: plan.layout.text_end,
     })
 }

@@ -8,7 +8,8 @@ use object::{Object, ObjectSection};
 
 use crate::symbols::file_matches;
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
+/// The reader type of the DWARF sections of a module read into memory.
+pub(crate) type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
 /// What the debug information says about a static local.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +114,12 @@ fn normalize(path: &str) -> String {
     parts.join("/")
 }
 
-/// Runs `f` on the DWARF of the ELF file `elf`; `None` when it has no `.debug_info` or cannot be
-/// read.
-fn with_dwarf<R>(elf: &[u8], f: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R) -> Option<R> {
+/// Runs `read` over the DWARF of the ELF file `elf`; `None` when it has no `.debug_info` (or is
+/// not ELF, or its sections cannot be loaded).
+pub(crate) fn with_dwarf<R>(
+    elf: &[u8],
+    read: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R,
+) -> Option<R> {
     let object = object::File::parse(elf).ok()?;
     object.section_by_name(".debug_info")?;
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
@@ -126,7 +130,7 @@ fn with_dwarf<R>(elf: &[u8], f: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R) -> O
     };
     let sections = gimli::DwarfSections::load(load).ok()?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, LittleEndian));
-    Some(f(&dwarf))
+    Some(read(&dwarf))
 }
 
 fn scan_unit(

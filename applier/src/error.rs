@@ -190,6 +190,24 @@ pub enum ApplyError {
     /// A symbol is thread-local; TLS is not supported yet.
     #[error("symbol `{0}` is thread-local (TLS), which the applier does not support yet")]
     ThreadLocal(String),
+    /// An unpatched caller keeps a register live across its call of a replaced function (the
+    /// compiler saw the old code leave it alone), the replacement may write it, and no
+    /// save/restore thunk can preserve it.
+    #[error(
+        "`{caller}` keeps {registers} live across its call of `{function}` at 0x{site:x} (the old `{function}` leaves them alone; the replacement may write them), and no save/restore thunk can keep them ({detail}); patch `{caller}` too, or keep the replacement off those registers"
+    )]
+    RegisterContract {
+        /// The replaced function.
+        function: String,
+        /// The unpatched caller.
+        caller: String,
+        /// Address of the call site.
+        site: u64,
+        /// The registers at risk.
+        registers: String,
+        /// Why no thunk preserves them.
+        detail: String,
+    },
     /// The function is too short to hold the redirecting jump.
     #[error("`{name}` is {size} bytes, shorter than the {jump}-byte jump")]
     FunctionTooShort {

@@ -39,6 +39,8 @@ pub(crate) struct Layout {
     pub(crate) code_size: u64,
     /// The `.eh_frame` records in the text zone: (offset, size), all sections back to back.
     pub(crate) eh_frame: Option<(u64, u64)>,
+    /// End of what the text zone holds (`text_size` is this rounded up to a page).
+    pub(crate) text_end: u64,
 }
 
 /// Whether the relocation type reads a GOT slot (`GOTTPOFF`: a slot holding a thread-local
@@ -64,6 +66,15 @@ fn align_up(value: u64, align: u64) -> u64 {
 }
 
 impl Layout {
+    /// Reserves `size` bytes aligned to `align` at the end of the text zone (code the applier
+    /// writes itself) and returns their offset. The data zone moves up if the text zone grows.
+    pub(crate) fn reserve_text(&mut self, size: u64, align: u64) -> u64 {
+        let offset = align_up(self.text_end, align);
+        self.text_end = offset.saturating_add(size);
+        self.text_size = align_up(self.text_end, PAGE);
+        offset
+    }
+
     /// Lays out the loadable sections of `object`. `is_external_function(sym)` says whether an
     /// undefined symbol resolved to a function (a call to it may need a stub).
     pub(crate) fn compute(
@@ -132,6 +143,7 @@ impl Layout {
         }
         place(&mut layout, SectionClass::Data, Zone::Data, &mut data);
         place(&mut layout, SectionClass::Bss, Zone::Data, &mut data);
+        layout.text_end = text;
         layout.text_size = align_up(text, PAGE);
         layout.data_size = align_up(data, PAGE);
         layout

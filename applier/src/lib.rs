@@ -18,7 +18,8 @@
 //! Modules, one job each: [`object_file`] (the patch), [`target`] and `symbols`/`maps`/`scope`
 //! (the process; `scope` its link map), `bind` (which definition a global name reaches),
 //! [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
-//! `trampoline` (entry jumps), `commit` (the stop and its safety check), `unwind` (CFI stack
+//! `trampoline` (entry jumps), `ipara` (the register contract with unpatched callers, and its
+//! save/restore thunks), `commit` (the stop and its safety check), `unwind` (CFI stack
 //! walks), `references` (the scan of memory for code addresses: suspended contexts, regions
 //! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
@@ -33,6 +34,7 @@ mod debuginfo;
 pub mod error;
 pub mod group;
 pub mod installed;
+mod ipara;
 mod layout;
 pub mod ledger;
 mod link;
@@ -55,6 +57,7 @@ pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
 pub use group::{apply_all, pids_of_exe};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
+pub use ipara::{CheckedCall, RegisterContract};
 pub use ledger::LedgerState;
 pub use object_file::PatchObject;
 pub use plan::{plan, Plan, PlannedFunction, Resolution};

@@ -95,6 +95,8 @@ pub(crate) struct ObjSymbol {
     pub(crate) placement: Placement,
     /// `st_value`: offset in its section for defined symbols.
     pub(crate) value: u64,
+    /// `st_size`.
+    pub(crate) size: u64,
 }
 
 impl ObjSymbol {
@@ -317,6 +319,7 @@ fn read_symbols(file: &ElfFile64<Endianness>) -> Result<Vec<ObjSymbol>, ApplyErr
         binding: elf::STB_LOCAL,
         placement: Placement::Other,
         value: 0,
+        size: 0,
     }];
     for symbol in file.symbols() {
         let index = symbol.index().0;
@@ -339,6 +342,7 @@ fn read_symbols(file: &ElfFile64<Endianness>) -> Result<Vec<ObjSymbol>, ApplyErr
             binding: st_info.st_bind(),
             placement,
             value: symbol.address(),
+            size: symbol.size(),
         };
         if index >= out.len() {
             out.resize(index + 1, out[0].clone());

@@ -11,9 +11,10 @@ use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 use crate::bind::{bind_global, split_version};
 use crate::error::ApplyError;
 use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
+use crate::ipara::{RegisterContract, Thunk};
 use crate::layout::{Layout, PAGE};
 use crate::ledger::LedgerState;
-use crate::link::Linker;
+use crate::link::{Image, Linker};
 use crate::object_file::{PatchObject, Placement, SectionClass};
 use crate::ptrace::read_memory;
 use crate::region;
@@ -39,6 +40,11 @@ pub struct Plan {
     pub functions: Vec<PlannedFunction>,
     /// How each undefined symbol of the patch resolved.
     pub resolutions: Vec<Resolution>,
+    /// The register contract of each replaced function with its unpatched callers.
+    pub register_contracts: Vec<RegisterContract>,
+    pub(crate) thunks: Vec<Thunk>,
+    /// The thunks' `.eh_frame` records and their offset in the text zone.
+    pub(crate) thunk_cfi: (u64, Vec<u8>),
     pub(crate) pid: i32,
     pub(crate) object: PatchObject,
     pub(crate) layout: Layout,
@@ -133,10 +139,13 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
             MAX_IMAGE >> 20
         )));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         patch_id: patch.patch_id(),
         functions,
         resolutions,
+        register_contracts: Vec::new(),
+        thunks: Vec::new(),
+        thunk_cfi: (0, Vec::new()),
         pid: target.pid(),
         object: patch.clone(),
         layout,
@@ -144,7 +153,11 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         redirects,
         near,
     };
-    test_link(target, &plan)?;
+    let image = test_link(target, &plan)?;
+    crate::ipara::keep(target, &mut plan, &image)?;
+    if !plan.thunks.is_empty() {
+        test_link(target, &plan)?;
+    }
     Ok(plan)
 }
 
@@ -752,8 +765,8 @@ fn local_binding(
     })
 }
 /// Links once at the address the region would get now, so that unsupported or overflowing
-/// relocations are reported by `plan`.
-fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
+/// relocations are reported by `plan`; the image shows the patch's code as it would run.
+fn test_link(target: &Target, plan: &Plan) -> Result<Image, ApplyError> {
     let size = PLAN_HEADER_PAGES * PAGE + plan.image_size();
     let base = region::choose(
         &target.maps,
@@ -774,7 +787,7 @@ fn test_link(target: &Target, plan: &Plan) -> Result<(), ApplyError> {
         text_base,
         data_base: text_base + plan.layout.text_size,
     };
-    linker.link().map(|_| ())
+    linker.link()
 }
 
 #[cfg(test)]
