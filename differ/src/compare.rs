@@ -542,6 +542,17 @@ impl FileDiff<'_> {
     }
 
     fn compare_one(&mut self, name: &str, before: Option<&Item>, after: Option<&Item>) {
+        // Equal tokens, no error, no changed definition used: nothing to say (the common case,
+        // decided before any text is looked at).
+        if let (Some(b), Some(a)) = (before, after) {
+            if b.token_hash == a.token_hash
+                && !b.has_error
+                && !a.has_error
+                && uses(a, self.dirty).is_empty()
+            {
+                return;
+            }
+        }
         let old_text = before.map(|i| self.old.written(i)).unwrap_or("");
         let new_text = after.map(|i| self.new.written(i)).unwrap_or("");
         let (change, item, reasons) = match (before, after) {

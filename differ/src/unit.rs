@@ -30,6 +30,8 @@ pub struct Unit {
     lines: Vec<(usize, u32)>,
     /// The file names the markers name, normalised (`a/../b` → `b`, no leading `./`).
     files: Vec<String>,
+    /// Byte offset where each line starts, for finding the line of an offset quickly.
+    starts: Vec<usize>,
 }
 
 impl Unit {
@@ -57,7 +59,15 @@ impl Unit {
             lines.push((file, line));
             line = line.saturating_add(1);
         }
-        Unit { text, lines, files }
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Unit {
+            text,
+            lines,
+            files,
+            starts,
+        }
     }
 
     /// Where 1-based unit line `line` came from: (file, 1-based source line).
@@ -68,8 +78,8 @@ impl Unit {
 
     /// 1-based unit line of byte offset `at`.
     fn line_at(&self, at: usize) -> u32 {
-        let before = self.text.get(..at).unwrap_or(&self.text);
-        u32::try_from(before.bytes().filter(|&b| b == b'\n').count() + 1).unwrap_or(u32::MAX)
+        let line = self.starts.partition_point(|&start| start <= at);
+        u32::try_from(line.max(1)).unwrap_or(u32::MAX)
     }
 
     /// The source lines (file, first, last) an item's byte range came from, when its first and
