@@ -44,21 +44,28 @@ pub struct Compiler {
 }
 
 impl Compiler {
-    /// Locates the C compiler for x86-64 Linux.
+    /// Locates the C compiler for x86-64 Linux, once per run: the `cc` crate runs the compiler
+    /// twice to find out what it is (tens of milliseconds), and every compile and preprocess of
+    /// a run asks.
     pub fn locate() -> Result<Compiler, BuildError> {
-        let target = "x86_64-unknown-linux-gnu";
-        let tool = cc::Build::new()
-            .target(target)
-            .host(target)
-            .opt_level(2)
-            .cargo_metadata(false)
-            .cargo_warnings(false)
-            .out_dir(std::env::temp_dir())
-            .try_get_compiler()
-            .map_err(|e| BuildError::NoCompiler(e.to_string()))?;
-        Ok(Compiler {
-            path: tool.path().to_path_buf(),
-        })
+        static FOUND: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+        let found = FOUND.get_or_init(|| {
+            let target = "x86_64-unknown-linux-gnu";
+            cc::Build::new()
+                .target(target)
+                .host(target)
+                .opt_level(2)
+                .cargo_metadata(false)
+                .cargo_warnings(false)
+                .out_dir(std::env::temp_dir())
+                .try_get_compiler()
+                .map(|tool| tool.path().to_path_buf())
+                .map_err(|e| e.to_string())
+        });
+        match found {
+            Ok(path) => Ok(Compiler { path: path.clone() }),
+            Err(e) => Err(BuildError::NoCompiler(e.clone())),
+        }
     }
 
     /// Path of the compiler executable.
