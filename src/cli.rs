@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Live-patch a running C program from a source diff.
 #[derive(Debug, Parser)]
-#[command(name = "hotpatch", version, about, long_about = None)]
+#[command(name = "hotpatch", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -31,6 +31,17 @@ pub enum Command {
     Apply(crate::apply_command::ApplyArgs),
     /// Deploy by `git push`: install or run the pre-receive hook of a deploy repository.
     Hook(HookArgs),
+    /// Print a shell completion script (e.g. `hotpatch completions bash > /etc/bash_completion.d/hotpatch`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `hotpatch man | man -l -`), or a subcommand's page
+    /// (`hotpatch man diff`: the page hotpatch-diff(1) the main page refers to).
+    Man {
+        /// The subcommand whose page to print (default: the main page).
+        subcommand: Option<String>,
+    },
 }
 
 /// Arguments of `hotpatch hook`.

@@ -11,6 +11,7 @@ mod child_output;
 mod cli;
 mod demo;
 mod diff_command;
+mod docs_command;
 mod hook;
 mod list_command;
 mod pipeline;
@@ -32,6 +33,8 @@ fn main() {
         cli::Command::Build(build) => build_command::run(&build),
         cli::Command::Apply(apply) => apply_command::run(&apply),
         cli::Command::Hook(hook) => hook::run(&hook),
+        cli::Command::Completions { shell } => docs_command::completions(shell),
+        cli::Command::Man { subcommand } => docs_command::man(subcommand.as_deref()),
     };
     if let Err(error) = result {
         eprintln!("error: {}", render::error_text(&error));
