@@ -92,7 +92,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "target_build_id": manifest.target_build_id,
             "functions": manifest.functions.iter().map(|f| json!({
                 "name": f.target.name(),
-                "file": f.target.file(),
+                "file": crate::render::source_file(f.target.name(), f.target.file(), &patch.units),
                 "action": f.action,
                 "reason": f.reason,
                 "preimage": f.preimage.is_some(),
@@ -102,7 +102,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "cflags": manifest.cflags,
             "timings": timings,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::outcome::print_json(&value)?;
         return Ok(());
     }
     println!(

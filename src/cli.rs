@@ -44,6 +44,24 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command was asked for JSON (`--json`): then everything it ends with, errors
+    /// included, is one JSON document on standard output.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Diff(args) => args.json,
+            Command::List(args) => args.json,
+            Command::Revert(args) => args.json,
+            Command::Build(args) => args.json,
+            Command::Apply(args) => args.json,
+            Command::Demo(_)
+            | Command::Hook(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => false,
+        }
+    }
+}
+
 /// Arguments of `hotpatch hook`.
 #[derive(Debug, Args)]
 pub struct HookArgs {
@@ -120,7 +138,7 @@ pub struct DiffArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = crate::cli::seconds)]
     pub timeout: f64,
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
@@ -133,6 +151,14 @@ pub struct DemoArgs {
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// Parses `--timeout SECONDS`: a finite number of seconds, zero or more.
+pub fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err(format!("`{text}` is not a number of seconds >= 0")),
+    }
 }
 
 /// When to use colour.

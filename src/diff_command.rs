@@ -7,18 +7,13 @@ use hotpatch_applier::{ApplyOptions, Target};
 use hotpatch_differ::{parse_range, read_git_revision, Snapshot};
 
 use crate::cli::DiffArgs;
+use crate::outcome::UsageError;
 use crate::pipeline::{self, elapsed_ms, Timings};
 use crate::refusal;
 use crate::render::{self, Printer};
 
 /// Runs `hotpatch diff`.
 pub fn run(args: &DiffArgs) -> Result<()> {
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        bail!(
-            "--timeout must be a number of seconds >= 0, not {}",
-            args.timeout
-        );
-    }
     let out = Printer::new(args.color.enabled(), args.json);
     let mut timings = Timings::default();
 
@@ -84,7 +79,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         });
     }
     let (Some(target), Some(plan)) = (target, plan) else {
-        bail!("--apply needs --pid");
+        bail!(UsageError("--apply needs --pid".into()));
     };
     let start = Instant::now();
     let options = ApplyOptions {
@@ -92,12 +87,15 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     };
     if pids.len() > 1 {
         if args.at.is_some() {
-            bail!("--at works on one process; give a single --pid");
+            bail!(UsageError(
+                "--at works on one process; give a single --pid".into()
+            ));
         }
         return crate::processes::apply_group(
             &pids,
             (target, plan),
             &patch.object,
+            &patch.units,
             &options,
             args.json,
         );
@@ -145,11 +143,11 @@ fn read_revisions(args: &DiffArgs) -> Result<(Snapshot, Snapshot)> {
             }
         };
         if old.is_dir() != new.is_dir() {
-            bail!(
+            bail!(UsageError(format!(
                 "--old {} and --new {} must both be directories or both be files",
                 old.display(),
                 new.display()
-            );
+            )));
         }
         let key = new
             .file_name()
@@ -158,7 +156,9 @@ fn read_revisions(args: &DiffArgs) -> Result<(Snapshot, Snapshot)> {
         return Ok((read(old, &key)?, read(new, &key)?));
     }
     let Some(range) = &args.range else {
-        bail!("give a revision range OLD..NEW, or --old and --new");
+        bail!(UsageError(
+            "give a revision range OLD..NEW, or --old and --new".into()
+        ));
     };
     let (old_rev, new_rev) = parse_range(range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;

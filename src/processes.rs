@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use hotpatch_applier::{
     apply_all, pids_of_exe, ApplyOptions, ApplyReport, PatchObject, Plan, Target,
 };
+use hotpatch_externalizer::PatchUnit;
 use serde_json::json;
 
 /// Every `--pid` in order, then the processes running `exe`, without repeats.
@@ -30,12 +31,13 @@ pub fn resolve(pids: &[i32], exe: Option<&Path>) -> Result<Vec<i32>> {
     Ok(out)
 }
 
-/// Patches every process in `pids` (the first already inspected and planned) with `object`,
-/// all or none, and prints one line per process (or one JSON document).
+/// Patches every process in `pids` (the first already inspected and planned) with `object`
+/// (made of `units`), all or none, and prints one line per process (or one JSON document).
 pub fn apply_group(
     pids: &[i32],
     first: (Target, Plan),
     object: &PatchObject,
+    units: &[PatchUnit],
     options: &ApplyOptions,
     json: bool,
 ) -> Result<()> {
@@ -55,41 +57,31 @@ pub fn apply_group(
         || apply_all(&jobs, options),
     )
     .context("cannot patch every process")?;
-    print(pids, &reports, json)
+    print(pids, &reports, units, json)
 }
 
-fn print(pids: &[i32], reports: &[ApplyReport], json: bool) -> Result<()> {
+fn print(pids: &[i32], reports: &[ApplyReport], units: &[PatchUnit], json: bool) -> Result<()> {
     if json {
         let processes: Vec<_> = pids
             .iter()
             .zip(reports)
             .map(|(pid, r)| {
-                json!({
-                    "pid": pid,
-                    "patch_id": r.patch_id,
-                    "pause_us": r.pause_us,
-                    "threads": r.threads,
-                    "total_stopped_us": r.total_stopped_us,
-                    "stops": r.stops,
-                    "region_address": r.region_address,
-                    "functions": r.functions,
-                })
+                let mut value = crate::render::report_json(r, units);
+                value["pid"] = json!(pid);
+                value
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "processes": processes }))?
-        );
-        return Ok(());
+        return crate::outcome::print_json(&json!({ "processes": processes }));
     }
     println!("patched {} processes (all or none):", pids.len());
     for (pid, r) in pids.iter().zip(reports) {
         let names: Vec<&str> = r.functions.iter().map(|f| f.name.as_str()).collect();
         println!(
-            "  pid {pid}: patch {} in {} µs ({} threads stopped): {}",
+            "  pid {pid}: patch {} in {} µs ({} thread{} stopped): {}",
             r.patch_id,
             r.pause_us,
             r.threads,
+            crate::render::plural(r.threads),
             names.join(", ")
         );
     }

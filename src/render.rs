@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use hotpatch_applier::artifact::{FunctionAction, SymbolRef};
-use hotpatch_applier::{ApplyReport, Plan};
+use hotpatch_applier::{AppliedFunction, ApplyReport, Plan};
 use hotpatch_differ::{Change, ChangeSet};
+use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
 use serde_json::json;
 
@@ -87,8 +88,7 @@ impl Printer {
     }
 
     fn print_json(value: &impl Serialize) -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        Ok(())
+        crate::outcome::print_json(value)
     }
 
     fn warnings(&self, changes: &ChangeSet) {
@@ -103,6 +103,7 @@ impl Printer {
             return Self::print_json(&json!({
                 "old": changes.old_label,
                 "new": changes.new_label,
+                "refused": !changes.refusals.is_empty(),
                 "functions": changes.functions,
                 "warnings": changes.warnings,
                 "refusals": changes.refusals,
@@ -239,7 +240,7 @@ impl Printer {
                     "patch_id": plan.patch_id,
                     "functions": plan.functions.iter().map(|f| json!({
                         "name": f.target.name(),
-                        "file": file_of(&f.target),
+                        "file": source_file(f.target.name(), f.target.file(), &dry.patch.units),
                         "action": f.action,
                         "reason": f.reason,
                         "old_address": f.old_address,
@@ -316,40 +317,48 @@ impl Printer {
     /// `--apply`: what was patched and how long the process was stopped.
     pub fn applied(&self, applied: &Applied<'_>) -> Result<()> {
         let report = applied.report;
+        let units = &applied.patch.units;
         if self.json {
-            return Self::print_json(&json!({
-                "patch_id": report.patch_id,
-                "pause_us": report.pause_us,
-                "threads": report.threads,
-                "total_stopped_us": report.total_stopped_us,
-                "stops": report.stops,
-                "region_address": report.region_address,
-                "region_size": report.region_size,
-                "functions": report.functions,
-                "old": applied.changes.old_label,
-                "new": applied.changes.new_label,
-                "changes": applied.changes.functions,
-                "warnings": applied.changes.warnings,
-                "new_data": applied.patch.built.manifest.new_data,
-                "cflags": applied.patch.built.arguments,
-                "timings": applied.timings,
-            }));
+            let mut value = report_json(report, units);
+            value["old"] = json!(applied.changes.old_label);
+            value["new"] = json!(applied.changes.new_label);
+            value["changes"] = json!(applied.changes.functions);
+            value["warnings"] = json!(applied.changes.warnings);
+            value["new_data"] = json!(applied.patch.built.manifest.new_data);
+            value["cflags"] = json!(applied.patch.built.arguments);
+            value["timings"] = json!(applied.timings);
+            return Self::print_json(&value);
         }
         self.warnings(applied.changes);
-        println!(
-            "{} {} → {} in {} µs ({} thread{} stopped), patch {}:",
+        let subject = format!(
+            "{} → {}",
+            applied.changes.old_label, applied.changes.new_label
+        );
+        print!("{}", self.report_text(&subject, report, units));
+        for data in &applied.patch.built.manifest.new_data {
+            println!(
+                "  new variable {} ({}) starts from its initializer",
+                data.name, data.file
+            );
+        }
+        Ok(())
+    }
+
+    /// An apply as text: `patched SUBJECT in N µs (T threads stopped), patch ID:`, then a line
+    /// per function: what was done (`replaced`, `added`, `inlined`), its file, and why.
+    pub fn report_text(&self, subject: &str, report: &ApplyReport, units: &[PatchUnit]) -> String {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "{} {subject} in {} µs ({} thread{} stopped), patch {}:",
             self.paint(GREEN, "patched"),
-            applied.changes.old_label,
-            applied.changes.new_label,
             report.pause_us,
             report.threads,
             plural(report.threads),
             report.patch_id
         );
         for function in &report.functions {
-            let file = function
-                .file
-                .as_deref()
+            let file = function_file(function, units)
                 .map(|f| format!(" ({f})"))
                 .unwrap_or_default();
             let detail = match function.action {
@@ -362,23 +371,71 @@ impl Printer {
                 }
                 _ => function.reason.clone(),
             };
-            println!(
+            let _ = writeln!(
+                text,
                 "  {:<9} {}{file}: {detail}",
                 action_verb_past(function.action),
                 function.name
             );
         }
-        for data in &applied.patch.built.manifest.new_data {
-            println!(
-                "  new variable {} ({}) starts from its initializer",
-                data.name, data.file
-            );
-        }
-        Ok(())
+        text
     }
 }
 
-fn plural(n: usize) -> &'static str {
+/// An apply as JSON, the same for `diff --apply`, `apply` and each process of a group: the
+/// pause (µs), the stops, the region and every function with its action and source file.
+pub fn report_json(report: &ApplyReport, units: &[PatchUnit]) -> serde_json::Value {
+    let functions: Vec<_> = report
+        .functions
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "file": function_file(f, units),
+                "action": f.action,
+                "reason": f.reason,
+                "old_address": f.old_address,
+                "new_address": f.new_address,
+            })
+        })
+        .collect();
+    json!({
+        "patch_id": report.patch_id,
+        "pause_us": report.pause_us,
+        "threads": report.threads,
+        "total_stopped_us": report.total_stopped_us,
+        "stops": report.stops,
+        "sequence": report.sequence,
+        "region_address": report.region_address,
+        "region_size": report.region_size,
+        "functions": functions,
+    })
+}
+
+/// The source file of an applied function: the report names it for `static` functions; for a
+/// global one, the patch unit that defines it does (none when the patch came without units, as
+/// a patch object does).
+fn function_file<'a>(function: &'a AppliedFunction, units: &'a [PatchUnit]) -> Option<&'a str> {
+    source_file(&function.name, function.file.as_deref(), units)
+}
+
+/// `file` (known for `static` functions), else the file of the patch unit defining the global
+/// function `name`.
+pub fn source_file<'a>(
+    name: &str,
+    file: Option<&'a str>,
+    units: &'a [PatchUnit],
+) -> Option<&'a str> {
+    file.or_else(|| {
+        units
+            .iter()
+            .find(|u| u.functions.iter().any(|f| f.name == name && !f.is_static))
+            .map(|u| u.file.as_str())
+    })
+}
+
+/// `s` unless `n` is one.
+pub fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
