@@ -55,7 +55,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             .map(|f| {
                 json!({
                     "name": f.target.name(),
-                    "file": f.target.file(),
+                    "file": f.file,
                     "action": f.action,
                     "reason": f.reason,
                     "old_address": f.old_address,
@@ -102,13 +102,13 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     .with_context(|| format!("cannot patch pid {}", args.pid))?;
     let apply_ms = elapsed_ms(start);
     if args.json {
-        let mut value = crate::render::report_json(&report, &[]);
+        let mut value = crate::render::report_json(&report);
         value["timings"] = json!({"plan_ms": plan_ms, "apply_ms": apply_ms});
         crate::outcome::print_json(&value)?;
         return Ok(());
     }
     let subject = format!("pid {} with {}", args.pid, args.object.display());
     let out = crate::render::Printer::new(crate::cli::ColorChoice::Auto.enabled(), false);
-    print!("{}", out.report_text(&subject, &report, &[]));
+    print!("{}", out.report_text(&subject, &report));
     Ok(())
 }

@@ -92,7 +92,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "target_build_id": manifest.target_build_id,
             "functions": manifest.functions.iter().map(|f| json!({
                 "name": f.target.name(),
-                "file": crate::render::source_file(f.target.name(), f.target.file(), &patch.units),
+                "file": f.file,
                 "action": f.action,
                 "reason": f.reason,
                 "preimage": f.preimage.is_some(),

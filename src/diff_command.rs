@@ -95,7 +95,6 @@ pub fn run(args: &DiffArgs) -> Result<()> {
             &pids,
             (target, plan),
             &patch.object,
-            &patch.units,
             &options,
             args.json,
         );

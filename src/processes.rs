@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use hotpatch_applier::{
     apply_all, pids_of_exe, ApplyOptions, ApplyReport, PatchObject, Plan, Target,
 };
-use hotpatch_externalizer::PatchUnit;
 use serde_json::json;
 
 /// Every `--pid` in order, then the processes running `exe`, without repeats.
@@ -31,13 +30,12 @@ pub fn resolve(pids: &[i32], exe: Option<&Path>) -> Result<Vec<i32>> {
     Ok(out)
 }
 
-/// Patches every process in `pids` (the first already inspected and planned) with `object`
-/// (made of `units`), all or none, and prints one line per process (or one JSON document).
+/// Patches every process in `pids` (the first already inspected and planned) with `object`,
+/// all or none, and prints one line per process (or one JSON document).
 pub fn apply_group(
     pids: &[i32],
     first: (Target, Plan),
     object: &PatchObject,
-    units: &[PatchUnit],
     options: &ApplyOptions,
     json: bool,
 ) -> Result<()> {
@@ -57,16 +55,16 @@ pub fn apply_group(
         || apply_all(&jobs, options),
     )
     .context("cannot patch every process")?;
-    print(pids, &reports, units, json)
+    print(pids, &reports, json)
 }
 
-fn print(pids: &[i32], reports: &[ApplyReport], units: &[PatchUnit], json: bool) -> Result<()> {
+fn print(pids: &[i32], reports: &[ApplyReport], json: bool) -> Result<()> {
     if json {
         let processes: Vec<_> = pids
             .iter()
             .zip(reports)
             .map(|(pid, r)| {
-                let mut value = crate::render::report_json(r, units);
+                let mut value = crate::render::report_json(r);
                 value["pid"] = json!(pid);
                 value
             })

@@ -4,9 +4,8 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use hotpatch_applier::artifact::{FunctionAction, SymbolRef};
-use hotpatch_applier::{AppliedFunction, ApplyReport, Plan};
+use hotpatch_applier::{ApplyReport, Plan};
 use hotpatch_differ::{Change, ChangeSet};
-use hotpatch_externalizer::PatchUnit;
 use serde::Serialize;
 use serde_json::json;
 
@@ -240,7 +239,7 @@ impl Printer {
                     "patch_id": plan.patch_id,
                     "functions": plan.functions.iter().map(|f| json!({
                         "name": f.target.name(),
-                        "file": source_file(f.target.name(), f.target.file(), &dry.patch.units),
+                        "file": f.file,
                         "action": f.action,
                         "reason": f.reason,
                         "old_address": f.old_address,
@@ -317,9 +316,8 @@ impl Printer {
     /// `--apply`: what was patched and how long the process was stopped.
     pub fn applied(&self, applied: &Applied<'_>) -> Result<()> {
         let report = applied.report;
-        let units = &applied.patch.units;
         if self.json {
-            let mut value = report_json(report, units);
+            let mut value = report_json(report);
             value["old"] = json!(applied.changes.old_label);
             value["new"] = json!(applied.changes.new_label);
             value["changes"] = json!(applied.changes.functions);
@@ -334,7 +332,7 @@ impl Printer {
             "{} → {}",
             applied.changes.old_label, applied.changes.new_label
         );
-        print!("{}", self.report_text(&subject, report, units));
+        print!("{}", self.report_text(&subject, report));
         for data in &applied.patch.built.manifest.new_data {
             println!(
                 "  new variable {} ({}) starts from its initializer",
@@ -346,7 +344,7 @@ impl Printer {
 
     /// An apply as text: `patched SUBJECT in N µs (T threads stopped), patch ID:`, then a line
     /// per function: what was done (`replaced`, `added`, `inlined`), its file, and why.
-    pub fn report_text(&self, subject: &str, report: &ApplyReport, units: &[PatchUnit]) -> String {
+    pub fn report_text(&self, subject: &str, report: &ApplyReport) -> String {
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -358,7 +356,9 @@ impl Printer {
             report.patch_id
         );
         for function in &report.functions {
-            let file = function_file(function, units)
+            let file = function
+                .file
+                .as_deref()
                 .map(|f| format!(" ({f})"))
                 .unwrap_or_default();
             let detail = match function.action {
@@ -384,14 +384,14 @@ impl Printer {
 
 /// An apply as JSON, the same for `diff --apply`, `apply` and each process of a group: the
 /// pause (µs), the stops, the region and every function with its action and source file.
-pub fn report_json(report: &ApplyReport, units: &[PatchUnit]) -> serde_json::Value {
+pub fn report_json(report: &ApplyReport) -> serde_json::Value {
     let functions: Vec<_> = report
         .functions
         .iter()
         .map(|f| {
             json!({
                 "name": f.name,
-                "file": function_file(f, units),
+                "file": f.file,
                 "action": f.action,
                 "reason": f.reason,
                 "old_address": f.old_address,
@@ -409,28 +409,6 @@ pub fn report_json(report: &ApplyReport, units: &[PatchUnit]) -> serde_json::Val
         "region_address": report.region_address,
         "region_size": report.region_size,
         "functions": functions,
-    })
-}
-
-/// The source file of an applied function: the report names it for `static` functions; for a
-/// global one, the patch unit that defines it does (none when the patch came without units, as
-/// a patch object does).
-fn function_file<'a>(function: &'a AppliedFunction, units: &'a [PatchUnit]) -> Option<&'a str> {
-    source_file(&function.name, function.file.as_deref(), units)
-}
-
-/// `file` (known for `static` functions), else the file of the patch unit defining the global
-/// function `name`.
-pub fn source_file<'a>(
-    name: &str,
-    file: Option<&'a str>,
-    units: &'a [PatchUnit],
-) -> Option<&'a str> {
-    file.or_else(|| {
-        units
-            .iter()
-            .find(|u| u.functions.iter().any(|f| f.name == name && !f.is_static))
-            .map(|u| u.file.as_str())
     })
 }
 

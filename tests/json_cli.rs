@@ -155,7 +155,7 @@ fn apply_and_revert_speak_as_diff_apply_does() {
     target.wait_for("value=1");
     let pid = target.pid().to_string();
 
-    // The manifest names no file for a global function; the patch units do.
+    // The manifest names the file of global functions too.
     let object = path(&dir.path().join("fix.o"));
     let output = hotpatch(&["build", "v1..v2", "--repo", &repo, "-o", &object, "--json"]);
     let built = one_document(&output);
@@ -166,7 +166,7 @@ fn apply_and_revert_speak_as_diff_apply_does() {
     let text = stdout_of(&output);
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert!(text.contains("µs (1 thread stopped)"), "{text}");
-    assert!(text.contains("  replaced  value: changed"), "{text}");
+    assert!(text.contains("  replaced  value (lib.c): changed"), "{text}");
     assert!(!text.contains("Replace"), "{text}");
     target.wait_for("value=2");
 
@@ -179,6 +179,15 @@ fn apply_and_revert_speak_as_diff_apply_does() {
 
     // apply --json and diff --apply --json report the same fields.
     let applied = one_document(&hotpatch(&["apply", &object, "--pid", &pid, "--json"]));
+    assert_eq!(applied["functions"][0]["file"], "lib.c", "{applied:#}");
+    let listed = one_document(&hotpatch(&["list", "--pid", &pid, "--json"]));
+    let newest = listed["patches"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(newest["functions"][0]["file"], "lib.c", "{listed:#}");
     let reverted = one_document(&hotpatch(&["revert", "--pid", &pid, "--json"]));
     assert_eq!(reverted["patch_id"], applied["patch_id"]);
     let output = hotpatch(&[

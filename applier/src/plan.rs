@@ -55,6 +55,9 @@ pub struct PlannedFunction {
     pub action: FunctionAction,
     /// Why it is in the patch.
     pub reason: String,
+    /// The source file defining it, when known (a manifest of this version names it for every
+    /// function; otherwise only a `static` function's target does).
+    pub file: Option<String>,
     /// Entry of the function being replaced.
     pub old_address: Option<u64>,
     /// Size (`st_size`) of the function being replaced.
@@ -222,6 +225,10 @@ fn manifest_functions(
             target: function.target.clone(),
             action,
             reason,
+            file: function
+                .file
+                .clone()
+                .or_else(|| function.target.file().map(str::to_string)),
             old_address: old.as_ref().map(|f| f.address),
             old_size: old.as_ref().map(|f| f.symbol.size),
             object_symbol,
@@ -389,6 +396,7 @@ fn plain_functions(
         };
         out.push(PlannedFunction {
             symbol: symbol.name.clone(),
+            file: target_ref.file().map(str::to_string),
             target: target_ref,
             action,
             reason,
