@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::pipeline::{self, elapsed_ms, Timings};
 use crate::refusal;
+use crate::spinner::compiling;
 
 /// Arguments of `hotpatch build`.
 #[derive(Debug, Args)]
@@ -66,14 +67,16 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .pid
         .map(|pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
-    let patch = pipeline::build_patch(
-        &changes,
-        &old,
-        &new,
-        target.as_ref(),
-        args.cflags.as_deref(),
-        &mut timings,
-    )?;
+    let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
+        pipeline::build_patch(
+            &changes,
+            &old,
+            &new,
+            target.as_ref(),
+            args.cflags.as_deref(),
+            &mut timings,
+        )
+    })?;
     let shown = changes.warnings.clone();
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     for warning in changes.warnings.iter().filter(|w| !shown.contains(w)) {

@@ -11,6 +11,7 @@ use crate::outcome::UsageError;
 use crate::pipeline::{self, elapsed_ms, Timings};
 use crate::refusal;
 use crate::render::{self, Printer};
+use crate::spinner::compiling;
 
 /// Runs `hotpatch diff`.
 pub fn run(args: &DiffArgs) -> Result<()> {
@@ -38,14 +39,16 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         .first()
         .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
         .transpose()?;
-    let patch = pipeline::build_patch(
-        &changes,
-        &old,
-        &new,
-        target.as_ref(),
-        args.cflags.as_deref(),
-        &mut timings,
-    )?;
+    let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
+        pipeline::build_patch(
+            &changes,
+            &old,
+            &new,
+            target.as_ref(),
+            args.cflags.as_deref(),
+            &mut timings,
+        )
+    })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     refusal::check(&changes, args.json, args.color.enabled(), false)?;
     let plan = match &target {
