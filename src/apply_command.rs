@@ -35,8 +35,9 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> Result<()> {
     let bytes = std::fs::read(&args.object)
         .with_context(|| format!("cannot read {}", args.object.display()))?;
-    let object = PatchObject::parse(bytes)
+    let object = PatchObject::parse(bytes.clone())
         .with_context(|| format!("cannot load {}", args.object.display()))?;
+    let listed_at = std::time::SystemTime::now();
     let target =
         Target::inspect(args.pid).with_context(|| format!("cannot inspect pid {}", args.pid))?;
     let start = Instant::now();
@@ -101,6 +102,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     )
     .with_context(|| format!("cannot patch pid {}", args.pid))?;
     let apply_ms = elapsed_ms(start);
+    crate::state::after_apply(&[args.pid], &report.patch_id, &bytes, listed_at);
     if args.json {
         let mut value = crate::render::report_json(&report);
         value["timings"] = json!({"plan_ms": plan_ms, "apply_ms": apply_ms});

@@ -31,6 +31,9 @@ pub enum Command {
     Apply(crate::apply_command::ApplyArgs),
     /// Deploy by `git push`: install or run the pre-receive hook of a deploy repository.
     Hook(HookArgs),
+    /// Apply the patches recorded for an executable (by build id, in the state directory every
+    /// apply writes to) to each new process of it, as it starts: a service (contrib/).
+    Watch(crate::watch::WatchArgs),
     /// Print a shell completion script (e.g. `hotpatch completions bash > /etc/bash_completion.d/hotpatch`).
     Completions {
         /// The shell to complete in.
@@ -56,6 +59,7 @@ impl Command {
             Command::Apply(args) => args.json,
             Command::Demo(_)
             | Command::Hook(_)
+            | Command::Watch(_)
             | Command::Completions { .. }
             | Command::Man { .. } => false,
         }

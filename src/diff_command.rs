@@ -34,6 +34,8 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         return out.nothing_to_patch(&changes);
     }
     // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
+    // Processes started after this are not patched by this apply: `hotpatch watch` patches them.
+    let listed_at = std::time::SystemTime::now();
     let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
     let target = pids
         .first()
@@ -94,13 +96,10 @@ pub fn run(args: &DiffArgs) -> Result<()> {
                 "--at works on one process; give a single --pid".into()
             ));
         }
-        return crate::processes::apply_group(
-            &pids,
-            (target, plan),
-            &patch.object,
-            &options,
-            args.json,
-        );
+        crate::processes::apply_group(&pids, (target, plan), &patch.object, &options, args.json)?;
+        let id = &patch.built.manifest.patch_id;
+        crate::state::after_apply(&pids, id, &patch.built.object, listed_at);
+        return Ok(());
     }
     let report = match &args.at {
         Some(function) => crate::spinner::while_waiting(
@@ -122,6 +121,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     }
     .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);
+    crate::state::after_apply(&pids, &report.patch_id, &patch.built.object, listed_at);
     out.applied(&render::Applied {
         changes: &changes,
         patch: &patch,

@@ -21,6 +21,8 @@ mod refusal;
 mod render;
 mod revert_command;
 mod spinner;
+mod state;
+mod watch;
 
 use clap::Parser;
 
@@ -39,6 +41,7 @@ fn main() {
         cli::Command::Build(build) => build_command::run(&build),
         cli::Command::Apply(apply) => apply_command::run(&apply),
         cli::Command::Hook(hook) => hook::run(&hook),
+        cli::Command::Watch(watch) => watch::run(&watch),
         cli::Command::Completions { shell } => docs_command::completions(shell),
         cli::Command::Man { subcommand } => docs_command::man(subcommand.as_deref()),
     };

@@ -48,7 +48,10 @@ pub fn run(args: &RevertArgs) -> Result<()> {
             .map_err(anyhow::Error::from)
         });
         match result {
-            Ok(report) => done.push((pid, report)),
+            Ok(report) => {
+                crate::state::after_revert(pid, &report.patch_id);
+                done.push((pid, report));
+            }
             Err(e) => failed.push((pid, e.context(format!("cannot revert in pid {pid}")))),
         }
     }
