@@ -83,7 +83,8 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                     .old_address
                     .map(|a| format!(" at 0x{a:x}"))
                     .unwrap_or_default();
-                println!("  {:?} {}{at}: {}", f.action, f.target, f.reason);
+                let verb = crate::render::action_verb(f.action);
+                println!("  would {verb} {}{at}: {}", f.target, f.reason);
             }
         }
         return Ok(());

@@ -134,7 +134,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         };
         println!(
             "  {:<12} {}: {}{check}",
-            format!("{:?}", f.action).to_lowercase(),
+            crate::render::action_verb(f.action),
             f.target,
             f.reason
         );

@@ -429,7 +429,8 @@ fn file_of(target: &SymbolRef) -> Option<&str> {
     target.file()
 }
 
-fn action_verb(action: FunctionAction) -> &'static str {
+/// What a plan does with a function, as a verb: `replace`, `add`, `patch through its callers`.
+pub fn action_verb(action: FunctionAction) -> &'static str {
     match action {
         FunctionAction::Replace => "replace",
         FunctionAction::Add => "add",

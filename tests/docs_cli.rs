@@ -5,7 +5,9 @@ mod support;
 
 use support::*;
 
-const SUBCOMMANDS: &[&str] = &["diff", "list", "revert", "build", "apply", "hook", "demo"];
+const SUBCOMMANDS: &[&str] = &[
+    "diff", "list", "revert", "build", "apply", "hook", "demo", "watch",
+];
 
 #[test]
 fn completions_for_every_shell_name_the_subcommands() {
