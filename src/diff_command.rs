@@ -33,9 +33,9 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     if !pipeline::has_patchable_changes(&changes) {
         return out.nothing_to_patch(&changes);
     }
-    // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
     // Processes started after this are not patched by this apply: `hotpatch watch` patches them.
     let listed_at = std::time::SystemTime::now();
+    // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
     let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
     let target = pids
         .first()

@@ -385,20 +385,6 @@ impl Printer {
 /// An apply as JSON, the same for `diff --apply`, `apply` and each process of a group: the
 /// pause (µs), the stops, the region and every function with its action and source file.
 pub fn report_json(report: &ApplyReport) -> serde_json::Value {
-    let functions: Vec<_> = report
-        .functions
-        .iter()
-        .map(|f| {
-            json!({
-                "name": f.name,
-                "file": f.file,
-                "action": f.action,
-                "reason": f.reason,
-                "old_address": f.old_address,
-                "new_address": f.new_address,
-            })
-        })
-        .collect();
     json!({
         "patch_id": report.patch_id,
         "pause_us": report.pause_us,
@@ -408,7 +394,7 @@ pub fn report_json(report: &ApplyReport) -> serde_json::Value {
         "sequence": report.sequence,
         "region_address": report.region_address,
         "region_size": report.region_size,
-        "functions": functions,
+        "functions": report.functions,
     })
 }
 
