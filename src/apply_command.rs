@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use hotpatch_applier::{ApplyOptions, PatchObject, Target};
 use serde_json::json;
@@ -27,7 +27,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = crate::cli::seconds)]
     pub timeout: f64,
     /// When a thread is inside a function being replaced, wait (up to --timeout) for that frame
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
@@ -37,16 +37,11 @@ pub struct ApplyArgs {
 
 /// Runs `hotpatch apply`.
 pub fn run(args: &ApplyArgs) -> Result<()> {
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        bail!(
-            "--timeout must be a number of seconds >= 0, not {}",
-            args.timeout
-        );
-    }
     let bytes = std::fs::read(&args.object)
         .with_context(|| format!("cannot read {}", args.object.display()))?;
-    let object = PatchObject::parse(bytes)
+    let object = PatchObject::parse(bytes.clone())
         .with_context(|| format!("cannot load {}", args.object.display()))?;
+    let listed_at = std::time::SystemTime::now();
     let target =
         Target::inspect(args.pid).with_context(|| format!("cannot inspect pid {}", args.pid))?;
     let start = Instant::now();
@@ -67,7 +62,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             .map(|f| {
                 json!({
                     "name": f.target.name(),
-                    "file": f.target.file(),
+                    "file": f.file,
                     "action": f.action,
                     "reason": f.reason,
                     "old_address": f.old_address,
@@ -85,7 +80,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 "register_contracts": plan.register_contracts,
                 "timings": {"plan_ms": plan_ms},
             });
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            crate::outcome::print_json(&value)?;
         } else {
             println!(
                 "dry run: patch {} would apply to pid {} (nothing written):",
@@ -96,7 +91,8 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                     .old_address
                     .map(|a| format!(" at 0x{a:x}"))
                     .unwrap_or_default();
-                println!("  {:?} {}{at}: {}", f.action, f.target, f.reason);
+                let verb = crate::render::action_verb(f.action);
+                println!("  would {verb} {}{at}: {}", f.target, f.reason);
             }
             print!("{}", crate::render::binding_lines(&plan));
             for line in crate::register_contract::lines(&plan.register_contracts, true) {
@@ -120,38 +116,15 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     )
     .with_context(|| format!("cannot patch pid {}", args.pid))?;
     let apply_ms = elapsed_ms(start);
+    crate::state::after_apply(&[args.pid], &report.patch_id, &bytes, listed_at);
     if args.json {
-        let value = json!({
-            "patch_id": report.patch_id,
-            "pause_us": report.pause_us,
-            "threads": report.threads,
-            "region_address": report.region_address,
-            "region_size": report.region_size,
-            "functions": report.functions,
-            "register_contracts": report.register_contracts,
-            "timings": {"plan_ms": plan_ms, "apply_ms": apply_ms},
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        let mut value = crate::render::report_json(&report);
+        value["timings"] = json!({"plan_ms": plan_ms, "apply_ms": apply_ms});
+        crate::outcome::print_json(&value)?;
         return Ok(());
     }
-    println!(
-        "patched pid {} with {} in {} µs ({} threads stopped), patch {}:",
-        args.pid,
-        args.object.display(),
-        report.pause_us,
-        report.threads,
-        report.patch_id
-    );
-    for f in &report.functions {
-        let file = f
-            .file
-            .as_deref()
-            .map(|f| format!(" ({f})"))
-            .unwrap_or_default();
-        println!("  {:?} {}{file}: {}", f.action, f.name, f.reason);
-    }
-    for line in crate::register_contract::lines(&report.register_contracts, false) {
-        println!("{line}");
-    }
+    let subject = format!("pid {} with {}", args.pid, args.object.display());
+    let out = crate::render::Printer::new(crate::cli::ColorChoice::Auto.enabled(), false);
+    print!("{}", out.report_text(&subject, &report));
     Ok(())
 }

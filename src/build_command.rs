@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::pipeline::{self, elapsed_ms, Timings};
 use crate::refusal;
+use crate::spinner::compiling;
 
 /// Arguments of `hotpatch build`.
 #[derive(Debug, Args)]
@@ -84,7 +85,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             changes.new_label
         );
     }
-    let patch = pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)?;
+    let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
+        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
+    })?;
     let shown = changes.warnings.clone();
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     for warning in changes.warnings.iter().filter(|w| !shown.contains(w)) {
@@ -114,7 +117,7 @@ fn write_and_report(
             "target_build_id": manifest.target_build_id,
             "functions": manifest.functions.iter().map(|f| json!({
                 "name": f.target.name(),
-                "file": f.target.file(),
+                "file": f.file,
                 "action": f.action,
                 "reason": f.reason,
                 "preimage": f.preimage.is_some(),
@@ -126,7 +129,7 @@ fn write_and_report(
             "flag_choices": patch.choices,
             "timings": timings,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::outcome::print_json(&value)?;
         return Ok(());
     }
     println!(
@@ -156,7 +159,7 @@ fn write_and_report(
         };
         println!(
             "  {:<12} {}: {}{check}",
-            format!("{:?}", f.action).to_lowercase(),
+            crate::render::action_verb(f.action),
             f.target,
             f.reason
         );

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Live-patch a running C program from a source diff.
 #[derive(Debug, Parser)]
-#[command(name = "hotpatch", version, about, long_about = None)]
+#[command(name = "hotpatch", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -31,6 +31,39 @@ pub enum Command {
     Apply(crate::apply_command::ApplyArgs),
     /// Deploy by `git push`: install or run the pre-receive hook of a deploy repository.
     Hook(HookArgs),
+    /// Apply the patches recorded for an executable (by build id, in the state directory every
+    /// apply writes to) to each new process of it, as it starts: a service (contrib/).
+    Watch(crate::watch::WatchArgs),
+    /// Print a shell completion script (e.g. `hotpatch completions bash > /etc/bash_completion.d/hotpatch`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `hotpatch man | man -l -`), or a subcommand's page
+    /// (`hotpatch man diff`: the page hotpatch-diff(1) the main page refers to).
+    Man {
+        /// The subcommand whose page to print (default: the main page).
+        subcommand: Option<String>,
+    },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON (`--json`): then everything it ends with, errors
+    /// included, is one JSON document on standard output.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Diff(args) => args.json,
+            Command::List(args) => args.json,
+            Command::Revert(args) => args.json,
+            Command::Build(args) => args.json,
+            Command::Apply(args) => args.json,
+            Command::Demo(_)
+            | Command::Hook(_)
+            | Command::Watch(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => false,
+        }
+    }
 }
 
 /// Arguments of `hotpatch hook`.
@@ -121,7 +154,7 @@ pub struct DiffArgs {
     #[arg(long)]
     pub json: bool,
     /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = crate::cli::seconds)]
     pub timeout: f64,
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
@@ -134,6 +167,14 @@ pub struct DemoArgs {
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// Parses `--timeout SECONDS`: a finite number of seconds, zero or more.
+pub fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err(format!("`{text}` is not a number of seconds >= 0")),
+    }
 }
 
 /// When to use colour.

@@ -7,18 +7,14 @@ use hotpatch_applier::{ApplyOptions, Target};
 use hotpatch_differ::{parse_range, read_git_revision, Snapshot};
 
 use crate::cli::DiffArgs;
+use crate::outcome::UsageError;
 use crate::pipeline::{self, elapsed_ms, Timings};
 use crate::refusal;
 use crate::render::{self, Printer};
+use crate::spinner::compiling;
 
 /// Runs `hotpatch diff`.
 pub fn run(args: &DiffArgs) -> Result<()> {
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        bail!(
-            "--timeout must be a number of seconds >= 0, not {}",
-            args.timeout
-        );
-    }
     let out = Printer::new(args.color.enabled(), args.json);
     let mut timings = Timings::default();
 
@@ -34,6 +30,8 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     )?;
     // A plain diff does without a build model that cannot be found; compiling cannot.
     let model = crate::build_flags::discover_model(&settings, &new);
+    // Processes started after this are not patched by this apply: `hotpatch watch` patches them.
+    let listed_at = std::time::SystemTime::now();
     // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
     let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
     let target = pids
@@ -62,12 +60,22 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     if !pipeline::has_patchable_changes(&changes) {
         return out.nothing_to_patch(&changes);
     }
-    let patch =
-        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model?, &mut timings)?;
+    let model = model?;
+    let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
+        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
+    })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     refusal::check(&changes, args.json, args.color.enabled(), false)?;
     let warnings = patch.warnings.clone();
-    let result = patch_or_check(args, &out, &changes, &pids, target, patch, timings);
+    let result = patch_or_check(
+        args,
+        &out,
+        &changes,
+        (&pids, listed_at),
+        target,
+        patch,
+        timings,
+    );
     crate::build_flags::report_warnings(result, &warnings)
 }
 
@@ -76,7 +84,7 @@ fn patch_or_check(
     args: &DiffArgs,
     out: &Printer,
     changes: &hotpatch_differ::ChangeSet,
-    pids: &[i32],
+    (pids, listed_at): (&[i32], std::time::SystemTime),
     target: Option<Target>,
     patch: pipeline::BuiltUnits,
     mut timings: Timings,
@@ -114,7 +122,7 @@ fn patch_or_check(
         });
     }
     let (Some(target), Some(plan)) = (target, plan) else {
-        bail!("--apply needs --pid");
+        bail!(UsageError("--apply needs --pid".into()));
     };
     let start = Instant::now();
     let options = ApplyOptions {
@@ -123,15 +131,14 @@ fn patch_or_check(
     };
     if pids.len() > 1 {
         if args.at.is_some() {
-            bail!("--at works on one process; give a single --pid");
+            bail!(UsageError(
+                "--at works on one process; give a single --pid".into()
+            ));
         }
-        return crate::processes::apply_group(
-            pids,
-            (target, plan),
-            &patch.object,
-            &options,
-            args.json,
-        );
+        crate::processes::apply_group(pids, (target, plan), &patch.object, &options, args.json)?;
+        let id = &patch.built.manifest.patch_id;
+        crate::state::after_apply(pids, id, &patch.built.object, listed_at);
+        return Ok(());
     }
     let report = match &args.at {
         Some(function) => crate::spinner::while_waiting(
@@ -153,6 +160,7 @@ fn patch_or_check(
     }
     .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);
+    crate::state::after_apply(pids, &report.patch_id, &patch.built.object, listed_at);
     out.applied(&render::Applied {
         changes,
         patch: &patch,
@@ -176,11 +184,11 @@ fn read_revisions(args: &DiffArgs) -> Result<(Snapshot, Snapshot)> {
             }
         };
         if old.is_dir() != new.is_dir() {
-            bail!(
+            bail!(UsageError(format!(
                 "--old {} and --new {} must both be directories or both be files",
                 old.display(),
                 new.display()
-            );
+            )));
         }
         let key = new
             .file_name()
@@ -189,7 +197,9 @@ fn read_revisions(args: &DiffArgs) -> Result<(Snapshot, Snapshot)> {
         return Ok((read(old, &key)?, read(new, &key)?));
     }
     let Some(range) = &args.range else {
-        bail!("give a revision range OLD..NEW, or --old and --new");
+        bail!(UsageError(
+            "give a revision range OLD..NEW, or --old and --new".into()
+        ));
     };
     let (old_rev, new_rev) = parse_range(range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hotpatch_applier::{installed_patches, InstalledPatch, LedgerState};
+use hotpatch_applier::{installed_patches, FunctionAction, InstalledPatch, LedgerState};
 use serde_json::json;
 
 /// Arguments of `hotpatch list`.
@@ -35,7 +35,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 })
                 .collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::outcome::print_json(&value)?;
         return Ok(());
     }
     print!("{}", text(args.pid, &patches));
@@ -94,10 +94,14 @@ fn text(pid: i32, patches: &[InstalledPatch]) -> String {
                 .as_deref()
                 .map(|f| format!(" ({f})"))
                 .unwrap_or_default();
-            let status = match (f.old_address, f.active) {
-                (None, _) => "added".to_string(),
-                (Some(at), true) => format!("0x{at:x} -> 0x{:x}", f.new_address),
-                (Some(at), false) => format!("0x{at:x} (not redirected here now)"),
+            let status = match (f.action, f.old_address, f.active) {
+                (FunctionAction::InlinedOnly, ..) => {
+                    "inlined everywhere (no symbol of its own): its callers were patched"
+                        .to_string()
+                }
+                (_, None, _) => format!("added at 0x{:x}", f.new_address),
+                (_, Some(at), true) => format!("0x{at:x} -> 0x{:x}", f.new_address),
+                (_, Some(at), false) => format!("0x{at:x} (not redirected here now)"),
             };
             let _ = writeln!(out, "      {}{place}  {status}", f.name);
         }

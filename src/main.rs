@@ -12,8 +12,10 @@ mod child_output;
 mod cli;
 mod demo;
 mod diff_command;
+mod docs_command;
 mod hook;
 mod list_command;
+mod outcome;
 mod pipeline;
 mod processes;
 mod refusal;
@@ -21,12 +23,19 @@ mod register_contract;
 mod render;
 mod revert_command;
 mod spinner;
+mod state;
 mod units;
+mod watch;
 
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match cli::Cli::try_parse_from(&argv) {
+        Ok(args) => args,
+        Err(error) => outcome::fail_usage(error, outcome::json_requested(&argv)),
+    };
+    let json = args.command.json();
     let result = match args.command {
         cli::Command::Diff(diff) => diff_command::run(&diff),
         cli::Command::Demo(demo) => demo::run(&demo),
@@ -35,12 +44,11 @@ fn main() {
         cli::Command::Build(build) => build_command::run(&build),
         cli::Command::Apply(apply) => apply_command::run(&apply),
         cli::Command::Hook(hook) => hook::run(&hook),
+        cli::Command::Watch(watch) => watch::run(&watch),
+        cli::Command::Completions { shell } => docs_command::completions(shell),
+        cli::Command::Man { subcommand } => docs_command::man(subcommand.as_deref()),
     };
     if let Err(error) = result {
-        eprintln!("error: {}", render::error_text(&error));
-        if error.downcast_ref::<refusal::Refused>().is_some() {
-            std::process::exit(refusal::EXIT_REFUSED);
-        }
-        std::process::exit(1);
+        outcome::fail(&error, json);
     }
 }

@@ -235,7 +235,7 @@ pub fn build_patch(
 }
 
 /// The `.c` files with changed or new functions: those the externalizer makes units of.
-fn patched_files(changes: &ChangeSet) -> Vec<&str> {
+pub fn patched_files(changes: &ChangeSet) -> Vec<&str> {
     let mut files: Vec<&str> = changes
         .functions
         .iter()

@@ -63,33 +63,22 @@ fn print(pids: &[i32], reports: &[ApplyReport], json: bool) -> Result<()> {
             .iter()
             .zip(reports)
             .map(|(pid, r)| {
-                json!({
-                    "pid": pid,
-                    "patch_id": r.patch_id,
-                    "pause_us": r.pause_us,
-                    "threads": r.threads,
-                    "total_stopped_us": r.total_stopped_us,
-                    "stops": r.stops,
-                    "region_address": r.region_address,
-                    "functions": r.functions,
-                    "register_contracts": r.register_contracts,
-                })
+                let mut value = crate::render::report_json(r);
+                value["pid"] = json!(pid);
+                value
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "processes": processes }))?
-        );
-        return Ok(());
+        return crate::outcome::print_json(&json!({ "processes": processes }));
     }
     println!("patched {} processes (all or none):", pids.len());
     for (pid, r) in pids.iter().zip(reports) {
         let names: Vec<&str> = r.functions.iter().map(|f| f.name.as_str()).collect();
         println!(
-            "  pid {pid}: patch {} in {} µs ({} threads stopped): {}",
+            "  pid {pid}: patch {} in {} µs ({} thread{} stopped): {}",
             r.patch_id,
             r.pause_us,
             r.threads,
+            crate::render::plural(r.threads),
             names.join(", ")
         );
         for line in crate::register_contract::lines(&r.register_contracts, false) {

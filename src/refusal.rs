@@ -167,7 +167,7 @@ pub fn check(
             "items": changes.items,
             "warnings": changes.warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::outcome::print_json(&value)?;
     } else if !warnings_shown {
         for warning in &changes.warnings {
             eprintln!("warning: {warning}");

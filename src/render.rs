@@ -88,8 +88,7 @@ impl Printer {
     }
 
     fn print_json(value: &impl Serialize) -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        Ok(())
+        crate::outcome::print_json(value)
     }
 
     fn warnings(&self, changes: &ChangeSet) {
@@ -104,6 +103,7 @@ impl Printer {
             return Self::print_json(&json!({
                 "old": changes.old_label,
                 "new": changes.new_label,
+                "refused": !changes.refusals.is_empty(),
                 "functions": changes.functions,
                 "warnings": changes.warnings,
                 "refusals": changes.refusals,
@@ -240,7 +240,7 @@ impl Printer {
                     "patch_id": plan.patch_id,
                     "functions": plan.functions.iter().map(|f| json!({
                         "name": f.target.name(),
-                        "file": file_of(&f.target),
+                        "file": f.file,
                         "action": f.action,
                         "reason": f.reason,
                         "old_address": f.old_address,
@@ -311,32 +311,41 @@ impl Printer {
     pub fn applied(&self, applied: &Applied<'_>) -> Result<()> {
         let report = applied.report;
         if self.json {
-            return Self::print_json(&json!({
-                "patch_id": report.patch_id,
-                "pause_us": report.pause_us,
-                "threads": report.threads,
-                "total_stopped_us": report.total_stopped_us,
-                "stops": report.stops,
-                "region_address": report.region_address,
-                "region_size": report.region_size,
-                "functions": report.functions,
-                "register_contracts": report.register_contracts,
-                "old": applied.changes.old_label,
-                "new": applied.changes.new_label,
-                "changes": applied.changes.functions,
-                "warnings": applied.changes.warnings,
-                "new_data": applied.patch.built.manifest.new_data,
-                "flags": applied.patch.built.flags,
-                "flag_choices": applied.patch.choices,
-                "timings": applied.timings,
-            }));
+            let mut value = report_json(report);
+            value["old"] = json!(applied.changes.old_label);
+            value["new"] = json!(applied.changes.new_label);
+            value["changes"] = json!(applied.changes.functions);
+            value["warnings"] = json!(applied.changes.warnings);
+            value["new_data"] = json!(applied.patch.built.manifest.new_data);
+            value["flags"] = json!(applied.patch.built.flags);
+            value["flag_choices"] = json!(applied.patch.choices);
+            value["timings"] = json!(applied.timings);
+            return Self::print_json(&value);
         }
         self.warnings(applied.changes);
-        println!(
-            "{} {} → {} in {} µs ({} thread{} stopped), patch {}:",
+        let subject = format!(
+            "{} → {}",
+            applied.changes.old_label, applied.changes.new_label
+        );
+        print!("{}", self.report_text(&subject, report));
+        for data in &applied.patch.built.manifest.new_data {
+            println!(
+                "  new variable {} ({}) starts from its initializer",
+                data.name, data.file
+            );
+        }
+        print!("{}", flags_text(applied.patch));
+        Ok(())
+    }
+
+    /// An apply as text: `patched SUBJECT in N µs (T threads stopped), patch ID:`, then a line
+    /// per function: what was done (`replaced`, `added`, `inlined`), its file, and why.
+    pub fn report_text(&self, subject: &str, report: &ApplyReport) -> String {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "{} {subject} in {} µs ({} thread{} stopped), patch {}:",
             self.paint(GREEN, "patched"),
-            applied.changes.old_label,
-            applied.changes.new_label,
             report.pause_us,
             report.threads,
             plural(report.threads),
@@ -358,23 +367,17 @@ impl Printer {
                 }
                 _ => function.reason.clone(),
             };
-            println!(
+            let _ = writeln!(
+                text,
                 "  {:<9} {}{file}: {detail}",
                 action_verb_past(function.action),
                 function.name
             );
         }
         for line in crate::register_contract::lines(&report.register_contracts, false) {
-            println!("{line}");
+            let _ = writeln!(text, "{line}");
         }
-        for data in &applied.patch.built.manifest.new_data {
-            println!(
-                "  new variable {} ({}) starts from its initializer",
-                data.name, data.file
-            );
-        }
-        print!("{}", flags_text(applied.patch));
-        Ok(())
+        text
     }
 }
 
@@ -435,7 +438,25 @@ pub fn binding_lines(plan: &Plan) -> String {
     text
 }
 
-fn plural(n: usize) -> &'static str {
+/// An apply as JSON, the same for `diff --apply`, `apply` and each process of a group: the
+/// pause (µs), the stops, the region and every function with its action and source file.
+pub fn report_json(report: &ApplyReport) -> serde_json::Value {
+    json!({
+        "patch_id": report.patch_id,
+        "pause_us": report.pause_us,
+        "threads": report.threads,
+        "total_stopped_us": report.total_stopped_us,
+        "stops": report.stops,
+        "sequence": report.sequence,
+        "region_address": report.region_address,
+        "region_size": report.region_size,
+        "functions": report.functions,
+        "register_contracts": report.register_contracts,
+    })
+}
+
+/// `s` unless `n` is one.
+pub fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
@@ -451,7 +472,8 @@ fn file_of(target: &SymbolRef) -> Option<&str> {
     target.file()
 }
 
-fn action_verb(action: FunctionAction) -> &'static str {
+/// What a plan does with a function, as a verb: `replace`, `add`, `patch through its callers`.
+pub fn action_verb(action: FunctionAction) -> &'static str {
     match action {
         FunctionAction::Replace => "replace",
         FunctionAction::Add => "add",

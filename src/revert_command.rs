@@ -6,16 +6,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use hotpatch_applier::{revert, revert_at, ApplyOptions, RevertReport};
+use hotpatch_applier::{installed_patches, revert, revert_at, ApplyOptions, RevertReport};
 use serde_json::json;
 
 /// Arguments of `hotpatch revert`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("process").args(["pid", "exe"]).multiple(true).required(true)))]
 pub struct RevertArgs {
-    /// The patch to revert (default: the newest one still applied).
+    /// The patch to revert (default: the newest one still applied): its id, or the beginning of
+    /// it when that names one applied patch.
     pub id: Option<String>,
     /// The process to revert it in; repeatable.
     #[arg(long)]
@@ -24,7 +25,7 @@ pub struct RevertArgs {
     #[arg(long, value_name = "PATH")]
     pub exe: Option<PathBuf>,
     /// Seconds to keep retrying while a thread is inside the patch's code.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = crate::cli::seconds)]
     pub timeout: f64,
     /// When a thread is inside the patch's code, wait (up to --timeout) for that frame to
     /// return: a breakpoint at its return address, the revert at the stop it causes.
@@ -41,44 +42,51 @@ pub struct RevertArgs {
 
 /// Runs `hotpatch revert`.
 pub fn run(args: &RevertArgs) -> Result<()> {
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        bail!(
-            "--timeout must be a number of seconds >= 0, not {}",
-            args.timeout
-        );
-    }
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
     };
     let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
     let mut done = Vec::new();
-    let mut failed = Vec::new();
+    let mut failed: Vec<(i32, anyhow::Error)> = Vec::new();
     for &pid in &pids {
         let waiting = match &args.at {
             Some(function) => format!("waiting for a thread of pid {pid} to reach `{function}`"),
             None => format!("waiting for the threads of pid {pid} to leave the patch's code"),
         };
-        match crate::spinner::while_waiting(&waiting, args.json, || match &args.at {
-            Some(function) => revert_at(pid, args.id.as_deref(), &options, function),
-            None => revert(pid, args.id.as_deref(), &options),
-        }) {
-            Ok(report) => done.push((pid, report)),
-            Err(e) => failed.push(format!("cannot revert in pid {pid}: {e}")),
+        let result = full_id(pid, args.id.as_deref()).and_then(|id| {
+            crate::spinner::while_waiting(&waiting, args.json, || match &args.at {
+                Some(function) => revert_at(pid, id.as_deref(), &options, function),
+                None => revert(pid, id.as_deref(), &options),
+            })
+            .map_err(anyhow::Error::from)
+        });
+        match result {
+            Ok(report) => {
+                crate::state::after_revert(pid, &report.patch_id);
+                done.push((pid, report));
+            }
+            Err(e) => failed.push((pid, e.context(format!("cannot revert in pid {pid}")))),
+        }
+    }
+    if pids.len() == 1 {
+        if let Some((_, error)) = failed.pop() {
+            return Err(error);
         }
     }
     if args.json {
-        if let [(_, report)] = done.as_slice() {
-            println!("{}", serde_json::to_string_pretty(report)?);
-        } else if !done.is_empty() {
+        if let ([(_, report)], 1) = (done.as_slice(), pids.len()) {
+            crate::outcome::print_json(&report)?;
+        } else {
             let processes: Vec<_> = done
                 .iter()
                 .map(|(pid, r)| json!({ "pid": pid, "report": r }))
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "processes": processes }))?
-            );
+            let failures: Vec<_> = failed
+                .iter()
+                .map(|(pid, e)| json!({ "pid": pid, "error": crate::outcome::error_json(e) }))
+                .collect();
+            crate::outcome::print_json(&json!({ "processes": processes, "failed": failures }))?;
         }
     } else {
         for (pid, report) in &done {
@@ -86,14 +94,43 @@ pub fn run(args: &RevertArgs) -> Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("{}", failed.join("; "));
+        let messages: Vec<String> = failed
+            .iter()
+            .map(|(_, e)| crate::render::error_text(e))
+            .collect();
+        bail!("{}", messages.join("; "));
     }
     Ok(())
 }
 
+/// The whole id of the patch `prefix` names in `pid`: the one live patch whose id begins with it.
+/// An ambiguous prefix is an error naming the candidates; one that matches nothing is passed on
+/// as it is, for the applier to say which patches are applied.
+fn full_id(pid: i32, prefix: Option<&str>) -> Result<Option<String>> {
+    let Some(prefix) = prefix else {
+        return Ok(None);
+    };
+    let patches =
+        installed_patches(pid).with_context(|| format!("cannot read the patches of pid {pid}"))?;
+    let mut matching: Vec<&str> = patches
+        .iter()
+        .filter(|p| p.is_live() && p.patch_id.starts_with(prefix))
+        .map(|p| p.patch_id.as_str())
+        .collect();
+    matching.dedup();
+    match matching.as_slice() {
+        [] => Ok(Some(prefix.to_string())),
+        [one] => Ok(Some(one.to_string())),
+        many => bail!(
+            "patch id `{prefix}` is ambiguous in pid {pid}: it begins {}; give more of it",
+            many.join(", ")
+        ),
+    }
+}
+
 fn print_text(pid: i32, report: &RevertReport) {
     println!(
-        "reverted patch {} in pid {pid}: paused {} us ({} thread{}, {} stop{}, {} us stopped in all)",
+        "reverted patch {} in pid {pid}: paused {} µs ({} thread{}, {} stop{}, {} µs stopped in all)",
         report.patch_id,
         report.pause_us,
         report.threads,

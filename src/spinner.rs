@@ -1,12 +1,15 @@
-//! A spinner on a terminal while hotpatch waits on the target (threads leaving the code being
-//! replaced, a safe point being reached). The waiting itself happens on the calling thread — ptrace
-//! requests must come from the thread that attached — so the spinner runs on its own thread and
-//! only appears when the wait lasts longer than a moment; on a pipe or with `--json` it never does.
+//! A spinner on a terminal while hotpatch waits: on the compiler (the patch, and the old and new
+//! files for the object-level confirmation), and on the target (threads leaving the code being
+//! replaced, a safe point being reached). The waiting itself happens on the calling thread —
+//! ptrace requests must come from the thread that attached — so the spinner runs on its own
+//! thread and only appears when the wait lasts longer than a moment; on a pipe or with `--json`
+//! it never does.
 
 use std::io::IsTerminal;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use hotpatch_differ::ChangeSet;
 use indicatif::ProgressBar;
 
 /// How long a wait goes unannounced: most commits take microseconds and must not flicker.
@@ -34,4 +37,15 @@ pub fn while_waiting<T>(message: &str, quiet: bool, work: impl FnOnce() -> T) ->
     drop(done);
     let _ = spinner.join();
     result
+}
+
+/// The message while the patch for `changes` compiles: which files, from which revision.
+pub fn compiling(changes: &ChangeSet) -> String {
+    let files = crate::pipeline::patched_files(changes);
+    format!(
+        "compiling the patch for {} ({} → {}) and confirming it against the old code",
+        files.join(", "),
+        changes.old_label,
+        changes.new_label
+    )
 }

@@ -201,9 +201,13 @@ fn unknown_revision_and_bad_range() {
         &hotpatch(&["diff", "v1..nope", "--repo", &fixture.repo()]),
         "unknown revision `nope`",
     );
-    assert_error(
-        &hotpatch(&["diff", "v1", "--repo", &fixture.repo()]),
-        "bad revision range `v1`",
+    // A malformed range is bad usage: exit 2, as clap's own usage errors.
+    let output = hotpatch(&["diff", "v1", "--repo", &fixture.repo()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("error: bad revision range `v1`"),
+        "{}",
+        stderr_of(&output)
     );
 }
 

@@ -75,7 +75,8 @@ pub struct ApplyReport {
 pub struct AppliedFunction {
     /// Source name of the function.
     pub name: String,
-    /// Source file, for `static` functions.
+    /// Source file defining the function, when the patch names it (a plain object names the
+    /// file of `static` functions only).
     pub file: Option<String>,
     /// What was done.
     pub action: FunctionAction,
@@ -411,7 +412,7 @@ fn write_and_commit(
         .zip(&new_addresses)
         .map(|(f, &new_address)| AppliedFunction {
             name: f.target.name().to_string(),
-            file: file_of(&f.target),
+            file: f.file.clone(),
             action: f.action,
             reason: f.reason.clone(),
             old_address: f.old_address,
@@ -481,10 +482,6 @@ fn sites(plan: &Plan, new_addresses: &[u64]) -> Result<Vec<Site>, ApplyError> {
     Ok(out)
 }
 
-fn file_of(target: &SymbolRef) -> Option<String> {
-    target.file().map(str::to_string)
-}
-
 /// The ledger record of this application. With empty `new_addresses`/`sites`, every number is
 /// replaced by `u64::MAX` so the result bounds the header's size.
 fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> LedgerRecord {
@@ -506,7 +503,7 @@ fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> 
             });
             LedgerFunction {
                 name: f.target.name().to_string(),
-                file: file_of(&f.target),
+                file: f.file.clone(),
                 action: f.action,
                 new_address: new_addresses.get(index).copied().unwrap_or(u64::MAX),
                 overwritten,

@@ -86,6 +86,10 @@ pub struct ManifestFunction {
     /// Why the function is in the patch, in words for the operator
     /// (e.g. "changed", "new", "may inline `scale`").
     pub reason: String,
+    /// Repository-relative path of the source file defining the function (for a `static` one,
+    /// the same as its target's file). Absent in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// Fingerprint of the function's old (v1) code, compiled with the original flags: the applier
     /// compares it with the process's memory before writing anything. Absent: not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,6 +334,7 @@ mod tests {
                 },
                 action: FunctionAction::Replace,
                 reason: "changed".into(),
+                file: Some("lib.c".into()),
                 preimage: Some(Preimage::of(&[0x55, 1, 2, 3, 4, 0xc3], vec![[1, 4]])),
                 postimage: Some(Preimage::of(&[0x55, 1, 2, 3, 5, 0xc3], vec![[1, 4]])),
             }],

@@ -209,7 +209,7 @@ pub enum ApplyError {
         detail: String,
     },
     /// The function is too short to hold the redirecting jump.
-    #[error("`{name}` is {size} bytes, shorter than the {jump}-byte jump")]
+    #[error("`{name}` is {size} bytes, shorter than the {jump}-byte jump{}: {why}; rebuild the program with `-falign-functions=16` (functions then end in padding the jump can use), or change the callers of `{name}` instead so that the patch replaces them", if *jump > 5 { " (the patch is out of reach of a 5-byte jump)" } else { "" })]
     FunctionTooShort {
         /// Function name.
         name: String,
@@ -217,6 +217,8 @@ pub enum ApplyError {
         size: u64,
         /// The jump length.
         jump: usize,
+        /// Why the jump does not fit, e.g. "no padding after it: 3 bytes until the next symbol".
+        why: String,
     },
     /// The function's first instructions could not be decoded.
     #[error("cannot decode the instructions at the entry of `{name}` (0x{address:x})")]

@@ -48,7 +48,8 @@ pub struct InstalledPatch {
 pub struct InstalledFunction {
     /// Source name.
     pub name: String,
-    /// Source file of a `static` function.
+    /// Source file defining the function (patches of older versions record it for `static`
+    /// functions only).
     pub file: Option<String>,
     /// Replaced or added.
     pub action: FunctionAction,
@@ -76,7 +77,9 @@ impl InstalledPatch {
             .functions
             .iter()
             .find(|f| {
-                f.target.name() == function.name && f.target.file() == function.file.as_deref()
+                // Records of older versions name the file of `static` functions only.
+                let file = f.file.as_deref().or(f.target.file());
+                f.target.name() == function.name && file == function.file.as_deref()
             })?
             .postimage
             .as_ref()

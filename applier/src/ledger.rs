@@ -110,7 +110,8 @@ pub struct UnwindRecord {
 pub struct LedgerFunction {
     /// Source name.
     pub name: String,
-    /// Source file for `static` functions.
+    /// Source file defining the function (older versions recorded it for `static` functions
+    /// only).
     pub file: Option<String>,
     /// What was done.
     pub action: FunctionAction,

@@ -66,6 +66,9 @@ pub struct PlannedFunction {
     pub action: FunctionAction,
     /// Why it is in the patch.
     pub reason: String,
+    /// The source file defining it, when known (a manifest of this version names it for every
+    /// function; otherwise only a `static` function's target does).
+    pub file: Option<String>,
     /// Entry of the function being replaced.
     pub old_address: Option<u64>,
     /// Size (`st_size`) of the function being replaced.
@@ -280,6 +283,10 @@ fn manifest_functions(
             target: function.target.clone(),
             action,
             reason,
+            file: function
+                .file
+                .clone()
+                .or_else(|| function.target.file().map(str::to_string)),
             old_address: old.as_ref().map(|f| f.address),
             old_size: old.as_ref().map(|f| f.symbol.size),
             object_symbol,
@@ -464,6 +471,7 @@ fn plain_functions(
         };
         out.push(PlannedFunction {
             symbol: symbol.name.clone(),
+            file: target_ref.file().map(str::to_string),
             target: target_ref,
             action,
             reason,
@@ -568,24 +576,32 @@ fn with_padding(
     size: u64,
     jump: usize,
 ) -> Result<u64, ApplyError> {
-    let too_short = ApplyError::FunctionTooShort {
+    let too_short = |why: String| ApplyError::FunctionTooShort {
         name: name.into(),
         size,
         jump,
+        why,
     };
     let Some(next) = target.next_symbol_after(entry) else {
-        return Err(too_short);
+        return Err(too_short(
+            "no symbol follows it in its module, so no padding after it can be relied on".into(),
+        ));
     };
     let padded = next.saturating_sub(entry).min(MAX_READ);
     if padded < jump as u64 {
-        return Err(too_short);
+        return Err(too_short(format!(
+            "no padding before the next symbol: {padded} bytes until the next symbol (at 0x{next:x}), the jump needs {jump}"
+        )));
     }
     let len = usize::try_from(padded).unwrap_or(0);
     let bytes = read_memory(target.pid(), entry, len)?;
     let start = usize::try_from(size).unwrap_or(usize::MAX);
     match bytes.get(start..) {
         Some(tail) if is_padding(tail, entry.wrapping_add(size)) => Ok(padded),
-        _ => Err(too_short),
+        _ => Err(too_short(format!(
+            "the {} bytes after it up to the next symbol are not all padding (NOPs or int3)",
+            padded.saturating_sub(size)
+        ))),
     }
 }
 

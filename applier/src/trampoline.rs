@@ -63,25 +63,31 @@ pub(crate) fn covered_length(
     size: u64,
     jump_len: usize,
 ) -> Result<usize, ApplyError> {
-    let too_short = || ApplyError::FunctionTooShort {
+    let too_short = |why: String| ApplyError::FunctionTooShort {
         name: name.into(),
         size,
         jump: jump_len,
+        why,
+    };
+    let ends_inside = |covered: usize| {
+        format!("its whole instructions reach {covered} bytes in before covering the jump, past its end")
     };
     if size < jump_len as u64 {
-        return Err(too_short());
+        return Err(too_short(format!(
+            "it has no room for the jump: {size} bytes from its entry to its end"
+        )));
     }
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut covered = 0usize;
     while covered < jump_len {
         if !decoder.can_decode() {
-            return Err(too_short());
+            return Err(too_short(ends_inside(covered)));
         }
         let instruction = decoder.decode();
         if instruction.is_invalid() {
             let address = ip.wrapping_add(covered as u64);
             if code.len() as u64 >= size && covered + 15 > code.len() {
-                return Err(too_short());
+                return Err(too_short(ends_inside(covered)));
             }
             return Err(ApplyError::Undecodable {
                 name: name.into(),
@@ -91,7 +97,7 @@ pub(crate) fn covered_length(
         covered += instruction.len();
     }
     if covered as u64 > size {
-        return Err(too_short());
+        return Err(too_short(ends_inside(covered)));
     }
     Ok(covered)
 }
@@ -160,10 +166,12 @@ mod tests {
     fn short_functions_are_refused() {
         // xor eax,eax; ret
         let err = covered_length("tiny", &[0x31, 0xc0, 0xc3], 0x1000, 3, 5).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "`tiny` is 3 bytes, shorter than the 5-byte jump"
+        let text = err.to_string();
+        assert!(
+            text.starts_with("`tiny` is 3 bytes, shorter than the 5-byte jump: it has no room"),
+            "{text}"
         );
+        assert!(text.contains("-falign-functions=16"), "{text}");
         // push rbp; mov rbp,rsp; xor eax,eax; pop rbp; ret (6 bytes): covers 5 with 3+... ok
         let code = [0x55, 0x48, 0x89, 0xe5, 0x31, 0xc0, 0x5d, 0xc3];
         assert_eq!(covered_length("f", &code, 0x1000, 8, 5).unwrap(), 6);

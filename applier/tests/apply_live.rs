@@ -208,6 +208,7 @@ fn replace(symbol: &str, target: SymbolRef) -> ManifestFunction {
         target,
         action: FunctionAction::Replace,
         reason: "changed".into(),
+        file: None,
         preimage: None,
         postimage: None,
     }
@@ -406,6 +407,7 @@ fn apply_stripped_target_has_no_symbol_table_for_statics() {
         target: global("value_v2"),
         action: FunctionAction::Add,
         reason: "new".into(),
+        file: None,
         preimage: None,
         postimage: None,
     };

@@ -286,6 +286,7 @@ fn manifest_function(
         target,
         action,
         reason: function.reason.clone(),
+        file: Some(unit.file.clone()),
         preimage: images.preimage,
         postimage: images.postimage,
     }

@@ -21,7 +21,8 @@ pub fn parse_range(range: &str) -> Result<(String, String), DifferError> {
 /// `"{rev} ({first 8 hex digits of the commit id})"`.
 pub fn read_git_revision(repo: &Path, rev: &str) -> Result<Snapshot, DifferError> {
     let opened = crate::quarantine::open(repo).ok_or_else(|| DifferError::NotARepository {
-        path: repo.to_path_buf(),
+        // Absolute, so that `--repo .` (the default) says which directory it was.
+        path: std::path::absolute(repo).unwrap_or_else(|_| repo.to_path_buf()),
     })?;
     let repository = &opened.repository;
     let unknown = |detail: String| DifferError::UnknownRevision {

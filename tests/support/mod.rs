@@ -212,7 +212,13 @@ pub fn stderr_of(output: &Output) -> String {
 /// The `simplest` case in `dir`: a git repository `repo/` with tags v1 and v2, and v1 built with
 /// `-O2 -g` from `build/` as the returned binary. The shared driver prints `value=1` at v1.
 pub fn simplest_case(dir: &Path) -> PathBuf {
-    let case = project_root().join("testdata/cases/simplest");
+    case_with_driver(dir, "simplest", "-O2 -g")
+}
+
+/// The case `testdata/cases/NAME` (its `lib.c` with the shared driver) in `dir`: a git repository
+/// `repo/` with tags v1 and v2, and v1 built with `cflags` from `build/` as the returned binary.
+pub fn case_with_driver(dir: &Path, name: &str, cflags: &str) -> PathBuf {
+    let case = project_root().join("testdata/cases").join(name);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap();
     let main = read(&project_root().join("testdata/common/main.c"));
     let v1 = vec![
@@ -229,7 +235,7 @@ pub fn simplest_case(dir: &Path) -> PathBuf {
     compile_program(
         &dir.join("build"),
         &["main.c".into(), "lib.c".into()],
-        "-O2 -g",
+        cflags,
         &binary,
     );
     binary

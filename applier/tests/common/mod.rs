@@ -171,6 +171,7 @@ pub fn manifest(patch_id: &str, function: &str, old: &str, new: &str) -> Manifes
             },
             action: FunctionAction::Replace,
             reason: "changed".into(),
+            file: None,
             preimage: None,
             postimage: None,
         }],
@@ -189,6 +190,7 @@ pub fn manifest_many(patch_id: &str, functions: &[String]) -> Manifest {
             target: SymbolRef::Global { name: name.clone() },
             action: FunctionAction::Replace,
             reason: "changed".into(),
+            file: None,
             preimage: None,
             postimage: None,
         })
