@@ -32,15 +32,16 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let model = crate::build_flags::discover_model(&settings, &new);
     // Processes started after this are not patched by this apply: `hotpatch watch` patches them.
     let listed_at = std::time::SystemTime::now();
-    // Inspecting reads /proc and the binaries only; it fails early on a bad pid, before compiling.
+    // Inspecting reads /proc and the binaries only. The process's binaries say which files are
+    // part of it; a bad pid is reported after the refusals, before compiling.
     let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
-    let target = pids
+    let inspected = pids
         .first()
-        .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")))
-        .transpose()?;
-    let program = target
-        .as_ref()
-        .and_then(|t| pipeline::program_of(t, &old, &new));
+        .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")));
+    let program = match &inspected {
+        Some(Ok(target)) => pipeline::program_of(target, &old, &new),
+        _ => None,
+    };
     let mut changes = pipeline::classify(
         &old,
         &new,
@@ -60,6 +61,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     if !pipeline::has_patchable_changes(&changes) {
         return out.nothing_to_patch(&changes);
     }
+    let target = inspected.transpose()?;
     let model = model?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
         pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)

@@ -157,8 +157,9 @@ fn two_single_files_compare_like_revisions() {
     assert_eq!(report["refusals"][0]["item"], "limit");
     assert_eq!(report["refusals"][0]["file"], "lib.c");
     let dir = side("header_macro", "v1");
+    // Bad usage: exit 2.
     let output = hotpatch(&["diff", "--old", &old, "--new", &dir]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(stderr_of(&output).contains("must both be directories or both be files"));
     let output = hotpatch(&["diff", "--old", &old]);
     assert_eq!(output.status.code(), Some(2));

@@ -52,7 +52,8 @@ fn a_long_compile_shows_a_spinner_on_a_terminal_and_nothing_on_a_pipe() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert!(
-        !stderr_of(&output).contains("compiling") && !stdout_of(&output).contains("compiling the"),
+        !stderr_of(&output).contains("compiling the")
+            && !stdout_of(&output).contains("compiling the"),
         "{}{}",
         stdout_of(&output),
         stderr_of(&output)
