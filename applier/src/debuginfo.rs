@@ -8,7 +8,7 @@ use object::{Object, ObjectSection};
 
 use crate::symbols::file_matches;
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
+pub(crate) type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
 /// What the debug information says about a static local.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub(crate) fn producers(elf: &[u8], file: &str) -> Vec<String> {
 }
 
 /// `path` without `.` and `..` components.
-fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -115,7 +115,10 @@ fn normalize(path: &str) -> String {
 
 /// Runs `f` on the DWARF of the ELF file `elf`; `None` when it has no `.debug_info` or cannot be
 /// read.
-fn with_dwarf<R>(elf: &[u8], f: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R) -> Option<R> {
+pub(crate) fn with_dwarf<R>(
+    elf: &[u8],
+    f: impl FnOnce(&gimli::Dwarf<Slice<'_>>) -> R,
+) -> Option<R> {
     let object = object::File::parse(elf).ok()?;
     object.section_by_name(".debug_info")?;
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {

@@ -28,6 +28,7 @@ mod commit;
 mod debuginfo;
 pub mod error;
 pub mod group;
+pub mod inline_map;
 pub mod installed;
 mod layout;
 pub mod ledger;
@@ -48,6 +49,7 @@ pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyRepo
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
 pub use group::{apply_all, pids_of_exe};
+pub use inline_map::{InlineMap, PatchMember, SourceFunction};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
 pub use ledger::LedgerState;
 pub use object_file::PatchObject;

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::artifact::SymbolRef;
 use crate::debuginfo::{compile_units, producers, static_local_addresses, DwarfAnswer};
 use crate::error::ApplyError;
+use crate::inline_map::InlineMap;
 use crate::maps::{read_maps, Mapping};
 use crate::symbols::{file_matches, read_module_symbols, FileGroup, ModSymbol, ModuleSymbols};
 
@@ -123,6 +125,8 @@ pub struct Target {
     pub(crate) modules: Vec<Module>,
     pub(crate) exe: usize,
     pub(crate) maps: Vec<Mapping>,
+    /// The executable's inline map, read on first use.
+    inline_map: std::sync::OnceLock<Option<Arc<InlineMap>>>,
 }
 
 impl Target {
@@ -199,6 +203,7 @@ impl Target {
             modules,
             exe,
             maps,
+            inline_map: std::sync::OnceLock::new(),
         })
     }
 
@@ -271,6 +276,35 @@ impl Target {
                         .any(|g| locals_named(g, name).any(|s| !s.is_function()))
                 })
             })
+    }
+
+    /// Where the executable's code of each source function went, from its debug information
+    /// (see [`InlineMap`]); `None` without it. Read once per process and, in memory, once per
+    /// build id: a second target running the same binary reuses the first one's map.
+    pub fn inline_map(&self) -> Option<Arc<InlineMap>> {
+        self.inline_map
+            .get_or_init(|| {
+                static BY_BUILD_ID: Mutex<Vec<(String, Option<Arc<InlineMap>>)>> =
+                    Mutex::new(Vec::new());
+                let id = self.build_id().map(str::to_string);
+                if let Some(id) = &id {
+                    let cache = BY_BUILD_ID.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((_, map)) = cache.iter().find(|(known, _)| known == id) {
+                        return map.clone();
+                    }
+                }
+                let map = self
+                    .module_bytes(self.exe_module())
+                    .ok()
+                    .and_then(|bytes| InlineMap::from_elf(&bytes))
+                    .map(Arc::new);
+                if let Some(id) = id {
+                    let mut cache = BY_BUILD_ID.lock().unwrap_or_else(|e| e.into_inner());
+                    cache.push((id, map.clone()));
+                }
+                map
+            })
+            .clone()
     }
 
     /// The GNU build id (hex) of the executable, if it has one.
