@@ -14,6 +14,7 @@ mod demo;
 mod diff_command;
 mod hook;
 mod list_command;
+mod lto;
 mod pipeline;
 mod processes;
 mod refusal;

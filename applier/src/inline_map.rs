@@ -28,6 +28,14 @@ pub struct SourceFunction {
     pub file: String,
 }
 
+impl SourceFunction {
+    /// Whether it is declared in repository path `file` (recorded paths may be absolute or
+    /// relative to where the build ran: they match at a `/`).
+    pub fn is_in(&self, file: &str) -> bool {
+        file_matches(&self.file, file)
+    }
+}
+
 impl std::fmt::Display for SourceFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let file = self.file.rsplit('/').next().unwrap_or(&self.file);
@@ -37,7 +45,7 @@ impl std::fmt::Display for SourceFunction {
 
 /// One out-of-line copy of a source function in the binary.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Copy {
+pub struct OutOfLineCopy {
     /// Its link-time entry address.
     pub address: u64,
     /// The symbol at that address (`rate`, `mix.constprop.0`, `scale.lto_priv.0`), if any.
@@ -48,9 +56,11 @@ pub struct Copy {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Entry {
     /// Its out-of-line copies (none: it was inlined everywhere, or removed).
-    pub copies: Vec<Copy>,
+    pub copies: Vec<OutOfLineCopy>,
     /// The functions holding an inlined copy of it, each with the copy of theirs that does.
     pub inlined_into: BTreeSet<(SourceFunction, u64)>,
+    /// The functions its code calls (`DW_TAG_call_site`, also from inside its inlined copies).
+    pub calls: BTreeSet<SourceFunction>,
 }
 
 /// A function the patch must replace, and why.
@@ -59,7 +69,7 @@ pub struct PatchMember {
     /// The function.
     pub function: SourceFunction,
     /// Its out-of-line copies (none: only the functions holding its inlined copies run it).
-    pub copies: Vec<Copy>,
+    pub copies: Vec<OutOfLineCopy>,
     /// Why: `changed`, or ``holds an inlined copy of `rate` (rate.c) per DWARF``.
     pub reason: String,
 }
@@ -91,7 +101,7 @@ impl InlineMap {
     ) -> impl Iterator<Item = (&'a SourceFunction, &'a Entry)> + 'a {
         self.entries
             .iter()
-            .filter(move |(f, _)| f.name == name && file_matches(&f.file, file))
+            .filter(move |(f, _)| f.name == name && f.is_in(file))
     }
 
     /// The patch set of a change to the functions `changed` (`(name, file)`): each of them, and
@@ -295,7 +305,16 @@ fn unit_name(unit: &gimli::Unit<Slice<'_>>) -> Option<String> {
     Some(normalize(&path))
 }
 
-/// Reads the map: every concrete subprogram and every inlined subroutine of every unit.
+/// One entry of interest: offset, tag, depth, entry address, and for a call site the callee.
+type Found = (
+    UnitOffset,
+    gimli::DwTag,
+    isize,
+    Option<u64>,
+    Option<(usize, UnitOffset)>,
+);
+
+/// Reads the map: every concrete subprogram, inlined subroutine and call site of every unit.
 fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Option<InlineMap> {
     let mut units = Units {
         units: Vec::new(),
@@ -312,14 +331,23 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
     }
     let mut map = InlineMap::default();
     for index in 0..units.units.len() {
-        // (offset, tag, depth, has code) of every entry, read first: resolving names needs
-        // the units mutably.
-        let mut found: Vec<(UnitOffset, gimli::DwTag, isize, Option<u64>)> = Vec::new();
+        // (offset, tag, depth, entry address, called entry) of every entry, read first:
+        // resolving names needs the units mutably.
+        let mut found: Vec<Found> = Vec::new();
         {
             let unit = &units.units[index].1;
             let mut entries = unit.entries();
             while let Ok(Some(entry)) = entries.next_dfs() {
                 let tag = entry.tag();
+                if tag == gimli::DW_TAG_call_site || tag == gimli::DW_TAG_GNU_call_site {
+                    let origin = entry
+                        .attr_value(gimli::DW_AT_call_origin)
+                        .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin));
+                    if let Some(callee) = origin.and_then(|v| units.target(index, v)) {
+                        found.push((entry.offset(), tag, entry.depth(), None, Some(callee)));
+                    }
+                    continue;
+                }
                 if tag != gimli::DW_TAG_subprogram && tag != gimli::DW_TAG_inlined_subroutine {
                     continue;
                 }
@@ -336,20 +364,28 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
                 } else {
                     first_range.or(entry_pc)
                 };
-                found.push((entry.offset(), tag, entry.depth(), code));
+                found.push((entry.offset(), tag, entry.depth(), code, None));
             }
         }
         // Concrete subprograms enclosing the current entry: (depth, function, entry address).
         let mut enclosing: Vec<(isize, Option<(SourceFunction, u64)>)> = Vec::new();
-        for (offset, tag, depth, code) in found {
+        for (offset, tag, depth, code, callee) in found {
             while enclosing.last().is_some_and(|(d, _)| *d >= depth) {
                 enclosing.pop();
+            }
+            let holder = || enclosing.iter().rev().find_map(|(_, h)| h.clone());
+            if let Some(callee) = callee {
+                if let (Some(callee), Some((holder, _))) = (units.function(dwarf, callee), holder())
+                {
+                    map.entries.entry(holder).or_default().calls.insert(callee);
+                }
+                continue;
             }
             let function = units.function(dwarf, (index, offset));
             if tag == gimli::DW_TAG_subprogram {
                 let concrete = match (function, code) {
                     (Some(function), Some(address)) if address != 0 => {
-                        let copy = Copy {
+                        let copy = OutOfLineCopy {
                             address,
                             symbol: symbols.get(&address).cloned(),
                         };
@@ -368,7 +404,7 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
                 };
                 enclosing.push((depth, concrete));
             } else if let (Some(function), Some(_)) = (function, code) {
-                let holder = enclosing.iter().rev().find_map(|(_, h)| h.clone());
+                let holder = holder();
                 let entry = map.entries.entry(function.clone()).or_default();
                 if let Some(holder) = holder.filter(|(h, _)| *h != function) {
                     entry.inlined_into.insert(holder);
