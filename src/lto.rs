@@ -5,7 +5,9 @@
 //! An LTO binary without debug information gets the whole-program source call graph instead:
 //! every caller of a changed function in any file, loudly.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use hotpatch_applier::inline_map::OutOfLineCopy;
 use hotpatch_applier::{InlineMap, PatchMember, SourceFunction, Target};
@@ -176,7 +178,7 @@ fn has_own_copy(name: &str, copies: &[OutOfLineCopy]) -> bool {
 fn from_dwarf(
     map: &InlineMap,
     changed: &[(String, String)],
-    graph: &CallGraph,
+    graph: &CallGraph<'_>,
     new: &Snapshot,
 ) -> Selection {
     let mut seeds = changed.to_vec();
@@ -318,7 +320,7 @@ fn repo_file(
 
 /// Without debug information: every function that calls a changed one, in any file, and their
 /// callers in turn (LTO may have inlined any of them anywhere).
-fn from_call_graph(changed: &[(String, String)], graph: &CallGraph) -> Selection {
+fn from_call_graph(changed: &[(String, String)], graph: &CallGraph<'_>) -> Selection {
     let mut functions: Vec<Selected> = changed
         .iter()
         .map(|(name, file)| Selected {
@@ -366,53 +368,159 @@ fn from_call_graph(changed: &[(String, String)], graph: &CallGraph) -> Selection
     }
 }
 
-/// The function definitions of every `.c` file of a revision, with what they reference.
-struct CallGraph {
-    /// `(file, name)` → (is static, names it references).
-    functions: BTreeMap<(String, String), (bool, BTreeSet<String>)>,
+/// The function definitions of the `.c` files of a revision, with what they reference: a file is
+/// parsed only when its text names a function asked about, so a large program is not indexed
+/// whole for one change.
+struct CallGraph<'a> {
+    snapshot: &'a Snapshot,
+    /// By file, parsed on demand: (name, is static, names it references) of each definition.
+    parsed: RefCell<BTreeMap<String, Rc<Definitions>>>,
 }
 
-impl CallGraph {
-    /// Indexes every `.c` file of `snapshot`.
-    fn of(snapshot: &Snapshot) -> CallGraph {
-        let mut functions = BTreeMap::new();
-        for file in snapshot.files.keys().filter(|f| f.ends_with(".c")) {
-            let Some(text) = snapshot.text(file) else {
-                continue;
-            };
-            for item in Index::parse(text).items {
-                if item.kind != ItemKind::Function {
-                    continue;
-                }
-                if let Some(name) = item.name() {
-                    functions.insert(
-                        (file.clone(), name.to_string()),
-                        (item.is_static, item.references.clone()),
-                    );
-                }
-            }
+/// (name, is static, names it references) of each function definition of one file.
+type Definitions = Vec<(String, bool, BTreeSet<String>)>;
+
+impl<'a> CallGraph<'a> {
+    /// The call graph of `snapshot`'s `.c` files (nothing is parsed yet).
+    fn of(snapshot: &'a Snapshot) -> CallGraph<'a> {
+        CallGraph {
+            snapshot,
+            parsed: RefCell::new(BTreeMap::new()),
         }
-        CallGraph { functions }
+    }
+
+    /// The definitions of `file`, parsed the first time.
+    fn definitions(&self, file: &str) -> Rc<Definitions> {
+        if let Some(known) = self.parsed.borrow().get(file) {
+            return known.clone();
+        }
+        let definitions: Definitions = self
+            .snapshot
+            .text(file)
+            .map(|text| {
+                Index::parse(text)
+                    .items
+                    .into_iter()
+                    .filter(|item| item.kind == ItemKind::Function)
+                    .filter_map(|item| {
+                        let name = item.name()?.to_string();
+                        Some((name, item.is_static, item.references))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let definitions = Rc::new(definitions);
+        self.parsed
+            .borrow_mut()
+            .insert(file.to_string(), definitions.clone());
+        definitions
     }
 
     /// Whether `name` is a `static` function of `file`.
     fn is_static(&self, name: &str, file: &str) -> bool {
-        self.functions
-            .get(&(file.to_string(), name.to_string()))
-            .is_some_and(|(s, _)| *s)
+        self.definitions(file)
+            .iter()
+            .any(|(n, is_static, _)| n == name && *is_static)
     }
 
     /// The functions referring to `name` of `file`: in its own file, and in any other file when
     /// it is not `static` there (as `(name, file)`).
     fn callers(&self, name: &str, file: &str) -> Vec<(String, String)> {
-        let is_static_in = |f: &str| self.is_static(name, f);
         // Another file reaches it only when it is global there and that file has no `static`
         // function of the same name of its own.
-        let reaches = |f: &str| f == file || !(is_static_in(file) || is_static_in(f));
-        self.functions
+        let reaches =
+            |f: &str| f == file || !(self.is_static(name, file) || self.is_static(name, f));
+        let mut out = Vec::new();
+        for candidate in self.snapshot.files.keys() {
+            let names_it = self
+                .snapshot
+                .text(candidate)
+                .is_some_and(|text| text.contains(name));
+            if !candidate.ends_with(".c") || !names_it || !reaches(candidate) {
+                continue;
+            }
+            for (caller, _, refs) in self.definitions(candidate).iter() {
+                if caller != name && refs.contains(name) {
+                    out.push((caller.clone(), candidate.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(files: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            label: "test".into(),
+            files: files
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.as_bytes().to_vec()))
+                .collect(),
+            commit: None,
+        }
+    }
+
+    #[test]
+    fn callers_cross_files_only_to_globals_and_not_into_a_same_named_static() {
+        let new = snapshot(&[
+            (
+                "rate.c",
+                "int rate(int x) { return x; }\nstatic int helper(void) { return 1; }\n",
+            ),
+            (
+                "lib.c",
+                "int rate(int);\nint value(void) { return rate(2); }\n",
+            ),
+            (
+                "own.c",
+                "static int rate(int x) { return -x; }\nint other(void) { return rate(3); }\n",
+            ),
+            (
+                "far.c",
+                "int helper(void);\nint far(void) { return helper(); }\n",
+            ),
+        ]);
+        let graph = CallGraph::of(&new);
+        assert_eq!(
+            graph.callers("rate", "rate.c"),
+            [("value".to_string(), "lib.c".to_string())]
+        );
+        assert!(graph.callers("helper", "rate.c").is_empty());
+        assert_eq!(
+            graph.callers("rate", "own.c"),
+            [("other".to_string(), "own.c".to_string())]
+        );
+    }
+
+    #[test]
+    fn without_debug_information_every_caller_in_any_file_transitively_and_loudly() {
+        let new = snapshot(&[
+            ("rate.c", "int rate(int x) { return x; }\n"),
+            (
+                "lib.c",
+                "int rate(int);\nint value(void) { return rate(2); }\n",
+            ),
+            (
+                "main.c",
+                "int value(void);\nint main(void) { return value(); }\n",
+            ),
+        ]);
+        let graph = CallGraph::of(&new);
+        let selection = from_call_graph(&[("rate".into(), "rate.c".into())], &graph);
+        let got: Vec<&str> = selection
+            .functions
             .iter()
-            .filter(|((f, n), (_, refs))| n != name && refs.contains(name) && reaches(f))
-            .map(|((file, name), _)| (name.clone(), file.clone()))
-            .collect()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(got, ["rate", "value", "main"]);
+        assert_eq!(selection.count, 3);
+        assert!(selection
+            .warning
+            .unwrap()
+            .contains("no debug information (no -g)"));
     }
 }

@@ -1,8 +1,8 @@
 //! Where the code of each source function went, as the binary's own debug information says:
 //! its out-of-line copies (`DW_TAG_subprogram` entries with code, clones such as `.constprop`,
 //! `.isra` and `.part` included, their `.cold` parts being ranges of the same entry) and the
-//! functions that hold inlined copies of it (`DW_TAG_inlined_subroutine`, at any depth), in every
-//! compilation unit. Link-time optimisation writes its code into artificial units whose entries
+//! functions that hold inlined copies of it (`DW_TAG_inlined_subroutine`, at any depth) and the
+//! functions its code calls (`DW_TAG_call_site`), in every compilation unit. Link-time optimisation writes its code into artificial units whose entries
 //! name their source functions through `DW_AT_abstract_origin` references into the units of the
 //! original files (`DW_FORM_ref_addr`); those are followed across units.
 //!
@@ -449,6 +449,16 @@ mod tests {
             "-O2 -g -flto",
         );
         let map = InlineMap::from_elf(&bytes).expect("debug information");
+        let main = map
+            .entries()
+            .find(|(f, _)| f.name == "main")
+            .map(|(_, e)| e)
+            .expect("main known");
+        assert_eq!(main.copies.len(), 1, "{main:?}");
+        assert!(
+            main.calls.iter().any(|f| f.name == "value"),
+            "main's call of value is a DW_TAG_call_site: {main:?}"
+        );
         let (_, rate) = map.lookup("rate", "rate.c").next().expect("rate known");
         let holders: Vec<String> = rate
             .inlined_into

@@ -18,6 +18,7 @@
 //! process), [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
 //! `trampoline` (entry jumps), `commit` (the stop and its safety check), `unwind` (CFI stack
 //! walks), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
+//! [`inline_map`] (where each source function's code went, from the binary's DWARF),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
 //! processes, all or none), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
 //! contract).
