@@ -262,9 +262,17 @@ fn caller_reason(
     let callee = &member.function;
     let entries: Vec<_> = map.lookup(&caller.0, &caller.1).collect();
     if entries.is_empty() {
-        return Some(format!(
-            "refers to {callee} in the source, and the DWARF knows nothing of it"
-        ));
+        // A file the DWARF describes without this function: it is not in the binary at all.
+        return (!map.knows_file(&caller.1)).then(|| {
+            format!("refers to {callee} in the source, and the DWARF knows nothing of it")
+        });
+    }
+    if entries
+        .iter()
+        .all(|(_, e)| e.copies.is_empty() && e.inlined_into.is_empty())
+    {
+        // Described, but no code of it is anywhere in the binary (unused, removed).
+        return None;
     }
     if member.copies.is_empty() {
         return Some(format!(

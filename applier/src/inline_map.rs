@@ -104,6 +104,12 @@ impl InlineMap {
             .filter(move |(f, _)| f.name == name && f.is_in(file))
     }
 
+    /// Whether the debug information describes any function declared in `file` (a file compiled
+    /// with `-g` into this binary).
+    pub fn knows_file(&self, file: &str) -> bool {
+        self.entries.keys().any(|f| f.is_in(file))
+    }
+
     /// The patch set of a change to the functions `changed` (`(name, file)`): each of them, and
     /// every function that holds an inlined copy of one of them, in any file, closed over the
     /// functions so added (a holder's own inlined copies elsewhere run its old code too). Each

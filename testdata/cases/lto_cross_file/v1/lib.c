@@ -7,3 +7,9 @@ __attribute__((noinline)) int value(void)
     calls++;
     return rate(base);
 }
+
+/* Calls `rate` from lib.c but is used nowhere: not in the binary, not patched. */
+int spare(void)
+{
+    return rate(7);
+}
