@@ -290,10 +290,13 @@ fn caller_reason(
             clones.join("`, `")
         ));
     }
+    // Without `DW_AT_call_all_calls` (`-O0`, no call sites recorded) silence proves nothing,
+    // and nothing is inlined there either.
     let calls = entries.iter().any(|(_, e)| {
-        e.calls
-            .iter()
-            .any(|f| f.name == callee.name && (global || f == callee))
+        !e.all_calls
+            || e.calls
+                .iter()
+                .any(|f| f.name == callee.name && (global || f == callee))
     });
     (!calls).then(|| {
         format!(

@@ -61,6 +61,9 @@ pub struct Entry {
     pub inlined_into: BTreeSet<(SourceFunction, u64)>,
     /// The functions its code calls (`DW_TAG_call_site`, also from inside its inlined copies).
     pub calls: BTreeSet<SourceFunction>,
+    /// An out-of-line copy says every call in its code has a call site (`DW_AT_call_all_calls`,
+    /// gcc at `-O1` and above with `-g`): then a call missing from `calls` is not made.
+    pub all_calls: bool,
 }
 
 /// A function the patch must replace, and why.
@@ -311,14 +314,18 @@ fn unit_name(unit: &gimli::Unit<Slice<'_>>) -> Option<String> {
     Some(normalize(&path))
 }
 
-/// One entry of interest: offset, tag, depth, entry address, and for a call site the callee.
-type Found = (
-    UnitOffset,
-    gimli::DwTag,
-    isize,
-    Option<u64>,
-    Option<(usize, UnitOffset)>,
-);
+/// One entry of interest, as read before names are resolved (that needs the units mutably).
+struct Found {
+    offset: UnitOffset,
+    tag: gimli::DwTag,
+    depth: isize,
+    /// Entry address of a subprogram's or inlined subroutine's code.
+    code: Option<u64>,
+    /// For a call site: the entry of the called function.
+    callee: Option<(usize, UnitOffset)>,
+    /// A subprogram that says every call of its code is described by a call site.
+    all_calls: bool,
+}
 
 /// Reads the map: every concrete subprogram, inlined subroutine and call site of every unit.
 fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Option<InlineMap> {
@@ -337,8 +344,6 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
     }
     let mut map = InlineMap::default();
     for index in 0..units.units.len() {
-        // (offset, tag, depth, entry address, called entry) of every entry, read first:
-        // resolving names needs the units mutably.
         let mut found: Vec<Found> = Vec::new();
         {
             let unit = &units.units[index].1;
@@ -350,7 +355,14 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
                         .attr_value(gimli::DW_AT_call_origin)
                         .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin));
                     if let Some(callee) = origin.and_then(|v| units.target(index, v)) {
-                        found.push((entry.offset(), tag, entry.depth(), None, Some(callee)));
+                        found.push(Found {
+                            offset: entry.offset(),
+                            tag,
+                            depth: entry.depth(),
+                            code: None,
+                            callee: Some(callee),
+                            all_calls: false,
+                        });
                     }
                     continue;
                 }
@@ -370,12 +382,30 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
                 } else {
                     first_range.or(entry_pc)
                 };
-                found.push((entry.offset(), tag, entry.depth(), code, None));
+                let all_calls = [gimli::DW_AT_call_all_calls, gimli::DW_AT_GNU_all_call_sites]
+                    .into_iter()
+                    .any(|a| matches!(entry.attr_value(a), Some(AttributeValue::Flag(true))));
+                found.push(Found {
+                    offset: entry.offset(),
+                    tag,
+                    depth: entry.depth(),
+                    code,
+                    callee: None,
+                    all_calls,
+                });
             }
         }
         // Concrete subprograms enclosing the current entry: (depth, function, entry address).
         let mut enclosing: Vec<(isize, Option<(SourceFunction, u64)>)> = Vec::new();
-        for (offset, tag, depth, code, callee) in found {
+        for Found {
+            offset,
+            tag,
+            depth,
+            code,
+            callee,
+            all_calls,
+        } in found
+        {
             while enclosing.last().is_some_and(|(d, _)| *d >= depth) {
                 enclosing.pop();
             }
@@ -396,6 +426,7 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
                             symbol: symbols.get(&address).cloned(),
                         };
                         let entry = map.entries.entry(function.clone()).or_default();
+                        entry.all_calls |= all_calls;
                         if !entry.copies.contains(&copy) {
                             entry.copies.push(copy);
                             entry.copies.sort();
