@@ -15,7 +15,7 @@ use gimli::{AttributeValue, UnitOffset};
 use object::{Object, ObjectSymbol, SymbolKind};
 use serde::Serialize;
 
-use crate::debuginfo::{normalize, with_dwarf, Slice};
+use crate::debuginfo::{normalize, unit_path, with_dwarf, Slice};
 use crate::symbols::file_matches;
 
 /// A source function: its name and the file that declares it (`DW_AT_decl_file` of its abstract
@@ -231,7 +231,7 @@ impl<'a> Units<'a> {
         let mut name: Option<String> = None;
         let mut file: Option<String> = None;
         let mut here = at;
-        let mut unit_path = None;
+        let mut unit_file = None;
         // A chain is at most a few links long; the bound guards against cycles in bad input.
         for _ in 0..8 {
             let (index, offset) = here;
@@ -248,7 +248,7 @@ impl<'a> Units<'a> {
                     .attr_value(gimli::DW_AT_decl_file)
                     .and_then(|v| decl_file(dwarf, unit, v));
             }
-            unit_path = unit_name(unit);
+            unit_file = unit_path(unit);
             let link = entry
                 .attr_value(gimli::DW_AT_abstract_origin)
                 .or_else(|| entry.attr_value(gimli::DW_AT_specification));
@@ -259,7 +259,7 @@ impl<'a> Units<'a> {
         }
         let found = name.map(|name| SourceFunction {
             name,
-            file: file.or(unit_path).unwrap_or_default(),
+            file: file.or(unit_file).unwrap_or_default(),
         });
         self.names.insert(at, found.clone());
         found
@@ -298,18 +298,6 @@ fn decl_file(
         (None, Some(c)) => format!("{c}/{name}"),
         (Some(d), None) => format!("{d}/{name}"),
         (None, None) => name,
-    };
-    Some(normalize(&path))
-}
-
-/// The source file of a unit (`DW_AT_name` below `DW_AT_comp_dir`).
-fn unit_name(unit: &gimli::Unit<Slice<'_>>) -> Option<String> {
-    let name = String::from_utf8_lossy(unit.name?.slice()).into_owned();
-    let path = match unit.comp_dir {
-        Some(dir) if !name.starts_with('/') => {
-            format!("{}/{name}", String::from_utf8_lossy(dir.slice()))
-        }
-        _ => name,
     };
     Some(normalize(&path))
 }
