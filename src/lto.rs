@@ -65,7 +65,8 @@ pub struct Selection {
     pub functions: Vec<Selected>,
     /// The inline map entries it was read from.
     pub entries: Vec<MapEntry>,
-    /// Said loudly when the binary could not say (LTO without `-g`).
+    /// Said loudly: the binary could not say (LTO without `-g`), or code the change reaches is
+    /// in no file of the revision.
     #[serde(skip)]
     pub warning: Option<String>,
 }
@@ -212,8 +213,12 @@ fn from_dwarf(
     };
     let mut functions = Vec::new();
     let mut entries = Vec::new();
+    let mut outside = Vec::new();
     for member in &members {
         let Some(file) = repo_file(&member.function, &seeds, new) else {
+            if !member.copies.is_empty() {
+                outside.push(format!("{} ({})", member.function, member.reason));
+            }
             continue;
         };
         let key = (member.function.name.clone(), file.clone());
@@ -246,7 +251,13 @@ fn from_dwarf(
         count: functions.len(),
         functions,
         entries,
-        warning: None,
+        warning: (!outside.is_empty()).then(|| {
+            format!(
+                "the running binary's code of {} reaches the change, but no `.c` file of {} defines it: it is not patched and keeps its old code",
+                outside.join(", "),
+                new.label
+            )
+        }),
     }
 }
 
