@@ -67,7 +67,8 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
     })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
-    refusal::check(&changes, args.json, args.color.enabled(), false)?;
+    refusal::check(&changes, args.json, args.color.enabled(), false)
+        .map_err(|e| crate::build_flags::with_warnings(e, &patch.warnings))?;
     let warnings = patch.warnings.clone();
     let result = patch_or_check(
         args,

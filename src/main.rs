@@ -15,6 +15,7 @@ mod diff_command;
 mod docs_command;
 mod hook;
 mod list_command;
+mod lto;
 mod outcome;
 mod pipeline;
 mod processes;

@@ -108,6 +108,9 @@ pub struct BuiltUnits {
     pub choices: Vec<String>,
     /// Said loudly: files compiled with the default flags because nothing else was found.
     pub warnings: Vec<String>,
+    /// The patch set as the running binary shows it (its inline map), when there is a target:
+    /// under LTO it replaced the source-level candidates.
+    pub selection: Option<crate::lto::Selection>,
 }
 
 /// Externalizes the change set against the new revision and compiles the patch with each file's
@@ -164,7 +167,17 @@ pub fn build_patch(
         target_has_local_variable: Some(&has_variable),
         units: Some(&changes.units),
     };
-    let units = hotpatch_externalizer::externalize(changes, old, new, &options)?;
+    let selection =
+        target.and_then(|t| crate::lto::select(changes, new, t, uses_lto(changes, model)));
+    let units = match selection.as_ref().filter(|s| s.decides) {
+        Some(selection) => {
+            let mut units =
+                hotpatch_externalizer::externalize(&selection.widen(changes), old, new, &options)?;
+            selection.restrict(&mut units);
+            units
+        }
+        None => hotpatch_externalizer::externalize(changes, old, new, &options)?,
+    };
     timings.externalize_ms = elapsed_ms(start);
 
     let start = Instant::now();
@@ -211,6 +224,7 @@ pub fn build_patch(
         .map(|c| c.file.as_str())
         .collect();
     let mut warnings = model.warnings().to_vec();
+    warnings.extend(selection.as_ref().and_then(|s| s.warning.clone()));
     if !defaulted.is_empty() {
         warnings.push(format!(
             "no build flags found for {} ({}): compiling with the default {DEFAULT_CFLAGS}, which may \
@@ -231,6 +245,16 @@ pub fn build_patch(
         object,
         choices,
         warnings,
+        selection,
+    })
+}
+
+/// Whether any file with changed or new functions was built with link-time optimisation.
+fn uses_lto(changes: &ChangeSet, model: &BuildModel) -> bool {
+    patched_files(changes).into_iter().any(|file| {
+        model
+            .candidates(file)
+            .is_ok_and(|c| c.iter().any(|c| hotpatch_builder::uses_lto(&c.flags())))
     })
 }
 

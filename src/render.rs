@@ -265,6 +265,7 @@ impl Printer {
                 "flags": dry.patch.built.flags,
                 "flag_choices": dry.patch.choices,
                 "plan": plan,
+                "inline_map": dry.patch.selection,
                 "check": dry.check,
                 "timings": dry.timings,
             }));
@@ -293,6 +294,9 @@ impl Printer {
                 let _ = writeln!(text, "{line}");
             }
         }
+        if let Some(selection) = &dry.patch.selection {
+            text.push_str(&selection_text(selection));
+        }
         if let Some(check) = dry.check {
             let _ = writeln!(
                 text,
@@ -319,6 +323,7 @@ impl Printer {
             value["new_data"] = json!(applied.patch.built.manifest.new_data);
             value["flags"] = json!(applied.patch.built.flags);
             value["flag_choices"] = json!(applied.patch.choices);
+            value["inline_map"] = json!(applied.patch.selection);
             value["timings"] = json!(applied.timings);
             return Self::print_json(&value);
         }
@@ -487,4 +492,59 @@ fn action_verb_past(action: FunctionAction) -> &'static str {
         FunctionAction::Add => "added",
         FunctionAction::InlinedOnly => "inlined",
     }
+}
+
+/// The patch set the running binary showed (`--dry-run --pid`): each function with why, and the
+/// inline map entries it was read from.
+fn selection_text(selection: &crate::lto::Selection) -> String {
+    let mut text = String::new();
+    let from = match selection.from {
+        crate::lto::Evidence::Dwarf => "the binary's DWARF inline map",
+        crate::lto::Evidence::SourceCallGraph => "the source call graph (no debug information)",
+    };
+    let role = if selection.decides {
+        "the patch set (link-time optimised build)"
+    } else {
+        "reported beside the object-level confirmation"
+    };
+    let _ = writeln!(
+        text,
+        "  {} function{} from {from}, {role}:",
+        selection.count,
+        plural(selection.count)
+    );
+    for function in &selection.functions {
+        let _ = writeln!(
+            text,
+            "    {} ({}): {}",
+            function.name, function.file, function.reason
+        );
+    }
+    for entry in &selection.entries {
+        let copies: Vec<String> = entry
+            .copies
+            .iter()
+            .map(|c| match &c.symbol {
+                Some(symbol) => format!("{symbol} at {:#x}", c.address),
+                None => format!("{:#x}", c.address),
+            })
+            .collect();
+        let _ = writeln!(
+            text,
+            "    inline map: `{}` ({}): out of line {}; inlined into {}",
+            entry.name,
+            entry.file,
+            if copies.is_empty() {
+                "nowhere".to_string()
+            } else {
+                copies.join(", ")
+            },
+            if entry.inlined_into.is_empty() {
+                "nothing".to_string()
+            } else {
+                entry.inlined_into.join(", ")
+            }
+        );
+    }
+    text
 }

@@ -48,6 +48,15 @@ struct Case {
     /// Refusals the case accepts with `--force ITEM`.
     #[serde(default)]
     force: Vec<String>,
+    /// The number of functions the binary's inline map (or, without debug information, the
+    /// source call graph) puts in the patch: the JSON `inline_map.count`, which must also be
+    /// the number of functions the apply reports.
+    #[serde(default)]
+    inline_map_count: Option<usize>,
+    /// A build the object-level confirmation decides (no LTO): the binary's DWARF inline map,
+    /// reported beside it, must name exactly the functions the confirmation patched.
+    #[serde(default)]
+    inline_map_agrees: bool,
 }
 
 fn default_sources() -> Vec<String> {
@@ -178,6 +187,25 @@ fn run_case_with(name: &str, case: Case) {
                 "`{function}` not patched: {report:#}"
             );
         }
+        if case.inline_map_agrees {
+            let map = &report["inline_map"];
+            assert_eq!(map["from"], "dwarf", "{report:#}");
+            assert_eq!(map["decides"], false, "{report:#}");
+            let mut from_map: Vec<&str> = map["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|f| f["name"].as_str())
+                .collect();
+            let mut confirmed = patched.clone();
+            from_map.sort_unstable();
+            confirmed.sort_unstable();
+            assert_eq!(from_map, confirmed, "{report:#}");
+        }
+        if let Some(count) = case.inline_map_count {
+            assert_eq!(report["inline_map"]["count"], count, "{report:#}");
+            assert_eq!(patched.len(), count, "{report:#}");
+        }
         assert!(
             report["pause_us"].as_u64().is_some(),
             "no pause_us: {report:#}"
@@ -291,6 +319,9 @@ cases!(
     shared_library,
     lto_target,
     ipara_main_forced,
+    lto_cross_file,
+    lto_clone_cold,
+    lto_no_debug,
 );
 
 /// Every case directory has a test above, so no case is silently skipped.

@@ -68,15 +68,11 @@ pub(crate) fn compile_units(elf: &[u8]) -> Option<Vec<CompileUnit>> {
                 let s = dwarf.attr_string(&unit, value).ok()?;
                 Some(String::from_utf8_lossy(s.slice()).into_owned())
             };
-            let Some(name) = text(gimli::DW_AT_name) else {
+            let Some(path) = unit_path(&unit) else {
                 continue;
             };
-            let path = match text(gimli::DW_AT_comp_dir) {
-                Some(dir) if !name.starts_with('/') => format!("{dir}/{name}"),
-                _ => name,
-            };
             found.push(CompileUnit {
-                path: normalize(&path),
+                path,
                 producer: text(gimli::DW_AT_producer),
             });
         }
@@ -99,8 +95,20 @@ pub(crate) fn producers(elf: &[u8], file: &str) -> Vec<String> {
     found
 }
 
+/// The source file of a unit: its `DW_AT_name` below its `DW_AT_comp_dir`, normalised.
+pub(crate) fn unit_path(unit: &gimli::Unit<Slice<'_>>) -> Option<String> {
+    let name = String::from_utf8_lossy(unit.name?.slice()).into_owned();
+    let path = match unit.comp_dir {
+        Some(dir) if !name.starts_with('/') => {
+            format!("{}/{name}", String::from_utf8_lossy(dir.slice()))
+        }
+        _ => name,
+    };
+    Some(normalize(&path))
+}
+
 /// `path` without `.` and `..` components.
-fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

@@ -22,6 +22,7 @@
 //! save/restore thunks), `commit` (the stop and its safety check), `unwind` (CFI stack
 //! walks), `references` (the scan of memory for code addresses: suspended contexts, regions
 //! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
+//! [`inline_map`] (where each source function's code went, from the binary's DWARF),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
 //! processes, all or none), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
 //! contract).
@@ -33,6 +34,7 @@ mod commit;
 mod debuginfo;
 pub mod error;
 pub mod group;
+pub mod inline_map;
 pub mod installed;
 mod ipara;
 mod layout;
@@ -56,6 +58,7 @@ pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyRepo
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
 pub use group::{apply_all, pids_of_exe};
+pub use inline_map::{InlineMap, PatchMember, SourceFunction};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
 pub use ipara::{CheckedCall, RegisterContract};
 pub use ledger::LedgerState;

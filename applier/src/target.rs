@@ -3,10 +3,12 @@
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::artifact::SymbolRef;
 use crate::debuginfo::{compile_units, producers, static_local_addresses, DwarfAnswer};
 use crate::error::ApplyError;
+use crate::inline_map::InlineMap;
 use crate::maps::{read_maps, Mapping};
 use crate::scope::{read_scope, Scope};
 use crate::symbols::{file_matches, read_module_symbols, FileGroup, ModSymbol, ModuleSymbols};
@@ -125,6 +127,8 @@ pub struct Target {
     pub(crate) maps: Vec<Mapping>,
     /// The order the dynamic linker searches the modules in.
     pub(crate) scope: Scope,
+    /// The executable's inline map, read on first use.
+    inline_map: std::sync::OnceLock<Option<Arc<InlineMap>>>,
 }
 
 impl Target {
@@ -203,6 +207,7 @@ impl Target {
             exe,
             maps,
             scope,
+            inline_map: std::sync::OnceLock::new(),
         })
     }
 
@@ -275,6 +280,35 @@ impl Target {
                         .any(|g| locals_named(g, name).any(|s| !s.is_function()))
                 })
             })
+    }
+
+    /// Where the executable's code of each source function went, from its debug information
+    /// (see [`InlineMap`]); `None` without it. Read once per process and, in memory, once per
+    /// build id: a second target running the same binary reuses the first one's map.
+    pub fn inline_map(&self) -> Option<Arc<InlineMap>> {
+        self.inline_map
+            .get_or_init(|| {
+                static BY_BUILD_ID: Mutex<Vec<(String, Option<Arc<InlineMap>>)>> =
+                    Mutex::new(Vec::new());
+                let id = self.build_id().map(str::to_string);
+                if let Some(id) = &id {
+                    let cache = BY_BUILD_ID.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((_, map)) = cache.iter().find(|(known, _)| known == id) {
+                        return map.clone();
+                    }
+                }
+                let map = self
+                    .module_bytes(self.exe_module())
+                    .ok()
+                    .and_then(|bytes| InlineMap::from_elf(&bytes))
+                    .map(Arc::new);
+                if let Some(id) = id {
+                    let mut cache = BY_BUILD_ID.lock().unwrap_or_else(|e| e.into_inner());
+                    cache.push((id, map.clone()));
+                }
+                map
+            })
+            .clone()
     }
 
     /// The GNU build id (hex) of the executable, if it has one.

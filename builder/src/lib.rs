@@ -30,7 +30,7 @@ use hotpatch_externalizer::{Action, PatchUnit};
 
 pub use command::{CompileCommand, FlagSource};
 pub use compile::Compiler;
-pub use flags::{recorded_switches, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
+pub use flags::{recorded_switches, uses_lto, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 pub use old_objects::OldObjects;
@@ -178,6 +178,15 @@ pub fn build(
             warnings.push((unit.file.clone(), outputs.diagnostics.clone()));
         }
         confirm_ms = confirm_ms.max(outputs.confirm_ms);
+        let confirmed = select::confirmed_functions(unit, outputs.confirmation.as_ref());
+        warnings.extend(confirmed.warnings);
+        unchanged.extend(confirmed.unchanged);
+        refusals.extend(confirmed.refusals);
+        if confirmed.functions.is_empty() && unit.new_data.is_empty() {
+            // Nothing of this unit goes in (its candidates unchanged, or refused and forced
+            // out): its code must not be linked into the process either.
+            continue;
+        }
         let locals: HashSet<&str> = unit.bindings.iter().map(String::as_str).collect();
         let symbols = merger.add_unit(
             index,
@@ -188,10 +197,6 @@ pub fn build(
         )?;
         let mut preimages = outputs.preimages;
         let mut postimages = outputs.postimages;
-        let confirmed = select::confirmed_functions(unit, outputs.confirmation.as_ref());
-        warnings.extend(confirmed.warnings);
-        unchanged.extend(confirmed.unchanged);
-        refusals.extend(confirmed.refusals);
         for function in &confirmed.functions {
             let symbol = symbols
                 .functions

@@ -1,0 +1,525 @@
+//! Where the code of each source function went, as the binary's own debug information says:
+//! its out-of-line copies (`DW_TAG_subprogram` entries with code, clones such as `.constprop`,
+//! `.isra` and `.part` included, their `.cold` parts being ranges of the same entry) and the
+//! functions that hold inlined copies of it (`DW_TAG_inlined_subroutine`, at any depth) and the
+//! functions its code calls (`DW_TAG_call_site`), in every compilation unit. Link-time optimisation writes its code into artificial units whose entries
+//! name their source functions through `DW_AT_abstract_origin` references into the units of the
+//! original files (`DW_FORM_ref_addr`); those are followed across units.
+//!
+//! Under LTO this is the only truth about which functions' code a change reaches: per-file
+//! compiles say nothing about the linked code.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use gimli::{AttributeValue, UnitOffset};
+use object::{Object, ObjectSymbol, SymbolKind};
+use serde::Serialize;
+
+use crate::debuginfo::{normalize, unit_path, with_dwarf, Slice};
+use crate::symbols::file_matches;
+
+/// A source function: its name and the file that declares it (`DW_AT_decl_file` of its abstract
+/// origin, else its compilation unit).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SourceFunction {
+    /// The function's name in the source.
+    pub name: String,
+    /// The file it is declared in, as the debug information records it.
+    pub file: String,
+}
+
+impl SourceFunction {
+    /// Whether it is declared in repository path `file` (recorded paths may be absolute or
+    /// relative to where the build ran: they match at a `/`).
+    pub fn is_in(&self, file: &str) -> bool {
+        file_matches(&self.file, file)
+    }
+}
+
+impl std::fmt::Display for SourceFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self.file.rsplit('/').next().unwrap_or(&self.file);
+        write!(f, "`{}` ({file})", self.name)
+    }
+}
+
+/// One out-of-line copy of a source function in the binary.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct OutOfLineCopy {
+    /// Its link-time entry address.
+    pub address: u64,
+    /// The symbol at that address (`rate`, `mix.constprop.0`, `scale.lto_priv.0`), if any.
+    pub symbol: Option<String>,
+}
+
+/// Everything the debug information says about one source function.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Entry {
+    /// Its out-of-line copies (none: it was inlined everywhere, or removed).
+    pub copies: Vec<OutOfLineCopy>,
+    /// The functions holding an inlined copy of it, each with the copy of theirs that does.
+    pub inlined_into: BTreeSet<(SourceFunction, u64)>,
+    /// The functions its code calls (`DW_TAG_call_site`, also from inside its inlined copies).
+    pub calls: BTreeSet<SourceFunction>,
+    /// An out-of-line copy says every call in its code has a call site (`DW_AT_call_all_calls`,
+    /// gcc at `-O1` and above with `-g`): then a call missing from `calls` is not made.
+    pub all_calls: bool,
+}
+
+/// A function the patch must replace, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchMember {
+    /// The function.
+    pub function: SourceFunction,
+    /// Its out-of-line copies (none: only the functions holding its inlined copies run it).
+    pub copies: Vec<OutOfLineCopy>,
+    /// Why: `changed`, or ``holds an inlined copy of `rate` (rate.c) per DWARF``.
+    pub reason: String,
+}
+
+/// The inline map of one binary (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct InlineMap {
+    entries: BTreeMap<SourceFunction, Entry>,
+}
+
+impl InlineMap {
+    /// Reads the map from the ELF file `elf`; `None` without (readable) debug information.
+    pub fn from_elf(elf: &[u8]) -> Option<InlineMap> {
+        let symbols = function_symbols(elf);
+        with_dwarf(elf, |dwarf| read(dwarf, &symbols)).flatten()
+    }
+
+    /// Every source function the debug information knows, with what it says about it.
+    pub fn entries(&self) -> impl Iterator<Item = (&SourceFunction, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// The source functions named `name` declared in `file` (matched at a `/`: recorded paths
+    /// may be absolute or relative to where the build ran).
+    pub fn lookup<'a>(
+        &'a self,
+        name: &'a str,
+        file: &'a str,
+    ) -> impl Iterator<Item = (&'a SourceFunction, &'a Entry)> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(f, _)| f.name == name && f.is_in(file))
+    }
+
+    /// Whether the debug information describes any function declared in `file` (a file compiled
+    /// with `-g` into this binary).
+    pub fn knows_file(&self, file: &str) -> bool {
+        self.entries.keys().any(|f| f.is_in(file))
+    }
+
+    /// The patch set of a change to the functions `changed` (`(name, file)`): each of them, and
+    /// every function that holds an inlined copy of one of them, in any file, closed over the
+    /// functions so added (a holder's own inlined copies elsewhere run its old code too). Each
+    /// with its reason; the changed ones first, in the order given.
+    pub fn patch_set(&self, changed: &[(String, String)]) -> Vec<PatchMember> {
+        let mut out: Vec<PatchMember> = Vec::new();
+        let mut queue: Vec<SourceFunction> = Vec::new();
+        for (name, file) in changed {
+            let found: Vec<_> = self.lookup(name, file).collect();
+            if found.is_empty() {
+                // Unknown to the debug information (new, or a file compiled without `-g`).
+                out.push(PatchMember {
+                    function: SourceFunction {
+                        name: name.clone(),
+                        file: file.clone(),
+                    },
+                    copies: Vec::new(),
+                    reason: "changed".to_string(),
+                });
+            }
+            for (function, entry) in found {
+                if out.iter().all(|m| &m.function != function) {
+                    out.push(PatchMember {
+                        function: function.clone(),
+                        copies: entry.copies.clone(),
+                        reason: "changed".to_string(),
+                    });
+                    queue.push(function.clone());
+                }
+            }
+        }
+        let mut next = 0;
+        while let Some(callee) = queue.get(next).cloned() {
+            next += 1;
+            let Some(entry) = self.entries.get(&callee) else {
+                continue;
+            };
+            for (holder, _) in &entry.inlined_into {
+                if out.iter().any(|m| &m.function == holder) {
+                    continue;
+                }
+                out.push(PatchMember {
+                    function: holder.clone(),
+                    copies: self
+                        .entries
+                        .get(holder)
+                        .map(|e| e.copies.clone())
+                        .unwrap_or_default(),
+                    reason: format!("holds an inlined copy of {callee} per DWARF"),
+                });
+                queue.push(holder.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Function symbols of the ELF file by address (the first name at an address wins; `.cold`
+/// parts never start a function's entry).
+fn function_symbols(elf: &[u8]) -> HashMap<u64, String> {
+    let mut out = HashMap::new();
+    if let Ok(file) = object::File::parse(elf) {
+        for symbol in file.symbols() {
+            if symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
+                continue;
+            }
+            let Ok(name) = symbol.name() else { continue };
+            if name.ends_with(".cold") || name.contains(".cold.") {
+                continue;
+            }
+            out.entry(symbol.address())
+                .or_insert_with(|| name.to_string());
+        }
+    }
+    out
+}
+
+/// All units of the DWARF, with their start offsets in `.debug_info`, in section order.
+struct Units<'a> {
+    units: Vec<(usize, gimli::Unit<Slice<'a>>)>,
+    names: HashMap<(usize, UnitOffset), Option<SourceFunction>>,
+}
+
+impl<'a> Units<'a> {
+    /// The unit holding `.debug_info` offset `offset`, and the offset within it.
+    fn locate(&self, offset: gimli::DebugInfoOffset) -> Option<(usize, UnitOffset)> {
+        let at = self.units.partition_point(|(start, _)| *start <= offset.0);
+        let index = at.checked_sub(1)?;
+        let unit_offset = offset.to_unit_offset(&self.units[index].1.header)?;
+        Some((index, unit_offset))
+    }
+
+    /// Where a reference attribute of unit `index` points.
+    fn target(
+        &self,
+        index: usize,
+        value: AttributeValue<Slice<'a>>,
+    ) -> Option<(usize, UnitOffset)> {
+        match value {
+            AttributeValue::UnitRef(offset) => Some((index, offset)),
+            AttributeValue::DebugInfoRef(offset) => self.locate(offset),
+            _ => None,
+        }
+    }
+
+    /// The source function of the entry at `at`: its name and declaring file, found on it or
+    /// through its `DW_AT_abstract_origin`/`DW_AT_specification` chain (across units).
+    fn function(
+        &mut self,
+        dwarf: &gimli::Dwarf<Slice<'a>>,
+        at: (usize, UnitOffset),
+    ) -> Option<SourceFunction> {
+        if let Some(known) = self.names.get(&at) {
+            return known.clone();
+        }
+        let mut name: Option<String> = None;
+        let mut file: Option<String> = None;
+        let mut here = at;
+        let mut unit_file = None;
+        // A chain is at most a few links long; the bound guards against cycles in bad input.
+        for _ in 0..8 {
+            let (index, offset) = here;
+            let unit = &self.units[index].1;
+            let Ok(entry) = unit.entry(offset) else { break };
+            if name.is_none() {
+                name = entry
+                    .attr_value(gimli::DW_AT_name)
+                    .and_then(|v| dwarf.attr_string(unit, v).ok())
+                    .map(|s| String::from_utf8_lossy(s.slice()).into_owned());
+            }
+            if file.is_none() {
+                file = entry
+                    .attr_value(gimli::DW_AT_decl_file)
+                    .and_then(|v| decl_file(dwarf, unit, v));
+            }
+            unit_file = unit_path(unit);
+            let link = entry
+                .attr_value(gimli::DW_AT_abstract_origin)
+                .or_else(|| entry.attr_value(gimli::DW_AT_specification));
+            match link.and_then(|v| self.target(index, v)) {
+                Some(next) if name.is_none() || file.is_none() => here = next,
+                _ => break,
+            }
+        }
+        let found = name.map(|name| SourceFunction {
+            name,
+            file: file.or(unit_file).unwrap_or_default(),
+        });
+        self.names.insert(at, found.clone());
+        found
+    }
+}
+
+/// The path of file `value` (a `DW_AT_decl_file`) of `unit`'s line program.
+fn decl_file(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &gimli::Unit<Slice<'_>>,
+    value: AttributeValue<Slice<'_>>,
+) -> Option<String> {
+    let index = match value {
+        AttributeValue::FileIndex(i) | AttributeValue::Udata(i) => i,
+        _ => return None,
+    };
+    let header = unit.line_program.as_ref()?.header();
+    let file = header.file(index)?;
+    let text = |v| {
+        dwarf
+            .attr_string(unit, v)
+            .ok()
+            .map(|s| String::from_utf8_lossy(s.slice()).into_owned())
+    };
+    let name = text(file.path_name())?;
+    if name.starts_with('/') {
+        return Some(normalize(&name));
+    }
+    let dir = file.directory(header).and_then(text);
+    let comp_dir = unit
+        .comp_dir
+        .map(|d| String::from_utf8_lossy(d.slice()).into_owned());
+    let path = match (dir, comp_dir) {
+        (Some(d), _) if d.starts_with('/') => format!("{d}/{name}"),
+        (Some(d), Some(c)) => format!("{c}/{d}/{name}"),
+        (None, Some(c)) => format!("{c}/{name}"),
+        (Some(d), None) => format!("{d}/{name}"),
+        (None, None) => name,
+    };
+    Some(normalize(&path))
+}
+
+/// One entry of interest, as read before names are resolved (that needs the units mutably).
+struct Found {
+    offset: UnitOffset,
+    tag: gimli::DwTag,
+    depth: isize,
+    /// Entry address of a subprogram's or inlined subroutine's code.
+    code: Option<u64>,
+    /// For a call site: the entry of the called function.
+    callee: Option<(usize, UnitOffset)>,
+    /// A subprogram that says every call of its code is described by a call site.
+    all_calls: bool,
+}
+
+/// Reads the map: every concrete subprogram, inlined subroutine and call site of every unit.
+fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Option<InlineMap> {
+    let mut units = Units {
+        units: Vec::new(),
+        names: HashMap::new(),
+    };
+    let mut headers = dwarf.units();
+    while let Ok(Some(header)) = headers.next() {
+        let Some(start) = header.debug_info_offset() else {
+            continue;
+        };
+        if let Ok(unit) = dwarf.unit(header) {
+            units.units.push((start.0, unit));
+        }
+    }
+    let mut map = InlineMap::default();
+    for index in 0..units.units.len() {
+        let mut found: Vec<Found> = Vec::new();
+        {
+            let unit = &units.units[index].1;
+            let mut entries = unit.entries();
+            while let Ok(Some(entry)) = entries.next_dfs() {
+                let tag = entry.tag();
+                if tag == gimli::DW_TAG_call_site || tag == gimli::DW_TAG_GNU_call_site {
+                    let origin = entry
+                        .attr_value(gimli::DW_AT_call_origin)
+                        .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin));
+                    if let Some(callee) = origin.and_then(|v| units.target(index, v)) {
+                        found.push(Found {
+                            offset: entry.offset(),
+                            tag,
+                            depth: entry.depth(),
+                            code: None,
+                            callee: Some(callee),
+                            all_calls: false,
+                        });
+                    }
+                    continue;
+                }
+                if tag != gimli::DW_TAG_subprogram && tag != gimli::DW_TAG_inlined_subroutine {
+                    continue;
+                }
+                let entry_pc = entry
+                    .attr_value(gimli::DW_AT_entry_pc)
+                    .and_then(|v| dwarf.attr_address(unit, v).ok().flatten());
+                let first_range = dwarf
+                    .die_ranges(unit, entry)
+                    .ok()
+                    .and_then(|mut r| r.next().ok().flatten())
+                    .map(|r| r.begin);
+                let code = if tag == gimli::DW_TAG_subprogram {
+                    entry_pc.or(first_range)
+                } else {
+                    first_range.or(entry_pc)
+                };
+                let all_calls = [gimli::DW_AT_call_all_calls, gimli::DW_AT_GNU_all_call_sites]
+                    .into_iter()
+                    .any(|a| matches!(entry.attr_value(a), Some(AttributeValue::Flag(true))));
+                found.push(Found {
+                    offset: entry.offset(),
+                    tag,
+                    depth: entry.depth(),
+                    code,
+                    callee: None,
+                    all_calls,
+                });
+            }
+        }
+        // Concrete subprograms enclosing the current entry: (depth, function, entry address).
+        let mut enclosing: Vec<(isize, Option<(SourceFunction, u64)>)> = Vec::new();
+        for Found {
+            offset,
+            tag,
+            depth,
+            code,
+            callee,
+            all_calls,
+        } in found
+        {
+            while enclosing.last().is_some_and(|(d, _)| *d >= depth) {
+                enclosing.pop();
+            }
+            let holder = || enclosing.iter().rev().find_map(|(_, h)| h.clone());
+            if let Some(callee) = callee {
+                if let (Some(callee), Some((holder, _))) = (units.function(dwarf, callee), holder())
+                {
+                    map.entries.entry(holder).or_default().calls.insert(callee);
+                }
+                continue;
+            }
+            let function = units.function(dwarf, (index, offset));
+            if tag == gimli::DW_TAG_subprogram {
+                let concrete = match (function, code) {
+                    (Some(function), Some(address)) if address != 0 => {
+                        let copy = OutOfLineCopy {
+                            address,
+                            symbol: symbols.get(&address).cloned(),
+                        };
+                        let entry = map.entries.entry(function.clone()).or_default();
+                        entry.all_calls |= all_calls;
+                        if !entry.copies.contains(&copy) {
+                            entry.copies.push(copy);
+                            entry.copies.sort();
+                        }
+                        Some((function, address))
+                    }
+                    (Some(function), _) => {
+                        map.entries.entry(function).or_default();
+                        None
+                    }
+                    _ => None,
+                };
+                enclosing.push((depth, concrete));
+            } else if let (Some(function), Some(_)) = (function, code) {
+                let holder = holder();
+                let entry = map.entries.entry(function.clone()).or_default();
+                if let Some(holder) = holder.filter(|(h, _)| *h != function) {
+                    entry.inlined_into.insert(holder);
+                }
+            }
+        }
+    }
+    (!map.entries.is_empty()).then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(dir: &std::path::Path, files: &[(&str, &str)], flags: &str) -> Vec<u8> {
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let out = dir.join("prog");
+        let status = std::process::Command::new("gcc")
+            .args(flags.split_whitespace())
+            .arg("-o")
+            .arg(&out)
+            .args(files.iter().map(|(n, _)| *n))
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(out).unwrap()
+    }
+
+    const RATE: &str = "int rate(int x) { return x * 3; }\n";
+    const LIB: &str = "int rate(int x);\nstatic volatile int base = 14;\n__attribute__((noinline)) int value(void) { return rate(base); }\n";
+    const MAIN: &str = "int value(void);\nint main(void) { return value() != 42; }\n";
+
+    #[test]
+    fn lto_inlines_across_files_and_the_map_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = build(
+            dir.path(),
+            &[("main.c", MAIN), ("lib.c", LIB), ("rate.c", RATE)],
+            "-O2 -g -flto",
+        );
+        let map = InlineMap::from_elf(&bytes).expect("debug information");
+        let main = map
+            .entries()
+            .find(|(f, _)| f.name == "main")
+            .map(|(_, e)| e)
+            .expect("main known");
+        assert_eq!(main.copies.len(), 1, "{main:?}");
+        assert!(
+            main.calls.iter().any(|f| f.name == "value"),
+            "main's call of value is a DW_TAG_call_site: {main:?}"
+        );
+        let (_, rate) = map.lookup("rate", "rate.c").next().expect("rate known");
+        let holders: Vec<String> = rate
+            .inlined_into
+            .iter()
+            .map(|(f, _)| f.to_string())
+            .collect();
+        assert_eq!(holders, ["`value` (lib.c)"], "{map:#?}");
+        let set = map.patch_set(&[("rate".into(), "rate.c".into())]);
+        let got: Vec<(String, String)> = set
+            .iter()
+            .map(|m| (m.function.name.clone(), m.reason.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("rate".to_string(), "changed".to_string()),
+                (
+                    "value".to_string(),
+                    "holds an inlined copy of `rate` (rate.c) per DWARF".to_string()
+                )
+            ]
+        );
+        let value = &set[1].copies;
+        assert_eq!(value.len(), 1);
+        assert_eq!(value[0].symbol.as_deref(), Some("value"));
+    }
+
+    #[test]
+    fn garbage_and_binaries_without_dwarf_have_no_map() {
+        assert!(InlineMap::from_elf(b"nope").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = build(
+            dir.path(),
+            &[("main.c", MAIN), ("lib.c", LIB), ("rate.c", RATE)],
+            "-O2 -flto",
+        );
+        assert!(InlineMap::from_elf(&bytes).is_none());
+    }
+}

@@ -1,0 +1,9 @@
+int rate(int x);
+static int calls;
+static volatile int base = 14;
+int state(void) { return calls; }
+__attribute__((noinline)) int value(void)
+{
+    calls++;
+    return rate(base);
+}
