@@ -59,6 +59,13 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     // Nothing is compiled and no process is touched while an unforced refusal remains.
     refusal::check(&changes, args.json, args.color.enabled(), false)?;
     if !pipeline::has_patchable_changes(&changes) {
+        if !changes.outside_program.is_empty() {
+            // Not "nothing changed": the changes are real, the process is not built from them.
+            bail!(
+                "every changed C file ({}) is outside the running program by its debug information and symbols (a program built from a generated amalgamation, such as one big janet.c, names that file instead): nothing was patched",
+                changes.outside_program.join(", ")
+            );
+        }
         return out.nothing_to_patch(&changes);
     }
     let target = inspected.transpose()?;

@@ -281,6 +281,7 @@ cases!(
     function_pointer,
     multiple_files,
     outside_the_binary,
+    only_outside_the_binary,
     whitespace_comment_only,
     header_macro,
     header_inline,

@@ -111,7 +111,16 @@ pub fn compiles(output: &str, top: &Path) -> Vec<(PathBuf, Vec<String>)> {
                     }
                 }
                 _ => {
+                    let libtool = libtool_compile(&command).is_some();
                     if let Some(arguments) = compiler_invocation(command) {
+                        // libtool compiles a file twice from this one line: for the shared
+                        // library with its PIC flags, and plainly for the static one. Both are
+                        // candidates; the running code says which one it is.
+                        if libtool {
+                            let mut pic = arguments.clone();
+                            pic.extend(["-fPIC".to_string(), "-DPIC".to_string()]);
+                            out.push((cwd.clone(), pic));
+                        }
                         out.push((cwd.clone(), arguments));
                     }
                 }
@@ -185,8 +194,9 @@ fn directory_change(line: &str) -> Option<DirectoryChange> {
         .map(|_| DirectoryChange::Leave)
 }
 
-/// The commands of a shell line, split at `&&`, `;`, `|` and the like (also a `;` glued to a
-/// word, as in `cd src;`).
+/// The commands of a shell line, split at `&&`, `;`, `|` and the like, also where a `;` or `&&`
+/// is glued to words (`cd src;`, redis's quiet recipes `printf '...' 1>&2;cc ...`). An option
+/// (`-DX="a;b"`) is never split.
 fn split_commands(words: Vec<String>) -> Vec<Vec<String>> {
     let mut commands = vec![Vec::new()];
     for word in words {
@@ -194,26 +204,40 @@ fn split_commands(words: Vec<String>) -> Vec<Vec<String>> {
             commands.push(Vec::new());
             continue;
         }
-        let (word, ends) = match word.strip_suffix(';') {
-            Some(head) if !head.is_empty() => (head.to_string(), true),
-            _ => (word, false),
+        let pieces: Vec<String> = if word.starts_with('-') {
+            vec![word]
+        } else {
+            word.replace("&&", ";")
+                .split(';')
+                .map(str::to_string)
+                .collect()
         };
-        if let Some(last) = commands.last_mut() {
-            last.push(word);
-        }
-        if ends {
-            commands.push(Vec::new());
+        let last = pieces.len() - 1;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if !piece.is_empty() {
+                if let Some(command) = commands.last_mut() {
+                    command.push(piece);
+                }
+            }
+            if i < last {
+                commands.push(Vec::new());
+            }
         }
     }
     commands.retain(|c| !c.is_empty());
     commands
 }
 
+/// Where `--mode=compile` stands in a libtool command (`libtool --tag=CC --mode=compile gcc ...`).
+fn libtool_compile(command: &[String]) -> Option<usize> {
+    command.iter().position(|w| w == "--mode=compile")
+}
+
 /// The compiler's command line when `command` compiles a C file (`-c` and a `.c` input): the
 /// environment assignments before it, a compiler wrapper (`ccache`) and a libtool prefix
 /// (`libtool --mode=compile`) left out.
 fn compiler_invocation(command: Vec<String>) -> Option<Vec<String>> {
-    let mut words: Vec<String> = match command.iter().position(|w| w == "--mode=compile") {
+    let mut words: Vec<String> = match libtool_compile(&command) {
         Some(at) => command[at + 1..].to_vec(),
         None => command,
     };
@@ -259,6 +283,7 @@ mv -f $depbase.Tpo $depbase.Po
 make[1]: Leaving directory '/p/lib'
 gcc -o app src/t_list.o lib/a.o
 CFLAGS=-O0 cc -c -O3 'we ird.c'
+printf '    %b %b\\n' CC server.o 1>&2;cc -O3 -DX='a;b' -c server.c
 make: Leaving directory '/p'
 ";
         let found = compiles(output, Path::new("/p"));
@@ -284,9 +309,17 @@ make: Leaving directory '/p'
                 ),
                 (
                     PathBuf::from("/p/lib"),
+                    s(&["gcc", "-O1", "-c", "b.c", "-o", "b.lo", "-fPIC", "-DPIC"])
+                ),
+                (
+                    PathBuf::from("/p/lib"),
                     s(&["gcc", "-O1", "-c", "b.c", "-o", "b.lo"])
                 ),
                 (PathBuf::from("/p"), s(&["cc", "-c", "-O3", "we ird.c"])),
+                (
+                    PathBuf::from("/p"),
+                    s(&["cc", "-O3", "-DX=a;b", "-c", "server.c"])
+                ),
             ]
         );
     }

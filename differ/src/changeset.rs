@@ -22,6 +22,9 @@ pub struct ChangeSet {
     pub items: Vec<ItemChange>,
     /// Changes the source shows cannot be applied live (DESIGN §3), in file then line order.
     pub refusals: Vec<Refusal>,
+    /// Changed `.c` files the running program was not built from (see
+    /// [`crate::DiffOptions::program`]), ignored.
+    pub outside_program: Vec<String>,
     /// The preprocessed units the files were judged on ([`crate::DiffOptions::units`]), for
     /// the patch units to be made from the same text.
     #[serde(skip)]

@@ -271,6 +271,7 @@ pub fn diff_snapshots_with(old: &Snapshot, new: &Snapshot, options: &DiffOptions
         items: out.items,
         refusals: out.refusals,
         units: options.units.clone(),
+        outside_program: outside.iter().map(|p| p.to_string()).collect(),
     }
 }
 

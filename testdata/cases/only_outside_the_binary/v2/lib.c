@@ -1,0 +1,12 @@
+static int calls;
+
+int state(void)
+{
+    return calls;
+}
+
+int value(void)
+{
+    calls++;
+    return 1;
+}

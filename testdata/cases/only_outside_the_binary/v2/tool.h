@@ -1,0 +1,5 @@
+/* Only tool.c, a separate utility that is not linked into the service, uses this. */
+struct opts {
+    int quiet;
+    int verbose;
+};
