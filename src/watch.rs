@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -46,6 +46,10 @@ const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on Linux x86-64).
 const TICKS_PER_SECOND: u64 = 100;
+
+/// How long one attempt at a new process may wait for its threads; a failed attempt is tried
+/// again at the next poll (see `Watcher::poll`).
+const ATTEMPT: Duration = Duration::from_millis(100);
 
 /// Runs `hotpatch watch` until it is stopped.
 pub fn run(args: &WatchArgs) -> Result<()> {
@@ -181,8 +185,31 @@ impl Watcher {
             }
         }
         self.seen.retain(|pid, _| alive.contains(pid));
+        // A process seen just after its exec may still be loading its libraries (its code there
+        // has no unwind tables yet, or no module to resolve against): each attempt is short,
+        // and a failed one is tried again at the next poll with a fresh look at the process,
+        // until the process is older than the timeout; only then is the error said.
+        let attempt = ApplyOptions {
+            timeout: self.options.timeout.min(ATTEMPT),
+            ..self.options.clone()
+        };
         for (pid, exe, patches) in due {
-            patch(pid, &exe, &patches, &self.options);
+            let Err(error) = patch(pid, &patches, &attempt) else {
+                continue;
+            };
+            let young = age_ms(pid).is_some_and(|ms| ms < self.options.timeout.as_millis() as u64);
+            match self.seen.get_mut(&pid) {
+                Some(seen) if young => {
+                    for recorded in &patches {
+                        seen.considered.remove(&recorded.patch_id);
+                    }
+                }
+                _ => eprintln!(
+                    "hotpatch watch: pid {pid} ({}): {}",
+                    exe.display(),
+                    crate::render::error_text(&error)
+                ),
+            }
         }
         Ok(())
     }
@@ -219,43 +246,35 @@ impl Watcher {
 /// Applies `patches` (recorded for `pid`'s executable, oldest first) that `pid` does not have;
 /// stops at the first that fails (the later ones were made on top of it). Says what it did on
 /// standard output, what failed on standard error.
-fn patch(pid: i32, exe: &Path, patches: &[state::Recorded], options: &ApplyOptions) {
-    let result = (|| -> Result<()> {
-        let installed: HashSet<String> = installed_patches(pid)
-            .with_context(|| format!("cannot read the patches of pid {pid}"))?
-            .into_iter()
-            .filter(|p| p.is_live())
-            .map(|p| p.patch_id)
-            .collect();
-        for patch in patches.iter().filter(|r| !installed.contains(&r.patch_id)) {
-            let bytes = std::fs::read(&patch.path)
-                .with_context(|| format!("cannot read {}", patch.path.display()))?;
-            let object = PatchObject::parse(bytes)
-                .with_context(|| format!("cannot load {}", patch.path.display()))?;
-            let target = Target::inspect(pid)?;
-            let plan = hotpatch_applier::plan(&target, &object)
-                .with_context(|| format!("cannot apply patch {}", patch.patch_id))?;
-            let report = hotpatch_applier::apply(&target, &plan, options)
-                .with_context(|| format!("cannot apply patch {}", patch.patch_id))?;
-            let age = age_ms(pid)
-                .map(|ms| format!(", {ms} ms after it started"))
-                .unwrap_or_default();
-            println!(
-                "patched new pid {pid} ({}) with patch {} in {} µs{age}",
-                exe.display(),
-                report.patch_id,
-                report.pause_us
-            );
-        }
-        Ok(())
-    })();
-    if let Err(error) = result {
-        eprintln!(
-            "hotpatch watch: pid {pid} ({}): {}",
-            exe.display(),
-            crate::render::error_text(&error)
+/// Applies to `pid` each of `patches` it does not have yet, saying each one done.
+fn patch(pid: i32, patches: &[state::Recorded], options: &ApplyOptions) -> Result<()> {
+    let installed: HashSet<String> = installed_patches(pid)
+        .with_context(|| format!("cannot read the patches of pid {pid}"))?
+        .into_iter()
+        .filter(|p| p.is_live())
+        .map(|p| p.patch_id)
+        .collect();
+    for patch in patches.iter().filter(|r| !installed.contains(&r.patch_id)) {
+        let bytes = std::fs::read(&patch.path)
+            .with_context(|| format!("cannot read {}", patch.path.display()))?;
+        let object = PatchObject::parse(bytes)
+            .with_context(|| format!("cannot load {}", patch.path.display()))?;
+        let target = Target::inspect(pid)?;
+        let plan = hotpatch_applier::plan(&target, &object)
+            .with_context(|| format!("cannot apply patch {}", patch.patch_id))?;
+        let report = hotpatch_applier::apply(&target, &plan, options)
+            .with_context(|| format!("cannot apply patch {}", patch.patch_id))?;
+        let age = age_ms(pid)
+            .map(|ms| format!(", {ms} ms after it started"))
+            .unwrap_or_default();
+        println!(
+            "patched new pid {pid} ({}) with patch {} in {} µs{age}",
+            target.exe_path().display(),
+            report.patch_id,
+            report.pause_us
         );
     }
+    Ok(())
 }
 
 /// Field `n` (1-based, as `proc(5)` numbers them) of `/proc/PID/stat`.
