@@ -270,6 +270,7 @@ macro_rules! cases {
 
 cases!(
     simplest,
+    werror_build,
     static_function,
     static_by_prototype,
     inlined_into_caller,
