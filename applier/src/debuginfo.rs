@@ -203,30 +203,9 @@ mod tests {
 
     #[test]
     fn finds_a_static_local_by_function_in_a_gcc_object() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("lib.c");
-        std::fs::write(
-            &src,
+        let (bytes, symbol) = crate::test_support::gcc_shared_object(
             "int f(void) { static int n; return ++n; }\nint g(void) { static int n = 5; return n--; }\n",
-        )
-        .unwrap();
-        let out = dir.path().join("lib.so");
-        let status = std::process::Command::new("gcc")
-            .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let bytes = std::fs::read(&out).unwrap();
-        let file = object::File::parse(bytes.as_slice()).unwrap();
-        let symbol = |name: &str| {
-            use object::ObjectSymbol;
-            file.symbols()
-                .find(|s| s.name() == Ok(name))
-                .map(|s| s.address())
-                .unwrap()
-        };
+        );
         let f = static_local_addresses(&bytes, "lib.c", "f", "n");
         let g = static_local_addresses(&bytes, "lib.c", "g", "n");
         let both = [symbol("n.0"), symbol("n.1")];

@@ -51,6 +51,8 @@ pub mod revert;
 mod scope;
 mod symbols;
 pub mod target;
+#[cfg(test)]
+mod test_support;
 mod trampoline;
 mod unwind;
 

@@ -315,7 +315,6 @@ impl Types<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object::{Object, ObjectSymbol};
 
     const SOURCE: &str = r#"
 struct pair { long a, b; };
@@ -341,25 +340,7 @@ void *ptr(void *p, int (*f)(int)) { return f ? p : 0; }
 
     #[test]
     fn stack_arguments_from_gcc_debug_information() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("sig.c");
-        std::fs::write(&src, SOURCE).unwrap();
-        let out = dir.path().join("sig.so");
-        let status = std::process::Command::new("gcc")
-            .args(["-O2", "-g", "-shared", "-fPIC", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let bytes = std::fs::read(&out).unwrap();
-        let file = object::File::parse(bytes.as_slice()).unwrap();
-        let address = |name: &str| {
-            file.symbols()
-                .find(|s| s.name() == Ok(name))
-                .map(|s| s.address())
-                .unwrap()
-        };
+        let (bytes, address) = crate::test_support::gcc_shared_object(SOURCE);
         let check = |name: &str| registers_only(&bytes, address(name));
         for name in ["one", "six", "eight", "small", "mix", "ret", "ptr"] {
             assert_eq!(check(name), Ok(()), "{name}");
