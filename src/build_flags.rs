@@ -113,7 +113,7 @@ pub fn choose_by_evidence(
     let Some(target) = target else {
         bail!(
             "{file} has {} compile commands in {source} and no running process to choose by: {list}; \
-             give --pid (the command whose v1 compile reproduces the running code is used), or \
+             give --pid (the command whose compile of the old side reproduces the running code is used), or \
              --compile-commands FILE with one command for {file}",
             candidates.len()
         );
@@ -151,7 +151,13 @@ pub fn choose_by_evidence(
             (Ok(_), Some(Err(difference))) => {
                 mismatches.push(format!("#{}: {difference}", i + 1));
             }
-            (Err(ApplyError::PreimageMismatch { name, detail, .. }), _) => {
+            (
+                Err(
+                    ApplyError::PreimageMismatch { name, detail, .. }
+                    | ApplyError::StackedPreimageMismatch { name, detail, .. },
+                ),
+                _,
+            ) => {
                 mismatches.push(format!(
                     "#{}: the running `{name}` differs ({detail})",
                     i + 1
@@ -176,8 +182,9 @@ pub fn choose_by_evidence(
         .map(|i| format!("#{} reproduces it too", i + 1))
         .chain(mismatches.iter().map(|m| format!("not {m}")))
         .collect();
+    let old_side = origin.old_revision.as_deref().unwrap_or("old-side");
     let why = format!(
-        "{file}: {} compile commands in {source}; chose #{} (in {}) because its v1 compile \
+        "{file}: {} compile commands in {source}; chose #{} (in {}) because its {old_side} compile \
          reproduces the code running in pid {}; {}",
         candidates.len(),
         chosen + 1,

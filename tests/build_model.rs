@@ -564,6 +564,42 @@ fn of_two_commands_for_one_file_the_one_reproducing_the_running_code_is_chosen()
             && choice.contains("#2: the running `value` differs"),
         "{choice}"
     );
+
+    // A second patch on the same function: the code in effect is the first patch's, compared
+    // with each candidate's compile of v2; the debug twin's mismatch does not stop the choice.
+    let v3 = sources(3);
+    write_tree(&out.repo, &v3);
+    let git = |args: &[&str]| {
+        run_ok(
+            Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .current_dir(&out.repo),
+        )
+    };
+    git(&["commit", "-qam", "v3"]);
+    git(&["tag", "v3"]);
+    let output = hotpatch(&[
+        "diff",
+        "v2..v3",
+        "--repo",
+        repo,
+        "--apply",
+        "--pid",
+        &pid,
+        "--build-dir",
+        build_dir,
+        "--json",
+    ]);
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    target.wait_for("value=30");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let choice = report["flag_choices"][0].as_str().unwrap();
+    assert!(
+        choice.contains("chose #1") && choice.contains("because its v2 ("),
+        "{choice}"
+    );
 }
 
 #[test]
