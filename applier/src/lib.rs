@@ -46,6 +46,7 @@ pub mod plan;
 pub mod ptrace;
 mod references;
 mod region;
+mod resident;
 mod resolve;
 pub mod revert;
 mod scope;

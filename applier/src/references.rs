@@ -3,7 +3,8 @@
 //! replaced (a `swapcontext` coroutine is on no thread's stack, so no stack walk sees it).
 //!
 //! The proof is a scan, made while every thread is stopped, of every aligned 8-byte word of every
-//! writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory) and of every
+//! writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory; of a private
+//! mapping, the pages ever written, see `resident`) and of every
 //! general-purpose register of every thread. Each word is also tried demangled with glibc's
 //! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers).
 //!
@@ -30,6 +31,7 @@ use crate::commit::Site;
 use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
 use crate::ptrace::{read_memory, StoppedThread};
+use crate::resident::Pagemap;
 
 /// Bytes read from the process at once.
 const CHUNK: u64 = 1 << 20;
@@ -107,9 +109,19 @@ pub(crate) fn scan(
     let own_stacks = excluded_stacks(&maps, threads, stacks);
     let mut excluded: Vec<Range<u64>> = skip.to_vec();
     excluded.extend(own_stacks.iter().cloned());
+    let pagemap = Pagemap::open(pid);
+    // The parts of a mapping to read: of a private one, only pages ever written.
+    let holding_data = |mapping: &Mapping, ranges: Vec<Range<u64>>| -> Vec<Range<u64>> {
+        match &pagemap {
+            Some(map) if mapping.perms.as_bytes().get(3) == Some(&b'p') => {
+                ranges.into_iter().flat_map(|r| map.written(r)).collect()
+            }
+            _ => ranges,
+        }
+    };
     for mapping in maps.iter().filter(|m| scanned(m)) {
         let place = place_of(mapping);
-        for range in subtract(mapping.start..mapping.end, &excluded) {
+        for range in holding_data(mapping, subtract(mapping.start..mapping.end, &excluded)) {
             scan_range(&mem, range, &mut |at, word| {
                 if let Some((value, mangled)) = matches(word) {
                     hits.push(Hit {
@@ -135,7 +147,7 @@ pub(crate) fn scan(
                 .map(|t| t.sp)
                 .find(|sp| stack.contains(sp))
                 .unwrap_or(stack.start);
-            for range in subtract(live..stack.end, skip) {
+            for range in holding_data(mapping, subtract(live..stack.end, skip)) {
                 scan_range(&mem, range, &mut |at, word| {
                     if within.contains(&word)
                         && counts(word)
