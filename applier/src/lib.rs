@@ -24,7 +24,8 @@
 //! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`inline_map`] (where each source function's code went, from the binary's DWARF),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
-//! processes, all or none), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
+//! processes, all or none: each checked before any is written), [`family`] (a process and its
+//! descendants running the same executable), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
 //! contract).
 
 pub mod apply;
@@ -33,6 +34,7 @@ mod bind;
 mod commit;
 mod debuginfo;
 pub mod error;
+pub mod family;
 pub mod group;
 pub mod inline_map;
 pub mod installed;
@@ -59,7 +61,8 @@ mod unwind;
 pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
-pub use group::{apply_all, pids_of_exe};
+pub use family::{family_of, Member};
+pub use group::{applied_sequence, apply_all, pids_of_exe};
 pub use inline_map::{InlineMap, PatchMember, SourceFunction};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
 pub use ipara::{CheckedCall, RegisterContract};
