@@ -51,11 +51,11 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     selection.print_notes(args.json, false);
     let target =
         Target::inspect(args.pid).with_context(|| format!("cannot inspect pid {}", args.pid))?;
+    let options = ApplyOptions {
+        timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
+    };
     if selection.pids().len() > 1 && !args.dry_run {
-        let options = ApplyOptions {
-            timeout: Duration::from_secs_f64(args.timeout),
-            wait_return: args.wait_return,
-        };
         let record = crate::processes::Record {
             object: &bytes,
             listed_at,
@@ -81,6 +81,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     )?;
     let plan_ms = elapsed_ms(start);
     if args.dry_run {
+        let others = crate::processes::check_others(&selection, &object, &options)?;
         let functions: Vec<_> = plan
             .functions
             .iter()
@@ -103,6 +104,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 "functions": functions,
                 "resolutions": crate::render::resolutions_json(&plan),
                 "register_contracts": plan.register_contracts,
+                "other_processes": others,
                 "timings": {"plan_ms": plan_ms},
             });
             crate::outcome::print_json(&value)?;
@@ -123,13 +125,12 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             for line in crate::register_contract::lines(&plan.register_contracts, true) {
                 println!("{line}");
             }
+            for other in &others {
+                println!("  pid {}: {}", other.pid, other.why());
+            }
         }
         return Ok(());
     }
-    let options = ApplyOptions {
-        timeout: Duration::from_secs_f64(args.timeout),
-        wait_return: args.wait_return,
-    };
     let start = Instant::now();
     let report = crate::spinner::while_waiting(
         &format!(

@@ -136,21 +136,21 @@ fn patch_or_check(
     };
     if args.dry_run {
         // Attach, check safety exactly as the commit would, detach: nothing is written.
+        let options = ApplyOptions {
+            wait_return: false,
+            ..options
+        };
         let check = match (&target, &plan) {
-            (Some(target), Some(plan)) => {
-                let options = ApplyOptions {
-                    timeout: Duration::from_secs_f64(args.timeout),
-                    wait_return: false,
-                };
-                Some(
-                    hotpatch_applier::check(target, plan, &options)
-                        .with_context(|| format!("cannot patch pid {}", target.pid()))?,
-                )
-            }
+            (Some(target), Some(plan)) => Some(
+                hotpatch_applier::check(target, plan, &options)
+                    .with_context(|| format!("cannot patch pid {}", target.pid()))?,
+            ),
             _ => None,
         };
+        let others = crate::processes::check_others(selection, &patch.object, &options)?;
         return out.dry_run(&render::DryRun {
             check: check.as_ref(),
+            others: &others,
             changes,
             patch: &patch,
             plan: plan.as_ref(),

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use hotpatch_applier::{
     applied_sequence, apply_all, family_of, pids_of_exe, ApplyError, ApplyOptions, ApplyReport,
-    PatchObject, Plan, Target,
+    CheckReport, PatchObject, Plan, Target,
 };
 use serde_json::{json, Value};
 
@@ -198,6 +198,54 @@ pub fn apply_group(
         .collect();
     crate::state::after_apply(&with_patch, &patch_id, record.object, record.listed_at);
     print(selection, &patch_id, &outcomes, json)
+}
+
+/// How another process of a group fared in a dry run.
+#[derive(Debug, serde::Serialize)]
+pub struct OtherCheck {
+    /// Its pid.
+    pub pid: i32,
+    /// `checked`, `skipped` (it has the patch already) or `exited`.
+    pub status: &'static str,
+    /// The live check, when it was checked.
+    pub check: Option<CheckReport>,
+}
+
+impl OtherCheck {
+    /// Why it was not checked, in words (when it was not).
+    pub fn why(&self) -> &'static str {
+        match self.status {
+            "skipped" => "skipped, it has the patch already",
+            "exited" => "exited before it was checked",
+            _ => "checked",
+        }
+    }
+}
+
+/// A dry run of every process of `selection` after the first (which the caller checks with its
+/// own report): each is planned and checked as the apply would, or found to have the patch
+/// already. The first that fails is the error, naming its pid; nothing is written to any.
+pub fn check_others(
+    selection: &Selection,
+    object: &PatchObject,
+    options: &ApplyOptions,
+) -> Result<Vec<OtherCheck>> {
+    let pids = selection.pids();
+    let mut out = Vec::new();
+    for &pid in pids.iter().skip(1) {
+        let (status, check) = match prepare(pid, None, object, &object.patch_id()) {
+            Ok(Prepared::Job(job)) => {
+                let check = hotpatch_applier::check(&job.0, &job.1, options)
+                    .with_context(|| format!("cannot patch pid {pid}"))?;
+                ("checked", Some(check))
+            }
+            Ok(Prepared::Skip(_)) => ("skipped", None),
+            Err(Unprepared::Gone(_)) if selection.found.contains(&pid) => ("exited", None),
+            Err(Unprepared::Gone(e) | Unprepared::Failed(e)) => return Err(e),
+        };
+        out.push(OtherCheck { pid, status, check });
+    }
+    Ok(out)
 }
 
 /// One process made ready for the group's apply.

@@ -222,6 +222,25 @@ fn a_worker_held_in_the_function_stops_the_apply_before_anything_is_written() {
     signal(held, "USR1");
     server.master.wait_for(&format!("held pid={held}"));
 
+    // The dry run checks the workers too, and says which one is in the way.
+    let repo = server.repo();
+    let args = [
+        "diff",
+        "v1..v2",
+        "--repo",
+        &repo,
+        "--dry-run",
+        "--pid",
+        &master,
+    ];
+    let out = hotpatch(&[&args[..], &["--timeout", "0.5"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
+    assert!(
+        stderr_of(&out).contains(&format!("cannot patch pid {held}")),
+        "{}",
+        stderr_of(&out)
+    );
+
     let (out, json) = server.apply(&["--pid", &master, "--timeout", "0.5"]);
     assert_eq!(out.status.code(), Some(1), "{json}");
     assert_eq!(json["error"]["pid"], held, "{json}");
@@ -244,8 +263,20 @@ fn a_worker_held_in_the_function_stops_the_apply_before_anything_is_written() {
         .collect();
     assert!(server.current_values(&others).values().all(|&v| v == 1));
 
-    // Released, the worker leaves `value`: now the family is patched.
+    // Released, the worker leaves `value`: now the dry run checks all four, and the family is
+    // patched.
     signal(held, "USR2");
+    let out = hotpatch(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checked: BTreeSet<i32> = json["other_processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "checked" && p["check"]["threads"] == 1)
+        .map(|p| p["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(checked, server.workers(), "{json}");
     let (out, json) = server.apply(&["--pid", &master]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(with_status(&json, "patched"), server.family, "{json}");
@@ -288,5 +319,61 @@ fn exe_after_the_master_alone_skips_the_master_and_patches_the_rest() {
     for &pid in &family {
         assert_eq!(server.applied(pid), 1, "pid {pid}");
     }
+    server.assert_state_survived();
+}
+
+#[test]
+fn apply_of_a_built_object_patches_the_family_and_skips_who_has_it() {
+    let mut server = Server::start();
+    let master = server.master.pid().to_string();
+    let object = server.dir.path().join("fix.hp.o");
+    let out = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        &server.repo(),
+        "-o",
+        object.to_str().unwrap(),
+        "--pid",
+        &master,
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let object = object.to_str().unwrap();
+    let out = hotpatch(&["apply", object, "--pid", &master, "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert_eq!(text.matches(": checked").count(), 3, "{text}");
+    for &pid in &server.family {
+        assert_eq!(server.applied(pid), 0, "the dry run wrote to pid {pid}");
+    }
+
+    // The first worker alone, then the family: the worker is skipped, the rest patched.
+    let worker = *server.workers().iter().next().unwrap();
+    let out = hotpatch(&[
+        "apply",
+        object,
+        "--pid",
+        &worker.to_string(),
+        "--no-children",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("left out (--no-children)"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = hotpatch(&["apply", object, "--pid", &master, "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        with_status(&json, "skipped"),
+        BTreeSet::from([worker]),
+        "{json}"
+    );
+    let mut rest = server.family.clone();
+    rest.remove(&worker);
+    assert_eq!(with_status(&json, "patched"), rest, "{json}");
+    let family = server.family.clone();
+    server.until_values(&family, 2);
     server.assert_state_survived();
 }
