@@ -16,14 +16,6 @@ use std::time::Instant;
 use serde_json::Value;
 use support::*;
 
-/// `lib.c` at `version`: `value` returns the version and holds in `hold_here` when asked.
-fn lib(version: u32) -> String {
-    format!(
-        "void hold_here(void);\n\nstatic int calls;\n\nint state(void)\n{{\n    return calls;\n}}\n\n\
-         int value(void)\n{{\n    calls++;\n    hold_here();\n    return {version};\n}}\n"
-    )
-}
-
 /// A running family server at v1 and the repository of v1 and v2.
 struct Server {
     dir: tempfile::TempDir,
@@ -38,14 +30,7 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let server = std::fs::read_to_string(project_root().join("tests/c/family_server.c"))
-            .expect("the server's source");
-        let tree = |version| {
-            vec![
-                ("lib.c".to_string(), lib(version)),
-                ("main.c".to_string(), server.clone()),
-            ]
-        };
+        let tree = family_server_files;
         git_repo_with_revisions(&dir.path().join("repo"), &tree(1), &tree(2));
         write_tree(&dir.path().join("build"), &tree(1));
         let binary = dir.path().join("family-server-v1");
