@@ -303,44 +303,77 @@ fn killed_during_the_apply_to_a_family_leaves_each_process_running_and_consisten
     );
 }
 
+/// The kill-tool target linked against `applier/tests/c/kill_lib.c` (as `libkill.so`), built in
+/// `dir`, and the plain object compiled from `patch`.
+fn build_with_library(dir: &Path, patch: &str) -> (PathBuf, PathBuf) {
+    let binary = build_library_target(dir);
+    let object = dir.join("v2-lib.o");
+    run_ok(
+        Command::new("gcc")
+            .args(["-c", "-O2", "-fPIC"])
+            .arg(c_source(patch))
+            .arg("-o")
+            .arg(&object),
+    );
+    (binary, object)
+}
+
+/// The kill-tool target linked against `applier/tests/c/kill_lib.c` (as `libkill.so`), built in
+/// `dir`.
+fn build_library_target(dir: &Path) -> PathBuf {
+    let lib = dir.join("libkill.so");
+    compile_program(
+        dir,
+        &[c_source("kill_lib.c").display().to_string()],
+        "-O2 -g -fPIC -shared",
+        &lib,
+    );
+    let binary = dir.join("kill-target-lib");
+    let link = format!(
+        "-O2 -g -pthread -L{dir} -Wl,-rpath,{dir} -Wl,--no-as-needed -lkill",
+        dir = dir.display()
+    );
+    compile_program(
+        dir,
+        &[c_source("fault_kill_target.c").display().to_string()],
+        &link,
+        &binary,
+    );
+    binary
+}
+
 #[test]
 fn killed_while_an_ifunc_resolver_runs_in_the_target_leaves_it_consistent() {
     // The patch calls an IFUNC nothing resolved and writes a library's `__thread` variable:
     // every apply runs the resolver on a thread of the target and reads a thread pointer, both
     // through the injection helper.
     let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("libkill.so");
-    compile_program(
-        dir.path(),
-        &[c_source("kill_lib.c").display().to_string()],
-        "-O2 -g -fPIC -shared",
-        &lib,
-    );
-    let binary = dir.path().join("kill-target-lib");
-    let link = format!(
-        "-O2 -g -pthread -L{dir} -Wl,-rpath,{dir} -Wl,--no-as-needed -lkill",
-        dir = dir.path().display()
-    );
-    compile_program(
-        dir.path(),
-        &[c_source("fault_kill_target.c").display().to_string()],
-        &link,
-        &binary,
-    );
-    let object = dir.path().join("v2-lib.o");
-    run_ok(
-        Command::new("gcc")
-            .args(["-c", "-O2", "-fPIC"])
-            .arg(c_source("kill_lib_patch.c"))
-            .arg("-o")
-            .arg(&object),
-    );
+    let (binary, object) = build_with_library(dir.path(), "kill_lib_patch.c");
     kill_during_apply(
         &binary,
         &["hotpatch-case"],
         1,
         &object,
         "apply running a resolver",
+    );
+}
+
+#[test]
+fn killed_during_an_apply_with_a_jump_island_leaves_the_target_consistent() {
+    // One patch of the executable's `value` and the library's `far`: a region near the
+    // executable and a jump island near the library, each mapped with an injected `mmap`.
+    let dir = tempfile::tempdir().unwrap();
+    let binary = build_library_target(dir.path());
+    let manifest = common::manifest_many("island", &["value".into(), "far".into()]);
+    let bytes = common::compile_patch_file(dir.path(), &c_source("kill_island_patch.c"), &manifest);
+    let object = dir.path().join("island.hp.o");
+    std::fs::write(&object, bytes).unwrap();
+    kill_during_apply(
+        &binary,
+        &["hotpatch-case"],
+        1,
+        &object,
+        "apply with a jump island",
     );
 }
 
