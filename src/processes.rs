@@ -60,10 +60,7 @@ pub fn resolve(pids: &[i32], exe: Option<&Path>, children: bool) -> Result<Selec
         if selection.pids().contains(&pid) {
             continue;
         }
-        let members = match family_of(pid) {
-            Ok(family) => family.into_iter().map(|m| m.pid).collect(),
-            Err(_) => vec![pid],
-        };
+        let members = family_of(pid).unwrap_or_else(|_| vec![pid]);
         let new: Vec<i32> = members
             .into_iter()
             .filter(|p| !selection.pids().contains(p))

@@ -8,33 +8,20 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::error::ApplyError;
 
-/// One member of a family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member {
-    /// Its pid.
-    pub pid: i32,
-    /// Its parent's pid (for the root, whatever its parent is).
-    pub parent: i32,
-}
-
 /// `root` and every descendant running the same executable file as `root` (the same device and
 /// inode behind `/proc/PID/exe`, so a binary replaced on disk since is still told apart),
-/// parents before their children. Processes that cannot be inspected (another user's, or gone
-/// meanwhile) are left out with everything below them.
-pub fn family_of(root: i32) -> Result<Vec<Member>, ApplyError> {
+/// parents before their children (`root` first). Processes that cannot be inspected (another
+/// user's, or gone meanwhile) are left out with everything below them.
+pub fn family_of(root: i32) -> Result<Vec<i32>, ApplyError> {
     let exe = executable(root).ok_or(ApplyError::NoSuchProcess(root))?;
-    let parent = parent_of(root).ok_or(ApplyError::NoSuchProcess(root))?;
     let children = children_by_parent()?;
-    let mut family = vec![Member { pid: root, parent }];
+    let mut family = vec![root];
     let mut next = 0;
-    while let Some(&Member { pid, .. }) = family.get(next) {
+    while let Some(&pid) = family.get(next) {
         next += 1;
         for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
-            if executable(child) == Some(exe) && !family.iter().any(|m| m.pid == child) {
-                family.push(Member {
-                    pid: child,
-                    parent: pid,
-                });
+            if executable(child) == Some(exe) && !family.contains(&child) {
+                family.push(child);
             }
         }
     }
@@ -114,10 +101,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "sh never ran sleep");
             std::thread::yield_now();
         }
-        let family = family_of(pid).unwrap();
-        assert_eq!(family.len(), 1, "{family:?}");
-        assert_eq!(family[0].pid, pid);
-        assert_eq!(family[0].parent, std::process::id() as i32);
+        assert_eq!(family_of(pid).unwrap(), [pid]);
     }
 
     #[test]

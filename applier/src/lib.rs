@@ -62,7 +62,7 @@ mod unwind;
 pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
-pub use family::{family_of, Member};
+pub use family::family_of;
 pub use group::{applied_sequence, apply_all, pids_of_exe};
 pub use inline_map::{InlineMap, PatchMember, SourceFunction};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};

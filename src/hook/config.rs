@@ -158,10 +158,7 @@ impl DeployConfig {
 /// `pid` and its descendants running the same executable (a pre-forking server's workers): the
 /// service is all of them. A pid that does not exist is kept, for the apply to say so.
 fn family(pid: i32) -> Vec<i32> {
-    hotpatch_applier::family_of(pid).map_or_else(
-        |_| vec![pid],
-        |family| family.into_iter().map(|m| m.pid).collect(),
-    )
+    hotpatch_applier::family_of(pid).unwrap_or_else(|_| vec![pid])
 }
 
 /// The process ids a target specification names right now (a pid's family with it).
