@@ -17,9 +17,14 @@ use crate::pipeline::elapsed_ms;
 pub struct ApplyArgs {
     /// The patch object (from `hotpatch build`, or a plain `gcc -c -fPIC` object).
     pub object: PathBuf,
-    /// The process to patch.
+    /// The process to patch, with its descendants that run the same executable (a pre-forking
+    /// server's workers) unless --no-children: every one is checked first, then all are patched
+    /// or none; one that has the patch already is skipped.
     #[arg(long)]
     pub pid: i32,
+    /// Patch the --pid alone, not its descendants running the same executable.
+    #[arg(long)]
+    pub no_children: bool,
     /// Resolve and check everything against the process without writing to it.
     #[arg(long)]
     pub dry_run: bool,
@@ -42,8 +47,28 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     let object = PatchObject::parse(bytes.clone())
         .with_context(|| format!("cannot load {}", args.object.display()))?;
     let listed_at = std::time::SystemTime::now();
+    let selection = crate::processes::resolve(&[args.pid], None, !args.no_children)?;
+    selection.print_notes(args.json, false);
     let target =
         Target::inspect(args.pid).with_context(|| format!("cannot inspect pid {}", args.pid))?;
+    let options = ApplyOptions {
+        timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
+    };
+    if selection.pids().len() > 1 && !args.dry_run {
+        let record = crate::processes::Record {
+            object: &bytes,
+            listed_at,
+        };
+        return crate::processes::apply_group(
+            &selection,
+            Some(target),
+            &object,
+            &options,
+            record,
+            args.json,
+        );
+    }
     let start = Instant::now();
     let plan = crate::build_flags::plan(
         &target,
@@ -56,6 +81,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     )?;
     let plan_ms = elapsed_ms(start);
     if args.dry_run {
+        let others = crate::processes::check_others(&selection, &object, &options)?;
         let functions: Vec<_> = plan
             .functions
             .iter()
@@ -78,6 +104,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
                 "functions": functions,
                 "resolutions": crate::render::resolutions_json(&plan),
                 "register_contracts": plan.register_contracts,
+                "other_processes": others,
                 "timings": {"plan_ms": plan_ms},
             });
             crate::outcome::print_json(&value)?;
@@ -98,13 +125,12 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             for line in crate::register_contract::lines(&plan.register_contracts, true) {
                 println!("{line}");
             }
+            for other in &others {
+                println!("  pid {}: {}", other.pid, other.why());
+            }
         }
         return Ok(());
     }
-    let options = ApplyOptions {
-        timeout: Duration::from_secs_f64(args.timeout),
-        wait_return: args.wait_return,
-    };
     let start = Instant::now();
     let report = crate::spinner::while_waiting(
         &format!(

@@ -209,11 +209,13 @@ pub fn with_warnings(error: anyhow::Error, warnings: &[String]) -> anyhow::Error
     if warnings.is_empty() {
         return error;
     }
-    anyhow::anyhow!(
+    // Kept as the context of the error, so that its kind (and `--json`'s fields) survive.
+    let text = format!(
         "{}\nwarning: {}",
         crate::render::error_text(&error),
         warnings.join("\nwarning: ")
-    )
+    );
+    error.context(text)
 }
 
 /// Says the build's warnings after the outcome: on standard error after a success, under the

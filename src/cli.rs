@@ -121,13 +121,19 @@ pub struct DiffArgs {
     /// the running process, without writing anything to any process.
     #[arg(long, conflicts_with = "apply")]
     pub dry_run: bool,
-    /// The process to patch (or to check against, with --dry-run). Repeat it to patch several
-    /// processes as one: all are patched or, if one fails, the others are rolled back.
+    /// The process to patch (or to check against, with --dry-run), with its descendants that run
+    /// the same executable (see --no-children). Repeat it to patch several processes as one:
+    /// every one is checked first, then all are patched or, if one fails, the others are rolled
+    /// back; one that has the patch already is skipped.
     #[arg(long)]
     pub pid: Vec<i32>,
     /// Patch every process running this executable (a forking server's workers), all or none.
     #[arg(long, value_name = "PATH")]
     pub exe: Option<PathBuf>,
+    /// Patch each --pid alone: without it, the descendants of a --pid that run the same
+    /// executable (a pre-forking server's workers) are patched with it, all or none.
+    #[arg(long)]
+    pub no_children: bool,
     /// Commit only when a thread reaches this function (a breakpoint safe point, as a debugger
     /// would place it); gives up after --timeout.
     #[arg(long, value_name = "FUNCTION", requires = "apply")]

@@ -34,7 +34,9 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let listed_at = std::time::SystemTime::now();
     // Inspecting reads /proc and the binaries only. The process's binaries say which files are
     // part of it; a bad pid is reported after the refusals, before compiling.
-    let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
+    let selection = crate::processes::resolve(&args.pid, args.exe.as_deref(), !args.no_children)?;
+    selection.print_notes(args.json, true);
+    let pids = selection.pids();
     let inspected = pids
         .first()
         .map(|&pid| Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}")));
@@ -50,6 +52,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         program,
     );
     refusal::apply_forces(&mut changes, &args.force);
+    changes.warnings.extend(selection.warnings.iter().cloned());
     timings.diff_ms = elapsed_ms(start);
 
     if !args.apply && !args.dry_run {
@@ -81,7 +84,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         args,
         &out,
         &changes,
-        (&pids, listed_at),
+        (&selection, listed_at),
         target,
         patch,
         timings,
@@ -94,11 +97,35 @@ fn patch_or_check(
     args: &DiffArgs,
     out: &Printer,
     changes: &hotpatch_differ::ChangeSet,
-    (pids, listed_at): (&[i32], std::time::SystemTime),
+    (selection, listed_at): (&crate::processes::Selection, std::time::SystemTime),
     target: Option<Target>,
     patch: pipeline::BuiltUnits,
     mut timings: Timings,
 ) -> Result<()> {
+    let pids = selection.pids();
+    let options = ApplyOptions {
+        timeout: Duration::from_secs_f64(args.timeout),
+        wait_return: args.wait_return,
+    };
+    if args.apply && pids.len() > 1 {
+        if args.at.is_some() {
+            bail!(UsageError(
+                "--at works on one process; give a single --pid (with --no-children for a process with forked children)".into()
+            ));
+        }
+        let record = crate::processes::Record {
+            object: &patch.built.object,
+            listed_at,
+        };
+        return crate::processes::apply_group(
+            selection,
+            target,
+            &patch.object,
+            &options,
+            record,
+            args.json,
+        );
+    }
     let plan = match &target {
         Some(target) => Some(crate::build_flags::plan(
             target,
@@ -109,21 +136,21 @@ fn patch_or_check(
     };
     if args.dry_run {
         // Attach, check safety exactly as the commit would, detach: nothing is written.
+        let options = ApplyOptions {
+            wait_return: false,
+            ..options
+        };
         let check = match (&target, &plan) {
-            (Some(target), Some(plan)) => {
-                let options = ApplyOptions {
-                    timeout: Duration::from_secs_f64(args.timeout),
-                    wait_return: false,
-                };
-                Some(
-                    hotpatch_applier::check(target, plan, &options)
-                        .with_context(|| format!("cannot patch pid {}", target.pid()))?,
-                )
-            }
+            (Some(target), Some(plan)) => Some(
+                hotpatch_applier::check(target, plan, &options)
+                    .with_context(|| format!("cannot patch pid {}", target.pid()))?,
+            ),
             _ => None,
         };
+        let others = crate::processes::check_others(selection, &patch.object, &options)?;
         return out.dry_run(&render::DryRun {
             check: check.as_ref(),
+            others: &others,
             changes,
             patch: &patch,
             plan: plan.as_ref(),
@@ -135,21 +162,6 @@ fn patch_or_check(
         bail!(UsageError("--apply needs --pid".into()));
     };
     let start = Instant::now();
-    let options = ApplyOptions {
-        timeout: Duration::from_secs_f64(args.timeout),
-        wait_return: args.wait_return,
-    };
-    if pids.len() > 1 {
-        if args.at.is_some() {
-            bail!(UsageError(
-                "--at works on one process; give a single --pid".into()
-            ));
-        }
-        crate::processes::apply_group(pids, (target, plan), &patch.object, &options, args.json)?;
-        let id = &patch.built.manifest.patch_id;
-        crate::state::after_apply(pids, id, &patch.built.object, listed_at);
-        return Ok(());
-    }
     let report = match &args.at {
         Some(function) => crate::spinner::while_waiting(
             &format!(
@@ -170,7 +182,7 @@ fn patch_or_check(
     }
     .with_context(|| format!("cannot patch pid {}", target.pid()))?;
     timings.apply_ms = elapsed_ms(start);
-    crate::state::after_apply(pids, &report.patch_id, &patch.built.object, listed_at);
+    crate::state::after_apply(&pids, &report.patch_id, &patch.built.object, listed_at);
     out.applied(&render::Applied {
         changes,
         patch: &patch,

@@ -189,6 +189,12 @@ fn apply_error_fields(error: &ApplyError) -> Value {
             value["rolled_back"] = json!(true);
             value
         }
+        ApplyError::GroupCheck { pid, source, .. } => {
+            let mut value = apply_error_fields(source);
+            value["pid"] = json!(pid);
+            value["nothing_written"] = json!(true);
+            value
+        }
         ApplyError::NotElf
         | ApplyError::WrongObjectKind { .. }
         | ApplyError::MalformedObject(_)

@@ -41,6 +41,8 @@ pub struct DryRun<'a> {
     pub show_source: bool,
     /// The live check with `--pid`: every thread stopped once, as the commit would, and resumed.
     pub check: Option<&'a hotpatch_applier::CheckReport>,
+    /// The other processes of the group (a family's descendants, more `--pid`s), each checked.
+    pub others: &'a [crate::processes::OtherCheck],
     /// Stage timings so far.
     pub timings: &'a Timings,
 }
@@ -267,6 +269,7 @@ impl Printer {
                 "plan": plan,
                 "inline_map": dry.patch.selection,
                 "check": dry.check,
+                "other_processes": dry.others,
                 "timings": dry.timings,
             }));
         }
@@ -305,6 +308,19 @@ impl Printer {
                 plural(check.threads),
                 check.pause_us
             );
+        }
+        for other in dry.others {
+            let _ = match &other.check {
+                Some(check) => writeln!(
+                    text,
+                    "  pid {}: safe to apply now too: {} thread{} stopped and resumed; predicted pause {} µs",
+                    other.pid,
+                    check.threads,
+                    plural(check.threads),
+                    check.pause_us
+                ),
+                None => writeln!(text, "  pid {}: {}", other.pid, other.why()),
+            };
         }
         let _ = writeln!(text, "\ndry run: nothing was written to any process");
         print!("{text}");

@@ -1,6 +1,8 @@
 //! `hotpatch revert --pid N [ID]`: undo the newest (or the named) patch of a running process,
 //! last-in first-out per function, from the ledger in the process itself. With several `--pid`
-//! or `--exe PATH`, each process is reverted in turn. `--at FUNCTION` reverts at a safe point,
+//! or `--exe PATH`, each process is reverted in turn; a `--pid`'s descendants running the same
+//! executable (its family, unless `--no-children`) get the same patch reverted, and those that do
+//! not have it are skipped with a note. `--at FUNCTION` reverts at a safe point,
 //! `--wait-return` waits for a frame inside the patch's code to return.
 
 use std::path::PathBuf;
@@ -18,9 +20,13 @@ pub struct RevertArgs {
     /// The patch to revert (default: the newest one still applied): its id, or the beginning of
     /// it when that names one applied patch.
     pub id: Option<String>,
-    /// The process to revert it in; repeatable.
+    /// The process to revert it in, with its descendants running the same executable (see
+    /// --no-children); repeatable.
     #[arg(long)]
     pub pid: Vec<i32>,
+    /// Revert in each --pid alone, not in its descendants running the same executable.
+    #[arg(long)]
+    pub no_children: bool,
     /// Every process running this executable.
     #[arg(long, value_name = "PATH")]
     pub exe: Option<PathBuf>,
@@ -46,27 +52,49 @@ pub fn run(args: &RevertArgs) -> Result<()> {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
     };
-    let pids = crate::processes::resolve(&args.pid, args.exe.as_deref())?;
+    let selection = crate::processes::resolve(&args.pid, args.exe.as_deref(), !args.no_children)?;
+    selection.print_notes(args.json, false);
+    let pids = selection.pids();
     let mut done = Vec::new();
     let mut failed: Vec<(i32, anyhow::Error)> = Vec::new();
-    for &pid in &pids {
-        let waiting = match &args.at {
-            Some(function) => format!("waiting for a thread of pid {pid} to reach `{function}`"),
-            None => format!("waiting for the threads of pid {pid} to leave the patch's code"),
+    let mut skipped: Vec<(i32, String)> = Vec::new();
+    for group in &selection.groups {
+        // The family reverts the patch its first process names (or its newest).
+        let id = match (group.as_slice(), full_id(group[0], args.id.as_deref())) {
+            ([_], id) => id,
+            (_, Ok(None)) => newest_live(group[0]).map(Some),
+            (_, id) => id,
         };
-        let result = full_id(pid, args.id.as_deref()).and_then(|id| {
-            crate::spinner::while_waiting(&waiting, args.json, || match &args.at {
-                Some(function) => revert_at(pid, id.as_deref(), &options, function),
-                None => revert(pid, id.as_deref(), &options),
-            })
-            .map_err(anyhow::Error::from)
-        });
-        match result {
-            Ok(report) => {
-                crate::state::after_revert(pid, &report.patch_id);
-                done.push((pid, report));
+        for (index, &pid) in group.iter().enumerate() {
+            if index > 0 {
+                if let Ok(Some(id)) = &id {
+                    if !has_live(pid, id) {
+                        skipped.push((pid, format!("it does not have patch {id} applied")));
+                        continue;
+                    }
+                }
             }
-            Err(e) => failed.push((pid, e.context(format!("cannot revert in pid {pid}")))),
+            let waiting = match &args.at {
+                Some(function) => {
+                    format!("waiting for a thread of pid {pid} to reach `{function}`")
+                }
+                None => format!("waiting for the threads of pid {pid} to leave the patch's code"),
+            };
+            let result = match &id {
+                Ok(id) => crate::spinner::while_waiting(&waiting, args.json, || match &args.at {
+                    Some(function) => revert_at(pid, id.as_deref(), &options, function),
+                    None => revert(pid, id.as_deref(), &options),
+                })
+                .map_err(anyhow::Error::from),
+                Err(e) => Err(anyhow::anyhow!("{}", crate::render::error_text(e))),
+            };
+            match result {
+                Ok(report) => {
+                    crate::state::after_revert(pid, &report.patch_id);
+                    done.push((pid, report));
+                }
+                Err(e) => failed.push((pid, e.context(format!("cannot revert in pid {pid}")))),
+            }
         }
     }
     if pids.len() == 1 {
@@ -86,11 +114,24 @@ pub fn run(args: &RevertArgs) -> Result<()> {
                 .iter()
                 .map(|(pid, e)| json!({ "pid": pid, "error": crate::outcome::error_json(e) }))
                 .collect();
-            crate::outcome::print_json(&json!({ "processes": processes, "failed": failures }))?;
+            let skipped: Vec<_> = skipped
+                .iter()
+                .map(|(pid, reason)| json!({ "pid": pid, "reason": reason }))
+                .collect();
+            crate::outcome::print_json(&json!({
+                "processes": processes,
+                "failed": failures,
+                "skipped": skipped,
+                "notes": selection.notes,
+                "warnings": selection.warnings,
+            }))?;
         }
     } else {
         for (pid, report) in &done {
             print_text(*pid, report);
+        }
+        for (pid, reason) in &skipped {
+            println!("skipped pid {pid}: {reason}");
         }
     }
     if !failed.is_empty() {
@@ -126,6 +167,28 @@ fn full_id(pid: i32, prefix: Option<&str>) -> Result<Option<String>> {
             many.join(", ")
         ),
     }
+}
+
+/// The id of the newest live patch of `pid`: what a revert without an id undoes there.
+fn newest_live(pid: i32) -> Result<String> {
+    let patches =
+        installed_patches(pid).with_context(|| format!("cannot read the patches of pid {pid}"))?;
+    match patches
+        .iter()
+        .filter(|p| p.is_live())
+        .max_by_key(|p| p.sequence)
+    {
+        Some(newest) => Ok(newest.patch_id.clone()),
+        None => bail!("pid {pid} has no applied patch to revert"),
+    }
+}
+
+/// Whether patch `id` is live in `pid` (a process whose patches cannot be read is tried, so that
+/// the revert says why).
+fn has_live(pid: i32, id: &str) -> bool {
+    installed_patches(pid).map_or(true, |patches| {
+        patches.iter().any(|p| p.is_live() && p.patch_id == id)
+    })
 }
 
 fn print_text(pid: i32, report: &RevertReport) {

@@ -44,6 +44,12 @@ fn git_ok(dir: &Path, args: &[&str]) -> String {
 impl Deployment {
     /// Pushes the `simplest` case's v1 to a fresh deploy repository and starts the service from it.
     fn new() -> Deployment {
+        Deployment::with(&case_files("v1"), "value=1")
+    }
+
+    /// Pushes `files` to a fresh deploy repository, starts the service built from them and waits
+    /// until it prints `ready`.
+    fn with(files: &[(String, String)], ready: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let deploy = dir.path().join("deploy.git");
         git_ok(dir.path(), &["init", "-q", "--bare", "deploy.git"]);
@@ -57,7 +63,7 @@ impl Deployment {
 
         let work = dir.path().join("work");
         git_ok(dir.path(), &["init", "-q", "-b", "main", "work"]);
-        write_tree(&work, &case_files("v1"));
+        write_tree(&work, files);
         git_ok(&work, &["add", "-A"]);
         git_ok(&work, &["commit", "-q", "-m", "v1"]);
         git_ok(
@@ -75,7 +81,7 @@ impl Deployment {
         let binary = dir.path().join(SERVICE);
         compile_program(&work, &["main.c".into(), "lib.c".into()], "-O2 -g", &binary);
         let mut service = TargetProcess::start(&binary);
-        service.wait_for("value=1");
+        service.wait_for(ready);
         std::fs::write(&pidfile, service.pid().to_string()).unwrap();
         Deployment {
             dir,
@@ -424,4 +430,25 @@ fn a_push_without_a_configured_target_is_rejected() {
         "{}",
         stderr_of(&output)
     );
+}
+
+#[test]
+fn a_push_patches_every_process_of_a_pre_forking_service() {
+    // The pidfile names the master; its forked workers (and a grandchild) are the service too.
+    let mut deployment = Deployment::with(&family_server_files(1), "value=1");
+    let v2 = family_server_files(2).remove(0).1;
+    let output = deployment.push_lib(&v2, "value is 2");
+    let messages = stderr_of(&output);
+    assert!(output.status.success(), "{messages}");
+    let master = deployment.service().pid();
+    assert!(
+        messages.contains(&format!("patched pid {master} ")),
+        "{messages}"
+    );
+    assert_eq!(messages.matches("patched pid").count(), 4, "{messages}");
+    let mut patched = std::collections::BTreeSet::new();
+    while patched.len() < 4 {
+        let line = deployment.service().wait_for("value=2");
+        patched.insert(field(&line, "pid").unwrap());
+    }
 }

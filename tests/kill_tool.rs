@@ -5,7 +5,9 @@
 //! have no thread traced or stopped, and be in one of three states: untouched (old behaviour,
 //! nothing live in `hotpatch list`), fully patched (new behaviour, `list` shows it applied), or a
 //! state `list` shows and `hotpatch revert` settles (old behaviour afterwards, nothing live).
-//! Each test prints how many kills landed in each state (`--nocapture`). A third test kills a
+//! Each test prints how many kills landed in each state (`--nocapture`). One kills the apply to
+//! a family (the target forks a child: `--pid` of the parent takes both), settling each process
+//! on its own: each is in one of the three states, whatever the other's. Another kills a
 //! revert of a patch whose code a suspended coroutine will return into
 //! (`applier/tests/c/coro_target.c`): whatever the moment, the region stays mapped and the
 //! coroutine finishes in it.
@@ -110,16 +112,23 @@ fn live_patches(pid: &str) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-/// `value` in a line printed after this call (the second fresh line: computed after it).
-fn current_value(target: &mut TargetProcess) -> i64 {
-    target.read_lines(2);
-    field(target.seen.last().unwrap(), "value").expect("a value= line")
+/// `value` in a line `pid` printed after this call (the second fresh line: computed after it).
+fn current_value(target: &mut TargetProcess, pid: i32) -> i64 {
+    target.drain();
+    let needle = format!("pid={pid} ");
+    let mut fresh = 0;
+    loop {
+        let line = target.wait_for(&needle);
+        fresh += 1;
+        if fresh == 2 {
+            return field(&line, "value").expect("a value= line");
+        }
+    }
 }
 
-/// The target runs, untraced and unstopped (the kernel detaches a dead tracer's threads when it
-/// exits; allowed a moment to get them scheduled).
-fn assert_running_untraced(target: &mut TargetProcess, what: &str) {
-    let pid = target.pid();
+/// Process `pid` runs, untraced and unstopped (the kernel detaches a dead tracer's threads when
+/// it exits; allowed a moment to get them scheduled), and so does the target.
+fn assert_running_untraced(target: &mut TargetProcess, pid: i32, what: &str) {
     let deadline = Instant::now() + DEADLINE;
     loop {
         match untraced_and_running(pid) {
@@ -131,13 +140,14 @@ fn assert_running_untraced(target: &mut TargetProcess, what: &str) {
     assert!(target.is_alive(), "{what}: the target died");
 }
 
-/// Classifies the target after a kill and brings it back to the old code. `patched_before`
-/// says whether the killed operation started from the patched state (a revert).
-fn settle(target: &mut TargetProcess, what: &str) -> &'static str {
-    assert_running_untraced(target, what);
-    let pid = target.pid().to_string();
-    let live = live_patches(&pid);
-    let value = current_value(target);
+/// Classifies process `pid` of the target after a kill and brings it back to the old code.
+fn settle(target: &mut TargetProcess, pid: i32, what: &str) -> &'static str {
+    assert_running_untraced(target, pid, what);
+    let value = current_value(target, pid);
+    let pid_text = pid.to_string();
+    // This process alone: the others of its family are settled on their own.
+    let revert = ["revert", "--pid", &pid_text, "--no-children"];
+    let live = live_patches(&pid_text);
     let state = if live.is_empty() {
         assert_eq!(
             value, 1,
@@ -149,20 +159,51 @@ fn settle(target: &mut TargetProcess, what: &str) -> &'static str {
             value, 2,
             "{what}: list shows it applied, but value is {value}"
         );
-        hotpatch_ok(&["revert", "--pid", &pid]);
+        hotpatch_ok(&revert);
         "new code, list shows it applied"
     } else {
         // Interrupted mid-commit: list shows it; revert must settle it.
-        hotpatch_ok(&["revert", "--pid", &pid]);
+        hotpatch_ok(&revert);
         "interrupted: list showed it, revert settled it"
     };
     assert!(
-        live_patches(&pid).is_empty(),
+        live_patches(&pid_text).is_empty(),
         "{what}: still live after settling"
     );
-    assert_eq!(current_value(target), 1, "{what}: old code after settling");
-    assert_running_untraced(target, what);
+    assert_eq!(
+        current_value(target, pid),
+        1,
+        "{what}: old code after settling"
+    );
+    assert_running_untraced(target, pid, what);
     state
+}
+
+/// The pids of the first `count` processes the target's lines name (`pid=`), the target first.
+fn printing_pids(target: &mut TargetProcess, count: usize) -> Vec<i32> {
+    let mut pids = vec![target.pid()];
+    while pids.len() < count {
+        let pid = field(&target.wait_for("pid="), "pid").unwrap() as i32;
+        if !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Every process's `n` went up by one per line over the whole test.
+fn assert_each_counted_up(target: &mut TargetProcess, pids: &[i32]) {
+    target.drain();
+    for pid in pids {
+        let needle = format!("pid={pid} ");
+        let lines: Vec<String> = target
+            .seen
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .cloned()
+            .collect();
+        assert_counts_up_by_one(&lines, "n");
+    }
 }
 
 /// Kills at `POINTS` delays spread evenly over 0..1.2 × `normal` (`at` runs one and returns
@@ -193,7 +234,7 @@ fn report(
     name: &str,
     normal: Duration,
     span: Duration,
-    counts: &BTreeMap<&'static str, u32>,
+    counts: &BTreeMap<impl std::fmt::Display, u32>,
     finished: u32,
 ) {
     let total: u32 = counts.values().sum();
@@ -206,11 +247,12 @@ fn report(
     }
 }
 
-/// Kills `hotpatch apply OBJECT` at `POINTS` moments of a run against `binary` and settles the
-/// target after each; `name` heads the report.
-fn kill_during_apply(binary: &Path, object: &Path, name: &str) {
-    let mut target = TargetProcess::start(binary);
-    target.wait_for("value=1");
+/// Kills `hotpatch apply OBJECT` at `POINTS` moments of a run against `binary` started with
+/// `args` (a family of `processes` processes when it forks) and settles each process after each
+/// kill; `name` heads the report.
+fn kill_during_apply(binary: &Path, args: &[&str], processes: usize, object: &Path, name: &str) {
+    let mut target = TargetProcess::start_with(binary, args);
+    let pids = printing_pids(&mut target, processes);
     let pid = target.pid().to_string();
     let object = object.to_str().unwrap();
     let apply = ["apply", object, "--pid", &pid];
@@ -229,19 +271,75 @@ fn kill_during_apply(binary: &Path, object: &Path, name: &str) {
     let (span, finished) = sweep(normal, |delay| {
         let killed = run_and_kill(&apply, delay);
         let what = format!("{name} killed after {delay:?}");
-        *counts.entry(settle(&mut target, &what)).or_insert(0) += 1;
+        let states: Vec<&str> = pids
+            .iter()
+            .map(|&pid| settle(&mut target, pid, &what))
+            .collect();
+        *counts.entry(states.join(" / ")).or_insert(0) += 1;
         killed
     });
     report(name, normal, span, &counts, finished);
-    target.drain();
-    assert_counts_up_by_one(&target.seen, "n");
+    assert_each_counted_up(&mut target, &pids);
 }
 
 #[test]
 fn killed_during_apply_leaves_the_target_running_and_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let (binary, object) = build(dir.path());
-    kill_during_apply(&binary, &object, "apply");
+    kill_during_apply(&binary, &["hotpatch-case"], 1, &object, "apply");
+}
+
+#[test]
+fn killed_during_the_apply_to_a_family_leaves_each_process_running_and_consistent() {
+    // The master's pid takes its forked child with it: each is checked, then committed in turn.
+    let dir = tempfile::tempdir().unwrap();
+    let (binary, object) = build(dir.path());
+    kill_during_apply(
+        &binary,
+        &["fork"],
+        2,
+        &object,
+        "apply to a family (master / child)",
+    );
+}
+
+/// The kill-tool target linked against `applier/tests/c/kill_lib.c` (as `libkill.so`), built in
+/// `dir`, and the plain object compiled from `patch`.
+fn build_with_library(dir: &Path, patch: &str) -> (PathBuf, PathBuf) {
+    let binary = build_library_target(dir);
+    let object = dir.join("v2-lib.o");
+    run_ok(
+        Command::new("gcc")
+            .args(["-c", "-O2", "-fPIC"])
+            .arg(c_source(patch))
+            .arg("-o")
+            .arg(&object),
+    );
+    (binary, object)
+}
+
+/// The kill-tool target linked against `applier/tests/c/kill_lib.c` (as `libkill.so`), built in
+/// `dir`.
+fn build_library_target(dir: &Path) -> PathBuf {
+    let lib = dir.join("libkill.so");
+    compile_program(
+        dir,
+        &[c_source("kill_lib.c").display().to_string()],
+        "-O2 -g -fPIC -shared",
+        &lib,
+    );
+    let binary = dir.join("kill-target-lib");
+    let link = format!(
+        "-O2 -g -pthread -L{dir} -Wl,-rpath,{dir} -Wl,--no-as-needed -lkill",
+        dir = dir.display()
+    );
+    compile_program(
+        dir,
+        &[c_source("fault_kill_target.c").display().to_string()],
+        &link,
+        &binary,
+    );
+    binary
 }
 
 #[test]
@@ -250,33 +348,33 @@ fn killed_while_an_ifunc_resolver_runs_in_the_target_leaves_it_consistent() {
     // every apply runs the resolver on a thread of the target and reads a thread pointer, both
     // through the injection helper.
     let dir = tempfile::tempdir().unwrap();
-    let lib = dir.path().join("libkill.so");
-    compile_program(
-        dir.path(),
-        &[c_source("kill_lib.c").display().to_string()],
-        "-O2 -g -fPIC -shared",
-        &lib,
-    );
-    let binary = dir.path().join("kill-target-lib");
-    let link = format!(
-        "-O2 -g -pthread -L{dir} -Wl,-rpath,{dir} -Wl,--no-as-needed -lkill",
-        dir = dir.path().display()
-    );
-    compile_program(
-        dir.path(),
-        &[c_source("fault_kill_target.c").display().to_string()],
-        &link,
+    let (binary, object) = build_with_library(dir.path(), "kill_lib_patch.c");
+    kill_during_apply(
         &binary,
+        &["hotpatch-case"],
+        1,
+        &object,
+        "apply running a resolver",
     );
-    let object = dir.path().join("v2-lib.o");
-    run_ok(
-        Command::new("gcc")
-            .args(["-c", "-O2", "-fPIC"])
-            .arg(c_source("kill_lib_patch.c"))
-            .arg("-o")
-            .arg(&object),
+}
+
+#[test]
+fn killed_during_an_apply_with_a_jump_island_leaves_the_target_consistent() {
+    // One patch of the executable's `value` and the library's `far`: a region near the
+    // executable and a jump island near the library, each mapped with an injected `mmap`.
+    let dir = tempfile::tempdir().unwrap();
+    let binary = build_library_target(dir.path());
+    let manifest = common::manifest_many("island", &["value".into(), "far".into()]);
+    let bytes = common::compile_patch_file(dir.path(), &c_source("kill_island_patch.c"), &manifest);
+    let object = dir.path().join("island.hp.o");
+    std::fs::write(&object, bytes).unwrap();
+    kill_during_apply(
+        &binary,
+        &["hotpatch-case"],
+        1,
+        &object,
+        "apply with a jump island",
     );
-    kill_during_apply(&binary, &object, "apply running a resolver");
 }
 
 #[test]
@@ -285,7 +383,8 @@ fn killed_during_revert_leaves_the_target_running_and_consistent() {
     let (binary, object) = build(dir.path());
     let mut target = TargetProcess::start(&binary);
     target.wait_for("value=1");
-    let pid = target.pid().to_string();
+    let target_pid = target.pid();
+    let pid = target_pid.to_string();
     let object = object.to_str().unwrap();
     let apply = ["apply", object, "--pid", &pid];
     let revert = ["revert", "--pid", &pid];
@@ -301,15 +400,16 @@ fn killed_during_revert_leaves_the_target_running_and_consistent() {
     let mut counts = BTreeMap::new();
     let (span, finished) = sweep(normal, |delay| {
         hotpatch_ok(&apply);
-        assert_eq!(current_value(&mut target), 2);
+        assert_eq!(current_value(&mut target, target_pid), 2);
         let killed = run_and_kill(&revert, delay);
         let what = format!("revert killed after {delay:?}");
-        *counts.entry(settle(&mut target, &what)).or_insert(0) += 1;
+        *counts
+            .entry(settle(&mut target, target_pid, &what))
+            .or_insert(0) += 1;
         killed
     });
     report("revert", normal, span, &counts, finished);
-    target.drain();
-    assert_counts_up_by_one(&target.seen, "n");
+    assert_each_counted_up(&mut target, &[target_pid]);
 }
 
 /// The coroutine target and a plain object replacing its `step` (which suspends inside the
@@ -351,7 +451,8 @@ fn killed_during_a_revert_under_a_suspended_coroutine_never_unmaps_its_code() {
     let (binary, object) = build_coroutines(dir.path());
     let mut target = TargetProcess::start_with(&binary, &[]);
     target.wait_for("ready");
-    let pid = target.pid().to_string();
+    let target_pid = target.pid();
+    let pid = target_pid.to_string();
     let object = object.to_str().unwrap();
     let apply = ["apply", object, "--pid", &pid];
     let revert = ["revert", "--pid", &pid];
@@ -388,7 +489,7 @@ fn killed_during_a_revert_under_a_suspended_coroutine_never_unmaps_its_code() {
         suspend(&mut target);
         let killed = run_and_kill(&revert, delay);
         let what = format!("revert killed after {delay:?}");
-        assert_running_untraced(&mut target, &what);
+        assert_running_untraced(&mut target, target_pid, &what);
         let state = if live_patches(&pid).is_empty() {
             "the revert had committed"
         } else {
@@ -403,7 +504,7 @@ fn killed_during_a_revert_under_a_suspended_coroutine_never_unmaps_its_code() {
             "{what}: every region a coroutine was suspended in stays mapped, reverted"
         );
         finish(&mut target, &what);
-        assert_running_untraced(&mut target, &what);
+        assert_running_untraced(&mut target, target_pid, &what);
         *counts.entry(state).or_insert(0) += 1;
         killed
     });

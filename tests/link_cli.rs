@@ -67,27 +67,31 @@ fn setup() -> Setup {
     git_repo_with_revisions(&repo, &files(LIB_V1), &files(LIB_V2));
     let build = work.path().join("build");
     write_tree(&build, &files(LIB_V1));
-    let lib = work.path().join("libcase.so");
-    let shared = format!("{CFLAGS} -shared");
-    compile_program(&build, &["lib.c".to_string()], &shared, &lib);
-    let exe = work.path().join("app");
     // The executable is not built -fPIC: it reads `stdout` from its own copy.
-    let link = format!(
-        "-O2 -g -L{dir} -Wl,-rpath,{dir}",
-        dir = work.path().display()
-    );
-    compile_program(
-        &build,
-        &["main.c".to_string(), "-lcase".to_string()],
-        &link,
-        &exe,
-    );
+    let (lib, exe) = build_app(work.path(), &build, "-O2 -g");
     Setup {
         work,
         repo,
         exe,
         lib,
     }
+}
+
+/// Builds `build`'s lib.c into `work/libcase.so` (with [`CFLAGS`]) and main.c into `work/app`
+/// (with `exe_flags`) linked against it; returns both paths.
+fn build_app(work: &Path, build: &Path, exe_flags: &str) -> (PathBuf, PathBuf) {
+    let lib = work.join("libcase.so");
+    let shared = format!("{CFLAGS} -shared");
+    compile_program(build, &["lib.c".to_string()], &shared, &lib);
+    let exe = work.join("app");
+    let link = format!("{exe_flags} -L{dir} -Wl,-rpath,{dir}", dir = work.display());
+    compile_program(
+        build,
+        &["main.c".to_string(), "-lcase".to_string()],
+        &link,
+        &exe,
+    );
+    (lib, exe)
 }
 
 /// The GNU build id of `file`, as `readelf -n` prints it.
@@ -181,5 +185,132 @@ fn a_library_patch_is_refused_for_another_build_of_the_library() {
         "{stderr}"
     );
     target.wait_for("value=42");
+    assert!(target.is_alive());
+}
+
+/// The executable's own function of the two-module case: 13 bytes too at -O2.
+const MAIN_V1: &str = r#"#include <stdio.h>
+#include <unistd.h>
+int value(void);
+__attribute__((noinline)) int label(int v)
+{
+    return v * 10 + 1;
+}
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (unsigned tick = 0;; tick++) {
+        printf("tick=%u value=%d label=%d\n", tick, value(), label(tick));
+        usleep(20000);
+    }
+}
+"#;
+
+/// The mappings of `pid` that contain `address`.
+fn mapped(pid: i32, address: u64) -> bool {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines().any(|line| {
+        let range = line.split_whitespace().next().unwrap_or_default();
+        let (start, end) = range.split_once('-').unwrap_or_default();
+        let start = u64::from_str_radix(start, 16).unwrap_or(u64::MAX);
+        let end = u64::from_str_radix(end, 16).unwrap_or(0);
+        (start..end).contains(&address)
+    })
+}
+
+#[test]
+fn one_patch_of_the_executable_and_a_far_library_gives_the_library_a_jump_island() {
+    // `value` (library, 13 bytes, no padding) and `label` (executable) change at once; the
+    // library is mapped terabytes from the executable, out of reach of one region.
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let tree = |main: &str, lib: &str| {
+        vec![
+            ("main.c".to_string(), main.to_string()),
+            ("lib.c".to_string(), lib.to_string()),
+        ]
+    };
+    let main_v2 = MAIN_V1.replace("v * 10 + 1", "v * 10 + 2");
+    let lib_v2 = LIB_V1.replace("return 42;", "return 43;");
+    let lib_v3 = LIB_V1.replace("return 42;", "return 44;");
+    let revisions = [
+        tree(MAIN_V1, LIB_V1),
+        tree(&main_v2, &lib_v2),
+        tree(&main_v2, &lib_v3),
+    ];
+    let tags: Vec<(&str, &[(String, String)])> = ["v1", "v2", "v3"]
+        .into_iter()
+        .zip(revisions.iter().map(Vec::as_slice))
+        .collect();
+    git_repo_with_tags(&repo, &tags);
+    let build = work.path().join("build");
+    write_tree(&build, &tree(MAIN_V1, LIB_V1));
+    let (_, exe) = build_app(work.path(), &build, CFLAGS);
+    let mut target = TargetProcess::start(&exe);
+    target.wait_for("value=42");
+    let pid = target.pid();
+    let pid_text = pid.to_string();
+
+    let apply = |range: &str| {
+        let output = hotpatch(&[
+            "diff",
+            range,
+            "--repo",
+            repo.to_str().unwrap(),
+            "--apply",
+            "--pid",
+            &pid_text,
+            "--cflags",
+            CFLAGS,
+        ]);
+        assert!(output.status.success(), "{}", stderr_of(&output));
+    };
+    apply("v1..v2");
+    let line = target.wait_for("value=43");
+    let tick = field(&line, "tick").unwrap();
+    assert_eq!(field(&line, "label"), Some(tick * 10 + 2), "{line}");
+
+    let list = hotpatch(&["list", "--pid", &pid_text, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let functions = json["patches"][0]["functions"].as_array().unwrap().clone();
+    let via = |name: &str| {
+        functions
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))["via"]
+            .as_u64()
+    };
+    assert_eq!(via("label"), None, "{json}");
+    let island = via("value").unwrap_or_else(|| panic!("value has no island: {json}"));
+    assert!(mapped(pid, island));
+    let entry = functions.iter().find(|f| f["name"] == "value").unwrap()["old_address"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        entry.abs_diff(island) < 1 << 31,
+        "{entry:#x} -> {island:#x}"
+    );
+
+    // Stacked on the library function (its entry jumps to the island): v3 goes over it, and
+    // reverting v3 gives the island its entry back.
+    apply("v2..v3");
+    target.wait_for("value=44");
+    let revert = || {
+        let output = hotpatch(&["revert", "--pid", &pid_text]);
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        assert!(
+            stdout_of(&output).contains("region unmapped"),
+            "{}",
+            stdout_of(&output)
+        );
+    };
+    revert();
+    target.wait_for("value=43");
+    assert!(mapped(pid, island));
+    revert();
+    let line = target.wait_for("value=42");
+    let tick = field(&line, "tick").unwrap();
+    assert_eq!(field(&line, "label"), Some(tick * 10 + 1), "{line}");
+    assert!(!mapped(pid, island), "the island outlived its region");
     assert!(target.is_alive());
 }

@@ -127,7 +127,17 @@ pub fn check(
     let min = region::mmap_min_addr();
     let base = region::choose(&maps, plan.near, target.exe_span(), size, min)
         .ok_or(ApplyError::NoRegion { pid, size })?;
+    let islands = plan
+        .islands
+        .iter()
+        .map(|island| {
+            let size = island.size();
+            region::choose(&maps, island.near, target.exe_span(), size, min)
+                .ok_or(ApplyError::NoRegion { pid, size })
+        })
+        .collect::<Result<Vec<u64>, ApplyError>>()?;
     let predicted = vec![base + PAGE; plan.functions.len()];
+    let (predicted, _) = crate::island::entry_targets(plan, &predicted, &islands);
     let sites = sites(plan, &predicted)?;
     let busy = Busy::for_sites(&sites);
     let contexts = ReturnTargets::for_sites(pid, &sites);
@@ -261,14 +271,18 @@ fn apply_with(
     let mut unwinder = StackUnwinder::for_target(target);
     unwinder.add_patches(pid, &earlier);
     unwinder.add_names(crate::revert::patch_names(&earlier));
+    // Every number at its longest: the header's size is bounded before anything is placed.
+    let most = vec![u64::MAX; plan.islands.len()];
     let stamp = Stamp {
         now: u64::MAX,
         sequence: u64::MAX,
         base: u64::MAX,
         size: u64::MAX,
         text_base: u64::MAX,
+        islands: crate::island::records(plan, &most),
     };
-    let header_bound = ledger::encode(&record(plan, &[], &stamp, &[]));
+    let (_, via) = crate::island::entry_targets(plan, &vec![u64::MAX; plan.functions.len()], &most);
+    let header_bound = ledger::encode(&record(plan, &[], &via, &stamp, &[]));
     let header_size = (header_bound.len() as u64).next_multiple_of(PAGE);
     let region_size = header_size + plan.image_size();
     let base = allocate_region(target, plan.near, region_size)?;
@@ -279,14 +293,30 @@ fn apply_with(
         base,
         header_size,
         region_size,
+        islands: Vec::new(),
     };
-    match write_and_commit(target, plan, options, &mut prepared) {
-        Ok(report) => Ok(report),
-        Err(error) => {
-            region::release(pid, base, region_size);
-            Err(error)
+    let result = allocate_islands(target, plan, &mut prepared)
+        .and_then(|()| write_and_commit(target, plan, options, &mut prepared));
+    if result.is_err() {
+        for (island, &at) in plan.islands.iter().zip(&prepared.islands) {
+            region::release(pid, at, island.size());
         }
+        region::release(pid, base, region_size);
     }
+    result
+}
+
+/// Maps a jump island near each far module of the plan (see `island`), into `prepared`.
+fn allocate_islands(
+    target: &Target,
+    plan: &Plan,
+    prepared: &mut Prepared,
+) -> Result<(), ApplyError> {
+    for island in &plan.islands {
+        let at = allocate_region(target, island.near, island.size())?;
+        prepared.islands.push(at);
+    }
+    Ok(())
 }
 
 /// Maps the region within reach of `near` (the span of the patched module).
@@ -315,6 +345,8 @@ struct Prepared {
     base: u64,
     header_size: u64,
     region_size: u64,
+    /// Where the plan's jump islands are mapped, in order.
+    islands: Vec<u64>,
 }
 
 /// The numbers of a ledger record that are not in the plan.
@@ -325,6 +357,8 @@ struct Stamp {
     size: u64,
     /// Address of the text zone.
     text_base: u64,
+    /// The jump islands.
+    islands: Vec<ledger::Island>,
 }
 
 fn write_and_commit(
@@ -354,7 +388,9 @@ fn write_and_commit(
     }
     // Where each jump goes: the new code, or the thunk that keeps the register contract.
     let jump_targets = crate::ipara::install(plan, &mut image, &new_addresses)?;
-    let sites = sites(plan, &jump_targets)?;
+    // A far module's entries jump to their island stubs, which jump on to those targets.
+    let (entry_targets, via) = crate::island::entry_targets(plan, &jump_targets, &prepared.islands);
+    let sites = sites(plan, &entry_targets)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -364,6 +400,7 @@ fn write_and_commit(
         base,
         size: region_size,
         text_base,
+        islands: crate::island::records(plan, &prepared.islands),
     };
     // This patch's own code gets unwind tables too (no thread can be in it before the jumps,
     // but a prepared region may be settled while one is).
@@ -382,11 +419,15 @@ fn write_and_commit(
             );
         }
     }
-    let header = ledger::encode(&record(plan, &jump_targets, &stamp, &sites));
+    let header = ledger::encode(&record(plan, &jump_targets, &via, &stamp, &sites));
     if header.len() as u64 > header_size {
         return Err(ApplyError::Ledger(
             "the header outgrew its reserved pages".into(),
         ));
+    }
+    for (island, &at) in plan.islands.iter().zip(&prepared.islands) {
+        write_memory(pid, at, &crate::island::image(plan, island, &jump_targets))?;
+        region::protect(pid, at, island.size(), PROT_READ | PROT_EXEC)?;
     }
     write_image(pid, base, &header, &image)?;
     region::protect(pid, base, header_size, PROT_READ)?;
@@ -482,9 +523,16 @@ fn sites(plan: &Plan, new_addresses: &[u64]) -> Result<Vec<Site>, ApplyError> {
     Ok(out)
 }
 
-/// The ledger record of this application. With empty `new_addresses`/`sites`, every number is
-/// replaced by `u64::MAX` so the result bounds the header's size.
-fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> LedgerRecord {
+/// The ledger record of this application (`via`: each function's island stub, if any). With
+/// empty `new_addresses`/`sites`, every number is replaced by `u64::MAX` so the result bounds
+/// the header's size.
+fn record(
+    plan: &Plan,
+    new_addresses: &[u64],
+    via: &[Option<u64>],
+    stamp: &Stamp,
+    sites: &[Site],
+) -> LedgerRecord {
     let functions = plan
         .functions
         .iter()
@@ -507,6 +555,7 @@ fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> 
                 action: f.action,
                 new_address: new_addresses.get(index).copied().unwrap_or(u64::MAX),
                 overwritten,
+                via: via.get(index).copied().flatten(),
             }
         })
         .collect();
@@ -519,6 +568,7 @@ fn record(plan: &Plan, new_addresses: &[u64], stamp: &Stamp, sites: &[Site]) -> 
         manifest: plan.object.manifest().cloned(),
         functions,
         unwind: unwind_record(plan, stamp.text_base),
+        islands: stamp.islands.clone(),
     }
 }
 

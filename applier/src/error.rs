@@ -350,6 +350,16 @@ pub enum ApplyError {
         /// Empty, or "; could NOT roll back ..." naming each pid whose revert failed.
         not_rolled_back: String,
     },
+    /// The check of one process of a group failed before anything was written to any of them.
+    #[error("pid {pid}: {source}; nothing was written to any of the {processes} processes")]
+    GroupCheck {
+        /// The process whose check failed.
+        pid: i32,
+        /// Why.
+        source: Box<ApplyError>,
+        /// How many processes the group has.
+        processes: usize,
+    },
     /// A ledger header in a region could not be read.
     #[error("cannot read the patch ledger: {0}")]
     Ledger(String),

@@ -1,20 +1,41 @@
 //! Several processes of one executable (a forking server's workers) patched as one: every
-//! process is patched, or, when one fails, those already patched are reverted.
+//! process is checked first (entries, region, a stop with the safety check) and nothing is
+//! written to any unless all pass; then each is patched in turn, and when one fails after others
+//! were committed, those are reverted.
 
 use std::path::Path;
 
-use crate::apply::{apply, ApplyOptions, ApplyReport};
+use crate::apply::{apply, check, ApplyOptions, ApplyReport};
 use crate::error::ApplyError;
+use crate::installed::installed_patches;
+use crate::ledger::LedgerState;
 use crate::plan::Plan;
 use crate::revert::revert;
 use crate::target::Target;
 
-/// Applies each plan to its target in turn. If one fails, the patches already applied are
-/// reverted (newest first) and the error names the failing pid and what was rolled back.
+/// Checks every plan against its target (as [`check`] does, nothing written), then applies each
+/// in turn. A failed check names its pid, and nothing was written to any process. If an apply
+/// fails, the patches already applied are reverted (newest first) and the error names the
+/// failing pid and what was rolled back. With `options.wait_return`, a thread found inside a
+/// function being replaced does not fail the check: the commit waits for its frame to return.
 pub fn apply_all(
     jobs: &[(&Target, &Plan)],
     options: &ApplyOptions,
 ) -> Result<Vec<ApplyReport>, ApplyError> {
+    for (target, plan) in jobs {
+        match check(target, plan, options) {
+            Ok(_) => {}
+            Err(ApplyError::ThreadBusy { .. } | ApplyError::ContextBusy { .. })
+                if options.wait_return => {}
+            Err(error) => {
+                return Err(ApplyError::GroupCheck {
+                    pid: target.pid(),
+                    source: Box::new(error),
+                    processes: jobs.len(),
+                })
+            }
+        }
+    }
     let mut done: Vec<(i32, ApplyReport)> = Vec::new();
     for (target, plan) in jobs {
         match apply(target, plan, options) {
@@ -42,6 +63,15 @@ pub fn apply_all(
         }
     }
     Ok(done.into_iter().map(|(_, report)| report).collect())
+}
+
+/// The sequence number of patch `patch_id` in process `pid` when it is applied there already
+/// (its ledger says so): a process of a group that has it is skipped, not patched twice.
+pub fn applied_sequence(pid: i32, patch_id: &str) -> Result<Option<u64>, ApplyError> {
+    Ok(installed_patches(pid)?
+        .iter()
+        .find(|p| p.patch_id == patch_id && p.state == LedgerState::Applied)
+        .map(|p| p.sequence))
 }
 
 fn list(pids: &[i32]) -> String {

@@ -57,6 +57,8 @@ pub struct InstalledFunction {
     pub old_address: Option<u64>,
     /// Address of the new code.
     pub new_address: u64,
+    /// The jump island stub the entry jumps to, when the new code is out of `rel32` reach.
+    pub via: Option<u64>,
     /// Whether the old entry jumps to this patch's code right now (false once reverted, or once
     /// a later patch redirected the same function).
     pub active: bool,
@@ -140,13 +142,14 @@ fn installed(pid: i32, record: LedgerRecord, header_state: LedgerState) -> Insta
         .iter()
         .map(|f| {
             let old_address = f.overwritten.as_ref().map(|o| o.address);
-            let active = old_address.is_some_and(|entry| jumps_to(pid, entry, f.new_address));
+            let active = old_address.is_some_and(|entry| jumps_to(pid, entry, f.entry_target()));
             InstalledFunction {
                 name: f.name.clone(),
                 file: f.file.clone(),
                 action: f.action,
                 old_address,
                 new_address: f.new_address,
+                via: f.via,
                 active,
             }
         })

@@ -90,6 +90,20 @@ pub struct LedgerRecord {
     /// its code can be walked (absent in records of older versions and for patches without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwind: Option<UnwindRecord>,
+    /// The jump islands of the patch: pages near modules out of `rel32` reach of the region,
+    /// holding the absolute jumps their functions' entries reach with `jmp rel32` (absent when
+    /// there are none, and in records of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub islands: Vec<Island>,
+}
+
+/// A jump island: a mapping of the patch apart from its region, near another module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Island {
+    /// Its start.
+    pub address: u64,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// The `.eh_frame` of a patch in its region and the code it describes.
@@ -119,6 +133,17 @@ pub struct LedgerFunction {
     pub new_address: u64,
     /// The overwritten range, when the function was redirected.
     pub overwritten: Option<OverwrittenRange>,
+    /// Where the entry's jump goes when it is not the new code: the function's stub in a jump
+    /// island (which jumps on to `new_address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<u64>,
+}
+
+impl LedgerFunction {
+    /// Where the jump at the function's entry goes: its island stub, or the new code.
+    pub fn entry_target(&self) -> u64 {
+        self.via.unwrap_or(self.new_address)
+    }
 }
 
 /// Bytes of the target replaced by a jump.
@@ -208,6 +233,7 @@ mod tests {
                     address: 0x400,
                     original_hex: hex(&[1, 0xab]),
                 }),
+                via: Some(0x7f00_0000_0000),
             }],
             unwind: Some(UnwindRecord {
                 eh_frame_address: 0x2400,
@@ -215,6 +241,10 @@ mod tests {
                 text_address: 0x2000,
                 text_size: 0x1000,
             }),
+            islands: vec![Island {
+                address: 0x7f00_0000_0000,
+                size: 0x1000,
+            }],
         };
         let bytes = encode(&record);
         assert_eq!(&bytes[..8], LEDGER_MAGIC);
@@ -226,12 +256,15 @@ mod tests {
         assert_eq!(decode(&applied).unwrap(), record);
         assert!(decode(&bytes[..20]).is_err());
         // A record without the optional unwind field (as older versions wrote) still reads.
-        let old = LedgerRecord {
+        let mut old = LedgerRecord {
             unwind: None,
+            islands: Vec::new(),
             ..record.clone()
         };
+        old.functions[0].via = None;
         let old_bytes = encode(&old);
-        assert!(!String::from_utf8_lossy(&old_bytes).contains("unwind"));
+        let text = String::from_utf8_lossy(&old_bytes);
+        assert!(!text.contains("unwind") && !text.contains("islands") && !text.contains("via"));
         assert_eq!(decode(&old_bytes).unwrap(), old);
         assert!(decode(b"nothing here").is_err());
     }

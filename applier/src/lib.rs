@@ -9,7 +9,7 @@
 //!   `bind`, IFUNCs), checks each replaced function can
 //!   hold its jump and test-links the patch; it writes nothing.
 //! - [`apply`] maps a region within ±2 GiB of the patched module (ledger header, text zone, data
-//!   zone), links and writes the patch while the target runs, then stops every thread only for the
+//!   zone; a jump island near each other module out of its reach), links and writes the patch while the target runs, then stops every thread only for the
 //!   commit (safety check on every thread's unwound stack, jumps, ledger state, resume) and
 //!   reports the pause.
 //! - [`installed_patches`] reads the ledgers back from the process; [`revert()`] undoes the newest
@@ -18,13 +18,14 @@
 //! Modules, one job each: [`object_file`] (the patch), [`target`] and `symbols`/`maps`/`scope`
 //! (the process; `scope` its link map), `bind` (which definition a global name reaches),
 //! [`plan`], `layout`/`link` (the region image), `region` (placing and mapping it),
-//! `trampoline` (entry jumps), `ipara` (the register contract with unpatched callers, and its
+//! `trampoline` (entry jumps), `island` (jump islands near modules out of the region's reach), `ipara` (the register contract with unpatched callers, and its
 //! save/restore thunks), `commit` (the stop and its safety check), `unwind` (CFI stack
 //! walks), `references` (the scan of memory for code addresses: suspended contexts, regions
 //! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`inline_map`] (where each source function's code went, from the binary's DWARF),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
-//! processes, all or none), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
+//! processes, all or none: each checked before any is written), [`family`] (a process and its
+//! descendants running the same executable), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
 //! contract).
 
 pub mod apply;
@@ -33,10 +34,12 @@ mod bind;
 mod commit;
 mod debuginfo;
 pub mod error;
+pub mod family;
 pub mod group;
 pub mod inline_map;
 pub mod installed;
 mod ipara;
+mod island;
 mod layout;
 pub mod ledger;
 mod link;
@@ -60,7 +63,8 @@ mod unwind;
 pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
-pub use group::{apply_all, pids_of_exe};
+pub use family::family_of;
+pub use group::{applied_sequence, apply_all, pids_of_exe};
 pub use inline_map::{InlineMap, PatchMember, SourceFunction};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
 pub use ipara::{CheckedCall, RegisterContract};

@@ -53,6 +53,8 @@ pub struct Plan {
     /// The lowest and highest address of the module the replaced code lives in: the region is
     /// placed within `jmp rel32` reach of all of it.
     pub(crate) near: (u64, u64),
+    /// A jump island for each other module with replaced functions, out of the region's reach.
+    pub(crate) islands: Vec<crate::island::IslandPlan>,
 }
 
 /// One function of the patch.
@@ -122,6 +124,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
     let home = home_module(target, &functions);
     let near = region_anchor(target, &functions, home);
     let mut redirects = Vec::new();
+    let mut islands = Vec::new();
     for (index, function) in functions.iter().enumerate() {
         if let (Some(entry), Some(size)) = (function.old_address, function.old_size) {
             if redirects.iter().any(|r: &Redirect| r.entry == entry) {
@@ -130,8 +133,11 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
                     function.target
                 )));
             }
+            let in_reach = near.0 <= entry && entry < near.1
+                || crate::island::serve(target, &mut islands, entry, redirects.len());
+            let jump = if in_reach { REL32_LEN } else { ABS_LEN };
             let site = Site { index, entry, size };
-            redirects.push(check_redirect(target, near, &earlier, function, site)?);
+            redirects.push(check_redirect(target, jump, &earlier, function, site)?);
         }
     }
     let (externals, resolutions) = resolve_undefined(target, patch, &functions, home)?;
@@ -155,6 +161,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         externals,
         redirects,
         near,
+        islands,
     };
     let image = test_link(target, &plan)?;
     crate::ipara::keep(target, &mut plan, &image)?;
@@ -504,18 +511,13 @@ struct Site {
 /// original bytes: earlier patches' jumps are undone first, by their ledger records.
 fn check_redirect(
     target: &Target,
-    near: (u64, u64),
+    jump: usize,
     earlier: &[InstalledPatch],
     function: &PlannedFunction,
     site: Site,
 ) -> Result<Redirect, ApplyError> {
     let Site { index, entry, size } = site;
     let name = function.target.name();
-    let jump = if near.0 <= entry && entry < near.1 {
-        REL32_LEN
-    } else {
-        ABS_LEN
-    };
     let size = if size < jump as u64 {
         with_padding(target, name, entry, size, jump)?
     } else {

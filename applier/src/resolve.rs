@@ -110,6 +110,14 @@ fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u
     };
     let tp = crate::ptrace::thread_pointer(pid)?;
     let dtv = read_word(pid, tp.wrapping_add(8));
+    // glibc keeps the vector's length just before it (`dtv[-1].counter`): an id past it has no
+    // entry yet in this thread, and the words there are not one.
+    let length = dtv.and_then(|d| read_word(pid, d.wrapping_sub(16)));
+    if length.is_some_and(|n| module_id > n) {
+        return Err(refuse(
+            "its TLS is dynamic (this thread has no block of it yet: its module id is past the thread's vector)",
+        ));
+    }
     let entry = dtv.and_then(|d| module_id.checked_mul(16)?.checked_add(d));
     let block = entry.and_then(|e| read_word(pid, e));
     let to_free = entry.and_then(|e| read_word(pid, e.wrapping_add(8)));

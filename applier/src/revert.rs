@@ -103,7 +103,7 @@ fn revert_with(
     unwinder.add_patches(pid, &installed);
     unwinder.add_names(patch_names(&installed));
     let region = chosen.region_address..chosen.region_address.saturating_add(chosen.region_size);
-    let busy = [Busy {
+    let mut busy = vec![Busy {
         what: format!(
             "the code of patch {}, which is being reverted",
             chosen.patch_id
@@ -111,6 +111,15 @@ fn revert_with(
         pc: region.clone(),
         ret: Some(region.clone()),
     }];
+    // A thread at an island's stub is on its way into the region.
+    for island in &chosen.record.islands {
+        let range = island.address..island.address.saturating_add(island.size);
+        busy.push(Busy {
+            what: format!("a jump island of patch {}", chosen.patch_id),
+            pc: range.clone(),
+            ret: Some(range),
+        });
+    }
     let safety = Safety {
         busy: &busy,
         unwinder: Some(&unwinder),
@@ -153,6 +162,10 @@ fn revert_with(
 
     let unmapped = kept_because.is_none();
     if unmapped {
+        // The islands lead only into the region: they go with it (or stay with it).
+        for island in &chosen.record.islands {
+            region::release(pid, island.address, island.size);
+        }
         region::release(pid, chosen.region_address, chosen.region_size);
     }
     Ok(RevertReport {
@@ -275,7 +288,7 @@ fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyErro
                 function.name, chosen.patch_id
             ))
         })?;
-        let jump = jump_bytes(range.address, function.new_address);
+        let jump = jump_bytes(range.address, recorded.entry_target());
         if !function.active {
             if chosen.header_state == LedgerState::Prepared {
                 continue;

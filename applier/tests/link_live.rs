@@ -421,3 +421,60 @@ fn running_a_resolver_and_reading_a_thread_pointer_leave_memory_unchanged() {
     assert_same_memory(&before, &after);
     assert!(running.alive());
 }
+
+#[test]
+fn a_dlopened_librarys_dynamic_tls_is_refused_with_the_reason() {
+    // glibc gives a library dlopened after start a TLS block per thread, allocated on first use
+    // and reached through `__tls_get_addr`: no offset from the thread pointer is the same in
+    // every thread, so the patch's initial-exec access cannot be linked. Refused, untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let c = c_dir();
+    let src = |name: &str| c.join(name).display().to_string();
+    let lib = dir.path().join("libdyntls.so").display().to_string();
+    gcc(
+        &[
+            "-O2",
+            "-g",
+            "-fPIC",
+            "-shared",
+            &src("dyn_tls_lib.c"),
+            "-o",
+            &lib,
+        ],
+        dir.path(),
+    );
+    let exe = dir.path().join("dyn-tls-target");
+    let exe_text = exe.display().to_string();
+    gcc(
+        &[
+            "-O2",
+            "-g",
+            &src("dyn_tls_target.c"),
+            "-ldl",
+            "-o",
+            &exe_text,
+        ],
+        dir.path(),
+    );
+    let mut running = start(&exe, &[&lib]);
+    let before = field_once(&running, "tls", |_| true);
+    let patch = compile_patch(
+        dir.path(),
+        "dyn_tls_patch.c",
+        &manifest("dyn-tls", "dyn_tls_next", "v1", "v2"),
+    );
+    let target = Target::inspect(running.pid()).unwrap();
+    let error = plan(&target, &PatchObject::parse(patch).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`dyn_tls`")
+            && error.contains("libdyntls.so")
+            && error.contains("its TLS is dynamic"),
+        "{error}"
+    );
+    // Nothing was written: it counts on by one.
+    let after = field_once(&running, "tls", |t| t > before);
+    assert!(after - before < 1000, "{before} then {after}");
+    assert!(running.alive());
+}

@@ -1,5 +1,6 @@
-//! CASES.md §E multi_process: every process running one executable is patched, or, if one fails,
-//! the others are rolled back. Every started process is killed on every path.
+//! CASES.md §E multi_process: every process running one executable is patched, or none: a failed
+//! check of one means nothing is written to any, and a commit that fails after others were
+//! committed rolls those back. Every started process is killed on every path.
 
 mod common;
 
@@ -14,6 +15,42 @@ fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
         wait_return: false,
+    }
+}
+
+/// An idle process and one that never leaves `busy`, both planned for a patch of `busy`.
+struct IdleAndStuck {
+    idle: Running,
+    stuck: Running,
+    targets: [Target; 2],
+    plans: Vec<hotpatch_applier::Plan>,
+}
+
+fn idle_and_stuck(dir: &std::path::Path) -> IdleAndStuck {
+    let exe = build_target(dir);
+    // `busy` is idle in the first process and never left in the second.
+    let idle = start(&exe, &["threads", "1"]);
+    let stuck = start(&exe, &["busy"]);
+    next_tick_value(&idle);
+    next_tick_value(&stuck);
+    let bytes = compile_patch(
+        dir,
+        "life_patch_busy.c",
+        &manifest("pb", "busy", "v1", "v2"),
+    );
+    let targets = [
+        Target::inspect(idle.pid()).unwrap(),
+        Target::inspect(stuck.pid()).unwrap(),
+    ];
+    let plans: Vec<_> = targets
+        .iter()
+        .map(|t| plan(t, &PatchObject::parse(bytes.clone()).unwrap()).unwrap())
+        .collect();
+    IdleAndStuck {
+        idle,
+        stuck,
+        targets,
+        plans,
     }
 }
 
@@ -54,45 +91,59 @@ fn every_process_of_the_executable_is_patched() {
 }
 
 #[test]
-fn one_failure_rolls_the_others_back() {
+fn a_failed_check_writes_nothing_to_any_process() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = build_target(dir.path());
-    // `busy` is idle in the first process and never left in the second.
-    let mut idle = start(&exe, &["threads", "1"]);
-    let mut stuck = start(&exe, &["busy"]);
-    next_tick_value(&idle);
-    next_tick_value(&stuck);
-    let bytes = compile_patch(
-        dir.path(),
-        "life_patch_busy.c",
-        &manifest("pb", "busy", "v1", "v2"),
-    );
-    let targets = [
-        Target::inspect(idle.pid()).unwrap(),
-        Target::inspect(stuck.pid()).unwrap(),
-    ];
-    let plans: Vec<_> = targets
-        .iter()
-        .map(|t| plan(t, &PatchObject::parse(bytes.clone()).unwrap()).unwrap())
-        .collect();
-    let entry = plans[0].functions[0].old_address.unwrap();
-    let original = read_mem(idle.pid(), entry, 5);
-    let jobs: Vec<_> = targets.iter().zip(&plans).collect();
+    let mut run = idle_and_stuck(dir.path());
+    let entry = run.plans[0].functions[0].old_address.unwrap();
+    let original = read_mem(run.idle.pid(), entry, 5);
+    let jobs: Vec<_> = run.targets.iter().zip(&run.plans).collect();
     let err = apply_all(&jobs, &options(300)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ApplyError::GroupCheck { .. }), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", run.stuck.pid()))
+            && text.contains("nothing was written to any of the 2 processes"),
+        "{text}"
+    );
+    assert_eq!(read_mem(run.idle.pid(), entry, 5), original);
+    assert!(installed_patches(run.idle.pid()).unwrap().is_empty());
+    assert!(installed_patches(run.stuck.pid()).unwrap().is_empty());
+    next_tick_value(&run.idle);
+    next_tick_value(&run.stuck);
+    assert!(run.idle.alive() && run.stuck.alive());
+}
+
+#[test]
+fn a_commit_that_fails_after_another_rolls_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = idle_and_stuck(dir.path());
+    let entry = run.plans[0].functions[0].old_address.unwrap();
+    let original = read_mem(run.idle.pid(), entry, 5);
+    let jobs: Vec<_> = run.targets.iter().zip(&run.plans).collect();
+    // Waiting for the frame to return lets the check pass the stuck thread; the first process is
+    // committed, the second never leaves `busy` and times out.
+    let waiting = ApplyOptions {
+        wait_return: true,
+        ..options(300)
+    };
+    let err = apply_all(&jobs, &waiting).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ApplyError::Group { .. }), "{text}");
     assert!(
-        text.contains(&format!("pid {}", stuck.pid()))
+        text.contains(&format!("pid {}", run.stuck.pid()))
             && text.contains(&format!(
                 "rolled back the processes already patched: {}",
-                idle.pid()
+                run.idle.pid()
             )),
         "{text}"
     );
-    assert_eq!(read_mem(idle.pid(), entry, 5), original);
-    assert!(installed_patches(idle.pid()).unwrap().is_empty());
-    assert!(installed_patches(stuck.pid()).unwrap().is_empty());
-    next_tick_value(&idle);
-    next_tick_value(&stuck);
-    assert!(idle.alive() && stuck.alive());
+    assert_eq!(read_mem(run.idle.pid(), entry, 5), original);
+    assert!(installed_patches(run.idle.pid())
+        .unwrap()
+        .iter()
+        .all(|p| !p.is_live()));
+    assert!(installed_patches(run.stuck.pid()).unwrap().is_empty());
+    next_tick_value(&run.idle);
+    next_tick_value(&run.stuck);
+    assert!(run.idle.alive() && run.stuck.alive());
 }

@@ -155,10 +155,16 @@ impl DeployConfig {
     }
 }
 
-/// The process ids a target specification names right now.
+/// `pid` and its descendants running the same executable (a pre-forking server's workers): the
+/// service is all of them. A pid that does not exist is kept, for the apply to say so.
+fn family(pid: i32) -> Vec<i32> {
+    hotpatch_applier::family_of(pid).unwrap_or_else(|_| vec![pid])
+}
+
+/// The process ids a target specification names right now (a pid's family with it).
 pub fn find_processes(spec: &TargetSpec) -> Result<Vec<i32>> {
     match spec {
-        TargetSpec::Pid(pid) => Ok(vec![*pid]),
+        TargetSpec::Pid(pid) => Ok(family(*pid)),
         TargetSpec::PidFile(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the pidfile {}", path.display()))?;
@@ -169,7 +175,7 @@ pub fn find_processes(spec: &TargetSpec) -> Result<Vec<i32>> {
                     text.trim()
                 )
             })?;
-            Ok(vec![pid])
+            Ok(family(pid))
         }
         TargetSpec::Exe(exe) => hotpatch_applier::pids_of_exe(exe)
             .with_context(|| format!("cannot list the processes running {}", exe.display())),

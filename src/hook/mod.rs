@@ -260,18 +260,29 @@ fn deploy_to(
 ) -> Result<String> {
     let mut targets = Vec::new();
     let mut plans = Vec::new();
+    // One build per executable: the processes of a family run the same one.
+    let mut built: Option<(Option<String>, pipeline::BuiltUnits)> = None;
     for &pid in pids {
         let target = Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}"))?;
-        let mut timings = Timings::default();
-        let patch = pipeline::build_patch(changes, old, new, Some(&target), model, &mut timings)?;
-        for warning in &patch.warnings {
-            say(&format!("warning: {warning}"));
-        }
-        let mut accepted = changes.clone();
-        refusal::accept_built(&mut accepted, &patch.built, &forced_by_push_options());
-        if !accepted.refusals.is_empty() {
-            return Err(rejection(&accepted));
-        }
+        let exe = crate::state::exe_build_id(pid).ok().flatten();
+        let reuse = matches!(&built, Some((id, _)) if id.is_some() && *id == exe);
+        let (_, patch) = match &mut built {
+            Some(same) if reuse => same,
+            slot => {
+                let mut timings = Timings::default();
+                let patch =
+                    pipeline::build_patch(changes, old, new, Some(&target), model, &mut timings)?;
+                for warning in &patch.warnings {
+                    say(&format!("warning: {warning}"));
+                }
+                let mut accepted = changes.clone();
+                refusal::accept_built(&mut accepted, &patch.built, &forced_by_push_options());
+                if !accepted.refusals.is_empty() {
+                    return Err(rejection(&accepted));
+                }
+                slot.insert((exe, patch))
+            }
+        };
         let plan =
             crate::build_flags::plan(&target, &patch.object, &format!("cannot patch pid {pid}"))?;
         targets.push(target);

@@ -274,3 +274,15 @@ pub fn untraced_and_running(pid: i32) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The tree of the pre-forking family server (`tests/c/family_server.c` as `main.c`) at
+/// `version`: its `lib.c`'s `value` returns the version, holding in `hold_here` when asked.
+pub fn family_server_files(version: u32) -> Vec<(String, String)> {
+    let server = std::fs::read_to_string(project_root().join("tests/c/family_server.c"))
+        .expect("the server's source");
+    let lib = format!(
+        "void hold_here(void);\n\nstatic int calls;\n\nint state(void)\n{{\n    return calls;\n}}\n\n\
+         int value(void)\n{{\n    calls++;\n    hold_here();\n    return {version};\n}}\n"
+    );
+    vec![("lib.c".to_string(), lib), ("main.c".to_string(), server)]
+}

@@ -1,0 +1,80 @@
+/* A pre-forking server in the shape of tests/family_cli.rs: the master forks WORKERS workers
+ * (plain fork, no exec: they run the master's code), the first worker forks a grandchild, and
+ * the master forks a helper that execs `sleep` (another executable, so not of the family). Every
+ * process of the family then prints `ROLE pid=P value=V state=S` every 20 ms, where V is what
+ * value() returns (lib.c: 1 at v1, 2 at v2) and S counts its calls in that process. SIGUSR1 makes
+ * a process hold inside value() (in hold_here, called from it) until SIGUSR2; it prints
+ * `held pid=P` first. Every child dies with its parent (PR_SET_PDEATHSIG), so a test that kills
+ * the master leaves no process behind. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#define WORKERS 2
+
+int value(void);
+int state(void);
+
+static volatile sig_atomic_t held;
+
+static void on_signal(int signal)
+{
+    held = signal == SIGUSR1;
+}
+
+/* Called by value(): while held, a frame of value() stays on this process's stack. */
+void hold_here(void)
+{
+    if (!held)
+        return;
+    printf("held pid=%d\n", (int)getpid());
+    while (held)
+        pause();
+}
+
+/* Forks a child that dies with this process; returns 0 in the child. */
+static pid_t fork_child(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+    }
+    return pid;
+}
+
+static void serve(const char *role)
+{
+    for (;;) {
+        int v = value();
+        printf("%s pid=%d value=%d state=%d\n", role, (int)getpid(), v, state());
+        usleep(20000);
+    }
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction action = {.sa_handler = on_signal};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGUSR1, &action, NULL);
+    sigaction(SIGUSR2, &action, NULL);
+    pid_t helper = fork_child();
+    if (helper == 0) {
+        execl("/bin/sleep", "sleep", "1000", (char *)NULL);
+        _exit(127);
+    }
+    printf("helper=%d\n", (int)helper);
+    for (int i = 0; i < WORKERS; i++) {
+        if (fork_child() == 0) {
+            if (i == 0 && fork_child() == 0)
+                serve("grandchild");
+            serve("worker");
+        }
+    }
+    serve("master");
+}

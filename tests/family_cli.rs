@@ -1,0 +1,364 @@
+//! Process families (issue 13, item 8): a pre-forking server (`tests/c/family_server.c`: a
+//! master, two forked workers, a grandchild forked by the first worker, and a helper that execs
+//! `sleep`) patched through its master's pid. The whole family changes behaviour with its state
+//! intact, the helper (another executable) is left alone, a worker that cannot be patched stops
+//! the apply before anything is written to any process, and `--exe` after the master alone skips
+//! the master. Real repository, real processes (the master is killed on every path, and every
+//! child dies with its parent), real ptrace.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+use support::*;
+
+/// A running family server at v1 and the repository of v1 and v2.
+struct Server {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    master: TargetProcess,
+    /// The family: the master, the workers and the grandchild.
+    family: BTreeSet<i32>,
+    /// The forked child that runs `sleep`.
+    helper: i32,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = family_server_files;
+        git_repo_with_revisions(&dir.path().join("repo"), &tree(1), &tree(2));
+        write_tree(&dir.path().join("build"), &tree(1));
+        let binary = dir.path().join("family-server-v1");
+        compile_program(
+            &dir.path().join("build"),
+            &["main.c".into(), "lib.c".into()],
+            "-O2 -g",
+            &binary,
+        );
+        let mut master = TargetProcess::start_with(&binary, &[]);
+        let helper = field(&master.wait_for("helper="), "helper").unwrap() as i32;
+        let mut family = BTreeSet::from([master.pid()]);
+        let deadline = Instant::now() + DEADLINE;
+        while family.len() < 4 {
+            assert!(Instant::now() < deadline, "the family never printed");
+            let line = master.wait_for("value=");
+            family.insert(field(&line, "pid").unwrap() as i32);
+        }
+        Server {
+            dir,
+            binary,
+            master,
+            family,
+            helper,
+        }
+    }
+
+    fn repo(&self) -> String {
+        self.dir.path().join("repo").display().to_string()
+    }
+
+    /// `hotpatch diff v1..v2 --repo REPO --apply EXTRA... --json`, parsed.
+    fn apply(&self, extra: &[&str]) -> (std::process::Output, Value) {
+        let repo = self.repo();
+        let mut args = vec!["diff", "v1..v2", "--repo", &repo, "--apply", "--json"];
+        args.extend_from_slice(extra);
+        let out = hotpatch(&args);
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout_of(&out), stderr_of(&out)));
+        (out, json)
+    }
+
+    /// Reads lines until every pid of `pids` printed a line with `value=V` (its lines before are
+    /// kept in `seen`).
+    fn until_values(&mut self, pids: &BTreeSet<i32>, value: i64) {
+        let mut missing = pids.clone();
+        let deadline = Instant::now() + DEADLINE;
+        while !missing.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "pids {missing:?} never printed value={value}"
+            );
+            let line = self.master.wait_for("value=");
+            if field(&line, "value") == Some(value) {
+                if let Some(pid) = field(&line, "pid") {
+                    missing.remove(&(pid as i32));
+                }
+            }
+        }
+    }
+
+    /// The last value each pid of `pids` printed after this call (each prints a fresh line).
+    fn current_values(&mut self, pids: &BTreeSet<i32>) -> BTreeMap<i32, i64> {
+        self.master.drain();
+        let mut values = BTreeMap::new();
+        let deadline = Instant::now() + DEADLINE;
+        while values.len() < pids.len() {
+            assert!(
+                Instant::now() < deadline,
+                "not every pid printed: {values:?}"
+            );
+            let line = self.master.wait_for("value=");
+            let pid = field(&line, "pid").unwrap() as i32;
+            if pids.contains(&pid) {
+                values.insert(pid, field(&line, "value").unwrap());
+            }
+        }
+        values
+    }
+
+    /// Every process's `state` went up by one per line: its state survived.
+    fn assert_state_survived(&self) {
+        for pid in &self.family {
+            let needle = format!("pid={pid} ");
+            let lines: Vec<String> = self
+                .master
+                .seen
+                .iter()
+                .filter(|l| l.contains(&needle) && l.contains("state="))
+                .cloned()
+                .collect();
+            assert_counts_up_by_one(&lines, "state");
+        }
+    }
+
+    /// The patches `hotpatch list` shows as applied in `pid`.
+    fn applied(&self, pid: i32) -> usize {
+        let out = hotpatch(&["list", "--pid", &pid.to_string(), "--json"]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["patches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"] == "applied")
+            .count()
+    }
+
+    fn workers(&self) -> BTreeSet<i32> {
+        let mut workers = self.family.clone();
+        workers.remove(&self.master.pid());
+        workers
+    }
+}
+
+fn signal(pid: i32, name: &str) {
+    run_ok(Command::new("kill").args([&format!("-{name}"), &pid.to_string()]));
+}
+
+/// The pids of the JSON document's `processes` with `status`.
+fn with_status(json: &Value, status: &str) -> BTreeSet<i32> {
+    json["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no processes in {json}"))
+        .iter()
+        .filter(|p| p["status"] == status)
+        .map(|p| p["pid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+#[test]
+fn the_masters_pid_patches_and_reverts_the_whole_family() {
+    let mut server = Server::start();
+    let master = server.master.pid().to_string();
+    let (out, json) = server.apply(&["--pid", &master]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(with_status(&json, "patched"), server.family, "{json}");
+    assert_eq!(json["processes"].as_array().unwrap().len(), 4, "{json}");
+    assert!(
+        json["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("3 descendants running the same executable"),
+        "{json}"
+    );
+    let family = server.family.clone();
+    server.until_values(&family, 2);
+    assert!(server.current_values(&family).values().all(|&v| v == 2));
+    // The helper runs `sleep`: not of the family, untouched.
+    assert_eq!(server.applied(server.helper), 0);
+
+    // Reverting through the master's pid reverts the family.
+    let out = hotpatch(&["revert", "--pid", &master, "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reverted: BTreeSet<i32> = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(reverted, family, "{json}");
+    server.until_values(&family, 1);
+    assert!(server.current_values(&family).values().all(|&v| v == 1));
+    server.assert_state_survived();
+    assert!(server.master.is_alive());
+}
+
+#[test]
+fn a_worker_held_in_the_function_stops_the_apply_before_anything_is_written() {
+    let mut server = Server::start();
+    let master = server.master.pid().to_string();
+    let held = *server.workers().iter().next_back().unwrap();
+    signal(held, "USR1");
+    server.master.wait_for(&format!("held pid={held}"));
+
+    // The dry run checks the workers too, and says which one is in the way.
+    let repo = server.repo();
+    let args = [
+        "diff",
+        "v1..v2",
+        "--repo",
+        &repo,
+        "--dry-run",
+        "--pid",
+        &master,
+    ];
+    let out = hotpatch(&[&args[..], &["--timeout", "0.5"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
+    assert!(
+        stderr_of(&out).contains(&format!("cannot patch pid {held}")),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let (out, json) = server.apply(&["--pid", &master, "--timeout", "0.5"]);
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert_eq!(json["error"]["pid"], held, "{json}");
+    assert_eq!(json["error"]["nothing_written"], true, "{json}");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("pid {held}"))
+            && message.contains("value")
+            && message.contains("nothing was written to any of the 4 processes"),
+        "{message}"
+    );
+    for &pid in &server.family {
+        assert_eq!(server.applied(pid), 0, "pid {pid} has a patch");
+    }
+    let others: BTreeSet<i32> = server
+        .family
+        .iter()
+        .copied()
+        .filter(|&p| p != held)
+        .collect();
+    assert!(server.current_values(&others).values().all(|&v| v == 1));
+
+    // Released, the worker leaves `value`: now the dry run checks all four, and the family is
+    // patched.
+    signal(held, "USR2");
+    let out = hotpatch(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checked: BTreeSet<i32> = json["other_processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "checked" && p["check"]["threads"] == 1)
+        .map(|p| p["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(checked, server.workers(), "{json}");
+    let (out, json) = server.apply(&["--pid", &master]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(with_status(&json, "patched"), server.family, "{json}");
+    let family = server.family.clone();
+    server.until_values(&family, 2);
+    server.assert_state_survived();
+}
+
+#[test]
+fn exe_after_the_master_alone_skips_the_master_and_patches_the_rest() {
+    let mut server = Server::start();
+    let master = server.master.pid();
+    let (out, json) = server.apply(&["--pid", &master.to_string(), "--no-children"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let warnings = json["warnings"].to_string();
+    assert!(
+        warnings.contains("3 descendants running the same executable")
+            && warnings.contains("--no-children"),
+        "{json}"
+    );
+    server.until_values(&BTreeSet::from([master]), 2);
+    let workers = server.workers();
+    assert!(
+        server.current_values(&workers).values().all(|&v| v == 1),
+        "{:?}",
+        server.master.seen
+    );
+
+    let exe = server.binary.display().to_string();
+    let (out, json) = server.apply(&["--exe", &exe]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        with_status(&json, "skipped"),
+        BTreeSet::from([master]),
+        "{json}"
+    );
+    assert_eq!(with_status(&json, "patched"), workers, "{json}");
+    let family = server.family.clone();
+    server.until_values(&family, 2);
+    for &pid in &family {
+        assert_eq!(server.applied(pid), 1, "pid {pid}");
+    }
+    server.assert_state_survived();
+}
+
+#[test]
+fn apply_of_a_built_object_patches_the_family_and_skips_who_has_it() {
+    let mut server = Server::start();
+    let master = server.master.pid().to_string();
+    let object = server.dir.path().join("fix.hp.o");
+    let out = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        &server.repo(),
+        "-o",
+        object.to_str().unwrap(),
+        "--pid",
+        &master,
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let object = object.to_str().unwrap();
+    let out = hotpatch(&["apply", object, "--pid", &master, "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert_eq!(text.matches(": checked").count(), 3, "{text}");
+    for &pid in &server.family {
+        assert_eq!(server.applied(pid), 0, "the dry run wrote to pid {pid}");
+    }
+
+    // The first worker alone, then the family: the worker is skipped, the rest patched.
+    let worker = *server.workers().iter().next().unwrap();
+    let out = hotpatch(&[
+        "apply",
+        object,
+        "--pid",
+        &worker.to_string(),
+        "--no-children",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("left out (--no-children)"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = hotpatch(&["apply", object, "--pid", &master, "--json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        with_status(&json, "skipped"),
+        BTreeSet::from([worker]),
+        "{json}"
+    );
+    let mut rest = server.family.clone();
+    rest.remove(&worker);
+    assert_eq!(with_status(&json, "patched"), rest, "{json}");
+    let family = server.family.clone();
+    server.until_values(&family, 2);
+    server.assert_state_survived();
+}
