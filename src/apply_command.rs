@@ -53,6 +53,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             args.pid,
             args.object.display()
         ),
+        &[],
     )?;
     let plan_ms = elapsed_ms(start);
     if args.dry_run {

@@ -74,6 +74,20 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
     })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
+    // What the running binary contradicts (types, locations, register contract) is refused
+    // like the rest, before anything is written.
+    let plan = match &target {
+        Some(target) if changes.refusals.is_empty() => crate::proof::prove(
+            target,
+            &patch.object,
+            (&old, &new),
+            &mut changes,
+            &args.force,
+            &format!("cannot patch pid {}", target.pid()),
+        )
+        .map_err(|e| crate::build_flags::with_warnings(e, &patch.warnings))?,
+        _ => None,
+    };
     refusal::check(&changes, args.json, args.color.enabled(), false)
         .map_err(|e| crate::build_flags::with_warnings(e, &patch.warnings))?;
     let warnings = patch.warnings.clone();
@@ -82,31 +96,25 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         &out,
         &changes,
         (&pids, listed_at),
-        target,
+        target.zip(plan),
         patch,
         timings,
     );
     crate::build_flags::report_warnings(result, &warnings)
 }
 
-/// After the patch is built: resolve it against the process, then check (`--dry-run`) or apply.
+/// After the patch is built and planned against the process (`planned`, when there is one):
+/// check (`--dry-run`) or apply.
 fn patch_or_check(
     args: &DiffArgs,
     out: &Printer,
     changes: &hotpatch_differ::ChangeSet,
     (pids, listed_at): (&[i32], std::time::SystemTime),
-    target: Option<Target>,
+    planned: Option<(Target, hotpatch_applier::Plan)>,
     patch: pipeline::BuiltUnits,
     mut timings: Timings,
 ) -> Result<()> {
-    let plan = match &target {
-        Some(target) => Some(crate::build_flags::plan(
-            target,
-            &patch.object,
-            &format!("cannot patch pid {}", target.pid()),
-        )?),
-        None => None,
-    };
+    let (target, plan) = planned.unzip();
     if args.dry_run {
         // Attach, check safety exactly as the commit would, detach: nothing is written.
         let check = match (&target, &plan) {
@@ -145,7 +153,13 @@ fn patch_or_check(
                 "--at works on one process; give a single --pid".into()
             ));
         }
-        crate::processes::apply_group(pids, (target, plan), &patch.object, &options, args.json)?;
+        crate::processes::apply_group(
+            pids,
+            (target, plan),
+            &patch.object,
+            &options,
+            (args.json, &args.force),
+        )?;
         let id = &patch.built.manifest.patch_id;
         crate::state::after_apply(pids, id, &patch.built.object, listed_at);
         return Ok(());

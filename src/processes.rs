@@ -37,13 +37,14 @@ pub fn apply_group(
     first: (Target, Plan),
     object: &PatchObject,
     options: &ApplyOptions,
-    json: bool,
+    (json, forced): (bool, &[String]),
 ) -> Result<()> {
     let mut targets = vec![first.0];
     let mut plans = vec![first.1];
     for &pid in pids.iter().skip(1) {
         let target = Target::inspect(pid).with_context(|| format!("cannot inspect pid {pid}"))?;
-        let plan = crate::build_flags::plan(&target, object, &format!("cannot patch pid {pid}"))?;
+        let plan =
+            crate::build_flags::plan(&target, object, &format!("cannot patch pid {pid}"), forced)?;
         targets.push(target);
         plans.push(plan);
     }
