@@ -120,19 +120,17 @@ pub fn difference(patch: &TypeLayout, binary: &TypeLayout) -> Option<String> {
             extra.name
         ));
     }
+    // An enumerator only the patch has is a new value (the differ allows appending one after
+    // the last); one whose value moved, or that the patch lacks, is a different enum.
     for (enumerator, value) in &patch.enumerators {
-        match binary.enumerators.iter().find(|(e, _)| e == enumerator) {
-            None => {
-                return Some(format!(
-                    "`{name}`: `{enumerator}` is {value} in the patch and not in the running binary"
-                ))
-            }
-            Some((_, other)) if other != value => {
-                return Some(format!(
+        if let Some((_, other)) = binary
+            .enumerators
+            .iter()
+            .find(|(e, o)| e == enumerator && o != value)
+        {
+            return Some(format!(
                 "`{name}`: `{enumerator}` is {value} in the patch, {other} in the running binary"
-            ))
-            }
-            Some(_) => {}
+            ));
         }
     }
     if let Some((extra, value)) = binary
@@ -144,7 +142,9 @@ pub fn difference(patch: &TypeLayout, binary: &TypeLayout) -> Option<String> {
             "`{name}`: `{extra}` is {value} in the running binary and not in the patch"
         ));
     }
-    if patch.size != binary.size {
+    // An appended enumerator may widen the enum's type; its held values keep their numbers.
+    let grown = patch.enumerators.len() > binary.enumerators.len();
+    if patch.size != binary.size && !grown {
         let size =
             |s: Option<u64>| s.map_or("of unknown size".to_string(), |s| format!("{s} bytes"));
         return Some(format!(
@@ -489,6 +489,24 @@ mod tests {
             "`enum state`: `BUSY` is 9 in the patch, 7 in the running binary"
         );
         assert!(difference(named(&narrow, "struct conn"), named(&narrow, "struct conn")).is_none());
+    }
+
+    #[test]
+    fn an_appended_enumerator_is_no_difference_a_lost_one_is() {
+        let enumeration = |values: &[(&str, i64)]| TypeLayout {
+            name: "enum state".into(),
+            size: Some(4),
+            aliases: None,
+            members: Vec::new(),
+            enumerators: values.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        };
+        let old = enumeration(&[("IDLE", 0), ("BUSY", 1)]);
+        let grown = enumeration(&[("IDLE", 0), ("BUSY", 1), ("FAILED", 2)]);
+        assert!(difference(&grown, &old).is_none());
+        assert_eq!(
+            difference(&old, &grown).unwrap(),
+            "`enum state`: `FAILED` is 2 in the running binary and not in the patch"
+        );
     }
 
     #[test]
