@@ -265,3 +265,31 @@ fn a_register_contract_no_thunk_keeps_is_a_refusal_force_can_name() {
     target.read_lines(3);
     assert_counts_up_by_one(&target.seen[target.seen.len() - 3..], "counter");
 }
+
+#[test]
+fn a_built_patch_whose_types_disagree_is_refused_by_apply_too() {
+    let work = tempfile::tempdir().unwrap();
+    let (repo, mut target) = start(work.path(), "-O2 -g -flto -DWITH_NAME", 0);
+    let object = work.path().join("fix.hp.o");
+    let output = hotpatch(&[
+        "build",
+        "v1..v2",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--cflags",
+        "-O2 -g -flto",
+        "-o",
+        object.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let pid = target.pid().to_string();
+    let output = hotpatch(&["apply", object.to_str().unwrap(), "--pid", &pid]);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("struct conn: `struct conn`: member `tag` at offset 0 in the patch, offset 16 in the running binary"),
+        "{err}"
+    );
+    let line = target.wait_for("score=");
+    assert!(line.contains("score=15"), "{line}");
+}
