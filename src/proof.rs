@@ -192,11 +192,15 @@ fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Ve
         let (Some(file), name) = (&function.file, function.target.name()) else {
             continue;
         };
-        let Some(line) = old.text(file).and_then(|text| name_line(text, name)) else {
+        let lines = old
+            .text(file)
+            .map(|text| name_lines(text, name))
+            .unwrap_or_default();
+        let Some(&line) = lines.first() else {
             continue;
         };
         let recorded = map.decl_lines(name, file);
-        if recorded.is_empty() || recorded.contains(&u64::from(line)) {
+        if recorded.is_empty() || lines.iter().any(|l| recorded.contains(&u64::from(*l))) {
             continue;
         }
         let lines: Vec<String> = recorded.iter().map(|l| format!("{file}:{l}")).collect();
@@ -220,13 +224,20 @@ fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Ve
     out
 }
 
-/// The line gcc records as a function definition's `DW_AT_decl_line`: the line of its name in
-/// the declarator (`static int\nfoo(void)` is at the line of `foo`).
-fn name_line(text: &str, name: &str) -> Option<u32> {
-    let item = Index::parse(text)
+/// The lines gcc may record as the `DW_AT_decl_line` of function `name`: for each definition
+/// of it in `text` (one per `#if` branch), the line of its name in the declarator
+/// (`static int\nfoo(void)` is at the line of `foo`).
+fn name_lines(text: &str, name: &str) -> Vec<u32> {
+    Index::parse(text)
         .items
-        .into_iter()
-        .find(|item| item.is_function_definition() && item.name() == Some(name))?;
+        .iter()
+        .filter(|item| item.is_function_definition() && item.name() == Some(name))
+        .filter_map(|item| name_line(text, item, name))
+        .collect()
+}
+
+/// The line of `name` in the declarator of the definition `item` of `text`.
+fn name_line(text: &str, item: &hotpatch_differ::index::Item, name: &str) -> Option<u32> {
     let head_end = item.body.as_ref().map_or(item.range.end, |b| b.start);
     let head = text.get(item.range.start..head_end)?;
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -253,10 +264,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_name_line_is_where_the_name_is_not_where_the_type_is() {
+    fn the_name_lines_are_where_the_name_is_in_each_definition() {
         let text = "#include <stdio.h>\nstatic int twice(int);\n\nstatic int\n__attribute__((noinline))\ntwice(int x)\n{\n  return 2 * x;\n}\nint (*pick(void))(int) { return twice; }\n";
-        assert_eq!(name_line(text, "twice"), Some(6));
-        assert_eq!(name_line(text, "pick"), Some(10));
-        assert_eq!(name_line(text, "absent"), None);
+        assert_eq!(name_lines(text, "twice"), [6]);
+        assert_eq!(name_lines(text, "pick"), [10]);
+        assert!(name_lines(text, "absent").is_empty());
+        let branches = "#ifdef FAST
+int f(void) { return 1; }
+#else
+int
+f(void) { return 2; }
+#endif
+";
+        assert_eq!(name_lines(branches, "f"), [2, 5]);
     }
 }
