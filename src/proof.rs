@@ -6,7 +6,9 @@
 
 use anyhow::Result;
 use hotpatch_applier::type_layout::{difference, TypeLayout};
-use hotpatch_applier::{ApplyError, FunctionAction, Manifest, PatchObject, Plan, Target};
+use hotpatch_applier::{
+    ApplyError, FunctionAction, Manifest, PatchObject, Plan, SymbolRef, Target,
+};
 use hotpatch_differ::index::{Index, ItemKind};
 use hotpatch_differ::{snippet, ChangeSet, Refusal, RefusalKind, Snapshot};
 
@@ -184,11 +186,12 @@ fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Ve
         return Vec::new();
     };
     let mut out = Vec::new();
-    for function in manifest
-        .functions
-        .iter()
-        .filter(|f| f.action == FunctionAction::Replace)
-    {
+    for function in manifest.functions.iter().filter(|f| {
+        matches!(
+            f.action,
+            FunctionAction::Replace | FunctionAction::InlinedOnly
+        )
+    }) {
         let (Some(file), name) = (&function.file, function.target.name()) else {
             continue;
         };
@@ -199,11 +202,20 @@ fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Ve
         let Some(&line) = lines.first() else {
             continue;
         };
-        let recorded = map.decl_lines(name, file);
-        if recorded.is_empty() || lines.iter().any(|l| recorded.contains(&u64::from(*l))) {
+        let recorded: Vec<String> = match map.decl_lines(name, file) {
+            here if here.is_empty() => match &function.target {
+                // A global name is one function: declared (with code) only in another file,
+                // it is not where v1 has it. A `static` one elsewhere is another function.
+                SymbolRef::Global { .. } => elsewhere(&map, name, file),
+                _ => Vec::new(),
+            },
+            here if lines.iter().any(|l| here.contains(&u64::from(*l))) => Vec::new(),
+            here => here.iter().map(|l| format!("{file}:{l}")).collect(),
+        };
+        if recorded.is_empty() {
             continue;
         }
-        let lines: Vec<String> = recorded.iter().map(|l| format!("{file}:{l}")).collect();
+        let lines = recorded;
         out.push(Refusal {
             item: name.to_string(),
             kind: RefusalKind::SourceLocation,
@@ -222,6 +234,24 @@ fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Ve
         });
     }
     out
+}
+
+/// Where the debug information declares the function `name` with code when it is not in
+/// `file` at all (`other.c:12`); empty when it is in `file` or nowhere.
+fn elsewhere(map: &hotpatch_applier::InlineMap, name: &str, file: &str) -> Vec<String> {
+    if map.lookup(name, file).next().is_some() {
+        return Vec::new();
+    }
+    map.entries()
+        .filter(|(f, e)| f.name == name && !e.copies.is_empty())
+        .flat_map(|(f, _)| {
+            let lines = map.decl_lines(name, &f.file);
+            lines
+                .into_iter()
+                .map(|l| format!("{}:{l}", f.file))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The lines gcc may record as the `DW_AT_decl_line` of function `name`: for each definition

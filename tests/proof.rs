@@ -293,3 +293,45 @@ fn a_built_patch_whose_types_disagree_is_refused_by_apply_too() {
     let line = target.wait_for("score=");
     assert!(line.contains("score=15"), "{line}");
 }
+
+#[test]
+fn a_binary_whose_function_is_in_another_file_is_refused_naming_both() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    git_repo_with_revisions(&repo, &tree(2, 0), &tree(3, 0));
+    // The running binary has `score` in main.c (appended there), lib.c holds nothing of it.
+    let build = work.path().join("build");
+    let mut moved = tree(2, 0);
+    let body = lib_c(2, 0).replace("#include \"conn.h\"\n", "");
+    moved[2].1.push_str(&body);
+    moved[1].1 = "#include \"conn.h\"\nint unused_lib(void) { return 0; }\n".into();
+    write_tree(&build, &moved);
+    let binary = work.path().join("prog");
+    compile_program(
+        &build,
+        &["main.c".to_string(), "lib.c".to_string()],
+        "-O2 -g -flto",
+        &binary,
+    );
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for("score=15");
+    // The inline map finds no `score` in lib.c and refuses `main` first (its caller, always
+    // active); forced, the location proof still refuses.
+    let output = diff(
+        &repo,
+        &target,
+        "--apply",
+        "-O2 -g -flto",
+        &["--force", "main"],
+    );
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("refused: score (function elsewhere in the running binary)"),
+        "{err}"
+    );
+    assert!(err.contains("/build/main.c:"), "{err}");
+    assert!(err.contains("has it at lib.c:5"), "{err}");
+    let line = target.wait_for("score=");
+    assert!(line.contains("score=15"), "{line}");
+}
