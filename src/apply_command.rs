@@ -62,11 +62,11 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
         };
         return crate::processes::apply_group(
             &selection,
-            Some(target),
+            Some((target, None)),
             &object,
             &options,
             record,
-            args.json,
+            (args.json, &[]),
         );
     }
     let start = Instant::now();
@@ -78,6 +78,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
             args.pid,
             args.object.display()
         ),
+        &[],
     )?;
     let plan_ms = elapsed_ms(start);
     if args.dry_run {

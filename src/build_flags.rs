@@ -234,14 +234,23 @@ pub fn report_warnings(result: Result<()>, warnings: &[String]) -> Result<()> {
 
 /// `hotpatch_applier::plan`, with a pre-image mismatch explained (which flags the patch's v1
 /// was compiled with, from where, and what to try), and the code-generation switches of the
-/// manifest's flags checked against the binary's DWARF. `what` begins every error
-/// (`cannot patch pid N`).
-pub fn plan(target: &Target, object: &PatchObject, what: &str) -> Result<Plan> {
+/// manifest's flags and type layouts checked against the binary's DWARF. `forced`: the
+/// refusals the operator accepted (`--force`). `what` begins every error (`cannot patch pid N`).
+pub fn plan(target: &Target, object: &PatchObject, what: &str, forced: &[String]) -> Result<Plan> {
     let files = object
         .manifest()
         .map(|m| m.flags.as_slice())
         .unwrap_or_default();
-    let plan = hotpatch_applier::plan(target, object).map_err(|error| {
+    if let Some(manifest) = object.manifest() {
+        let disagreements = crate::proof::layout_disagreements(target, manifest);
+        if let Some((_, name, reason)) = disagreements
+            .into_iter()
+            .find(|(_, name, _)| !forced.contains(name))
+        {
+            bail!("{what}: {name}: {reason}");
+        }
+    }
+    let plan = hotpatch_applier::plan_accepting(target, object, forced).map_err(|error| {
         if !matches!(error, ApplyError::PreimageMismatch { .. }) {
             return anyhow::Error::new(error).context(what.to_string());
         }

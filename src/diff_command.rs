@@ -77,6 +77,25 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
     })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
+    // What the running binary contradicts (types, locations, register contract) is refused
+    // like the rest, before anything is written.
+    let plan = match &target {
+        Some(target)
+            if changes.refusals.is_empty()
+                && !crate::processes::has_patch(target.pid(), &patch.built.manifest.patch_id) =>
+        {
+            crate::proof::prove(
+                target,
+                &patch.object,
+                (&old, &new),
+                &mut changes,
+                &args.force,
+                &format!("cannot patch pid {}", target.pid()),
+            )
+            .map_err(|e| crate::build_flags::with_warnings(e, &patch.warnings))?
+        }
+        _ => None,
+    };
     refusal::check(&changes, args.json, args.color.enabled(), false)
         .map_err(|e| crate::build_flags::with_warnings(e, &patch.warnings))?;
     let warnings = patch.warnings.clone();
@@ -85,20 +104,21 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         &out,
         &changes,
         (&selection, listed_at),
-        target,
+        (target, plan),
         patch,
         timings,
     );
     crate::build_flags::report_warnings(result, &warnings)
 }
 
-/// After the patch is built: resolve it against the process, then check (`--dry-run`) or apply.
+/// After the patch is built and planned against the process (`planned`, when there is one):
+/// check (`--dry-run`) or apply.
 fn patch_or_check(
     args: &DiffArgs,
     out: &Printer,
     changes: &hotpatch_differ::ChangeSet,
     (selection, listed_at): (&crate::processes::Selection, std::time::SystemTime),
-    target: Option<Target>,
+    (target, plan): (Option<Target>, Option<hotpatch_applier::Plan>),
     patch: pipeline::BuiltUnits,
     mut timings: Timings,
 ) -> Result<()> {
@@ -119,20 +139,22 @@ fn patch_or_check(
         };
         return crate::processes::apply_group(
             selection,
-            target,
+            target.map(|t| (t, plan)),
             &patch.object,
             &options,
             record,
-            args.json,
+            (args.json, &args.force),
         );
     }
-    let plan = match &target {
-        Some(target) => Some(crate::build_flags::plan(
+    // Not proven in `run` when the process has this patch already: planning says so.
+    let plan = match (&target, plan) {
+        (Some(target), None) => Some(crate::build_flags::plan(
             target,
             &patch.object,
             &format!("cannot patch pid {}", target.pid()),
+            &args.force,
         )?),
-        None => None,
+        (_, plan) => plan,
     };
     if args.dry_run {
         // Attach, check safety exactly as the commit would, detach: nothing is written.

@@ -19,6 +19,7 @@ mod lto;
 mod outcome;
 mod pipeline;
 mod processes;
+mod proof;
 mod refusal;
 mod register_contract;
 mod render;

@@ -137,11 +137,11 @@ pub struct Record<'a> {
 /// `hotpatch watch`.
 pub fn apply_group(
     selection: &Selection,
-    first: Option<Target>,
+    first: Option<(Target, Option<Plan>)>,
     object: &PatchObject,
     options: &ApplyOptions,
     record: Record<'_>,
-    json: bool,
+    (json, forced): (bool, &[String]),
 ) -> Result<()> {
     let pids = selection.pids();
     let patch_id = object.patch_id();
@@ -149,8 +149,8 @@ pub fn apply_group(
     let mut outcomes: Vec<(i32, Option<Outcome>)> = Vec::new();
     let mut jobs: Vec<(Target, Plan)> = Vec::new();
     for &pid in &pids {
-        let inspected = first.take_if(|t| t.pid() == pid);
-        match prepare(pid, inspected, object, &patch_id) {
+        let inspected = first.take_if(|(t, _)| t.pid() == pid);
+        match prepare(pid, inspected, object, &patch_id, forced) {
             Ok(Prepared::Job(job)) => {
                 jobs.push(*job);
                 outcomes.push((pid, None));
@@ -230,7 +230,7 @@ pub fn check_others(
     let pids = selection.pids();
     let mut out = Vec::new();
     for &pid in pids.iter().skip(1) {
-        let (status, check) = match prepare(pid, None, object, &object.patch_id()) {
+        let (status, check) = match prepare(pid, None, object, &object.patch_id(), &[]) {
             Ok(Prepared::Job(job)) => {
                 let check = hotpatch_applier::check(&job.0, &job.1, options)
                     .with_context(|| format!("cannot patch pid {pid}"))?;
@@ -261,12 +261,15 @@ enum Unprepared {
     Failed(anyhow::Error),
 }
 
-/// Inspects (unless `inspected`) and plans `pid` for `object`, or says it has the patch already.
+/// Inspects and plans `pid` for `object` (unless `inspected` has it done: the first process,
+/// planned with the proofs of `crate::proof`, which hold for every process of one executable),
+/// or says it has the patch already.
 fn prepare(
     pid: i32,
-    inspected: Option<Target>,
+    inspected: Option<(Target, Option<Plan>)>,
     object: &PatchObject,
     patch_id: &str,
+    forced: &[String],
 ) -> Result<Prepared, Unprepared> {
     let classify = |e: ApplyError| {
         let gone = is_gone(&e);
@@ -280,13 +283,24 @@ fn prepare(
     if let Some(sequence) = applied_sequence(pid, patch_id).map_err(classify)? {
         return Ok(Prepared::Skip(sequence));
     }
-    let target = match inspected {
-        Some(target) => target,
-        None => Target::inspect(pid).map_err(classify)?,
+    let (target, plan) = match inspected {
+        Some(done) => done,
+        None => (Target::inspect(pid).map_err(classify)?, None),
     };
-    let plan = crate::build_flags::plan(&target, object, &format!("cannot patch pid {pid}"))
-        .map_err(Unprepared::Failed)?;
+    let plan = match plan {
+        Some(plan) => plan,
+        None => {
+            crate::build_flags::plan(&target, object, &format!("cannot patch pid {pid}"), forced)
+                .map_err(Unprepared::Failed)?
+        }
+    };
     Ok(Prepared::Job(Box::new((target, plan))))
+}
+
+/// Whether `pid` has the patch `patch_id` applied already (a process whose ledger cannot be
+/// read does not).
+pub fn has_patch(pid: i32, patch_id: &str) -> bool {
+    matches!(applied_sequence(pid, patch_id), Ok(Some(_)))
 }
 
 /// Whether `error` says the process is gone.

@@ -5,12 +5,12 @@
 use hotpatch_applier::RegisterContract;
 
 /// Text lines (indented by two spaces) for `contracts`: every one with its callers (`detailed`,
-/// for `--dry-run --pid`), or only those that needed a thunk (after an apply).
+/// for `--dry-run --pid`), or only those that needed a thunk or were forced (after an apply).
 pub fn lines(contracts: &[RegisterContract], detailed: bool) -> Vec<String> {
     let mut out = Vec::new();
     for contract in contracts {
         let thunk = !contract.saved.is_empty();
-        if !detailed && !thunk {
+        if !detailed && contract.action == "nothing at risk" {
             continue;
         }
         let what = if thunk {
@@ -19,7 +19,7 @@ pub fn lines(contracts: &[RegisterContract], detailed: bool) -> Vec<String> {
                 contract.saved.join(", ")
             )
         } else {
-            "nothing at risk".to_string()
+            contract.action.clone()
         };
         out.push(format!(
             "  register contract of {}: {} caller{} checked; {what}",

@@ -72,6 +72,11 @@ pub struct FileFlags {
     /// the running binary's before anything is written. Empty: not known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switches: Vec<String>,
+    /// The layouts of the named types the patch unit's DWARF describes (the types its code
+    /// uses): compared with the running binary's for the same file before anything is written.
+    /// Empty: not known (compiled without debug information).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<crate::type_layout::TypeLayout>,
 }
 
 /// One function defined by the patch object.

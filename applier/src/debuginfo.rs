@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use gimli::{EndianSlice, LittleEndian};
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::symbols::file_matches;
 
@@ -130,15 +130,57 @@ pub(crate) fn with_dwarf<R>(
 ) -> Option<R> {
     let object = object::File::parse(elf).ok()?;
     object.section_by_name(".debug_info")?;
+    let relocatable = object.kind() == object::ObjectKind::Relocatable;
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
-        Ok(object
-            .section_by_name(id.name())
-            .and_then(|s| s.uncompressed_data().ok())
-            .unwrap_or(Cow::Borrowed(&[])))
+        let Some(section) = object.section_by_name(id.name()) else {
+            return Ok(Cow::Borrowed(&[]));
+        };
+        let data = section.uncompressed_data().unwrap_or(Cow::Borrowed(&[]));
+        Ok(if relocatable {
+            Cow::Owned(relocated(&object, &section, data.into_owned()))
+        } else {
+            data
+        })
     };
     let sections = gimli::DwarfSections::load(load).ok()?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, LittleEndian));
     Some(read(&dwarf))
+}
+
+/// `data` of a debug section of a relocatable object with its absolute relocations applied: a
+/// compiler's object refers to strings, abbreviations and code through them (their fields hold
+/// zero until linked). Relocations of other kinds, or out of bounds, are left alone.
+fn relocated(
+    object: &object::File<'_>,
+    section: &object::Section<'_, '_>,
+    mut data: Vec<u8>,
+) -> Vec<u8> {
+    for (offset, relocation) in section.relocations() {
+        if relocation.kind() != object::RelocationKind::Absolute {
+            continue;
+        }
+        let base = match relocation.target() {
+            object::RelocationTarget::Symbol(index) => object
+                .symbol_by_index(index)
+                .map(|s| s.address())
+                .unwrap_or(0),
+            object::RelocationTarget::Section(_) | object::RelocationTarget::Absolute => 0,
+            _ => continue,
+        };
+        let value = base.wrapping_add_signed(relocation.addend());
+        let Ok(at) = usize::try_from(offset) else {
+            continue;
+        };
+        let bytes = value.to_le_bytes();
+        let width = usize::from(relocation.size() / 8);
+        if let Some(field) = data
+            .get_mut(at..at.saturating_add(width))
+            .filter(|f| f.len() == width && width <= 8)
+        {
+            field.copy_from_slice(&bytes[..width]);
+        }
+    }
+    data
 }
 
 fn scan_unit(

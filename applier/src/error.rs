@@ -367,3 +367,16 @@ pub enum ApplyError {
     #[error(transparent)]
     Ptrace(#[from] PtraceError),
 }
+
+impl ApplyError {
+    /// The item `--force` names to accept this refusal, for the refusals an operator may
+    /// accept: `caller->function` for a register contract no thunk can keep.
+    pub fn refusal_item(&self) -> Option<String> {
+        match self {
+            ApplyError::RegisterContract {
+                function, caller, ..
+            } => Some(format!("{caller}->{function}")),
+            _ => None,
+        }
+    }
+}

@@ -81,6 +81,8 @@ pub struct PatchMember {
 #[derive(Debug, Clone, Default)]
 pub struct InlineMap {
     entries: BTreeMap<SourceFunction, Entry>,
+    /// The `DW_AT_decl_line`s of the functions with code (out-of-line or inlined copies).
+    lines: BTreeMap<SourceFunction, BTreeSet<u64>>,
 }
 
 impl InlineMap {
@@ -105,6 +107,17 @@ impl InlineMap {
         self.entries
             .iter()
             .filter(move |(f, _)| f.name == name && f.is_in(file))
+    }
+
+    /// The lines the debug information says the functions named `name` declared in `file` are
+    /// declared at (`DW_AT_decl_line`: the line of the name in the definition), for those with
+    /// code in the binary. Empty: not known.
+    pub fn decl_lines(&self, name: &str, file: &str) -> BTreeSet<u64> {
+        self.lines
+            .iter()
+            .filter(|(f, _)| f.name == name && f.is_in(file))
+            .flat_map(|(_, lines)| lines.iter().copied())
+            .collect()
     }
 
     /// Whether the debug information describes any function declared in `file` (a file compiled
@@ -216,6 +229,27 @@ impl<'a> Units<'a> {
             AttributeValue::DebugInfoRef(offset) => self.locate(offset),
             _ => None,
         }
+    }
+
+    /// The `DW_AT_decl_line` of the entry at `at`, on it or through its
+    /// `DW_AT_abstract_origin`/`DW_AT_specification` chain (the first link that has one).
+    fn decl_line(&self, at: (usize, UnitOffset)) -> Option<u64> {
+        let mut here = at;
+        for _ in 0..8 {
+            let (index, offset) = here;
+            let entry = self.units[index].1.entry(offset).ok()?;
+            if let Some(line) = entry
+                .attr_value(gimli::DW_AT_decl_line)
+                .and_then(|v| v.udata_value())
+            {
+                return Some(line);
+            }
+            let link = entry
+                .attr_value(gimli::DW_AT_abstract_origin)
+                .or_else(|| entry.attr_value(gimli::DW_AT_specification))?;
+            here = self.target(index, link)?;
+        }
+        None
     }
 
     /// The source function of the entry at `at`: its name and declaring file, found on it or
@@ -406,6 +440,11 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
                 continue;
             }
             let function = units.function(dwarf, (index, offset));
+            if let (Some(function), Some(_)) = (&function, code) {
+                if let Some(line) = units.decl_line((index, offset)) {
+                    map.lines.entry(function.clone()).or_default().insert(line);
+                }
+            }
             if tag == gimli::DW_TAG_subprogram {
                 let concrete = match (function, code) {
                     (Some(function), Some(address)) if address != 0 => {
@@ -506,9 +545,22 @@ mod tests {
                 )
             ]
         );
+        assert_eq!(map.decl_lines("rate", "rate.c"), BTreeSet::from([1]));
+        assert_eq!(map.decl_lines("value", "lib.c"), BTreeSet::from([3]));
         let value = &set[1].copies;
         assert_eq!(value.len(), 1);
         assert_eq!(value[0].symbol.as_deref(), Some("value"));
+    }
+
+    #[test]
+    fn the_declaration_line_is_the_line_of_the_name_not_of_the_return_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = "static int twice(int);\n\nstatic int\n__attribute__((noinline))\ntwice(int x)\n{\n  return 2 * x;\n}\n\nint\nmain(int argc, char **argv)\n{\n  (void)argv;\n  return twice(argc);\n}\n";
+        let bytes = build(dir.path(), &[("main.c", source)], "-O2 -g -flto");
+        let map = InlineMap::from_elf(&bytes).expect("debug information");
+        assert_eq!(map.decl_lines("twice", "main.c"), BTreeSet::from([5]));
+        assert_eq!(map.decl_lines("main", "main.c"), BTreeSet::from([11]));
+        assert!(map.decl_lines("main", "other.c").is_empty());
     }
 
     #[test]

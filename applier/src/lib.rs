@@ -58,6 +58,7 @@ pub mod target;
 #[cfg(test)]
 mod test_support;
 mod trampoline;
+pub mod type_layout;
 mod unwind;
 
 pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
@@ -70,7 +71,7 @@ pub use installed::{installed_patches, running_revision, InstalledFunction, Inst
 pub use ipara::{CheckedCall, RegisterContract};
 pub use ledger::LedgerState;
 pub use object_file::PatchObject;
-pub use plan::{plan, Plan, PlannedFunction, Resolution};
+pub use plan::{plan, plan_accepting, Plan, PlannedFunction, Resolution};
 pub use ptrace::PtraceError;
 pub use revert::{revert, revert_at, RestoredFunction, RevertReport};
 pub use target::Target;

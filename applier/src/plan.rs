@@ -112,6 +112,17 @@ pub(crate) struct Redirect {
 
 /// Resolves and checks everything needed to apply `patch` to `target`; writes nothing.
 pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
+    plan_accepting(target, patch, &[])
+}
+
+/// [`plan`], with the register contract refusals whose item (`caller->function`, see
+/// [`ApplyError::refusal_item`]) is in `accepted` taken as the operator's `--force`: those
+/// callers' registers are left unprotected, and the contract says so.
+pub fn plan_accepting(
+    target: &Target,
+    patch: &PatchObject,
+    accepted: &[String],
+) -> Result<Plan, ApplyError> {
     // The patches already in the process: a function one of them redirected runs its code.
     let earlier = installed_patches(target.pid())?;
     let functions = match patch.manifest() {
@@ -164,7 +175,7 @@ pub fn plan(target: &Target, patch: &PatchObject) -> Result<Plan, ApplyError> {
         islands,
     };
     let image = test_link(target, &plan)?;
-    crate::ipara::keep(target, &mut plan, &image)?;
+    crate::ipara::keep(target, &mut plan, &image, accepted)?;
     if !plan.thunks.is_empty() {
         test_link(target, &plan)?;
     }

@@ -244,6 +244,18 @@ impl Target {
         out
     }
 
+    /// The layouts of the named types of each compilation unit of source `file` in the
+    /// executable and its libraries (see [`crate::type_layout`]), one list per unit. Empty
+    /// without debug information for it.
+    pub fn type_layouts(&self, file: &str) -> Vec<Vec<crate::type_layout::TypeLayout>> {
+        self.modules
+            .iter()
+            .filter_map(|module| self.module_bytes(module).ok())
+            .filter_map(|bytes| crate::type_layout::unit_layouts(&bytes, Some(file)))
+            .flatten()
+            .collect()
+    }
+
     /// The source files the process's code was compiled from, as far as the binaries say: the
     /// compilation units of every module's debug information, and the `STT_FILE` symbols of
     /// modules not built with link-time optimisation (whose partitions name no source). `None`

@@ -75,7 +75,8 @@ pub fn split_words(text: &str, what: &str) -> Result<Vec<String>, BuildError> {
 
 /// The full argument list for compiling a patch unit: the original flags with whatever would
 /// break a relocatable patch removed (LTO, non-PIC code generation, output and mode options),
-/// then [`PATCH_FLAGS`].
+/// `-g` when they ask for no debug information (gcc's code is the same with it, and the patch's
+/// types are compared with the running binary's through it), then [`PATCH_FLAGS`].
 pub fn patch_arguments(flags: &[String]) -> Vec<String> {
     let mut out = filtered(flags, |flag| {
         matches!(
@@ -83,6 +84,9 @@ pub fn patch_arguments(flags: &[String]) -> Vec<String> {
             "-fno-pic" | "-fno-PIC" | "-fno-pie" | "-fno-PIE" | "-fpie" | "-fPIE"
         )
     });
+    if !out.iter().any(|f| f.starts_with("-g")) {
+        out.push("-g".to_string());
+    }
     out.extend(PATCH_FLAGS.iter().map(|f| f.to_string()));
     out
 }
@@ -231,5 +235,8 @@ mod tests {
         let mut expected = vec!["-O2", "-g", "-Iinc"];
         expected.extend(PATCH_FLAGS);
         assert_eq!(patch_arguments(&flags), expected);
+        let mut with_g = vec!["-O1", "-g"];
+        with_g.extend(PATCH_FLAGS);
+        assert_eq!(patch_arguments(&words("-O1")), with_g);
     }
 }

@@ -173,6 +173,9 @@ pub fn build(
             arguments: unit_arguments.clone(),
             source: command.source.to_string(),
             switches: outputs.switches.clone().unwrap_or_default(),
+            types: hotpatch_applier::type_layout::unit_layouts(&outputs.object, None)
+                .unwrap_or_default()
+                .concat(),
         });
         if !outputs.diagnostics.trim().is_empty() {
             warnings.push((unit.file.clone(), outputs.diagnostics.clone()));

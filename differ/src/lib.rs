@@ -35,6 +35,6 @@ pub use error::DifferError;
 pub use git::{parse_range, read_git_revision};
 pub use items::ItemChange;
 pub use options::{DiffOptions, Program};
-pub use refusal::{Refusal, RefusalKind};
+pub use refusal::{snippet, Refusal, RefusalKind};
 pub use snapshot::Snapshot;
 pub use unit::UnitTexts;

@@ -18,6 +18,15 @@ pub enum RefusalKind {
     Signature,
     /// A function that is always active (`main`, an endless loop) changed: a prediction.
     AlwaysActive,
+    /// A type the patch uses is laid out differently in the running binary's debug information
+    /// (the patch's flags are not the build's: a `-D`, a `-m` switch, packing).
+    BinaryTypeLayout,
+    /// A replaced function is not where the old revision has it, by the running binary's debug
+    /// information (the binary was not built from that revision).
+    SourceLocation,
+    /// An unpatched caller keeps a register live across its call of a replaced function that
+    /// the replacement may write, and no save/restore thunk can keep it.
+    RegisterContract,
 }
 
 impl RefusalKind {
@@ -30,6 +39,9 @@ impl RefusalKind {
             RefusalKind::StaticLocal => "static local changed",
             RefusalKind::Signature => "signature changed",
             RefusalKind::AlwaysActive => "function always active",
+            RefusalKind::BinaryTypeLayout => "type laid out otherwise in the running binary",
+            RefusalKind::SourceLocation => "function elsewhere in the running binary",
+            RefusalKind::RegisterContract => "register contract of an unpatched caller",
         }
     }
 }

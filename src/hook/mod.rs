@@ -275,16 +275,26 @@ fn deploy_to(
                 for warning in &patch.warnings {
                     say(&format!("warning: {warning}"));
                 }
-                let mut accepted = changes.clone();
-                refusal::accept_built(&mut accepted, &patch.built, &forced_by_push_options());
-                if !accepted.refusals.is_empty() {
-                    return Err(rejection(&accepted));
-                }
                 slot.insert((exe, patch))
             }
         };
-        let plan =
-            crate::build_flags::plan(&target, &patch.object, &format!("cannot patch pid {pid}"))?;
+        let mut accepted = changes.clone();
+        let forced = forced_by_push_options();
+        refusal::accept_built(&mut accepted, &patch.built, &forced);
+        let plan = match accepted.refusals.is_empty() {
+            true => crate::proof::prove(
+                &target,
+                &patch.object,
+                (old, new),
+                &mut accepted,
+                &forced,
+                &format!("cannot patch pid {pid}"),
+            )?,
+            false => None,
+        };
+        let Some(plan) = plan.filter(|_| accepted.refusals.is_empty()) else {
+            return Err(rejection(&accepted));
+        };
         targets.push(target);
         plans.push(plan);
     }

@@ -82,8 +82,13 @@ pub(crate) struct Thunk {
 
 /// Checks the register contract of every replaced function of `plan` against the linked test
 /// image `image`; records the result in the plan and reserves room for the thunks needed.
-/// Refuses what no thunk can fix.
-pub(crate) fn keep(target: &Target, plan: &mut Plan, image: &Image) -> Result<(), ApplyError> {
+/// Refuses what no thunk can fix, unless its item is `accepted` (forced by the operator).
+pub(crate) fn keep(
+    target: &Target,
+    plan: &mut Plan,
+    image: &Image,
+    accepted: &[String],
+) -> Result<(), ApplyError> {
     let replaced: Vec<(usize, u64, u64)> = plan
         .functions
         .iter()
@@ -164,36 +169,47 @@ pub(crate) fn keep(target: &Target, plan: &mut Plan, image: &Image) -> Result<()
                     at_risk: risk.names(),
                 });
             }
+            let mut action = if at_risk.is_empty() {
+                "nothing at risk".to_string()
+            } else {
+                "thunk".to_string()
+            };
             if !at_risk.is_empty() {
-                if let Err(why) = thunkable(&elf, module, entry, at_risk) {
-                    let first = callers.iter().find(|c| !c.at_risk.is_empty());
-                    let (caller, site, registers) = first
-                        .map(|c| (c.caller.clone(), c.site, c.at_risk.join(", ")))
-                        .unwrap_or_default();
-                    return Err(ApplyError::RegisterContract {
-                        function: name,
-                        caller,
-                        site,
-                        registers,
-                        detail: why,
-                    });
+                match thunkable(&elf, module, entry, at_risk) {
+                    Ok(()) => thunks.push(Thunk {
+                        function: index,
+                        offset: 0,
+                        saves: at_risk,
+                    }),
+                    Err(why) => {
+                        let first = callers.iter().find(|c| !c.at_risk.is_empty());
+                        let (caller, site, registers) = first
+                            .map(|c| (c.caller.clone(), c.site, c.at_risk.join(", ")))
+                            .unwrap_or_default();
+                        let refusal = ApplyError::RegisterContract {
+                            function: name.clone(),
+                            caller,
+                            site,
+                            registers,
+                            detail: why,
+                        };
+                        if !refusal
+                            .refusal_item()
+                            .is_some_and(|item| accepted.contains(&item))
+                        {
+                            return Err(refusal);
+                        }
+                        action = format!("forced: {} left unprotected", at_risk.names().join(", "));
+                        at_risk = RegSet::EMPTY;
+                    }
                 }
-                thunks.push(Thunk {
-                    function: index,
-                    offset: 0,
-                    saves: at_risk,
-                });
             }
             contracts.push(RegisterContract {
                 function: name,
                 old_writes: old.names(),
                 new_writes: new.names(),
                 callers,
-                action: if at_risk.is_empty() {
-                    "nothing at risk".into()
-                } else {
-                    "thunk".into()
-                },
+                action,
                 saved: at_risk.names(),
             });
         }
