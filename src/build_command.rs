@@ -44,6 +44,10 @@ pub struct BuildArgs {
     /// Accept one named refusal (repeatable), as `hotpatch diff --force`.
     #[arg(long, value_name = "ITEM")]
     pub force: Vec<String>,
+    /// Compile everything afresh: neither read nor write the object cache (as
+    /// `HOTPATCH_CACHE=off`; see `hotpatch prepare`).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -85,8 +89,10 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             changes.new_label
         );
     }
+    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
-        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
+        let how = (&model, &cache);
+        pipeline::build_patch(&changes, (&old, &new), target.as_ref(), how, &mut timings)
     })?;
     let shown = changes.warnings.clone();
     refusal::accept_built(&mut changes, &patch.built, &args.force);

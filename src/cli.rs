@@ -150,6 +150,10 @@ pub struct DiffArgs {
     /// Print the C source of each patch translation unit.
     #[arg(long)]
     pub show_source: bool,
+    /// Compile everything afresh: neither read nor write the object cache (as
+    /// `HOTPATCH_CACHE=off`; see `hotpatch prepare`).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -70,8 +70,10 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     }
     let target = inspected.transpose()?;
     let model = model?;
+    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
-        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
+        let how = (&model, &cache);
+        pipeline::build_patch(&changes, (&old, &new), target.as_ref(), how, &mut timings)
     })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     refusal::check(&changes, args.json, args.color.enabled(), false)

@@ -4,6 +4,7 @@
 //! It knows the externalizer's [`PatchUnit`]s and writes the manifest through the applier's
 //! artifact types, so the reader and writer of the patch object cannot drift.
 
+pub mod cache;
 mod command;
 mod compile;
 mod compile_commands;
@@ -28,8 +29,9 @@ use hotpatch_applier::artifact::{
 };
 use hotpatch_externalizer::{Action, PatchUnit};
 
+pub use cache::{Cache, CacheCounts};
 pub use command::{CompileCommand, FlagSource};
-pub use compile::Compiler;
+pub use compile::{compiler_runs, Compiler};
 pub use flags::{recorded_switches, uses_lto, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
@@ -97,6 +99,8 @@ pub struct PatchOrigin {
     pub old_objects: OldObjects,
     /// GNU build id (hex) of the binary the patch is for, when known.
     pub target_build_id: Option<String>,
+    /// Where the old and new files' compiles are kept between runs (default: nowhere).
+    pub cache: Cache,
 }
 
 /// A built patch: the object bytes (manifest embedded) and what went into it.
