@@ -263,3 +263,66 @@ fn the_cap_evicts_and_a_bad_cap_is_an_error() {
         "{error:#}"
     );
 }
+
+#[test]
+fn prepare_warms_the_old_side_of_the_next_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = DryRun::start(dir.path());
+    let prepare = ["prepare", "v1", "--repo", &case.repo, "--json"];
+    let prepared = document(&hotpatch_cached(&case.cache, &[], &prepare));
+    assert_eq!(
+        prepared["files"],
+        serde_json::json!(["lib.c", "main.c"]),
+        "{prepared:#}"
+    );
+    // Per file: the pre-image compile, the confirmation compile, the switches (asked once).
+    assert_eq!(counts(&prepared).1, 5, "{prepared:#}");
+    let diffed = document(&case.run(&[], &[]));
+    let (hits, misses, _) = counts(&diffed);
+    // Old side and switches from the cache; the new side compiled (pre-image and confirmation).
+    assert_eq!((hits, misses), (3, 2), "{diffed:#}");
+    let again = document(&hotpatch_cached(&case.cache, &[], &prepare));
+    assert_eq!(counts(&again).1, 0, "{again:#}");
+}
+
+#[test]
+fn prepare_names_what_does_not_compile_and_needs_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = "int helper(void);\nint main(void) { return helper(); }\n";
+    let broken = "int helper(void) { return missing; }\n";
+    let files = |helper: &str| {
+        vec![
+            ("main.c".to_string(), main.to_string()),
+            ("helper.c".into(), helper.to_string()),
+        ]
+    };
+    support::git_repo_with_revisions(
+        &dir.path().join("repo"),
+        &files(broken),
+        &files("int helper(void) { return 0; }\n"),
+    );
+    let repo = dir.path().join("repo").display().to_string();
+    let cache = dir.path().join("cache");
+    let output = hotpatch_cached(&cache, &[], &["prepare", "v1", "--repo", &repo]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr_of(&output);
+    assert!(
+        error.contains("1 of 2 file(s) of v1 did not compile"),
+        "{error}"
+    );
+    assert!(
+        error.contains("helper.c") && error.contains("missing"),
+        "{error}"
+    );
+    let output = hotpatch_cached(
+        &cache,
+        &[("HOTPATCH_CACHE", "off")],
+        &["prepare", "v1", "--repo", &repo],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("the object cache is off"),
+        "{}",
+        stderr_of(&output)
+    );
+}

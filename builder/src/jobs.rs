@@ -11,7 +11,7 @@ use hotpatch_externalizer::{Action, PatchUnit};
 
 use crate::cache::Cache;
 use crate::confirm::{self, Confirmation};
-use crate::flags::preimage_arguments;
+use crate::flags::confirm_arguments;
 use crate::preimage::{self, Side};
 use crate::{old_objects, BuildError, CompileCommand, Compiler, PatchOrigin};
 
@@ -187,9 +187,7 @@ fn confirm_file(
     if !old_objects::compiles_as_built(command, old_root) || !new_root.join(&unit.file).is_file() {
         return Ok(None);
     }
-    let mut arguments = preimage_arguments(&flags);
-    arguments.push("-ffunction-sections".to_string());
-    arguments.push("-fdata-sections".to_string());
+    let arguments = confirm_arguments(&flags);
     let compile = |root: &Path, side: Side| -> Result<Vec<u8>, BuildError> {
         old_objects::compile_revision(compiler, root, command, side, &arguments, &origin.cache)
             .map_err(|e| match e {

@@ -16,6 +16,7 @@ mod merge;
 mod model;
 mod old_objects;
 pub mod preimage;
+mod prepare;
 mod preprocess;
 mod select;
 
@@ -36,6 +37,7 @@ pub use flags::{recorded_switches, uses_lto, BuildSection, DEFAULT_CFLAGS, PATCH
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 pub use old_objects::OldObjects;
+pub use prepare::{prepare, Prepared};
 pub use preprocess::preprocess;
 
 /// Why a patch could not be built.
