@@ -275,8 +275,10 @@ fn prepare_warms_the_old_side_of_the_next_diff() {
         serde_json::json!(["lib.c", "main.c"]),
         "{prepared:#}"
     );
-    // Per file: the pre-image compile, the confirmation compile, the switches (asked once).
-    assert_eq!(counts(&prepared).1, 5, "{prepared:#}");
+    // Per file: the pre-image compile and the confirmation compile; and the switches of the
+    // flags both files share (both files may ask at once: one entry all the same).
+    assert!(counts(&prepared).1 >= 5, "{prepared:#}");
+    assert_eq!(entries(&case.cache).len(), 5, "{prepared:#}");
     let diffed = document(&case.run(&[], &[]));
     let (hits, misses, _) = counts(&diffed);
     // Old side and switches from the cache; the new side compiled (pre-image and confirmation).
