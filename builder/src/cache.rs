@@ -13,14 +13,15 @@
 //!
 //! Under `$XDG_CACHE_HOME/hotpatch` (else `~/.cache/hotpatch`); `HOTPATCH_CACHE=off` or
 //! `--no-cache` turns it off, `HOTPATCH_CACHE_SIZE` (bytes, or with `K`, `M`, `G`) caps it
-//! (default [`DEFAULT_CAP`]); the least recently used entries go first. Safe under concurrent
+//! (default [`DEFAULT_CAP`]), checked when a run first uses the cache and whenever its own writes
+//! pass the cap; the least recently used entries go first. Safe under concurrent
 //! runs: an entry is written to a temporary file and renamed into place, and a reader checks
 //! the entry's own SHA-1 of its contents, so a torn or corrupt entry is a miss (and is replaced).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +61,9 @@ struct Store {
     /// Set once the entries were brought under the cap at the first lookup (the cap may have
     /// been lowered since the last run).
     checked: std::sync::Once,
+    /// The entries' total size as last counted, plus what this run stored since: the entries
+    /// are listed again only when it passes the cap.
+    total: AtomicU64,
 }
 
 #[derive(Default)]
@@ -124,6 +128,7 @@ impl Cache {
                 dir: dir.to_path_buf(),
                 cap,
                 checked: std::sync::Once::new(),
+                total: AtomicU64::new(0),
             })),
             ..Cache::default()
         }
@@ -196,8 +201,12 @@ impl Cache {
     /// A cache that cannot be written is no error: the run goes on without it.
     pub(crate) fn put(&self, key: &Key, bytes: &[u8]) {
         if let Some(store) = &self.store {
+            store.checked.call_once(|| store.evict());
             if store.write(key, bytes).is_ok() {
-                store.evict();
+                let stored = (MAGIC.len() + 20 + bytes.len()) as u64;
+                if store.total.fetch_add(stored, Ordering::Relaxed) + stored > store.cap {
+                    store.evict();
+                }
             }
         }
     }
@@ -289,6 +298,7 @@ impl Store {
                 total = total.saturating_sub(size);
             }
         }
+        self.total.store(total, Ordering::Relaxed);
     }
 }
 
