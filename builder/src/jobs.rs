@@ -45,7 +45,6 @@ pub fn run(
     origin: &PatchOrigin,
     arguments: &[String],
 ) -> Result<UnitOutputs, BuildError> {
-    let died = || BuildError::Object("a compiler job of the builder panicked".to_string());
     let old_root = origin.old_root.as_deref();
     std::thread::scope(|scope| {
         let patch = scope.spawn(|| compile_patch(compiler, root, unit, command, arguments));
@@ -88,6 +87,11 @@ pub fn run(
             confirm_ms,
         })
     })
+}
+
+/// The error of a compiler job whose thread panicked.
+pub fn died() -> BuildError {
+    BuildError::Object("a compiler job of the builder panicked".to_string())
 }
 
 fn compile_patch(

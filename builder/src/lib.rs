@@ -155,13 +155,18 @@ pub fn build(
     let mut file_cflags = BTreeMap::new();
     let mut unchanged = Vec::new();
     let mut refusals = Vec::new();
-    for (index, unit) in units.iter().enumerate() {
+    let mut unit_commands = Vec::with_capacity(units.len());
+    for unit in units {
         let command = commands
             .get(&unit.file)
             .ok_or_else(|| BuildError::NoCompileCommand {
                 file: unit.file.clone(),
                 looked_in: "the commands given to the builder".to_string(),
             })?;
+        unit_commands.push(command);
+    }
+    let mut all_outputs = run_units(&compiler, root, units, &unit_commands, origin).into_iter();
+    for ((index, unit), command) in units.iter().enumerate().zip(unit_commands) {
         let unit_arguments = flags::patch_arguments(&command.flags());
         match &arguments {
             None => arguments = Some(unit_arguments.clone()),
@@ -171,7 +176,7 @@ pub fn build(
             Some(_) => {}
         }
         let unit_compiler = Compiler::for_command(command, &compiler);
-        let outputs = jobs::run(&unit_compiler, root, unit, command, origin, &unit_arguments)?;
+        let outputs = all_outputs.next().unwrap_or_else(|| Err(jobs::died()))?;
         flags.push(FileFlags {
             compiler: unit_compiler.path().to_string_lossy().into_owned(),
             file: unit.file.clone(),
@@ -251,6 +256,36 @@ pub fn build(
         unchanged,
         confirm_ms,
         refusals,
+    })
+}
+
+/// The compiler runs of every unit (see [`jobs::run`]), in the order of `units`: all units at
+/// once when each is of another file (their scratch files are named after it), else one by one.
+fn run_units(
+    compiler: &Compiler,
+    root: &Path,
+    units: &[PatchUnit],
+    commands: &[&CompileCommand],
+    origin: &PatchOrigin,
+) -> Vec<Result<jobs::UnitOutputs, BuildError>> {
+    let run = |(unit, command): (&PatchUnit, &&CompileCommand)| {
+        let unit_compiler = Compiler::for_command(command, compiler);
+        let arguments = flags::patch_arguments(&command.flags());
+        jobs::run(&unit_compiler, root, unit, command, origin, &arguments)
+    };
+    let files: HashSet<&str> = units.iter().map(|u| u.file.as_str()).collect();
+    if files.len() < units.len() || units.len() < 2 {
+        return units.iter().zip(commands).map(run).collect();
+    }
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = units
+            .iter()
+            .zip(commands)
+            .map(|job| scope.spawn(move || run(job)))
+            .collect();
+        jobs.into_iter()
+            .map(|job| job.join().unwrap_or_else(|_| Err(jobs::died())))
+            .collect()
     })
 }
 
