@@ -319,8 +319,8 @@ fn ratios() {
         "\nend to end / one plain `gcc -O2 -g -c` of the changed file; {RATIO_SAMPLES} samples, \
          medians (p10–p90), ms"
     );
-    println!("| lines | plain compile | cold | cold ratio | warm | warm ratio | compile jobs cold / warm |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| lines | plain compile | cold | cold ratio | warm | warm ratio | compile jobs cold / warm | load average |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for lines in RATIO_LINES {
         // One module: CHANGED_FILE, so its function CHANGED_FUNCTION changes.
         let functions = lines / 16;
@@ -335,20 +335,18 @@ fn ratios() {
             .unwrap()
             .lines()
             .count();
-        let plain: Vec<f64> = (0..RATIO_SAMPLES)
-            .map(|_| {
-                let started = Instant::now();
-                run(Command::new("gcc").current_dir(&build).args([
-                    "-O2",
-                    "-g",
-                    "-c",
-                    &changed,
-                    "-o",
-                    "changed.o",
-                ]));
-                started.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
+        let plain_compile = || {
+            let started = Instant::now();
+            run(Command::new("gcc").current_dir(&build).args([
+                "-O2",
+                "-g",
+                "-c",
+                &changed,
+                "-o",
+                "changed.o",
+            ]));
+            started.elapsed().as_secs_f64() * 1000.0
+        };
         run(Command::new("gcc")
             .current_dir(&build)
             .args(["-O2", "-g", "main.c", &changed, "-o", "program"]));
@@ -365,8 +363,14 @@ fn ratios() {
             let (wall, json) = apply_and_revert(&repo, &pid, cache.path());
             (wall, json["timings"]["compile_jobs"].as_u64().unwrap_or(0))
         };
-        let cold: Vec<(f64, u64)> = (0..RATIO_SAMPLES).map(|_| sample(false)).collect();
-        let warm: Vec<(f64, u64)> = (0..RATIO_SAMPLES).map(|_| sample(true)).collect();
+        // Round by round, so a change in the machine's load weighs on all three alike.
+        let load_before = load_average();
+        let (mut plain, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..RATIO_SAMPLES {
+            plain.push(plain_compile());
+            cold.push(sample(false));
+            warm.push(sample(true));
+        }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             percentile(&v, 50)
@@ -374,7 +378,7 @@ fn ratios() {
         let plain_ms = median(plain.clone());
         let walls = |v: &[(f64, u64)]| v.iter().map(|s| s.0).collect::<Vec<f64>>();
         println!(
-            "| {actual} | {} | {} | {:.2} | {} | {:.2} | {} / {} |",
+            "| {actual} | {} | {} | {:.2} | {} | {:.2} | {} / {} | {load_before}–{} |",
             summary(plain),
             summary(walls(&cold)),
             median(walls(&cold)) / plain_ms,
@@ -382,6 +386,15 @@ fn ratios() {
             median(walls(&warm)) / plain_ms,
             cold[0].1,
             warm[0].1,
+            load_average(),
         );
     }
+}
+
+/// The one-minute load average, as `/proc/loadavg` says it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
 }
