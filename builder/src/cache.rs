@@ -392,9 +392,10 @@ impl KeyBuilder {
 
 /// Whether a compile with `arguments` depends only on what a key holds: not when an argument
 /// makes the compiler read a file the preprocessed text does not show (a profile, a plugin, a
-/// response or spec file, another compiler directory).
+/// response or spec file, another compiler directory), or puts the output's own path into the
+/// code (coverage counters name their `.gcda` file after it).
 pub(crate) fn cacheable(arguments: &[String]) -> bool {
-    const READS_FILES: [&str; 8] = [
+    const UNCACHEABLE: [&str; 11] = [
         "-fprofile-use",
         "-fauto-profile",
         "-fplugin",
@@ -403,10 +404,13 @@ pub(crate) fn cacheable(arguments: &[String]) -> bool {
         "-B",
         "-fprofile-sample-use",
         "-wrapper",
+        "-fprofile-arcs",
+        "-ftest-coverage",
+        "--coverage",
     ];
     !arguments
         .iter()
-        .any(|a| a.starts_with('@') || READS_FILES.iter().any(|r| a.starts_with(r)))
+        .any(|a| a.starts_with('@') || UNCACHEABLE.iter().any(|r| a.starts_with(r)))
 }
 
 /// `text` with the path of the temporary tree `tree` replaced by a placeholder, for keys that
@@ -503,6 +507,7 @@ mod tests {
         assert!(!cacheable(&words("-O2 -fprofile-use=prof")));
         assert!(!cacheable(&words("-O2 @args")));
         assert!(!cacheable(&words("-fplugin=x.so")));
+        assert!(!cacheable(&words("-O2 --coverage")));
     }
 
     #[test]
