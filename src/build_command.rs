@@ -30,20 +30,16 @@ pub struct BuildArgs {
     /// with the original flags says).
     #[arg(long)]
     pub pid: Option<i32>,
-    /// Flags of the original build, for files the build model does not list (default: `[build]
-    /// cflags` of hotpatch.toml; with no build model at all, `-O2 -g`).
-    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
-    pub cflags: Option<String>,
-    /// The tree where the running binary was built (default: the work tree of --repo): its
-    /// compile_commands.json, CMake, Ninja or Make build says how each file was compiled.
-    #[arg(long, value_name = "DIR")]
-    pub build_dir: Option<PathBuf>,
-    /// The compilation database (compile_commands.json) of the running binary's build.
-    #[arg(long, value_name = "FILE")]
-    pub compile_commands: Option<PathBuf>,
+    /// Where the original build's flags are found.
+    #[command(flatten)]
+    pub model: crate::cli::ModelArgs,
     /// Accept one named refusal (repeatable), as `hotpatch diff --force`.
     #[arg(long, value_name = "ITEM")]
     pub force: Vec<String>,
+    /// Compile everything afresh: neither read nor write the object cache (as
+    /// `HOTPATCH_CACHE=off`; see `hotpatch prepare`).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -56,12 +52,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (old_rev, new_rev) = parse_range(&args.range)?;
     let old = read_git_revision(&args.repo, &old_rev)?;
     let new = read_git_revision(&args.repo, &new_rev)?;
-    let settings = crate::build_flags::BuildSettings::for_repo(
-        Some(&args.repo),
-        args.cflags.as_deref(),
-        args.build_dir.as_deref(),
-        args.compile_commands.as_deref(),
-    )?;
+    let settings = args.model.settings(Some(&args.repo))?;
     let model = crate::build_flags::discover_model(&settings, &new)?;
     let target = args
         .pid
@@ -70,7 +61,13 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let program = target
         .as_ref()
         .and_then(|t| pipeline::program_of(t, &old, &new));
-    let mut changes = pipeline::classify(&old, &new, args.cflags.as_deref(), Some(&model), program);
+    let mut changes = pipeline::classify(
+        &old,
+        &new,
+        args.model.cflags.as_deref(),
+        Some(&model),
+        program,
+    );
     refusal::apply_forces(&mut changes, &args.force);
     timings.diff_ms = elapsed_ms(start);
     // A patch object is as dangerous as an apply: the same refusals hold, before compiling.
@@ -85,8 +82,10 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             changes.new_label
         );
     }
+    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
-        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
+        let how = (&model, &cache);
+        pipeline::build_patch(&changes, (&old, &new), target.as_ref(), how, &mut timings)
     })?;
     let shown = changes.warnings.clone();
     refusal::accept_built(&mut changes, &patch.built, &args.force);

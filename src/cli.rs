@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::build_flags::BuildSettings;
+
 /// Live-patch a running C program from a source diff.
 #[derive(Debug, Parser)]
 #[command(name = "hotpatch", version, about, long_about = None, propagate_version = true)]
@@ -29,6 +31,9 @@ pub enum Command {
     Build(crate::build_command::BuildArgs),
     /// Apply a patch object (from `hotpatch build`, or a plain relocatable .o) to a process.
     Apply(crate::apply_command::ApplyArgs),
+    /// Compile a revision's files into the object cache ahead of time (e.g. right after the
+    /// service's build), so the next `diff REV..NEW` compiles only the new side and the patch.
+    Prepare(crate::prepare_command::PrepareArgs),
     /// Deploy by `git push`: install or run the pre-receive hook of a deploy repository.
     Hook(HookArgs),
     /// Apply the patches recorded for an executable (by build id, in the state directory every
@@ -57,6 +62,7 @@ impl Command {
             Command::Revert(args) => args.json,
             Command::Build(args) => args.json,
             Command::Apply(args) => args.json,
+            Command::Prepare(args) => args.json,
             Command::Demo(_)
             | Command::Hook(_)
             | Command::Watch(_)
@@ -142,6 +148,31 @@ pub struct DiffArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, requires = "apply")]
     pub wait_return: bool,
+    /// Where the original build's flags are found.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print the C source of each patch translation unit.
+    #[arg(long)]
+    pub show_source: bool,
+    /// Compile everything afresh: neither read nor write the object cache (as
+    /// `HOTPATCH_CACHE=off`; see `hotpatch prepare`).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = crate::cli::seconds)]
+    pub timeout: f64,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// Where the original build's flags are found (`diff`, `build`, `prepare`): see
+/// `build_flags::BuildSettings`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
     /// Flags of the original build, for files the build model does not list (default: `[build]
     /// cflags` of hotpatch.toml; with no build model at all, `-O2 -g`).
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
@@ -153,18 +184,18 @@ pub struct DiffArgs {
     /// The compilation database (compile_commands.json) of the running binary's build.
     #[arg(long, value_name = "FILE")]
     pub compile_commands: Option<PathBuf>,
-    /// Print the C source of each patch translation unit.
-    #[arg(long)]
-    pub show_source: bool,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Seconds to keep retrying while a thread executes the bytes a jump would overwrite.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = crate::cli::seconds)]
-    pub timeout: f64,
-    /// When to colour the output.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
+}
+
+impl ModelArgs {
+    /// The settings these options give for the repository at `repo`.
+    pub fn settings(&self, repo: Option<&std::path::Path>) -> anyhow::Result<BuildSettings> {
+        BuildSettings::for_repo(
+            repo,
+            self.cflags.as_deref(),
+            self.build_dir.as_deref(),
+            self.compile_commands.as_deref(),
+        )
+    }
 }
 
 /// Arguments of `hotpatch demo`.

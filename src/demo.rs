@@ -121,18 +121,19 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     println!("\n4. Live-patching pid {pid} (the process keeps running):");
     let mut timings = Timings::default();
     let target = Target::inspect(pid)?;
+    let model = crate::build_flags::discover_model(
+        &crate::build_flags::BuildSettings {
+            cflags: Some(CFLAGS.to_string()),
+            ..Default::default()
+        },
+        &new,
+    )?;
+    let cache = hotpatch_builder::Cache::from_env(false)?;
     let patch = pipeline::build_patch(
         &changes,
-        &old,
-        &new,
+        (&old, &new),
         Some(&target),
-        &crate::build_flags::discover_model(
-            &crate::build_flags::BuildSettings {
-                cflags: Some(CFLAGS.to_string()),
-                ..Default::default()
-            },
-            &new,
-        )?,
+        (&model, &cache),
         &mut timings,
     )?;
     let plan = hotpatch_applier::plan(&target, &patch.object)?;

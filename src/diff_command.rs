@@ -22,12 +22,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let (old, new) = read_revisions(args)?;
     // The work tree is the default build directory only when the revisions come from its git.
     let repo = args.range.is_some().then_some(args.repo.as_path());
-    let settings = crate::build_flags::BuildSettings::for_repo(
-        repo,
-        args.cflags.as_deref(),
-        args.build_dir.as_deref(),
-        args.compile_commands.as_deref(),
-    )?;
+    let settings = args.model.settings(repo)?;
     // A plain diff does without a build model that cannot be found; compiling cannot.
     let model = crate::build_flags::discover_model(&settings, &new);
     // Processes started after this are not patched by this apply: `hotpatch watch` patches them.
@@ -47,7 +42,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     let mut changes = pipeline::classify(
         &old,
         &new,
-        args.cflags.as_deref(),
+        args.model.cflags.as_deref(),
         model.as_ref().ok(),
         program,
     );
@@ -73,8 +68,10 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     }
     let target = inspected.transpose()?;
     let model = model?;
+    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
-        pipeline::build_patch(&changes, &old, &new, target.as_ref(), &model, &mut timings)
+        let how = (&model, &cache);
+        pipeline::build_patch(&changes, (&old, &new), target.as_ref(), how, &mut timings)
     })?;
     refusal::accept_built(&mut changes, &patch.built, &args.force);
     // What the running binary contradicts (types, locations, register contract) is refused

@@ -18,6 +18,7 @@ mod list_command;
 mod lto;
 mod outcome;
 mod pipeline;
+mod prepare_command;
 mod processes;
 mod proof;
 mod refusal;
@@ -45,6 +46,7 @@ fn main() {
         cli::Command::Revert(revert) => revert_command::run(&revert),
         cli::Command::Build(build) => build_command::run(&build),
         cli::Command::Apply(apply) => apply_command::run(&apply),
+        cli::Command::Prepare(prepare) => prepare_command::run(&prepare),
         cli::Command::Hook(hook) => hook::run(&hook),
         cli::Command::Watch(watch) => watch::run(&watch),
         cli::Command::Completions { shell } => docs_command::completions(shell),

@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use hotpatch_applier::{PatchObject, Target};
 use hotpatch_builder::{
-    BuildModel, BuildSection, BuiltPatch, FlagSource, OldObjects, PatchOrigin, DEFAULT_CFLAGS,
+    BuildModel, BuildSection, BuiltPatch, Cache, CacheCounts, FlagSource, OldObjects, PatchOrigin,
+    DEFAULT_CFLAGS,
 };
 use hotpatch_differ::{
     diff_snapshots_with, files_to_analyse, Change, ChangeSet, DiffOptions, Program, Snapshot,
@@ -29,6 +30,10 @@ pub struct Timings {
     pub confirm_ms: f64,
     /// Resolving, loading and committing the patch in the process.
     pub apply_ms: f64,
+    /// Lookups of the object cache (the old and new files' compiles).
+    pub cache: CacheCounts,
+    /// Compiler processes started (compiles, preprocessing, probes): what the cache saves.
+    pub compile_jobs: usize,
 }
 
 /// Milliseconds since `start`.
@@ -119,16 +124,17 @@ pub struct BuiltUnits {
 /// private copies, and so are `static` variables it folded away. Which of them exist, the
 /// target says; without a target, the old revision of each changed file compiled with its
 /// build command says (the same objects then give the pre-images). Where the build compiled a
-/// file several ways, the way that reproduces the running code is chosen.
+/// file several ways, the way that reproduces the running code is chosen. The compiles of the
+/// old and new files go through `cache`.
 pub fn build_patch(
     changes: &ChangeSet,
-    old: &Snapshot,
-    new: &Snapshot,
+    (old, new): (&Snapshot, &Snapshot),
     target: Option<&Target>,
-    model: &BuildModel,
+    (model, cache): (&BuildModel, &Cache),
     timings: &mut Timings,
 ) -> Result<BuiltUnits> {
     let start = Instant::now();
+    let cache = cache.clone().with_units(&changes.units);
     // The old revision: the pre-images (and without a target, which statics exist) are
     // compiled from it.
     let old_tree = tempfile::Builder::new()
@@ -148,7 +154,11 @@ pub fn build_patch(
                     commands.push(only.clone());
                 }
             }
-            OldObjects::compile(old_tree.path(), &commands.iter().collect::<Vec<_>>())?
+            OldObjects::compile(
+                old_tree.path(),
+                &commands.iter().collect::<Vec<_>>(),
+                &cache,
+            )?
         }
     };
     let prepare_ms = elapsed_ms(start);
@@ -198,6 +208,7 @@ pub fn build_patch(
             t.build_id_of_sources(&patched_files(changes))
                 .map(str::to_string)
         }),
+        cache: cache.clone(),
     };
     let mut commands = BTreeMap::new();
     let mut choices = Vec::new();
@@ -239,6 +250,8 @@ pub fn build_patch(
     let object = PatchObject::parse(built.object.clone())?;
     timings.compile_ms = prepare_ms + elapsed_ms(start);
     timings.confirm_ms = built.confirm_ms;
+    timings.cache = cache.counts();
+    timings.compile_jobs = hotpatch_builder::compiler_runs();
     Ok(BuiltUnits {
         units,
         built,

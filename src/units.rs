@@ -112,7 +112,7 @@ fn write(snapshot: &Snapshot) -> std::io::Result<tempfile::TempDir> {
 }
 
 /// The first line of an error that names the problem (the compiler's diagnostics follow it).
-fn first_line(error: &str) -> String {
+pub fn first_line(error: &str) -> String {
     error
         .lines()
         .find(|l| l.contains("error"))

@@ -313,6 +313,7 @@ fn a_long_wait_shows_a_spinner_on_a_terminal() {
     // `script` gives hotpatch a pseudo-terminal, as an operator's shell would.
     let output = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
+        .env("HOTPATCH_CACHE", "off") // no test shares a cache with another
         .output()
         .expect("running script");
     let text = stdout_of(&output);

@@ -17,8 +17,14 @@ struct Deployment {
     service: Option<TargetProcess>,
 }
 
+/// Runs git in `dir`. A push runs the hook, whose object cache is `hotpatch-cache` beside `dir`
+/// (pushes run in the work tree: beside it, in this test's own directory).
 fn git(dir: &Path, args: &[&str]) -> Output {
     Command::new("git")
+        .env(
+            "XDG_CACHE_HOME",
+            dir.parent().unwrap_or(dir).join("hotpatch-cache"),
+        )
         .args([
             "-c",
             "user.name=dev",
@@ -259,6 +265,15 @@ fn two_pushes_that_touch_the_same_function_both_patch_it() {
         );
         deployment.service().wait_for(&format!("value={value}"));
     }
+    // The hook kept the compiles of each push's sides in its cache, for the next push.
+    let cache = deployment
+        .dir
+        .path()
+        .join("hotpatch-cache/hotpatch/objects");
+    assert!(
+        std::fs::read_dir(&cache).is_ok_and(|d| d.count() > 0),
+        "{cache:?}"
+    );
     let list = hotpatch(&["list", "--pid", &pid.to_string(), "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     let patches = json["patches"].as_array().unwrap();

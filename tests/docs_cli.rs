@@ -6,7 +6,7 @@ mod support;
 use support::*;
 
 const SUBCOMMANDS: &[&str] = &[
-    "diff", "list", "revert", "build", "apply", "hook", "demo", "watch",
+    "diff", "list", "revert", "build", "apply", "prepare", "hook", "demo", "watch",
 ];
 
 #[test]

@@ -31,6 +31,7 @@ fn a_target_that_exits_during_apply_gives_a_clear_error_and_no_hang() {
                 "--pid",
             ])
             .arg(pid.to_string())
+            .env("HOTPATCH_CACHE", "off") // no test shares a cache with another
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -86,6 +87,7 @@ fn another_users_process_is_refused_and_untouched() {
             &pid,
         ])
         .env("HOME", "/tmp")
+        .env("HOTPATCH_CACHE", "off") // no test shares a cache with another
         .output()
         .expect("running setpriv");
     let stderr = stderr_of(&output);

@@ -79,6 +79,7 @@ fn run_and_kill(args: &[&str], delay: Duration) -> bool {
     let mut tool = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
         .args(args)
         .env("NO_COLOR", "1")
+        .env("HOTPATCH_CACHE", "off") // no test shares a cache with another
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

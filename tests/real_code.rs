@@ -172,6 +172,8 @@ fn patch(tree: &Path, range: &str, target: &TargetProcess) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
         .args(["diff", range, "--apply", "--pid", &pid])
         .env("NO_COLOR", "1")
+        // The object cache of this test's own (the tree's parent is the test's directory).
+        .env("XDG_CACHE_HOME", tree.with_file_name("cache"))
         .current_dir(tree)
         .output()
         .expect("running hotpatch");

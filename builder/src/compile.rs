@@ -3,11 +3,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::cache::{Cache, KeyBuilder};
 use crate::{BuildError, CompileCommand, FlagSource};
+
+/// Compiler processes this process started (compiles, preprocessing, probes).
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many compiler processes this process has started so far (compiles, preprocessing,
+/// probes): `--json` reports it as `timings.compile_jobs`, to show what the cache saved.
+pub fn compiler_runs() -> usize {
+    RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one compiler process about to start.
+pub(crate) fn count_run() {
+    RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The executable `program` names: a path (relative ones against `directory`), or a name
 /// looked up on `PATH`.
-fn resolve(program: &str, directory: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve(program: &str, directory: &Path) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(directory.join(program)).filter(|p| p.is_file());
     }
@@ -103,12 +118,39 @@ impl Compiler {
     /// The code-generation switches this compiler records in `DW_AT_producer` for `flags`
     /// (see [`crate::flags::recorded_switches`]), learnt by compiling a one-line file (written
     /// in `scratch` beside `unit_file`) to assembly; `None` for a compiler that records none.
+    /// The answer is kept in `cache`, by the compiler and the flags.
     pub fn recorded_switches(
         &self,
         scratch: &Path,
         flags: &[String],
         unit_file: &str,
+        cache: &Cache,
     ) -> Result<Option<Vec<String>>, BuildError> {
+        let key = cache.enabled().then(|| {
+            KeyBuilder::new("switches-1")
+                .compiler(&self.path)
+                .field("flags", flags.join("\0").as_bytes())
+                .finish()
+        });
+        let key = key.flatten();
+        let cached = key.as_ref().and_then(|k| cache.get(k));
+        if let Some(switches) = cached.and_then(|b| serde_json::from_slice(&b).ok()) {
+            return Ok(switches);
+        }
+        let switches = self.ask_switches(scratch, flags, unit_file)?;
+        if let (Some(key), Ok(bytes)) = (key, serde_json::to_vec(&switches)) {
+            cache.put(&key, &bytes);
+        }
+        Ok(switches)
+    }
+
+    fn ask_switches(
+        &self,
+        scratch: &Path,
+        flags: &[String],
+        unit_file: &str,
+    ) -> Result<Option<Vec<String>>, BuildError> {
+        count_run();
         let source = scratch.join(format!("{unit_file}.hotpatch-switches.c"));
         crate::write_file(&source, b"int hotpatch_switches;\n")?;
         let result = Command::new(&self.path)
@@ -150,6 +192,7 @@ impl Compiler {
         arguments: &[String],
         unit_file: &str,
     ) -> Result<String, BuildError> {
+        count_run();
         let result = Command::new(&self.path)
             .current_dir(cwd)
             .args(arguments)

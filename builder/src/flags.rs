@@ -99,6 +99,15 @@ pub fn preimage_arguments(flags: &[String]) -> Vec<String> {
     filtered(flags, |flag| flag == "-rdynamic" || flag.starts_with("-L"))
 }
 
+/// The argument list for compiling a revision of a file to compare its code function by
+/// function (see `confirm`): [`preimage_arguments`] with one section per function and datum.
+pub fn confirm_arguments(flags: &[String]) -> Vec<String> {
+    let mut out = preimage_arguments(flags);
+    out.push("-ffunction-sections".to_string());
+    out.push("-fdata-sections".to_string());
+    out
+}
+
 /// Whether the original build used link-time optimisation: its code is then not what a
 /// per-file compile produces, so no pre-image can be computed.
 pub fn uses_lto(flags: &[String]) -> bool {

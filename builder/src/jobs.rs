@@ -9,8 +9,9 @@ use std::time::Instant;
 use hotpatch_applier::artifact::Preimage;
 use hotpatch_externalizer::{Action, PatchUnit};
 
+use crate::cache::Cache;
 use crate::confirm::{self, Confirmation};
-use crate::flags::preimage_arguments;
+use crate::flags::confirm_arguments;
 use crate::preimage::{self, Side};
 use crate::{old_objects, BuildError, CompileCommand, Compiler, PatchOrigin};
 
@@ -44,18 +45,28 @@ pub fn run(
     origin: &PatchOrigin,
     arguments: &[String],
 ) -> Result<UnitOutputs, BuildError> {
-    let died = || BuildError::Object("a compiler job of the builder panicked".to_string());
     let old_root = origin.old_root.as_deref();
     std::thread::scope(|scope| {
         let patch = scope.spawn(|| compile_patch(compiler, root, unit, command, arguments));
-        let switches =
-            scope.spawn(|| compiler.recorded_switches(root, &command.codegen_flags(), &unit.file));
-        let old_object = origin.old_objects.object(&unit.file);
-        let preimages = scope.spawn(move || {
-            unit_fingerprints(compiler, old_root, unit, command, Side::Old, old_object)
+        let switches = scope.spawn(|| {
+            compiler.recorded_switches(root, &command.codegen_flags(), &unit.file, &origin.cache)
         });
-        let postimages =
-            scope.spawn(|| unit_fingerprints(compiler, Some(root), unit, command, Side::New, None));
+        let old_object = origin.old_objects.object(&unit.file);
+        let cache = &origin.cache;
+        let preimages = scope.spawn(move || {
+            unit_fingerprints(
+                compiler,
+                old_root,
+                unit,
+                command,
+                Side::Old,
+                old_object,
+                cache,
+            )
+        });
+        let postimages = scope.spawn(|| {
+            unit_fingerprints(compiler, Some(root), unit, command, Side::New, None, cache)
+        });
         let confirmation = scope.spawn(|| {
             let start = Instant::now();
             let result = confirm_file(compiler, root, unit, command, origin);
@@ -76,6 +87,11 @@ pub fn run(
             confirm_ms,
         })
     })
+}
+
+/// The error of a compiler job whose thread panicked.
+pub fn died() -> BuildError {
+    BuildError::Object("a compiler job of the builder panicked".to_string())
 }
 
 fn compile_patch(
@@ -121,7 +137,7 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
 /// Fingerprints of the `side` code of the unit's replaced functions, the `side` revision being
 /// the tree under `root` (none without that tree, for an LTO build, or for a file that revision
 /// does not have), from `compiled` when the caller compiled that revision's object already, or
-/// else compiled here.
+/// else compiled here (through `cache`).
 fn unit_fingerprints(
     compiler: &Compiler,
     root: Option<&Path>,
@@ -129,6 +145,7 @@ fn unit_fingerprints(
     command: &CompileCommand,
     side: Side,
     compiled: Option<&[u8]>,
+    cache: &Cache,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
     let Some(root) = root else {
         return Ok(HashMap::new());
@@ -149,7 +166,7 @@ fn unit_fingerprints(
     let object = match compiled {
         Some(object) => object,
         None => {
-            built = old_objects::compile_file(compiler, root, command, side)?;
+            built = old_objects::compile_file(compiler, root, command, side, cache)?;
             &built
         }
     };
@@ -174,33 +191,20 @@ fn confirm_file(
     if !old_objects::compiles_as_built(command, old_root) || !new_root.join(&unit.file).is_file() {
         return Ok(None);
     }
-    let mut arguments = preimage_arguments(&flags);
-    arguments.push("-ffunction-sections".to_string());
-    arguments.push("-fdata-sections".to_string());
-    let compile = |root: &Path, which: &str| -> Result<Vec<u8>, BuildError> {
-        let output = root.join(format!("{}.hotpatch-confirm-{which}.o", unit.file));
-        let placed = command.place(root, &arguments)?;
-        compiler
-            .compile(
-                &placed.cwd,
-                &root.join(&unit.file),
-                &output,
-                &placed.arguments,
-                &unit.file,
-            )
+    let arguments = confirm_arguments(&flags);
+    let compile = |root: &Path, side: Side| -> Result<Vec<u8>, BuildError> {
+        old_objects::compile_revision(compiler, root, command, side, &arguments, &origin.cache)
             .map_err(|e| match e {
                 BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
-                    "the {which} revision of {file} does not compile with the original flags, so its code cannot be compared:\n{diagnostics}"
+                    "the {} revision of {file} does not compile with the original flags, so its code cannot be compared:\n{diagnostics}",
+                    side.word()
                 )),
                 other => other,
-            })?;
-        let bytes = read(&output)?;
-        let _ = std::fs::remove_file(&output);
-        Ok(bytes)
+            })
     };
     let (old, new) = std::thread::scope(|scope| {
-        let old = scope.spawn(|| compile(old_root, "old"));
-        let new = compile(new_root, "new");
+        let old = scope.spawn(|| compile(old_root, Side::Old));
+        let new = compile(new_root, Side::New);
         (old.join(), new)
     });
     let old = old.map_err(|_| BuildError::Object("a compiler job panicked".to_string()))??;

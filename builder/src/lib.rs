@@ -4,6 +4,7 @@
 //! It knows the externalizer's [`PatchUnit`]s and writes the manifest through the applier's
 //! artifact types, so the reader and writer of the patch object cannot drift.
 
+pub mod cache;
 mod command;
 mod compile;
 mod compile_commands;
@@ -15,6 +16,7 @@ mod merge;
 mod model;
 mod old_objects;
 pub mod preimage;
+mod prepare;
 mod preprocess;
 mod select;
 
@@ -28,12 +30,14 @@ use hotpatch_applier::artifact::{
 };
 use hotpatch_externalizer::{Action, PatchUnit};
 
+pub use cache::{Cache, CacheCounts};
 pub use command::{CompileCommand, FlagSource};
-pub use compile::Compiler;
+pub use compile::{compiler_runs, Compiler};
 pub use flags::{recorded_switches, uses_lto, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 pub use old_objects::OldObjects;
+pub use prepare::{prepare, Prepared};
 pub use preprocess::preprocess;
 
 /// Why a patch could not be built.
@@ -97,6 +101,8 @@ pub struct PatchOrigin {
     pub old_objects: OldObjects,
     /// GNU build id (hex) of the binary the patch is for, when known.
     pub target_build_id: Option<String>,
+    /// Where the old and new files' compiles are kept between runs (default: nowhere).
+    pub cache: Cache,
 }
 
 /// A built patch: the object bytes (manifest embedded) and what went into it.
@@ -149,13 +155,18 @@ pub fn build(
     let mut file_cflags = BTreeMap::new();
     let mut unchanged = Vec::new();
     let mut refusals = Vec::new();
-    for (index, unit) in units.iter().enumerate() {
+    let mut unit_commands = Vec::with_capacity(units.len());
+    for unit in units {
         let command = commands
             .get(&unit.file)
             .ok_or_else(|| BuildError::NoCompileCommand {
                 file: unit.file.clone(),
                 looked_in: "the commands given to the builder".to_string(),
             })?;
+        unit_commands.push(command);
+    }
+    let mut all_outputs = run_units(&compiler, root, units, &unit_commands, origin).into_iter();
+    for ((index, unit), command) in units.iter().enumerate().zip(unit_commands) {
         let unit_arguments = flags::patch_arguments(&command.flags());
         match &arguments {
             None => arguments = Some(unit_arguments.clone()),
@@ -165,7 +176,7 @@ pub fn build(
             Some(_) => {}
         }
         let unit_compiler = Compiler::for_command(command, &compiler);
-        let outputs = jobs::run(&unit_compiler, root, unit, command, origin, &unit_arguments)?;
+        let outputs = all_outputs.next().unwrap_or_else(|| Err(jobs::died()))?;
         flags.push(FileFlags {
             compiler: unit_compiler.path().to_string_lossy().into_owned(),
             file: unit.file.clone(),
@@ -248,6 +259,36 @@ pub fn build(
         unchanged,
         confirm_ms,
         refusals,
+    })
+}
+
+/// The compiler runs of every unit (see [`jobs::run`]), in the order of `units`: all units at
+/// once when each is of another file (their scratch files are named after it), else one by one.
+fn run_units(
+    compiler: &Compiler,
+    root: &Path,
+    units: &[PatchUnit],
+    commands: &[&CompileCommand],
+    origin: &PatchOrigin,
+) -> Vec<Result<jobs::UnitOutputs, BuildError>> {
+    let run = |(unit, command): (&PatchUnit, &&CompileCommand)| {
+        let unit_compiler = Compiler::for_command(command, compiler);
+        let arguments = flags::patch_arguments(&command.flags());
+        jobs::run(&unit_compiler, root, unit, command, origin, &arguments)
+    };
+    let files: HashSet<&str> = units.iter().map(|u| u.file.as_str()).collect();
+    if files.len() < units.len() || units.len() < 2 {
+        return units.iter().zip(commands).map(run).collect();
+    }
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = units
+            .iter()
+            .zip(commands)
+            .map(|job| scope.spawn(move || run(job)))
+            .collect();
+        jobs.into_iter()
+            .map(|job| job.join().unwrap_or_else(|_| Err(jobs::died())))
+            .collect()
     })
 }
 

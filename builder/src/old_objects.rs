@@ -13,6 +13,7 @@ use std::path::Path;
 use object::read::{Object as _, ObjectSymbol as _};
 use object::SymbolKind;
 
+use crate::cache::{cacheable, without_tree, Cache, Key, KeyBuilder};
 use crate::flags::{preimage_arguments, uses_lto};
 use crate::preimage::Side;
 use crate::{BuildError, CompileCommand, Compiler};
@@ -53,6 +54,7 @@ impl OldObjects {
     pub fn compile(
         old_root: &Path,
         commands: &[&CompileCommand],
+        cache: &Cache,
     ) -> Result<OldObjects, BuildError> {
         let compiler = Compiler::locate()?;
         let wanted: Vec<&CompileCommand> = commands
@@ -68,7 +70,9 @@ impl OldObjects {
                     .iter()
                     .map(|command| {
                         let compiler = Compiler::for_command(command, &compiler);
-                        scope.spawn(move || compile_file(&compiler, old_root, command, Side::Old))
+                        scope.spawn(move || {
+                            compile_file(&compiler, old_root, command, Side::Old, cache)
+                        })
                     })
                     .collect();
                 jobs.into_iter()
@@ -145,44 +149,101 @@ pub(crate) fn compiles_as_built(command: &CompileCommand, root: &Path) -> bool {
 }
 
 /// Compiles the `side` revision of `command`'s file (under `root`) exactly with the original
-/// flags, where the build compiled, and returns the object.
+/// flags, where the build compiled, and returns the object (from `cache` when it has it).
 pub(crate) fn compile_file(
     compiler: &Compiler,
     root: &Path,
     command: &CompileCommand,
     side: Side,
+    cache: &Cache,
 ) -> Result<Vec<u8>, BuildError> {
     let which = side.word();
+    let arguments = preimage_arguments(&command.flags());
+    compile_revision(compiler, root, command, side, &arguments, cache).map_err(|e| match e {
+        BuildError::Compile { file, diagnostics } => {
+            let purpose = match side {
+                Side::Old => "the running code cannot be known from it",
+                Side::New => "a later patch cannot be checked against it",
+            };
+            BuildError::Preimage(format!(
+                "the {which} revision of {file} does not compile with the original flags ({}), so {purpose}:\n{diagnostics}",
+                command.source
+            ))
+        }
+        other => other,
+    })
+}
+
+/// Compiles the `side` revision of `command`'s file under `root` with `arguments` (the
+/// original flags, and what the purpose adds to them that does not change preprocessing),
+/// where the build compiled. The object comes from `cache` when it has it, and goes into it
+/// otherwise.
+pub(crate) fn compile_revision(
+    compiler: &Compiler,
+    root: &Path,
+    command: &CompileCommand,
+    side: Side,
+    arguments: &[String],
+    cache: &Cache,
+) -> Result<Vec<u8>, BuildError> {
     let file = command.file.as_str();
-    let placed = command.place(root, &preimage_arguments(&command.flags()))?;
-    let output = root.join(format!("{file}.hotpatch-{which}.o"));
-    compiler
-        .compile(
-            &placed.cwd,
-            &root.join(file),
-            &output,
-            &placed.arguments,
-            file,
-        )
-        .map_err(|e| match e {
-            BuildError::Compile { file, diagnostics } => {
-                let purpose = match side {
-                    Side::Old => "the running code cannot be known from it",
-                    Side::New => "a later patch cannot be checked against it",
-                };
-                BuildError::Preimage(format!(
-                    "the {which} revision of {file} does not compile with the original flags ({}), so {purpose}:\n{diagnostics}",
-                    command.source
-                ))
-            }
-            other => other,
-        })?;
+    let placed = command.place(root, arguments)?;
+    let source = root.join(file);
+    let key = object_key(compiler, root, command, side, &placed, cache);
+    if let Some(bytes) = key.as_ref().and_then(|key| cache.get(key)) {
+        return Ok(bytes);
+    }
+    let output = root.join(format!("{file}.hotpatch-{}-{}.o", side.word(), unique()));
+    compiler.compile(&placed.cwd, &source, &output, &placed.arguments, file)?;
     let bytes = std::fs::read(&output).map_err(|e| BuildError::Io {
         path: output.clone(),
         detail: e.to_string(),
     })?;
     let _ = std::fs::remove_file(&output);
+    if let Some(key) = &key {
+        cache.put(key, &bytes);
+    }
     Ok(bytes)
+}
+
+/// A number no other compile of this process uses, for its output's name (compiles of one file
+/// and side with different arguments run at the same time).
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The cache key of compiling `command`'s file under `root` as `placed`: its preprocessed text
+/// (the differ's, else made here), the arguments, the directory and source path, the compiler.
+/// `None` (compile without the cache): the cache is off, the arguments read files the text does
+/// not show, or the file does not preprocess (the compile then reports why).
+fn object_key(
+    compiler: &Compiler,
+    root: &Path,
+    command: &CompileCommand,
+    side: Side,
+    placed: &crate::command::Placed,
+    cache: &Cache,
+) -> Option<Key> {
+    if !cache.enabled() || !cacheable(&placed.arguments) {
+        return None;
+    }
+    let arguments = without_tree(&placed.arguments.join("\0"), root);
+    let mut key = KeyBuilder::new("object-1");
+    key.compiler(compiler.path())
+        .field(
+            "cwd",
+            without_tree(&placed.cwd.to_string_lossy(), root).as_bytes(),
+        )
+        .field("source", command.file.as_bytes())
+        .field("arguments", arguments.as_bytes());
+    let make = || crate::preprocess(command, root).ok();
+    cache
+        .with_unit_text((&command.file, side), make, |text| {
+            key.field("text", text.as_bytes());
+            key.finish()
+        })
+        .flatten()
 }
 
 #[cfg(test)]
@@ -211,7 +272,12 @@ mod tests {
         )
         .unwrap();
         let commands = commands(&["lib.c", "absent.c"], "-O2 -g");
-        let old = OldObjects::compile(root.path(), &commands.iter().collect::<Vec<_>>()).unwrap();
+        let old = OldObjects::compile(
+            root.path(),
+            &commands.iter().collect::<Vec<_>>(),
+            &Cache::default(),
+        )
+        .unwrap();
         assert!(old.has_local_function("lib.c", "kept"), "{old:?}");
         assert!(!old.has_local_function("lib.c", "bonus"), "{old:?}");
         assert!(!old.has_local_function("lib.c", "value"), "global: {old:?}");
@@ -230,7 +296,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("lib.c"), "int f(void) { return 1; }\n").unwrap();
         let commands = commands(&["lib.c"], "-O2 -flto");
-        let old = OldObjects::compile(root.path(), &commands.iter().collect::<Vec<_>>()).unwrap();
+        let old = OldObjects::compile(
+            root.path(),
+            &commands.iter().collect::<Vec<_>>(),
+            &Cache::default(),
+        )
+        .unwrap();
         assert!(old.object("lib.c").is_none());
     }
 }

@@ -15,6 +15,7 @@ pub fn preprocess(command: &CompileCommand, tree: &Path) -> Result<String, Build
     let compiler = Compiler::for_command(command, &Compiler::locate()?);
     let placed = command.place(tree, &preimage_arguments(&command.flags()))?;
     let source = tree.join(&command.file);
+    crate::compile::count_run();
     let output = Command::new(compiler.path())
         .current_dir(&placed.cwd)
         .args(&placed.arguments)

@@ -270,8 +270,15 @@ fn deploy_to(
             Some(same) if reuse => same,
             slot => {
                 let mut timings = Timings::default();
-                let patch =
-                    pipeline::build_patch(changes, old, new, Some(&target), model, &mut timings)?;
+                // The cache keeps the new side's compiles: the old side of the next push.
+                let cache = hotpatch_builder::Cache::from_env(false)?;
+                let patch = pipeline::build_patch(
+                    changes,
+                    (old, new),
+                    Some(&target),
+                    (model, &cache),
+                    &mut timings,
+                )?;
                 for warning in &patch.warnings {
                     say(&format!("warning: {warning}"));
                 }

@@ -190,11 +190,14 @@ pub fn assert_counts_up_by_one(lines: &[String], key: &str) {
     }
 }
 
-/// Runs the hotpatch binary with `args` and returns its output.
+/// Runs the hotpatch binary with `args` and returns its output. Its object cache is a fresh
+/// directory of this run alone, so no test sees another's results.
 pub fn hotpatch(args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().expect("a cache directory");
     Command::new(env!("CARGO_BIN_EXE_hotpatch"))
         .args(args)
         .env("NO_COLOR", "1")
+        .env("XDG_CACHE_HOME", cache.path())
         .output()
         .expect("running hotpatch")
 }

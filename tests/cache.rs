@@ -1,0 +1,330 @@
+//! The object cache through the CLI: a second diff of the same revisions compiles fewer units
+//! (seen in `--json` `timings`), selects the same functions and patches a real process; a
+//! corrupt entry is a miss and is replaced; two runs writing at once leave a sound cache; the
+//! cap evicts; `--no-cache` and `HOTPATCH_CACHE=off` store nothing. Every run has its own
+//! `XDG_CACHE_HOME` below the test's temporary directory.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::{field, simplest_case, stderr_of, TargetProcess};
+
+/// Runs hotpatch with its cache in `cache` (and `env` besides) and returns its output.
+fn hotpatch_cached(cache: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hotpatch"));
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("HOTPATCH_CACHE")
+        .env_remove("HOTPATCH_CACHE_SIZE");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running hotpatch")
+}
+
+/// The JSON document of a successful run.
+fn document(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", stderr_of(output));
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
+}
+
+/// `(hits, misses, compile_jobs)` of a run's timings.
+fn counts(document: &Value) -> (u64, u64, u64) {
+    let timings = &document["timings"];
+    let number = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("{document:#}"));
+    (
+        number(&timings["cache"]["hits"]),
+        number(&timings["cache"]["misses"]),
+        number(&timings["compile_jobs"]),
+    )
+}
+
+/// The functions a run selected, as `name: action` (a dry run has them in its plan).
+fn selection(document: &Value) -> Vec<String> {
+    let functions = match document.get("plan") {
+        Some(plan) => &plan["functions"],
+        None => &document["functions"],
+    };
+    functions
+        .as_array()
+        .unwrap_or_else(|| panic!("{document:#}"))
+        .iter()
+        .map(|f| format!("{}: {}", f["name"], f["action"]))
+        .collect()
+}
+
+/// Every entry file of the cache under `cache`.
+fn entries(cache: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let objects = cache.join("hotpatch/objects");
+    for shard in std::fs::read_dir(objects).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A target of the `simplest` case in `dir`, started and seen running v1, the cache
+/// directory of its runs, and the arguments of a dry run against it.
+struct DryRun {
+    target: TargetProcess,
+    repo: String,
+    cache: PathBuf,
+    args: Vec<String>,
+}
+
+impl DryRun {
+    fn start(dir: &Path) -> DryRun {
+        let binary = simplest_case(dir);
+        let mut target = TargetProcess::start(&binary);
+        target.wait_for("value=1");
+        let repo = dir.join("repo").display().to_string();
+        let pid = target.pid().to_string();
+        let args = [
+            "diff",
+            "v1..v2",
+            "--repo",
+            &repo,
+            "--dry-run",
+            "--pid",
+            &pid,
+            "--json",
+        ];
+        DryRun {
+            target,
+            cache: dir.join("cache"),
+            args: args.map(String::from).to_vec(),
+            repo,
+        }
+    }
+
+    /// The dry run's document, with `env` and `extra` arguments.
+    fn run(&self, env: &[(&str, &str)], extra: &[&str]) -> Output {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend(extra);
+        hotpatch_cached(&self.cache, env, &args)
+    }
+}
+
+#[test]
+fn a_second_run_hits_selects_the_same_and_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut case = DryRun::start(dir.path());
+    let cache = case.cache.clone();
+
+    let cold = document(&case.run(&[], &[]));
+    let (hits, misses, cold_jobs) = counts(&cold);
+    assert_eq!(hits, 0, "{cold:#}");
+    assert!(
+        misses >= 4,
+        "old and new, pre-images and confirmation: {cold:#}"
+    );
+    assert_eq!(entries(&cache).len() as u64, misses);
+
+    let warm = document(&case.run(&[], &[]));
+    let (hits, warm_misses, warm_jobs) = counts(&warm);
+    assert_eq!((hits, warm_misses), (misses, 0), "{warm:#}");
+    assert!(
+        warm_jobs + misses <= cold_jobs,
+        "{cold_jobs} then {warm_jobs}"
+    );
+    assert_eq!(selection(&warm), selection(&cold));
+    assert_eq!(warm["units"], cold["units"]);
+
+    // Applied from the warm cache: the behaviour changes, the state survives.
+    let before = case.target.wait_for("value=1");
+    let pid = case.target.pid().to_string();
+    let apply = [
+        "diff", "v1..v2", "--repo", &case.repo, "--apply", "--pid", &pid, "--json",
+    ];
+    let applied = document(&hotpatch_cached(&cache, &[], &apply));
+    assert_eq!(counts(&applied).1, 0, "{applied:#}");
+    let after = case.target.wait_for("value=2");
+    assert!(
+        field(&after, "state") > field(&before, "state"),
+        "{before} / {after}"
+    );
+}
+
+#[test]
+fn no_cache_and_cache_off_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = DryRun::start(dir.path());
+    let cache = case.cache.clone();
+    let off = document(&case.run(&[], &["--no-cache"]));
+    assert_eq!((counts(&off).0, counts(&off).1), (0, 0), "{off:#}");
+    let off = document(&case.run(&[("HOTPATCH_CACHE", "off")], &[]));
+    assert_eq!((counts(&off).0, counts(&off).1), (0, 0), "{off:#}");
+    assert!(entries(&cache).is_empty());
+    assert!(!selection(&off).is_empty());
+}
+
+#[test]
+fn a_corrupt_entry_is_a_miss_and_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = DryRun::start(dir.path());
+    let cache = case.cache.clone();
+    let cold = document(&case.run(&[], &[]));
+    let stored = entries(&cache);
+    // One entry with a flipped byte, one cut short.
+    let mut bytes = std::fs::read(&stored[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&stored[0], &bytes).unwrap();
+    std::fs::write(&stored[1], b"hotpatch").unwrap();
+    let repaired = document(&case.run(&[], &[]));
+    let (hits, misses, _) = counts(&repaired);
+    assert_eq!(misses, 2, "{repaired:#}");
+    assert_eq!(hits + misses, stored.len() as u64, "{repaired:#}");
+    assert_eq!(selection(&repaired), selection(&cold));
+    let warm = document(&case.run(&[], &[]));
+    assert_eq!(counts(&warm).1, 0, "replaced: {warm:#}");
+}
+
+#[test]
+fn two_runs_writing_at_once_leave_a_sound_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    simplest_case(dir.path());
+    let repo = dir.path().join("repo").display().to_string();
+    let cache = dir.path().join("cache");
+    // `hotpatch build` without a process (two runs cannot trace one process at once): the old
+    // revision is compiled to learn its statics, and both sides for the images.
+    let object = |name: &str| dir.path().join(name).display().to_string();
+    let (a, b) = (object("a.o"), object("b.o"));
+    let build = |output: &str| {
+        let args = ["build", "v1..v2", "--repo", &repo, "-o", output, "--json"];
+        hotpatch_cached(&cache, &[], &args)
+    };
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| build(&a));
+        let second = scope.spawn(|| build(&b));
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    let (first, second) = (document(&first), document(&second));
+    assert_eq!(selection(&first), selection(&second));
+    let warm = document(&build(&object("c.o")));
+    let (hits, misses, _) = counts(&warm);
+    assert_eq!(misses, 0, "{warm:#}");
+    assert!(hits >= 3, "{warm:#}");
+    assert_eq!(selection(&warm), selection(&first));
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(object("c.o")).unwrap(),
+        "the patch built from the cache is the patch built without it"
+    );
+    // Nothing half-written is left in place of an entry.
+    assert!(std::fs::read_dir(cache.join("hotpatch/tmp"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+}
+
+#[test]
+fn the_cap_evicts_and_a_bad_cap_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = DryRun::start(dir.path());
+    let cache = case.cache.clone();
+    let full = document(&case.run(&[], &[]));
+    let sizes: Vec<u64> = entries(&cache)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert!(sizes.len() >= 4, "{full:#}");
+    // Room for the largest entry alone: the others go, least recently used first.
+    let cap = *sizes.iter().max().unwrap();
+    let capped = [("HOTPATCH_CACHE_SIZE", cap.to_string())];
+    let capped: Vec<(&str, &str)> = capped.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let small = document(&case.run(&capped, &[]));
+    assert_eq!(selection(&small), selection(&full));
+    let left: u64 = entries(&cache)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(left <= cap, "{left} bytes left, cap {cap}");
+    assert!(entries(&cache).len() < sizes.len());
+
+    let bad = case.run(&[("HOTPATCH_CACHE_SIZE", "lots")], &[]);
+    assert!(!bad.status.success());
+    let error: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("HOTPATCH_CACHE_SIZE=lots: not a size"),
+        "{error:#}"
+    );
+}
+
+#[test]
+fn prepare_warms_the_old_side_of_the_next_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = DryRun::start(dir.path());
+    let prepare = ["prepare", "v1", "--repo", &case.repo, "--json"];
+    let prepared = document(&hotpatch_cached(&case.cache, &[], &prepare));
+    assert_eq!(
+        prepared["files"],
+        serde_json::json!(["lib.c", "main.c"]),
+        "{prepared:#}"
+    );
+    // Per file: the pre-image compile and the confirmation compile; and the switches of the
+    // flags both files share (both files may ask at once: one entry all the same).
+    assert!(counts(&prepared).1 >= 5, "{prepared:#}");
+    assert_eq!(entries(&case.cache).len(), 5, "{prepared:#}");
+    let diffed = document(&case.run(&[], &[]));
+    let (hits, misses, _) = counts(&diffed);
+    // Old side and switches from the cache; the new side compiled (pre-image and confirmation).
+    assert_eq!((hits, misses), (3, 2), "{diffed:#}");
+    let again = document(&hotpatch_cached(&case.cache, &[], &prepare));
+    assert_eq!(counts(&again).1, 0, "{again:#}");
+}
+
+#[test]
+fn prepare_names_what_does_not_compile_and_needs_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = "int helper(void);\nint main(void) { return helper(); }\n";
+    let broken = "int helper(void) { return missing; }\n";
+    let files = |helper: &str| {
+        vec![
+            ("main.c".to_string(), main.to_string()),
+            ("helper.c".into(), helper.to_string()),
+        ]
+    };
+    support::git_repo_with_revisions(
+        &dir.path().join("repo"),
+        &files(broken),
+        &files("int helper(void) { return 0; }\n"),
+    );
+    let repo = dir.path().join("repo").display().to_string();
+    let cache = dir.path().join("cache");
+    let output = hotpatch_cached(&cache, &[], &["prepare", "v1", "--repo", &repo]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr_of(&output);
+    assert!(
+        error.contains("1 of 2 file(s) of v1 did not compile"),
+        "{error}"
+    );
+    assert!(
+        error.contains("helper.c") && error.contains("missing"),
+        "{error}"
+    );
+    let output = hotpatch_cached(
+        &cache,
+        &[("HOTPATCH_CACHE", "off")],
+        &["prepare", "v1", "--repo", &repo],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("the object cache is off"),
+        "{}",
+        stderr_of(&output)
+    );
+}
