@@ -136,7 +136,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         (&model, &cache),
         &mut timings,
     )?;
-    let plan = hotpatch_applier::plan(&target, &patch.object)?;
+    let plan = crate::build_flags::plan(&target, &patch.object, "cannot patch the demo", &[])?;
     let start = Instant::now();
     let report = hotpatch_applier::apply(&target, &plan, &ApplyOptions::default())?;
     timings.apply_ms = pipeline::elapsed_ms(start);

@@ -260,8 +260,14 @@ fn patch(pid: i32, patches: &[state::Recorded], options: &ApplyOptions) -> Resul
         let object = PatchObject::parse(bytes)
             .with_context(|| format!("cannot load {}", patch.path.display()))?;
         let target = Target::inspect(pid)?;
-        let plan = hotpatch_applier::plan(&target, &object)
-            .with_context(|| format!("cannot apply patch {}", patch.patch_id))?;
+        // The same proofs as `apply` (type layouts included); nothing forced is recorded, so
+        // a patch applied elsewhere with --force is refused here, with the reason.
+        let plan = crate::build_flags::plan(
+            &target,
+            &object,
+            &format!("cannot apply patch {}", patch.patch_id),
+            &[],
+        )?;
         let report = hotpatch_applier::apply(&target, &plan, options)
             .with_context(|| format!("cannot apply patch {}", patch.patch_id))?;
         let age = age_ms(pid)
