@@ -39,22 +39,37 @@ fn tree(factor: u32, lines_before: usize) -> Vec<(String, String)> {
     ]
 }
 
+/// Writes `files` into `work/build`, compiles `sources` there with `cflags` and starts the
+/// program, waiting for `ready` in its output.
+fn build_and_start(
+    work: &Path,
+    files: &[(String, String)],
+    sources: [&str; 2],
+    cflags: &str,
+    ready: &str,
+) -> TargetProcess {
+    let build = work.join("build");
+    write_tree(&build, files);
+    let binary = work.join("prog");
+    let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+    compile_program(&build, &sources, cflags, &binary);
+    let mut target = TargetProcess::start(&binary);
+    target.wait_for(ready);
+    target
+}
+
 /// A repository with v1 and v2, and a running binary built with `cflags` from v1, or from v1
 /// with `score` moved down by `moved` lines (a binary not rebuilt from the revision v1 names).
 fn start(work: &Path, cflags: &str, moved: usize) -> (PathBuf, TargetProcess) {
     let repo = work.join("repo");
     git_repo_with_revisions(&repo, &tree(2, 0), &tree(3, 0));
-    let build = work.join("build");
-    write_tree(&build, &tree(2, moved));
-    let binary = work.join("prog");
-    compile_program(
-        &build,
-        &["main.c".to_string(), "lib.c".to_string()],
+    let target = build_and_start(
+        work,
+        &tree(2, moved),
+        ["main.c", "lib.c"],
         cflags,
-        &binary,
+        "score=15",
     );
-    let mut target = TargetProcess::start(&binary);
-    target.wait_for("score=15");
     (repo, target)
 }
 
@@ -225,17 +240,13 @@ fn a_register_contract_no_thunk_keeps_is_a_refusal_force_can_name() {
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     git_repo_with_revisions(&repo, &stack_tree(false), &stack_tree(true));
-    let build = work.path().join("build");
-    write_tree(&build, &stack_tree(false));
-    let binary = work.path().join("prog");
-    compile_program(
-        &build,
-        &["main.c".to_string(), "tick.c".to_string()],
+    let mut target = build_and_start(
+        work.path(),
+        &stack_tree(false),
+        ["main.c", "tick.c"],
         "-O2 -g -flto",
-        &binary,
+        "counter=2",
     );
-    let mut target = TargetProcess::start(&binary);
-    target.wait_for("counter=2");
     let output = diff(&repo, &target, "--apply", "-O2 -g -flto", &[]);
     let err = stderr_of(&output);
     assert_eq!(
@@ -300,21 +311,17 @@ fn a_binary_whose_function_is_in_another_file_is_refused_naming_both() {
     let repo = work.path().join("repo");
     git_repo_with_revisions(&repo, &tree(2, 0), &tree(3, 0));
     // The running binary has `score` in main.c (appended there), lib.c holds nothing of it.
-    let build = work.path().join("build");
     let mut moved = tree(2, 0);
     let body = lib_c(2, 0).replace("#include \"conn.h\"\n", "");
     moved[2].1.push_str(&body);
     moved[1].1 = "#include \"conn.h\"\nint unused_lib(void) { return 0; }\n".into();
-    write_tree(&build, &moved);
-    let binary = work.path().join("prog");
-    compile_program(
-        &build,
-        &["main.c".to_string(), "lib.c".to_string()],
+    let mut target = build_and_start(
+        work.path(),
+        &moved,
+        ["main.c", "lib.c"],
         "-O2 -g -flto",
-        &binary,
+        "score=15",
     );
-    let mut target = TargetProcess::start(&binary);
-    target.wait_for("score=15");
     // The inline map finds no `score` in lib.c and refuses `main` first (its caller, always
     // active); forced, the location proof still refuses.
     let output = diff(
