@@ -40,6 +40,31 @@ fn source(changed: &[usize]) -> String {
     text
 }
 
+/// Resident memory figures of this process from `/proc/self/status` (`VmRSS` or `VmHWM`), in bytes.
+fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .map_or(0, |kb: u64| kb * 1024)
+}
+
+/// How much the peak resident memory rose while `run` ran: the kernel's high-water mark is reset
+/// first (`5` to `/proc/self/clear_refs`), so the figure is this run's own.
+fn peak_rise(run: impl FnOnce()) -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = status_bytes("VmRSS:");
+    run();
+    status_bytes("VmHWM:").saturating_sub(before)
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -58,8 +83,23 @@ fn main() {
         "input: {:.1} MB per side, {FUNCTIONS} functions, {CHANGED} changed",
         new_src.len() as f64 / 1e6
     );
-    // The incremental re-parse (with reused items) indexes exactly like a fresh parse.
-    assert!(Index::parse_pair(&old_src, &new_src).1 == Index::parse(&new_src));
+    // First, while nothing has been allocated and freed yet, so the heap holds no reused memory.
+    let input = (old_src.len() + new_src.len()) as f64;
+    let rise = peak_rise(|| {
+        let changes = diff_snapshots(&old, &new);
+        assert_eq!(changes.functions.len(), CHANGED);
+    }) as f64;
+    println!(
+        "peak memory of one diff: {:.0} MB above the start, {:.1}x both sides' input ({:.1}x one side)",
+        rise / 1e6,
+        rise / input,
+        rise * 2.0 / input
+    );
+    // The piecewise parse (new side parsed only where it changed) indexes exactly like a
+    // parse of each whole file.
+    let (old_index, new_index) = Index::parse_pair(&old_src, &new_src);
+    assert!(old_index == Index::parse_whole(&old_src));
+    assert!(new_index == Index::parse_whole(&new_src));
     let mut diffs = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();
@@ -72,6 +112,13 @@ fn main() {
         let start = Instant::now();
         let index = Index::parse(&new_src);
         one_side.push(start.elapsed());
+        assert!(index.items.len() > FUNCTIONS);
+    }
+    let mut whole = Vec::new();
+    for _ in 0..RUNS.min(3) {
+        let start = Instant::now();
+        let index = Index::parse_whole(&new_src);
+        whole.push(start.elapsed());
         assert!(index.items.len() > FUNCTIONS);
     }
     let mut parse_only = Vec::new();
@@ -88,11 +135,15 @@ fn main() {
         median(parse_only).as_secs_f64() * 1e3
     );
     println!(
-        "diff (old side parsed, new side re-parsed incrementally, indexed in parallel): median {:.0} ms over {RUNS} runs",
+        "whole diff of both sides (old side in pieces on every core, new side parsed only where it changed): median {:.0} ms over {RUNS} runs",
         median(diffs).as_secs_f64() * 1e3
     );
     println!(
-        "index one side: median {:.0} ms",
+        "index one side (in pieces, on every core): median {:.0} ms",
         median(one_side).as_secs_f64() * 1e3
+    );
+    println!(
+        "index one side parsed whole: median {:.0} ms",
+        median(whole).as_secs_f64() * 1e3
     );
 }

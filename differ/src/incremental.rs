@@ -8,7 +8,7 @@ use similar::{Algorithm, DiffTag, TextDiff};
 use tree_sitter::{InputEdit, Point};
 
 /// Byte offset where each line starts, plus the total length at the end.
-fn offsets(lines: &[&str]) -> Vec<usize> {
+pub(crate) fn line_starts(lines: &[&str]) -> Vec<usize> {
     let mut out = Vec::with_capacity(lines.len() + 1);
     let mut at = 0;
     out.push(0);
@@ -30,16 +30,21 @@ fn point(lines: &[&str], line: usize) -> Point {
     }
 }
 
-/// The line edits from `old` to `new`, in order.
-pub(crate) fn line_edits(old: &str, new: &str) -> Vec<InputEdit> {
-    let diff = TextDiff::configure()
+/// The line diff from `old` to `new` (Myers, giving up on optimality after two seconds).
+pub(crate) fn line_diff<'t>(old: &'t str, new: &'t str) -> TextDiff<'t, 't, str> {
+    TextDiff::configure()
         .algorithm(Algorithm::Myers)
         .timeout(Duration::from_secs(2))
-        .diff_lines(old, new);
+        .diff_lines(old, new)
+}
+
+/// The line edits from `old` to `new`, in order.
+pub(crate) fn line_edits(old: &str, new: &str) -> Vec<InputEdit> {
+    let diff = line_diff(old, new);
     let old_lines: Vec<&str> = diff.iter_old_slices().collect();
     let new_lines: Vec<&str> = diff.iter_new_slices().collect();
     let (old_lines, new_lines) = (old_lines.as_slice(), new_lines.as_slice());
-    let (old_at, new_at) = (offsets(old_lines), offsets(new_lines));
+    let (old_at, new_at) = (line_starts(old_lines), line_starts(new_lines));
     let mut edits = Vec::new();
     for op in diff.ops() {
         let (tag, o, n) = op.as_tag_tuple();

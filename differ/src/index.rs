@@ -128,19 +128,56 @@ pub struct Index {
 
 impl Index {
     /// Parses `source` as C and indexes its top-level items. Never fails: a file tree-sitter
-    /// cannot parse at all yields an empty index marked `has_error`.
+    /// cannot parse at all yields an empty index marked `has_error`. A large file is parsed in
+    /// pieces on every core (exact: see [`Index::parse_pair_in_pieces`]).
     pub fn parse(source: &str) -> Index {
+        if source.len() >= crate::pieces::PIECES_FROM {
+            if let Some(index) = crate::pieces::parse(source, PIECE_BYTES) {
+                return index;
+            }
+        }
+        Index::parse_whole(source)
+    }
+
+    /// Parses `source` in one piece: what [`Index::parse`] does for files under half a
+    /// megabyte, and the reference the piecewise parse of larger files is tested against.
+    pub fn parse_whole(source: &str) -> Index {
         match c_parser().and_then(|mut parser| parser.parse(source, None)) {
             Some(tree) => Index::from_tree(&tree, source),
             None => Index::unparsable(),
         }
     }
 
-    /// Indexes two revisions of one file: the old one is parsed, the new one re-parsed
-    /// incrementally from the old tree after the line edits between them, so the cost of the new
-    /// side follows the size of the change; the old side is indexed on another thread meanwhile.
-    /// Gives the same indexes as two calls of [`Index::parse`].
+    /// Indexes two revisions of one file. Gives the same indexes as two calls of
+    /// [`Index::parse_whole`]. A large file is parsed in pieces on every core, and its new side
+    /// only where the line diff shows a change ([`Index::parse_pair_in_pieces`]); otherwise the
+    /// old side is parsed and the new one re-parsed incrementally from the old tree after the
+    /// line edits between them, so the cost of the new side follows the size of the change.
     pub fn parse_pair(old: &str, new: &str) -> (Index, Index) {
+        if old.len().max(new.len()) >= crate::pieces::PIECES_FROM {
+            if let Some(pair) = crate::pieces::parse_pair(old, new, PIECE_BYTES) {
+                return pair;
+            }
+        }
+        Index::parse_pair_whole(old, new)
+    }
+
+    /// [`Index::parse_pair`] in pieces of about `piece_bytes` unchanged bytes, whatever the file's
+    /// size (the size is a parameter so tests can cut small files into many pieces). The file is
+    /// cut after lines holding only `}`, next to each change; each piece must prove its cut (it
+    /// parses cleanly and, but for the last, ends with a function definition's closing brace),
+    /// else `None`: the caller parses the file whole.
+    pub fn parse_pair_in_pieces(
+        old: &str,
+        new: &str,
+        piece_bytes: usize,
+    ) -> Option<(Index, Index)> {
+        crate::pieces::parse_pair(old, new, piece_bytes.max(1))
+    }
+
+    /// Both revisions parsed whole, the new one incrementally from the old tree; the old side
+    /// is indexed on another thread meanwhile.
+    fn parse_pair_whole(old: &str, new: &str) -> (Index, Index) {
         let Some(mut parser) = c_parser() else {
             return (Index::unparsable(), Index::unparsable());
         };
@@ -151,7 +188,7 @@ impl Index {
             (tree, edits.join().ok())
         });
         let (Some(old_tree), Some(edits)) = (old_tree, edits) else {
-            return (Index::parse(old), Index::parse(new));
+            return (Index::parse_whole(old), Index::parse_whole(new));
         };
         let mut edited = old_tree.clone();
         // Index the old side while the new one is re-parsed, then index the new side reusing
@@ -162,12 +199,15 @@ impl Index {
                 edited.edit(edit);
             }
             let new_tree = parser.parse(new, Some(&edited));
-            let old_index = old_index.join().unwrap_or_else(|_| Index::parse(old));
+            let old_index = old_index.join().unwrap_or_else(|_| Index::parse_whole(old));
             (old_index, new_tree)
         });
         let new_index = match new_tree {
-            Some(tree) => Index::from_tree_reusing(&tree, new, Some((&old_index, old))),
-            None => Index::parse(new),
+            Some(tree) => Index::from_items_and_errors(
+                Index::items_of_tree(&tree, new, Some((&old_index.items, old))),
+                tree.root_node().has_error(),
+            ),
+            None => Index::parse_whole(new),
         };
         (old_index, new_index)
     }
@@ -181,21 +221,35 @@ impl Index {
 
     /// Indexes the items of a parsed tree of `source`.
     fn from_tree(tree: &tree_sitter::Tree, source: &str) -> Index {
-        Index::from_tree_reusing(tree, source, None)
+        Index::from_items_and_errors(
+            Index::items_of_tree(tree, source, None),
+            tree.root_node().has_error(),
+        )
     }
 
-    /// Indexes a parsed tree; with `previous` (the index of an earlier revision and its text), an
-    /// item whose text and parse state are unchanged is copied from it and moved to its new place
-    /// instead of being walked again.
-    fn from_tree_reusing(
+    /// The index of a file whose pieces parsed without an error, from their items in order.
+    pub(crate) fn from_items(items: Vec<Item>) -> Index {
+        Index::from_items_and_errors(items, false)
+    }
+
+    /// The index of a file's items in source order, applying the rules that span items.
+    fn from_items_and_errors(mut items: Vec<Item>, has_error: bool) -> Index {
+        link_static_by_earlier_declarations(&mut items);
+        Index { items, has_error }
+    }
+
+    /// The top-level items of a parsed tree of `source`, each on its own (rules spanning items
+    /// are applied by [`Index::from_items`]); with `previous` (the items of an earlier revision
+    /// and its text), an item whose text and parse state are unchanged is copied from it and
+    /// moved to its new place instead of being walked again.
+    pub(crate) fn items_of_tree(
         tree: &tree_sitter::Tree,
         source: &str,
-        previous: Option<(&Index, &str)>,
-    ) -> Index {
+        previous: Option<(&[Item], &str)>,
+    ) -> Vec<Item> {
         let reusable: HashMap<&str, &Item> = previous
-            .map(|(index, text)| {
-                index
-                    .items
+            .map(|(items, text)| {
+                items
                     .iter()
                     .filter(|i| i.kind != ItemKind::Other || !i.has_error)
                     .map(|i| (i.text(text), i))
@@ -264,12 +318,7 @@ impl Index {
         } else {
             work.iter().map(index_one).collect()
         };
-        let mut items = items;
-        link_static_by_earlier_declarations(&mut items);
-        Index {
-            items,
-            has_error: root.has_error(),
-        }
+        items
     }
 
     /// The function definitions (with names), in source order.
@@ -301,6 +350,9 @@ fn link_static_by_earlier_declarations(items: &mut [Item]) {
     }
 }
 
+/// Roughly how many bytes of unchanged text one piece of a large file holds.
+const PIECE_BYTES: usize = crate::pieces::PIECE_BYTES;
+
 /// From this many top-level items on, a file's items are indexed on several threads.
 const PARALLEL_ITEMS: usize = 2_000;
 
@@ -319,10 +371,15 @@ fn kind_of(node_kind: &str) -> ItemKind {
 
 /// A copy of `item` (same text) moved to where `node` is: every byte range and line shifted.
 fn moved(item: &Item, node: Node) -> Item {
-    let (from, to) = (item.range.start, node.start_byte());
+    relocated(item, node.start_byte(), line_of(node))
+}
+
+/// A copy of `item` (same text) moved to start at byte `to` on 1-based line `line`: every byte
+/// range and line shifted.
+pub(crate) fn relocated(item: &Item, to: usize, line: u32) -> Item {
+    let from = item.range.start;
     let shift =
         |r: &Range<usize>| (r.start.saturating_sub(from) + to)..(r.end.saturating_sub(from) + to);
-    let line = line_of(node);
     let shift_line = |l: u32| l.saturating_sub(item.line).saturating_add(line);
     let mut out = item.clone();
     out.range = shift(&item.range);
@@ -340,7 +397,7 @@ fn moved(item: &Item, node: Node) -> Item {
 }
 
 /// A parser for C, or `None` if the grammar does not load.
-fn c_parser() -> Option<Parser> {
+pub(crate) fn c_parser() -> Option<Parser> {
     let mut parser = Parser::new();
     parser.set_language(&tree_sitter_c::LANGUAGE.into()).ok()?;
     Some(parser)

@@ -21,6 +21,7 @@ mod items;
 mod layout;
 mod options;
 mod parse;
+mod pieces;
 mod quarantine;
 mod refusal;
 mod rules;
