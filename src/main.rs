@@ -13,6 +13,7 @@ mod cli;
 mod demo;
 mod diff_command;
 mod docs_command;
+mod dwarf_cache;
 mod hook;
 mod list_command;
 mod lto;

@@ -34,6 +34,12 @@ pub struct Timings {
     pub cache: CacheCounts,
     /// Compiler processes started (compiles, preprocessing, probes): what the cache saves.
     pub compile_jobs: usize,
+    /// Getting the running binary's inline map (its DWARF read, or its map read back from the
+    /// cache by build id).
+    pub inline_map_ms: f64,
+    /// Where the inline map came from: `cache`, `dwarf` (read and then cached), or `none` (no
+    /// target, or no debug information).
+    pub inline_map: &'static str,
 }
 
 /// Milliseconds since `start`.
@@ -177,6 +183,9 @@ pub fn build_patch(
         target_has_local_variable: Some(&has_variable),
         units: Some(&changes.units),
     };
+    let map_start = Instant::now();
+    timings.inline_map = target.map_or("none", |t| crate::dwarf_cache::prime(t, &cache));
+    timings.inline_map_ms = elapsed_ms(map_start);
     let selection =
         target.and_then(|t| crate::lto::select(changes, new, t, uses_lto(changes, model)));
     let units = match selection.as_ref().filter(|s| s.decides) {

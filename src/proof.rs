@@ -242,8 +242,8 @@ fn elsewhere(map: &hotpatch_applier::InlineMap, name: &str, file: &str) -> Vec<S
     if map.lookup(name, file).next().is_some() {
         return Vec::new();
     }
-    map.entries()
-        .filter(|(f, e)| f.name == name && !e.copies.is_empty())
+    map.everywhere(name)
+        .filter(|(_, e)| !e.copies.is_empty())
         .flat_map(|(f, _)| {
             let lines = map.decl_lines(name, &f.file);
             lines

@@ -75,6 +75,28 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether the entry at `path` is a record (a binary's inline map), not a compile: its format
+/// line says so.
+fn is_record(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"hotpatch-cache2\n"))
+}
+
+/// The entries holding records.
+fn records(cache: &Path) -> Vec<PathBuf> {
+    entries(cache)
+        .into_iter()
+        .filter(|p| is_record(p))
+        .collect()
+}
+
+/// The entries holding compiles.
+fn compiles(cache: &Path) -> Vec<PathBuf> {
+    entries(cache)
+        .into_iter()
+        .filter(|p| !is_record(p))
+        .collect()
+}
+
 /// A target of the `simplest` case in `dir`, started and seen running v1, the cache
 /// directory of its runs, and the arguments of a dry run against it.
 struct DryRun {
@@ -130,9 +152,13 @@ fn a_second_run_hits_selects_the_same_and_patches() {
         misses >= 4,
         "old and new, pre-images and confirmation: {cold:#}"
     );
-    assert_eq!(entries(&cache).len() as u64, misses);
+    // One entry per compile, and the record of the binary's inline map.
+    assert_eq!(entries(&cache).len() as u64, misses + 1);
+    assert_eq!(cold["timings"]["inline_map"], "dwarf", "{cold:#}");
+    assert_eq!(records(&cache).len(), 1);
 
     let warm = document(&case.run(&[], &[]));
+    assert_eq!(warm["timings"]["inline_map"], "cache", "{warm:#}");
     let (hits, warm_misses, warm_jobs) = counts(&warm);
     assert_eq!((hits, warm_misses), (misses, 0), "{warm:#}");
     assert!(
@@ -158,6 +184,27 @@ fn a_second_run_hits_selects_the_same_and_patches() {
 }
 
 #[test]
+fn a_damaged_inline_map_record_is_read_again_from_the_dwarf() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = DryRun::start(dir.path());
+    let cold = document(&case.run(&[], &[]));
+    let [record] = records(&case.cache).try_into().expect("one record");
+    let mut bytes = std::fs::read(&record).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&record, bytes).unwrap();
+    assert!(cold["inline_map"].is_object(), "{cold:#}");
+    let again = document(&case.run(&[], &[]));
+    assert_eq!(again["timings"]["inline_map"], "dwarf", "{again:#}");
+    assert_eq!(selection(&again), selection(&cold));
+    assert_eq!(again["inline_map"], cold["inline_map"]);
+    // Replaced by a sound one: the next run reads it.
+    let third = document(&case.run(&[], &[]));
+    assert_eq!(third["timings"]["inline_map"], "cache", "{third:#}");
+    assert_eq!(third["inline_map"], cold["inline_map"]);
+}
+
+#[test]
 fn no_cache_and_cache_off_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let case = DryRun::start(dir.path());
@@ -176,7 +223,7 @@ fn a_corrupt_entry_is_a_miss_and_is_replaced() {
     let case = DryRun::start(dir.path());
     let cache = case.cache.clone();
     let cold = document(&case.run(&[], &[]));
-    let stored = entries(&cache);
+    let stored = compiles(&cache);
     // One entry with a flipped byte, one cut short.
     let mut bytes = std::fs::read(&stored[0]).unwrap();
     let last = bytes.len() - 1;

@@ -1,5 +1,7 @@
 //! DWARF index benchmark (issue 12, performance): how long reading the inline map of a binary
-//! with about 10 MB of debug information takes, and the type layouts of one of its files (the
+//! with about 10 MB of debug information takes, reading it back from the bytes a previous run
+//! stored (the cache's path: the file read, the table decoded, and what a patch asks of it —
+//! one function's patch set and declared lines), and the type layouts of one of its files (the
 //! proof's per-file read).
 //!
 //! `cargo bench -p hotpatch-applier --bench dwarf_index` (release build; needs gcc). It
@@ -87,6 +89,7 @@ fn main() {
         .map(|s| s.size())
         .sum();
     let mut index = Vec::new();
+    let mut cached = Vec::new();
     let mut layouts = Vec::new();
     let mut entries = 0;
     let mut types = 0;
@@ -95,8 +98,21 @@ fn main() {
         let map = InlineMap::from_elf(&bytes).expect("debug information");
         index.push(start.elapsed().as_secs_f64() * 1000.0);
         // Dropping it is not building it (a map lives as long as its process).
-        entries = map.entries().count();
+        entries = map.len();
+        // The cached path: the bytes a previous run stored, read back and decoded.
+        let file = dir.path().join("map");
+        std::fs::write(&file, map.to_bytes()).unwrap();
+        let name = format!("f{}", 3 * functions.div_ceil(FILES) + 1);
         drop(map);
+        let start = Instant::now();
+        let again = InlineMap::from_bytes(std::fs::read(&file).unwrap()).expect("decodes");
+        // What a patch asks: the patch set of one changed function, and its declared lines.
+        let set = again.patch_set(&[(name.clone(), "part3.c".into())]);
+        let lines = again.decl_lines(&name, "part3.c");
+        cached.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(again.len(), entries);
+        assert!(!set.is_empty() && !lines.is_empty(), "{name}: {set:?}");
+        drop(again);
         let start = Instant::now();
         let units = unit_layouts(&bytes, Some("part3.c")).expect("debug information");
         layouts.push(start.elapsed().as_secs_f64() * 1000.0);
@@ -107,6 +123,10 @@ fn main() {
         "inline map of {}, {:.1} MB of debug information: {entries} entries, median {p50:.0} ms ({p10:.0}-{p90:.0}) over {iterations} reads",
         exe.display(),
         debug as f64 / 1e6
+    );
+    let (p50, p10, p90) = median(&mut cached);
+    println!(
+        "the same map read back from the bytes a previous run stored: median {p50:.1} ms ({p10:.1}-{p90:.1})"
     );
     let (p50, p10, p90) = median(&mut layouts);
     println!(

@@ -10,17 +10,20 @@
 //! compiles say nothing about the linked code.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::OnceLock;
 
+use bincode::Options as _;
 use gimli::{AttributeValue, UnitOffset};
 use object::{Object, ObjectSymbol, SymbolKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::debuginfo::{normalize, unit_path, with_dwarf, Slice};
 use crate::symbols::file_matches;
 
 /// A source function: its name and the file that declares it (`DW_AT_decl_file` of its abstract
 /// origin, else its compilation unit).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceFunction {
     /// The function's name in the source.
     pub name: String,
@@ -44,7 +47,7 @@ impl std::fmt::Display for SourceFunction {
 }
 
 /// One out-of-line copy of a source function in the binary.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OutOfLineCopy {
     /// Its link-time entry address.
     pub address: u64,
@@ -53,7 +56,7 @@ pub struct OutOfLineCopy {
 }
 
 /// Everything the debug information says about one source function.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Its out-of-line copies (none: it was inlined everywhere, or removed).
     pub copies: Vec<OutOfLineCopy>,
@@ -77,24 +80,187 @@ pub struct PatchMember {
     pub reason: String,
 }
 
-/// The inline map of one binary (see the module documentation).
-#[derive(Debug, Clone, Default)]
+/// The inline map of one binary (see the module documentation), kept as the bytes
+/// [`InlineMap::to_bytes`] gives: a table of the source functions' names, sorted, each with the
+/// encoded records of the functions of that name, decoded on first use. Every question asked
+/// of the map is about a name, so a map read back from a cache costs the table, not the whole
+/// map (BENCHMARKS.md (f)).
+#[derive(Debug, Default)]
 pub struct InlineMap {
+    /// The encoded map ([`Stored`]).
+    bytes: Vec<u8>,
+    /// Each name (a range of `bytes`) with the range of its encoded records, sorted by name.
+    names: Vec<(Range<usize>, Range<usize>)>,
+    /// The records of `names[i]`, once decoded.
+    decoded: Vec<OnceLock<Vec<Record>>>,
+    /// Every file a function the map describes is declared in.
+    files: Vec<String>,
+    /// How many source functions the map describes.
+    functions: usize,
+}
+
+/// What the map keeps of one source function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    function: SourceFunction,
+    /// What the debug information says about it (`None`: only its lines are known).
+    entry: Option<Entry>,
+    /// The `DW_AT_decl_line`s of its copies with code (out-of-line or inlined).
+    lines: BTreeSet<u64>,
+}
+
+/// The encoded form: each name with the `bincode` of its records.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    files: Vec<String>,
+    functions: u64,
+    #[serde(borrow)]
+    names: Vec<(&'a str, &'a [u8])>,
+}
+
+/// The encoding of the stored map: `bincode` with variable-length integers (a third of the
+/// size of fixed ones, so a third to read back).
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
+
+/// The map as the DWARF reader collects it.
+#[derive(Default)]
+struct Collected {
     entries: BTreeMap<SourceFunction, Entry>,
     /// The `DW_AT_decl_line`s of the functions with code (out-of-line or inlined copies).
     lines: BTreeMap<SourceFunction, BTreeSet<u64>>,
 }
 
+impl Collected {
+    /// Encodes the collected map, grouped by name ([`Stored`]).
+    fn encode(&self) -> Option<Vec<u8>> {
+        // Both maps are sorted by name first: each name's records are one run of each.
+        let mut by_name: BTreeMap<&str, Vec<RecordRef<'_>>> = BTreeMap::new();
+        let no_lines = BTreeSet::new();
+        for (function, entry) in &self.entries {
+            by_name.entry(&function.name).or_default().push(RecordRef {
+                function,
+                entry: Some(entry),
+                lines: self.lines.get(function).unwrap_or(&no_lines),
+            });
+        }
+        for (function, lines) in &self.lines {
+            if !self.entries.contains_key(function) {
+                by_name.entry(&function.name).or_default().push(RecordRef {
+                    function,
+                    entry: None,
+                    lines,
+                });
+            }
+        }
+        let files: BTreeSet<&str> = self.entries.keys().map(|f| f.file.as_str()).collect();
+        let encoded: Vec<(&str, Vec<u8>)> = by_name
+            .into_iter()
+            .map(|(name, records)| Some((name, codec().serialize(&records).ok()?)))
+            .collect::<Option<_>>()?;
+        codec()
+            .serialize(&Stored {
+                files: files.into_iter().map(str::to_string).collect(),
+                functions: self.entries.len() as u64,
+                names: encoded.iter().map(|(n, r)| (*n, r.as_slice())).collect(),
+            })
+            .ok()
+    }
+}
+
+/// A [`Record`] to encode, borrowed from the collected map (encodes as the record does).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    function: &'a SourceFunction,
+    entry: Option<&'a Entry>,
+    lines: &'a BTreeSet<u64>,
+}
+
 impl InlineMap {
+    /// The version of what [`InlineMap::to_bytes`] holds and of how the DWARF is read into it:
+    /// a store keyed by it never gives a map an older reader made.
+    pub const FORMAT: u32 = 1;
+
     /// Reads the map from the ELF file `elf`; `None` without (readable) debug information.
     pub fn from_elf(elf: &[u8]) -> Option<InlineMap> {
         let symbols = function_symbols(elf);
-        with_dwarf(elf, |dwarf| read(dwarf, &symbols)).flatten()
+        let collected = with_dwarf(elf, |dwarf| read(dwarf, &symbols)).flatten()?;
+        InlineMap::from_bytes(collected.encode()?)
     }
 
-    /// Every source function the debug information knows, with what it says about it.
-    pub fn entries(&self) -> impl Iterator<Item = (&SourceFunction, &Entry)> {
-        self.entries.iter()
+    /// The map as bytes, to keep it between runs (a binary's map depends only on its contents:
+    /// keyed by its build id, it is read from DWARF once per binary, not once per run).
+    pub fn to_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A map [`InlineMap::to_bytes`] gave; `None` for bytes whose table is not one (a damaged or
+    /// older entry: the caller reads the DWARF again). The records are decoded when a question
+    /// names them; the bytes are meant to come from a store that checks their integrity (the
+    /// object cache's SHA-1): a record that does not decode then reads as no function.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<InlineMap> {
+        let stored: Stored<'_> = codec().deserialize(&bytes).ok()?;
+        let base = bytes.as_ptr() as usize;
+        let range = |part: &[u8]| {
+            let start = (part.as_ptr() as usize).checked_sub(base)?;
+            let end = start.checked_add(part.len())?;
+            (end <= bytes.len()).then_some(start..end)
+        };
+        let names: Vec<(Range<usize>, Range<usize>)> = stored
+            .names
+            .iter()
+            .map(|(name, records)| Some((range(name.as_bytes())?, range(records)?)))
+            .collect::<Option<_>>()?;
+        let sorted = stored.names.windows(2).all(|w| w[0].0 < w[1].0);
+        if !sorted || stored.functions == 0 {
+            return None;
+        }
+        let (files, functions) = (stored.files, usize::try_from(stored.functions).ok()?);
+        let decoded = (0..names.len()).map(|_| OnceLock::new()).collect();
+        Some(InlineMap {
+            bytes,
+            names,
+            decoded,
+            files,
+            functions,
+        })
+    }
+
+    /// How many source functions the debug information describes.
+    pub fn len(&self) -> usize {
+        self.functions
+    }
+
+    /// Whether it describes none (a map is only made when it describes some).
+    pub fn is_empty(&self) -> bool {
+        self.functions == 0
+    }
+
+    /// Every function named `name`, in any file, with what the debug information says.
+    fn named(&self, name: &str) -> &[Record] {
+        let text = |r: &Range<usize>| self.bytes.get(r.clone()).unwrap_or_default();
+        let Ok(at) = self
+            .names
+            .binary_search_by(|(n, _)| text(n).cmp(name.as_bytes()))
+        else {
+            return &[];
+        };
+        self.decoded[at].get_or_init(|| {
+            codec()
+                .deserialize(text(&self.names[at].1))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The source functions named `name`, in any file, with what the debug information says.
+    pub fn everywhere<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a SourceFunction, &'a Entry)> + 'a {
+        self.named(name)
+            .iter()
+            .filter_map(|r| Some((&r.function, r.entry.as_ref()?)))
     }
 
     /// The source functions named `name` declared in `file` (matched at a `/`: recorded paths
@@ -104,26 +270,33 @@ impl InlineMap {
         name: &'a str,
         file: &'a str,
     ) -> impl Iterator<Item = (&'a SourceFunction, &'a Entry)> + 'a {
-        self.entries
+        self.everywhere(name).filter(move |(f, _)| f.is_in(file))
+    }
+
+    /// What the debug information says about `function`, if it describes it.
+    fn entry(&self, function: &SourceFunction) -> Option<&Entry> {
+        self.named(&function.name)
             .iter()
-            .filter(move |(f, _)| f.name == name && f.is_in(file))
+            .find(|r| &r.function == function)?
+            .entry
+            .as_ref()
     }
 
     /// The lines the debug information says the functions named `name` declared in `file` are
     /// declared at (`DW_AT_decl_line`: the line of the name in the definition), for those with
     /// code in the binary. Empty: not known.
     pub fn decl_lines(&self, name: &str, file: &str) -> BTreeSet<u64> {
-        self.lines
+        self.named(name)
             .iter()
-            .filter(|(f, _)| f.name == name && f.is_in(file))
-            .flat_map(|(_, lines)| lines.iter().copied())
+            .filter(|r| r.function.is_in(file))
+            .flat_map(|r| r.lines.iter().copied())
             .collect()
     }
 
     /// Whether the debug information describes any function declared in `file` (a file compiled
     /// with `-g` into this binary).
     pub fn knows_file(&self, file: &str) -> bool {
-        self.entries.keys().any(|f| f.is_in(file))
+        self.files.iter().any(|f| file_matches(f, file))
     }
 
     /// The patch set of a change to the functions `changed` (`(name, file)`): each of them, and
@@ -160,7 +333,7 @@ impl InlineMap {
         let mut next = 0;
         while let Some(callee) = queue.get(next).cloned() {
             next += 1;
-            let Some(entry) = self.entries.get(&callee) else {
+            let Some(entry) = self.entry(&callee) else {
                 continue;
             };
             for (holder, _) in &entry.inlined_into {
@@ -170,8 +343,7 @@ impl InlineMap {
                 out.push(PatchMember {
                     function: holder.clone(),
                     copies: self
-                        .entries
-                        .get(holder)
+                        .entry(holder)
                         .map(|e| e.copies.clone())
                         .unwrap_or_default(),
                     reason: format!("holds an inlined copy of {callee} per DWARF"),
@@ -350,7 +522,7 @@ struct Found {
 }
 
 /// Reads the map: every concrete subprogram, inlined subroutine and call site of every unit.
-fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Option<InlineMap> {
+fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Option<Collected> {
     let mut units = Units {
         units: Vec::new(),
         names: HashMap::new(),
@@ -364,7 +536,7 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
             units.units.push((start.0, unit));
         }
     }
-    let mut map = InlineMap::default();
+    let mut map = Collected::default();
     for index in 0..units.units.len() {
         let mut found: Vec<Found> = Vec::new();
         {
@@ -514,8 +686,8 @@ mod tests {
         );
         let map = InlineMap::from_elf(&bytes).expect("debug information");
         let main = map
-            .entries()
-            .find(|(f, _)| f.name == "main")
+            .everywhere("main")
+            .next()
             .map(|(_, e)| e)
             .expect("main known");
         assert_eq!(main.copies.len(), 1, "{main:?}");
@@ -531,6 +703,18 @@ mod tests {
             .collect();
         assert_eq!(holders, ["`value` (lib.c)"], "{map:#?}");
         let set = map.patch_set(&[("rate".into(), "rate.c".into())]);
+        // Read back from its bytes, the map answers the same; bytes that are not one are refused.
+        let again = InlineMap::from_bytes(map.to_bytes().to_vec()).expect("decodes");
+        assert_eq!(again.patch_set(&[("rate".into(), "rate.c".into())]), set);
+        assert_eq!(again.len(), map.len());
+        assert_eq!(
+            again.decl_lines("value", "lib.c"),
+            map.decl_lines("value", "lib.c")
+        );
+        let bytes = map.to_bytes();
+        assert!(InlineMap::from_bytes(bytes[..bytes.len() / 2].to_vec()).is_none());
+        assert!(InlineMap::from_bytes(b"not a map".to_vec()).is_none());
+        assert!(InlineMap::from_bytes(Vec::new()).is_none());
         let got: Vec<(String, String)> = set
             .iter()
             .map(|m| (m.function.name.clone(), m.reason.clone()))

@@ -323,6 +323,12 @@ impl Target {
             .clone()
     }
 
+    /// Gives the target the inline map of its executable read elsewhere (a cache keyed by its
+    /// build id), unless it has one already: [`Target::inline_map`] then returns it.
+    pub fn offer_inline_map(&self, map: InlineMap) {
+        let _ = self.inline_map.set(Some(Arc::new(map)));
+    }
+
     /// The GNU build id (hex) of the executable, if it has one.
     pub fn build_id(&self) -> Option<&str> {
         self.exe_module().symbols.build_id.as_deref()

@@ -34,8 +34,51 @@ use crate::BuildError;
 /// The cap on the cache's size when `HOTPATCH_CACHE_SIZE` does not set one: 512 MiB.
 pub const DEFAULT_CAP: u64 = 512 << 20;
 
-/// What every entry starts with: the format, then the SHA-1 of the rest.
+/// What a compile's entry starts with: the format, then the SHA-1 of the rest.
 const MAGIC: &[u8; 16] = b"hotpatch-cache1\n";
+
+/// What a record's entry starts with ([`Cache::get_record`]): the format, then the CRC-32 of
+/// the rest (4 bytes, then 16 zero bytes: the header is as long as a compile's).
+const MAGIC_CRC: &[u8; 16] = b"hotpatch-cache2\n";
+
+/// How an entry's contents are checked when it is read.
+#[derive(Clone, Copy)]
+enum Check {
+    /// The SHA-1 of the contents (compiles: small entries, looked up once per run).
+    Sha1,
+    /// Their CRC-32 (large records that must load in a few milliseconds: a SHA-1 of megabytes
+    /// takes ten). Entries are renamed into place whole, so the check is against damage, not
+    /// torn writes.
+    Crc32,
+}
+
+impl Check {
+    /// The entry's header for `contents`.
+    fn header(self, contents: &[u8]) -> Option<Vec<u8>> {
+        let mut header = Vec::with_capacity(MAGIC.len() + 20);
+        match self {
+            Check::Sha1 => {
+                header.extend_from_slice(MAGIC);
+                header.extend_from_slice(&sha1(&[contents])?.0);
+            }
+            Check::Crc32 => {
+                header.extend_from_slice(MAGIC_CRC);
+                header.extend_from_slice(&crc32fast::hash(contents).to_le_bytes());
+                header.extend_from_slice(&[0; 16]);
+            }
+        }
+        Some(header)
+    }
+
+    /// Whether `entry` is a whole entry of this kind.
+    fn intact(self, entry: &[u8]) -> bool {
+        let payload = MAGIC.len() + 20;
+        entry.len() >= payload
+            && self
+                .header(&entry[payload..])
+                .is_some_and(|header| entry[..payload] == header[..])
+    }
+}
 
 /// Temporary files of writers that died are removed after this long.
 const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
@@ -188,7 +231,7 @@ impl Cache {
     pub(crate) fn get(&self, key: &Key) -> Option<Vec<u8>> {
         let store = self.store.as_ref()?;
         store.checked.call_once(|| store.evict());
-        let found = store.read(key);
+        let found = store.read(key, Check::Sha1);
         let counter = match found {
             Some(_) => &self.counts.hits,
             None => &self.counts.misses,
@@ -201,18 +244,50 @@ impl Cache {
     /// A cache that cannot be written is no error: the run goes on without it.
     pub(crate) fn put(&self, key: &Key, bytes: &[u8]) {
         if let Some(store) = &self.store {
-            store.checked.call_once(|| store.evict());
-            if store.write(key, bytes).is_ok() {
-                let stored = (MAGIC.len() + 20 + bytes.len()) as u64;
-                if store.total.fetch_add(stored, Ordering::Relaxed) + stored > store.cap {
-                    store.evict();
-                }
-            }
+            store.keep(key, bytes, Check::Sha1);
         }
     }
 }
 
+impl Cache {
+    /// The record of `kind` about `id` an earlier run stored ([`Cache::put_record`]), e.g. the
+    /// inline map read from the DWARF of the binary with build id `id`; `None` when there is
+    /// none, it is damaged, or the cache is off. Records are not counted in [`Cache::counts`]
+    /// (those count compiles).
+    pub fn get_record(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
+        let store = self.store.as_ref()?;
+        store.checked.call_once(|| store.evict());
+        store.read(&record_key(kind, id)?, Check::Crc32)
+    }
+
+    /// Keeps `bytes` as the record of `kind` about `id` (`kind` names the record's format, so a
+    /// new format is a new kind), evicted like the compiles; a cache that cannot be written is
+    /// no error.
+    pub fn put_record(&self, kind: &str, id: &str, bytes: &[u8]) {
+        if let (Some(store), Some(key)) = (&self.store, record_key(kind, id)) {
+            store.keep(&key, bytes, Check::Crc32);
+        }
+    }
+}
+
+/// The key of the record of `kind` about `id`.
+fn record_key(kind: &str, id: &str) -> Option<Key> {
+    KeyBuilder::new(kind).field("id", id.as_bytes()).finish()
+}
+
 impl Store {
+    /// Writes the entry, then evicts the least recently used entries beyond the cap (a write
+    /// that fails is no error: the run goes on without it).
+    fn keep(&self, key: &Key, bytes: &[u8], check: Check) {
+        self.checked.call_once(|| self.evict());
+        if self.write(key, bytes, check).is_ok() {
+            let stored = (MAGIC.len() + 20 + bytes.len()) as u64;
+            if self.total.fetch_add(stored, Ordering::Relaxed) + stored > self.cap {
+                self.evict();
+            }
+        }
+    }
+
     fn objects(&self) -> PathBuf {
         self.dir.join("objects")
     }
@@ -222,14 +297,11 @@ impl Store {
         self.objects().join(&hex[..2]).join(&hex[2..])
     }
 
-    fn read(&self, key: &Key) -> Option<Vec<u8>> {
+    fn read(&self, key: &Key, check: Check) -> Option<Vec<u8>> {
         let path = self.path(key);
         let mut bytes = std::fs::read(&path).ok()?;
         let payload = MAGIC.len() + 20;
-        let intact = bytes.len() >= payload
-            && bytes.starts_with(MAGIC)
-            && sha1(&[&bytes[payload..]]).is_some_and(|d| d.0[..] == bytes[MAGIC.len()..payload]);
-        if !intact {
+        if !check.intact(&bytes) {
             let _ = std::fs::remove_file(&path);
             return None;
         }
@@ -241,16 +313,17 @@ impl Store {
         Some(bytes.split_off(payload))
     }
 
-    fn write(&self, key: &Key, bytes: &[u8]) -> std::io::Result<()> {
-        let digest = sha1(&[bytes]).ok_or_else(|| std::io::Error::other("SHA-1 collision"))?;
+    fn write(&self, key: &Key, bytes: &[u8], check: Check) -> std::io::Result<()> {
+        let header = check
+            .header(bytes)
+            .ok_or_else(|| std::io::Error::other("SHA-1 collision"))?;
         let path = self.path(key);
         let parent = path.parent().unwrap_or(&self.dir);
         let temporary = self.dir.join("tmp");
         std::fs::create_dir_all(parent)?;
         std::fs::create_dir_all(&temporary)?;
         let mut file = tempfile::NamedTempFile::new_in(&temporary)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&digest.0)?;
+        file.write_all(&header)?;
         file.write_all(bytes)?;
         file.persist(&path).map_err(|e| e.error)?;
         Ok(())
