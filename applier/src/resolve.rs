@@ -107,14 +107,10 @@ fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u
         return Err(refuse("the module has no TLS segment"));
     };
     if module.is_exe {
-        let align = align.max(1);
-        let first_byte = vaddr.wrapping_neg() & (align - 1);
-        let block = memsz
-            .saturating_sub(first_byte)
-            .div_ceil(align)
-            .saturating_mul(align)
-            .saturating_add(first_byte);
-        return Ok(found.symbol.value.wrapping_sub(block));
+        return Ok(found
+            .symbol
+            .value
+            .wrapping_sub(exe_block_below_tp((vaddr, memsz, align))));
     }
     let pid = target.pid();
     let module_id = tls_module_id(target, name, found.module)?;
@@ -138,6 +134,38 @@ fn thread_pointer_offset(target: &Target, name: &str, found: &Found) -> Result<u
     }
 }
 
+/// How far below the thread pointer the executable's TLS block (segment `vaddr, memsz, align`)
+/// starts: glibc gives the first module the first block of the static area, right below it.
+fn exe_block_below_tp((vaddr, memsz, align): (u64, u64, u64)) -> u64 {
+    let align = align.max(1);
+    let first_byte = vaddr.wrapping_neg() & (align - 1);
+    memsz
+        .saturating_sub(first_byte)
+        .div_ceil(align)
+        .saturating_mul(align)
+        .saturating_add(first_byte)
+}
+
+/// The executable's TLS module id, 1 (glibc gives the main program's block the first id),
+/// proven in the target: a thread's `dtv[1]` must point at the executable's block right below
+/// the thread pointer.
+fn exe_module_id(target: &Target, name: &str, index: usize) -> Result<u64, ApplyError> {
+    let refuse = |why: &str| library_tls_error(target, name, index, why);
+    let Some(segment) = target.modules[index].symbols.tls_segment else {
+        return Err(refuse("the module has no TLS segment"));
+    };
+    let pid = target.pid();
+    let tp = crate::ptrace::thread_pointer(pid)?;
+    let dtv_1 = read_word(pid, tp.wrapping_add(8)).and_then(|d| read_word(pid, d.wrapping_add(16)));
+    if dtv_1 == Some(tp.wrapping_sub(exe_block_below_tp(segment))) {
+        Ok(1)
+    } else {
+        Err(refuse(
+            "its TLS module id cannot be proven: the thread's dtv[1] is not the executable's block below the thread pointer",
+        ))
+    }
+}
+
 /// Why an initial-exec reference to dynamic TLS is refused, when this thread has no block yet.
 const DYNAMIC_WITH_IE_NEW: &str = "its TLS is dynamic (this thread has no block of it yet: its module id is past the thread's vector) and the patch reaches it with the initial-exec model (R_X86_64_GOTTPOFF); compile the patch with -fPIC / -ftls-model=global-dynamic";
 /// Why an initial-exec reference to dynamic TLS is refused.
@@ -152,19 +180,14 @@ fn library_tls_error(target: &Target, name: &str, index: usize, why: &str) -> Ap
     }
 }
 
-/// The TLS module id of library `index` (for the thread-local `name`, in messages): what
-/// `ld.so` wrote into one of the library's own `DTPMOD64` GOT slots, the id its own code hands
-/// `__tls_get_addr`. A library without such a slot (it never reaches its own TLS dynamically)
-/// is refused; so is the executable, whose variables the patch reaches with initial-exec.
+/// The TLS module id of module `index` (for the thread-local `name`, in messages): for a
+/// library what `ld.so` wrote into one of its own `DTPMOD64` GOT slots, the id its own code
+/// hands `__tls_get_addr`; a library without such a slot (it never reaches its own TLS
+/// dynamically) is refused. The executable's is proven from the thread vector.
 pub(crate) fn tls_module_id(target: &Target, name: &str, index: usize) -> Result<u64, ApplyError> {
     let module = &target.modules[index];
     if module.is_exe {
-        return Err(library_tls_error(
-            target,
-            name,
-            index,
-            "the executable's own thread-locals are reached with the initial-exec model (-ftls-model=initial-exec), not through __tls_get_addr",
-        ));
+        return exe_module_id(target, name, index);
     }
     let pid = target.pid();
     module
