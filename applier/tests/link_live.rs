@@ -8,8 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    apply_patch, assert_same_memory, c_dir, compile_patch, compile_patch_file, gcc, manifest,
-    manifest_many, snapshot, start, start_with_env, tick_field, Running,
+    apply_patch, assert_same_memory, c_dir, compile_patch, compile_patch_file,
+    compile_patch_file_with, gcc, manifest, manifest_many, snapshot, start, start_with_env,
+    tick_field, Running,
 };
 use hotpatch_applier::{plan, ApplyOptions, PatchObject, Resolution, Target};
 
@@ -595,5 +596,39 @@ fn a_library_tls_without_a_module_id_slot_is_refused_with_the_reason() {
     );
     // Nothing was written: the library's code still answers 1.
     assert_eq!(thread_tls(&running, 2, |_| true), 1);
+    assert!(running.alive());
+}
+
+#[test]
+fn an_fno_plt_object_reaches_dynamic_tls_through_a_got_slot() {
+    // `gcc -c -fPIC -fno-plt` calls `*__tls_get_addr@GOTPCREL(%rip)` (GOTPCRELX): a GOT slot in
+    // the region holds ld.so's function.
+    let programs = DynTls::build("dyn_tls_lib.c");
+    let mut running = programs.start();
+    let bytes = compile_patch_file_with(
+        programs.dir.path(),
+        &c_dir().join("dyn_tls_gd_patch.c"),
+        &manifest("fno-plt", "dyn_tls_next", "v1", "v2"),
+        &["-fno-plt"],
+    );
+    let object = programs.dir.path().join("fno-plt-dyn_tls_gd_patch.c.o");
+    let relocations = std::process::Command::new("readelf")
+        .arg("-rW")
+        .arg(&object)
+        .output()
+        .unwrap();
+    let relocations = String::from_utf8_lossy(&relocations.stdout);
+    assert!(
+        relocations
+            .lines()
+            .any(|l| l.contains("R_X86_64_GOTPCRELX") && l.contains("__tls_get_addr")),
+        "{relocations}"
+    );
+    let before = thread_tls(&running, 2, |_| true);
+    apply(&running, bytes);
+    let first = thread_tls(&running, 2, |v| v >= before + 1000);
+    let second = thread_tls(&running, 2, |v| v != first);
+    assert_eq!(second - first, 1000, "{before}, {first}, {second}");
+    assert!(2_000_000 < first && first < 3_000_000, "{first}");
     assert!(running.alive());
 }
