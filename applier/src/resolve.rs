@@ -39,6 +39,14 @@ pub(crate) fn runtime_address(
     found: &Found,
     tls: TlsModel,
 ) -> Result<(u64, &'static str), ApplyError> {
+    if tls == TlsModel::GeneralDynamic && found.symbol.st_type != elf::STT_TLS {
+        return Err(library_tls_error(
+            target,
+            name,
+            found.module,
+            "the patch reaches it as thread-local (R_X86_64_TLSGD), but the definition there is not thread-local",
+        ));
+    }
     match found.symbol.st_type {
         elf::STT_TLS if tls == TlsModel::GeneralDynamic => Ok((
             found.symbol.value,

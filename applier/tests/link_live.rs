@@ -632,3 +632,17 @@ fn an_fno_plt_object_reaches_dynamic_tls_through_a_got_slot() {
     assert!(2_000_000 < first && first < 3_000_000, "{first}");
     assert!(running.alive());
 }
+
+#[test]
+fn a_tlsgd_reference_to_a_symbol_that_is_not_thread_local_is_refused() {
+    let programs = DynTls::build("dyn_tls_lib.c");
+    let mut running = programs.start();
+    let error = programs.refusal(&running, "dyn_tls_not_tls_patch.c");
+    assert!(
+        error.contains("`dyn_tls_start`")
+            && error.contains("libdyntls.so")
+            && error.contains("the definition there is not thread-local"),
+        "{error}"
+    );
+    assert!(running.alive());
+}
