@@ -502,7 +502,6 @@ fn an_untracked_compile_commands_json_in_an_out_of_tree_build_dir() {
             "-fPIC",
             "-ffunction-sections",
             "-fdata-sections",
-            "-ftls-model=initial-exec",
             "-Wno-redundant-decls",
             "-Wno-unused-function",
             "-Wno-unused-variable",

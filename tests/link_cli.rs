@@ -314,3 +314,142 @@ fn one_patch_of_the_executable_and_a_far_library_gives_the_library_a_jump_island
     assert!(!mapped(pid, island), "the island outlived its region");
     assert!(target.is_alive());
 }
+
+/// A driver that `dlopen`s the library argv[1] (so its TLS is dynamic): threads 0-2 set their
+/// own `count` to 1000000 * i, and once the file argv[2] exists thread 3 starts from 0; each
+/// prints `tick t=I count=N` every 10 ms.
+const DLOPEN_DRIVER: &str = r#"#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static void (*start_at)(int);
+static int (*next)(void);
+static void *run(void *arg)
+{
+    int i = (int)(long)arg;
+    if (i < 3)
+        start_at(1000000 * i);
+    for (;;) {
+        printf("tick t=%d count=%d\n", i, next());
+        usleep(10000);
+    }
+    return NULL;
+}
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    start_at = lib ? (void (*)(int))dlsym(lib, "start_at") : NULL;
+    next = lib ? (int (*)(void))dlsym(lib, "next") : NULL;
+    if (!start_at || !next)
+        return 1;
+    pthread_t threads[4];
+    for (long i = 0; i < 3; i++)
+        pthread_create(&threads[i], NULL, run, (void *)i);
+    while (access(argv[2], F_OK) != 0)
+        usleep(1000);
+    pthread_create(&threads[3], NULL, run, (void *)3L);
+    pthread_join(threads[0], NULL);
+    return 0;
+}
+"#;
+
+/// The `dlopen`ed library: a `__thread` counter per thread.
+const TLS_LIB_V1: &str = "__thread int count;\n\
+void start_at(int base)\n{\n    count = base;\n}\n\
+int next(void)\n{\n    return ++count;\n}\n";
+
+/// v2 counts by 1000.
+const TLS_LIB_V2: &str = "__thread int count;\n\
+void start_at(int base)\n{\n    count = base;\n}\n\
+int next(void)\n{\n    count += 1000;\n    return count;\n}\n";
+
+/// The `count` of thread `thread`'s next tick.
+fn count_of(target: &mut TargetProcess, thread: i64) -> i64 {
+    let line = target.wait_for(&format!("tick t={thread} "));
+    field(&line, "count").unwrap_or_else(|| panic!("no count in {line}"))
+}
+
+#[test]
+fn a_dlopened_librarys_thread_local_through_the_cli() {
+    // `diff --apply` on a function of a dlopened library that counts in a `__thread` variable:
+    // flags from compile_commands.json in the work tree, the patch compiled -fPIC reaches the
+    // variable through __tls_get_addr, and every thread goes on with its own value.
+    let work = tempfile::tempdir().unwrap();
+    let repo = std::fs::canonicalize(work.path()).unwrap().join("repo");
+    let with = |lib: &str| {
+        vec![
+            ("main.c".to_string(), DLOPEN_DRIVER.to_string()),
+            ("lib.c".to_string(), lib.to_string()),
+        ]
+    };
+    git_repo_with_revisions(&repo, &with(TLS_LIB_V1), &with(TLS_LIB_V2));
+    let build = work.path().join("build");
+    write_tree(&build, &with(TLS_LIB_V1));
+    let lib = work.path().join("libtls.so");
+    compile_program(
+        &build,
+        &["lib.c".to_string()],
+        &format!("{CFLAGS} -shared"),
+        &lib,
+    );
+    let exe = work.path().join("app");
+    compile_program(
+        &build,
+        &["main.c".to_string()],
+        "-O2 -g -pthread -ldl",
+        &exe,
+    );
+    let database = serde_json::json!([{
+        "directory": repo,
+        "file": "lib.c",
+        "arguments": ["gcc", "-O2", "-g", "-fPIC", "-falign-functions=1", "-c", "lib.c", "-o", "lib.o"],
+    }]);
+    std::fs::write(repo.join("compile_commands.json"), database.to_string()).unwrap();
+
+    let go = work.path().join("go");
+    let args = [lib.to_str().unwrap(), go.to_str().unwrap()];
+    let mut target = TargetProcess::start_with(&exe, &args);
+    let before: Vec<i64> = (0..3).map(|t| count_of(&mut target, t)).collect();
+    let pid = target.pid().to_string();
+    let output = hotpatch(&[
+        "diff",
+        "v1..v2",
+        "--apply",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--pid",
+        &pid,
+        "--json",
+    ]);
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}\n{}", stderr_of(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["flags"][0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("compile_commands.json")),
+        "{report}"
+    );
+    for (thread, &was) in (0i64..).zip(&before) {
+        let own = 1_000_000 * thread;
+        let mut first = count_of(&mut target, thread);
+        while first < was + 1000 {
+            first = count_of(&mut target, thread);
+        }
+        let second = count_of(&mut target, thread);
+        assert_eq!(
+            second - first,
+            1000,
+            "thread {thread}: {was}, {first}, {second}"
+        );
+        assert!(
+            own < first && first < own + 1_000_000,
+            "thread {thread}: {first}"
+        );
+    }
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(count_of(&mut target, 3), 1000);
+    assert_eq!(count_of(&mut target, 3), 2000);
+    assert!(target.is_alive());
+}

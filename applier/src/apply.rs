@@ -13,7 +13,7 @@ use crate::layout::PAGE;
 use crate::ledger::{
     self, LedgerFunction, LedgerRecord, LedgerState, OverwrittenRange, UnwindRecord,
 };
-use crate::link::{Image, Linker};
+use crate::link::Image;
 use crate::maps::read_maps;
 use crate::plan::Plan;
 use crate::ptrace::{read_memory, write_memory};
@@ -371,13 +371,7 @@ fn write_and_commit(
     let (base, header_size, region_size) =
         (prepared.base, prepared.header_size, prepared.region_size);
     let text_base = base + header_size;
-    let linker = Linker {
-        object: &plan.object,
-        layout: &plan.layout,
-        externals: &plan.externals,
-        text_base,
-        data_base: text_base + plan.layout.text_size,
-    };
+    let linker = plan.linker(text_base, text_base + plan.layout.text_size);
     let mut image = linker.link()?;
     let mut new_addresses = Vec::new();
     for function in &plan.functions {

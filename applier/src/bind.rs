@@ -24,7 +24,7 @@
 
 use crate::error::ApplyError;
 use crate::ptrace::read_word;
-use crate::resolve::runtime_address;
+use crate::resolve::{runtime_address, TlsModel};
 use crate::target::{Found, Target};
 
 /// A global name bound in the target.
@@ -49,12 +49,13 @@ pub(crate) fn split_version(symbol: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Binds the global `symbol` (possibly `name@VER`) as the code of module `requester` is bound.
-/// `Ok(None)`: nothing defines it.
+/// Binds the global `symbol` (possibly `name@VER`) as the code of module `requester` is bound;
+/// a thread-local one as the patch reaches it (`tls`). `Ok(None)`: nothing defines it.
 pub(crate) fn bind_global(
     target: &Target,
     symbol: &str,
     requester: usize,
+    tls: TlsModel,
 ) -> Result<Option<Bound>, ApplyError> {
     let (name, asked) = split_version(symbol);
     let Some(module_path) = target.modules.get(requester).map(|m| m.path.as_str()) else {
@@ -63,7 +64,7 @@ pub(crate) fn bind_global(
     let version_note = asked.map_or_else(String::new, |v| {
         format!(", version {v} (the patch asks for it)")
     });
-    if let Some(bound) = own_definition(target, name, asked, requester)? {
+    if let Some(bound) = own_definition(target, name, asked, requester, tls)? {
         return Ok(Some(bound));
     }
     // The executable's `.symtab`-only globals are its own business: other modules' code never
@@ -93,7 +94,7 @@ pub(crate) fn bind_global(
     let Some(found) = found else {
         return Ok(None);
     };
-    let (address, note) = runtime_address(target, name, &found)?;
+    let (address, note) = runtime_address(target, name, &found, tls)?;
     let path = &target.modules[found.module].path;
     let place = match order.iter().position(|&m| m == found.module) {
         Some(position) if target.scope.from_link_map && position < target.scope.startup => {
@@ -139,6 +140,7 @@ fn own_definition(
     name: &str,
     version: Option<&str>,
     requester: usize,
+    tls: TlsModel,
 ) -> Result<Option<Bound>, ApplyError> {
     let module = &target.modules[requester];
     let path = &module.path;
@@ -171,7 +173,7 @@ fn own_definition(
             None => return Ok(None),
         },
     };
-    let (address, note) = runtime_address(target, name, &found)?;
+    let (address, note) = runtime_address(target, name, &found, tls)?;
     Ok(Some(Bound {
         address,
         module: Some(requester),

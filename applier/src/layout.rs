@@ -10,6 +10,8 @@ use crate::object_file::{PatchObject, Placement, SectionClass};
 
 /// Page size of x86-64 Linux.
 pub(crate) const PAGE: u64 = 4096;
+/// Bytes of a `tls_index` pair: the module id and the offset in its block, 8 bytes each.
+pub(crate) const TLS_INDEX_SIZE: u64 = 16;
 /// Bytes reserved per call stub (`jmp *[rip+0]` + 8-byte address, padded).
 pub(crate) const STUB_SIZE: u64 = 16;
 
@@ -33,6 +35,9 @@ pub(crate) struct Layout {
     pub(crate) sections: BTreeMap<usize, (Zone, u64)>,
     /// Symbol index → offset of its GOT slot in the data zone.
     pub(crate) got: BTreeMap<usize, u64>,
+    /// Symbol index → offset in the data zone of its `tls_index` pair (module id, offset), the
+    /// argument an `R_X86_64_TLSGD` sequence hands `__tls_get_addr`.
+    pub(crate) tls_pairs: BTreeMap<usize, u64>,
     /// Symbol index → offset of its call stub in the text zone.
     pub(crate) stubs: BTreeMap<usize, u64>,
     /// Size of the code sections at the start of the text zone (the code CFI describes).
@@ -100,11 +105,15 @@ impl Layout {
             .filter(|s| s.class != SectionClass::Skip)
             .flat_map(|s| s.relocations.iter());
         let mut got_symbols = Vec::new();
+        let mut tls_symbols = Vec::new();
         let mut stub_symbols = Vec::new();
         for reloc in relocations {
             let Some(sym) = reloc.symbol else { continue };
             if uses_got(reloc.r_type) && !got_symbols.contains(&sym) {
                 got_symbols.push(sym);
+            }
+            if reloc.r_type == elf::R_X86_64_TLSGD && !tls_symbols.contains(&sym) {
+                tls_symbols.push(sym);
             }
             let external = object
                 .symbols
@@ -137,6 +146,12 @@ impl Layout {
             layout.eh_frame = Some((eh_start, text - eh_start));
         }
 
+        // The data zone starts on a page: the pairs come first, 16-byte aligned as glibc's
+        // `tls_index` is.
+        for sym in tls_symbols {
+            layout.tls_pairs.insert(sym, data);
+            data += TLS_INDEX_SIZE;
+        }
         for sym in got_symbols {
             layout.got.insert(sym, data);
             data += 8;

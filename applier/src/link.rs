@@ -23,6 +23,16 @@ pub(crate) struct Image {
     pub(crate) data: Vec<u8>,
 }
 
+/// glibc's `tls_index`: what `__tls_get_addr` is handed to find a thread-local variable in the
+/// calling thread (allocating that thread's block of the module on first use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TlsIndex {
+    /// The module's TLS id, as `ld.so` gave it.
+    pub(crate) module_id: u64,
+    /// The variable's offset in the module's TLS block.
+    pub(crate) offset: u64,
+}
+
 /// What the linker needs besides the object: the layout, the zone addresses and the addresses of
 /// the undefined symbols (by symbol index).
 pub(crate) struct Linker<'a> {
@@ -32,6 +42,8 @@ pub(crate) struct Linker<'a> {
     pub(crate) layout: &'a Layout,
     /// Resolved addresses of undefined symbols.
     pub(crate) externals: &'a BTreeMap<usize, u64>,
+    /// The `tls_index` of each thread-local symbol reached through `R_X86_64_TLSGD`.
+    pub(crate) tls_indices: &'a BTreeMap<usize, TlsIndex>,
     /// Address of the text zone.
     pub(crate) text_base: u64,
     /// Address of the data zone.
@@ -152,6 +164,21 @@ impl Linker<'_> {
                 .map_err(ApplyError::MalformedObject)?;
             put(&mut data, offset, &value.to_le_bytes()).ok_or_else(|| size_error("a GOT slot"))?;
         }
+        for (&sym, &offset) in &self.layout.tls_pairs {
+            let pair = self.tls_indices.get(&sym).ok_or_else(|| {
+                let name = self
+                    .object
+                    .symbols
+                    .get(sym)
+                    .map_or("?", |s| s.name.as_str());
+                ApplyError::MalformedObject(format!(
+                    "the thread-local `{name}` has no TLS module id and offset"
+                ))
+            })?;
+            let mut bytes = pair.module_id.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&pair.offset.to_le_bytes());
+            put(&mut data, offset, &bytes).ok_or_else(|| size_error("a tls_index pair"))?;
+        }
         for (&sym, &offset) in &self.layout.stubs {
             let value = self
                 .symbol_address(sym)
@@ -203,7 +230,8 @@ impl Linker<'_> {
         if reloc.r_type == elf::R_X86_64_NONE {
             return Ok(());
         }
-        if is_tls(reloc.r_type) && reloc.r_type != elf::R_X86_64_GOTTPOFF {
+        let linked_tls = [elf::R_X86_64_GOTTPOFF, elf::R_X86_64_TLSGD];
+        if is_tls(reloc.r_type) && !linked_tls.contains(&reloc.r_type) {
             return Err(ApplyError::UnsupportedRelocation {
                 kind: format!("{kind} (thread-local storage)"),
                 symbol: symbol_name,
@@ -235,6 +263,17 @@ impl Linker<'_> {
                     }
                     _ => (direct, Field::I32),
                 }
+            }
+            elf::R_X86_64_TLSGD => {
+                // `lea x@tlsgd(%rip), %rdi`: the address of the variable's `tls_index` pair.
+                let pair = reloc
+                    .symbol
+                    .and_then(|i| self.layout.tls_pairs.get(&i))
+                    .ok_or_else(|| bad("no tls_index pair was laid out".into()))?;
+                (
+                    i128::from(self.data_base) + i128::from(*pair) + a - p,
+                    Field::I32,
+                )
             }
             t if uses_got(t) => {
                 let slot = reloc

@@ -14,11 +14,11 @@ use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
 use crate::ipara::{RegisterContract, Thunk};
 use crate::layout::{Layout, PAGE};
 use crate::ledger::LedgerState;
-use crate::link::{Image, Linker};
+use crate::link::{Image, Linker, TlsIndex};
 use crate::object_file::{PatchObject, Placement, SectionClass};
 use crate::ptrace::read_memory;
 use crate::region;
-use crate::resolve::runtime_address;
+use crate::resolve::{runtime_address, tls_module_id, TlsModel};
 use crate::target::{Found, Target};
 use crate::trampoline::{covered_length, is_padding, ABS_LEN, REL32_LEN};
 
@@ -49,12 +49,29 @@ pub struct Plan {
     pub(crate) object: PatchObject,
     pub(crate) layout: Layout,
     pub(crate) externals: BTreeMap<usize, u64>,
+    /// The `tls_index` pair of each thread-local symbol the patch reaches with the
+    /// general-dynamic model (`R_X86_64_TLSGD`), by symbol index.
+    pub(crate) tls_indices: BTreeMap<usize, TlsIndex>,
     pub(crate) redirects: Vec<Redirect>,
     /// The lowest and highest address of the module the replaced code lives in: the region is
     /// placed within `jmp rel32` reach of all of it.
     pub(crate) near: (u64, u64),
     /// A jump island for each other module with replaced functions, out of the region's reach.
     pub(crate) islands: Vec<crate::island::IslandPlan>,
+}
+
+impl Plan {
+    /// The linker of this plan's object with the zones at `text_base` and `data_base`.
+    pub(crate) fn linker(&self, text_base: u64, data_base: u64) -> Linker<'_> {
+        Linker {
+            object: &self.object,
+            layout: &self.layout,
+            externals: &self.externals,
+            tls_indices: &self.tls_indices,
+            text_base,
+            data_base,
+        }
+    }
 }
 
 /// One function of the patch.
@@ -151,7 +168,11 @@ pub fn plan_accepting(
             redirects.push(check_redirect(target, jump, &earlier, function, site)?);
         }
     }
-    let (externals, resolutions) = resolve_undefined(target, patch, &functions, home)?;
+    let Undefined {
+        externals,
+        tls_indices,
+        resolutions,
+    } = resolve_undefined(target, patch, &functions, home)?;
     let layout = Layout::compute(patch, |sym| is_external_function(target, patch, sym));
     if layout.text_size.saturating_add(layout.data_size) > MAX_IMAGE {
         return Err(ApplyError::MalformedObject(format!(
@@ -170,6 +191,7 @@ pub fn plan_accepting(
         object: patch.clone(),
         layout,
         externals,
+        tls_indices,
         redirects,
         near,
         islands,
@@ -630,6 +652,35 @@ fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> boo
         .is_some()
 }
 
+/// What the undefined symbols of the patch resolved to.
+struct Undefined {
+    /// The address of each, by symbol index.
+    externals: BTreeMap<usize, u64>,
+    /// The `tls_index` of each thread-local one reached with the general-dynamic model.
+    tls_indices: BTreeMap<usize, TlsIndex>,
+    /// How each resolved, in words.
+    resolutions: Vec<Resolution>,
+}
+
+/// How the patch's code reaches symbol `index`: general-dynamic when every relocation against
+/// it is `R_X86_64_TLSGD` (what gcc emits for an extern `__thread` variable under `-fPIC`),
+/// else initial-exec (also for symbols that are not thread-local, where it does not matter).
+fn tls_model_of(patch: &PatchObject, index: usize) -> TlsModel {
+    let mut relocations = patch
+        .sections
+        .iter()
+        .filter(|s| s.class != SectionClass::Skip)
+        .flat_map(|s| s.relocations.iter())
+        .filter(|r| r.symbol == Some(index))
+        .peekable();
+    let some = relocations.peek().is_some();
+    if some && relocations.all(|r| r.r_type == elf::R_X86_64_TLSGD) {
+        TlsModel::GeneralDynamic
+    } else {
+        TlsModel::InitialExec
+    }
+}
+
 /// Resolves every undefined symbol that a loaded section refers to; globals as the references
 /// of module `home` (where the replaced code lives) were bound.
 fn resolve_undefined(
@@ -637,12 +688,13 @@ fn resolve_undefined(
     patch: &PatchObject,
     functions: &[PlannedFunction],
     home: usize,
-) -> Result<(BTreeMap<usize, u64>, Vec<Resolution>), ApplyError> {
+) -> Result<Undefined, ApplyError> {
     let bindings = patch
         .manifest()
         .map(|m| m.bindings.as_slice())
         .unwrap_or_default();
     let mut externals = BTreeMap::new();
+    let mut tls_indices = BTreeMap::new();
     let mut resolutions = Vec::new();
     let referenced = patch
         .sections
@@ -665,14 +717,15 @@ fn resolve_undefined(
             .unwrap_or_else(|| SymbolRef::Global {
                 name: symbol.name.clone(),
             });
+        let tls = tls_model_of(patch, index);
         let bound = match &wanted {
             SymbolRef::Global { name } => {
                 let requesters = requesters_of(target, patch, functions, index, home);
-                bind_global_for(target, name, &requesters)?
+                bind_global_for(target, name, &requesters, tls)?
             }
             SymbolRef::FileLocal { name, file } => target
                 .lookup_file_local(name, file, false)?
-                .map(|found| local_binding(target, &wanted, &found, "file-local symbol"))
+                .map(|found| local_binding(target, &wanted, &found, "file-local symbol", tls))
                 .transpose()?,
             SymbolRef::StaticLocal {
                 function,
@@ -680,9 +733,24 @@ fn resolve_undefined(
                 file,
             } => target
                 .lookup_static_local(function, name, file)?
-                .map(|found| local_binding(target, &wanted, &found, "static local"))
+                .map(|found| local_binding(target, &wanted, &found, "static local", tls))
                 .transpose()?,
         };
+        if tls == TlsModel::GeneralDynamic {
+            if let Some(bound) = &bound {
+                let module = bound.module.ok_or_else(|| {
+                    ApplyError::MalformedObject(format!(
+                        "the thread-local `{}` bound to no module",
+                        symbol.name
+                    ))
+                })?;
+                let index_pair = TlsIndex {
+                    module_id: tls_module_id(target, &symbol.name, module)?,
+                    offset: bound.address,
+                };
+                tls_indices.insert(index, index_pair);
+            }
+        }
         let (address, module, rule) = match bound {
             Some(bound) => {
                 let module = bound.module.and_then(|m| target.modules.get(m));
@@ -710,7 +778,11 @@ fn resolve_undefined(
             rule,
         });
     }
-    Ok((externals, resolutions))
+    Ok(Undefined {
+        externals,
+        tls_indices,
+        resolutions,
+    })
 }
 
 /// The modules whose code refers to the patch's symbol `index`: for each section with a
@@ -755,10 +827,11 @@ fn bind_global_for(
     target: &Target,
     name: &str,
     requesters: &[usize],
+    tls: TlsModel,
 ) -> Result<Option<crate::bind::Bound>, ApplyError> {
     let mut bound: Option<(usize, Option<crate::bind::Bound>)> = None;
     for &requester in requesters {
-        let this = bind_global(target, name, requester)?;
+        let this = bind_global(target, name, requester, tls)?;
         match &bound {
             None => bound = Some((requester, this)),
             Some((first, earlier)) => {
@@ -783,10 +856,11 @@ fn local_binding(
     wanted: &SymbolRef,
     found: &Found,
     what: &str,
+    tls: TlsModel,
 ) -> Result<crate::bind::Bound, ApplyError> {
     let path = &target.modules[found.module].path;
     let file = found.file.as_deref().unwrap_or("its file");
-    let (address, note) = runtime_address(target, wanted.name(), found)?;
+    let (address, note) = runtime_address(target, wanted.name(), found, tls)?;
     Ok(crate::bind::Bound {
         address,
         module: Some(found.module),
@@ -809,13 +883,7 @@ fn test_link(target: &Target, plan: &Plan) -> Result<Image, ApplyError> {
         size,
     })?;
     let text_base = base + PLAN_HEADER_PAGES * PAGE;
-    let linker = Linker {
-        object: &plan.object,
-        layout: &plan.layout,
-        externals: &plan.externals,
-        text_base,
-        data_base: text_base + plan.layout.text_size,
-    };
+    let linker = plan.linker(text_base, text_base + plan.layout.text_size);
     linker.link()
 }
 

@@ -8,8 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    apply_patch, assert_same_memory, c_dir, compile_patch, compile_patch_file, gcc, manifest,
-    manifest_many, snapshot, start, start_with_env, tick_field, Running,
+    apply_patch, assert_same_memory, c_dir, compile_patch, compile_patch_file,
+    compile_patch_file_with, gcc, manifest, manifest_many, snapshot, start, start_with_env,
+    tick_field, Running,
 };
 use hotpatch_applier::{plan, ApplyOptions, PatchObject, Resolution, Target};
 
@@ -422,59 +423,226 @@ fn running_a_resolver_and_reading_a_thread_pointer_leave_memory_unchanged() {
     assert!(running.alive());
 }
 
+/// The dynamic TLS cases' programs: the library built from `tests/c/<lib_source>` as
+/// libdyntls.so, and the target that dlopens it.
+struct DynTls {
+    dir: tempfile::TempDir,
+    exe: PathBuf,
+    lib: String,
+}
+
+impl DynTls {
+    fn build(lib_source: &str) -> DynTls {
+        let dir = tempfile::tempdir().unwrap();
+        let c = c_dir();
+        let src = |name: &str| c.join(name).display().to_string();
+        let lib = dir.path().join("libdyntls.so").display().to_string();
+        gcc(
+            &[
+                "-O2",
+                "-g",
+                "-fPIC",
+                "-shared",
+                &src(lib_source),
+                "-o",
+                &lib,
+            ],
+            dir.path(),
+        );
+        let exe = dir.path().join("dyn-tls-target");
+        let exe_text = exe.display().to_string();
+        gcc(
+            &[
+                "-O2",
+                "-g",
+                "-pthread",
+                &src("dyn_tls_target.c"),
+                "-ldl",
+                "-o",
+                &exe_text,
+            ],
+            dir.path(),
+        );
+        DynTls { dir, exe, lib }
+    }
+
+    /// The file whose creation makes the target start its fourth thread.
+    fn go(&self) -> PathBuf {
+        self.dir.path().join("go")
+    }
+
+    /// Starts the target; waits until each of its first three threads ticked.
+    fn start(&self) -> Running {
+        let go = self.go().display().to_string();
+        let running = start(&self.exe, &[&self.lib, &go]);
+        for thread in 0..3 {
+            thread_tls(&running, thread, |_| true);
+        }
+        running
+    }
+
+    /// Plans the patch `tests/c/<source>` replacing `dyn_tls_next`; the error, in words.
+    fn refusal(&self, running: &Running, source: &str) -> String {
+        let patch = self.patch(source);
+        let target = Target::inspect(running.pid()).unwrap();
+        plan(&target, &PatchObject::parse(patch).unwrap())
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn patch(&self, source: &str) -> Vec<u8> {
+        let id = source.trim_end_matches(".c");
+        compile_patch(
+            self.dir.path(),
+            source,
+            &manifest(id, "dyn_tls_next", "v1", "v2"),
+        )
+    }
+}
+
+/// The `tls` value of thread `thread`'s next tick for which `pred` holds.
+fn thread_tls(running: &Running, thread: i64, pred: impl Fn(i64) -> bool) -> i64 {
+    let line = running.wait_for(5, |l| {
+        l.starts_with("tick ") && tick_field(l, "t") == thread && pred(tick_field(l, "tls"))
+    });
+    tick_field(&line, "tls")
+}
+
 #[test]
-fn a_dlopened_librarys_dynamic_tls_is_refused_with_the_reason() {
-    // glibc gives a library dlopened after start a TLS block per thread, allocated on first use
-    // and reached through `__tls_get_addr`: no offset from the thread pointer is the same in
-    // every thread, so the patch's initial-exec access cannot be linked. Refused, untouched.
-    let dir = tempfile::tempdir().unwrap();
-    let c = c_dir();
-    let src = |name: &str| c.join(name).display().to_string();
-    let lib = dir.path().join("libdyntls.so").display().to_string();
-    gcc(
-        &[
-            "-O2",
-            "-g",
-            "-fPIC",
-            "-shared",
-            &src("dyn_tls_lib.c"),
-            "-o",
-            &lib,
-        ],
-        dir.path(),
-    );
-    let exe = dir.path().join("dyn-tls-target");
-    let exe_text = exe.display().to_string();
-    gcc(
-        &[
-            "-O2",
-            "-g",
-            &src("dyn_tls_target.c"),
-            "-ldl",
-            "-o",
-            &exe_text,
-        ],
-        dir.path(),
-    );
-    let mut running = start(&exe, &[&lib]);
-    let before = field_once(&running, "tls", |_| true);
-    let patch = compile_patch(
-        dir.path(),
-        "dyn_tls_patch.c",
-        &manifest("dyn-tls", "dyn_tls_next", "v1", "v2"),
-    );
+fn a_dlopened_librarys_dynamic_tls_is_reached_through_tls_get_addr_in_every_thread() {
+    // glibc gives a library dlopened after start a TLS block per thread, allocated on first use:
+    // the patch, compiled -fPIC, reaches the variable the general-dynamic way (a tls_index pair
+    // in the region, __tls_get_addr of ld.so), so every thread keeps counting its own value,
+    // and a thread started after the patch gets its block from the patch's first call.
+    let programs = DynTls::build("dyn_tls_lib.c");
+    let mut running = programs.start();
+    let patch = programs.patch("dyn_tls_gd_patch.c");
     let target = Target::inspect(running.pid()).unwrap();
-    let error = plan(&target, &PatchObject::parse(patch).unwrap())
-        .unwrap_err()
-        .to_string();
+    let object = PatchObject::parse(patch.clone()).unwrap();
+    let planned = plan(&target, &object).unwrap();
+    let tls = planned
+        .resolutions
+        .iter()
+        .find(|r| r.symbol == "dyn_tls")
+        .unwrap();
+    assert!(
+        tls.module.ends_with("libdyntls.so") && tls.rule.contains("__tls_get_addr"),
+        "{tls:?}"
+    );
+    let tls_get_addr = planned
+        .resolutions
+        .iter()
+        .find(|r| r.symbol == "__tls_get_addr")
+        .unwrap();
+    assert!(tls_get_addr.module.contains("ld-linux"), "{tls_get_addr:?}");
+    let before: Vec<i64> = (0..3).map(|t| thread_tls(&running, t, |_| true)).collect();
+    apply(&running, patch);
+    for (thread, &was) in (0i64..).zip(&before) {
+        // Its own value goes on, +1 per tick before, +1000 per tick after.
+        let own = 1_000_000 * thread;
+        let first = thread_tls(&running, thread, |v| v >= was + 1000);
+        let second = thread_tls(&running, thread, |v| v != first);
+        assert_eq!(
+            second - first,
+            1000,
+            "thread {thread}: {was}, {first}, {second}"
+        );
+        assert!(
+            own < first && first < own + 1_000_000,
+            "thread {thread}: {was}, then {first}"
+        );
+    }
+    std::fs::write(programs.go(), b"").unwrap();
+    // The new thread's block starts at 0: 1000, 2000, ... from the patch's code.
+    assert_eq!(thread_tls(&running, 3, |_| true), 1000);
+    assert_eq!(thread_tls(&running, 3, |_| true), 2000);
+    assert!(thread_tls(&running, 0, |_| true) > before[0] + 1000);
+    assert!(running.alive());
+}
+
+#[test]
+fn a_dlopened_librarys_dynamic_tls_reached_with_initial_exec_is_refused_with_the_reason() {
+    // A precompiled object reaching the variable with initial-exec (GOTTPOFF): no offset from
+    // the thread pointer is the same in every thread. Refused, untouched.
+    let programs = DynTls::build("dyn_tls_lib.c");
+    let mut running = programs.start();
+    let before = thread_tls(&running, 1, |_| true);
+    let error = programs.refusal(&running, "dyn_tls_patch.c");
     assert!(
         error.contains("`dyn_tls`")
             && error.contains("libdyntls.so")
-            && error.contains("its TLS is dynamic"),
+            && error.contains("its TLS is dynamic")
+            && error.contains("compile the patch with -fPIC / -ftls-model=global-dynamic"),
         "{error}"
     );
     // Nothing was written: it counts on by one.
-    let after = field_once(&running, "tls", |t| t > before);
+    let after = thread_tls(&running, 1, |t| t > before);
     assert!(after - before < 1000, "{before} then {after}");
+    assert!(running.alive());
+}
+
+#[test]
+fn a_library_tls_without_a_module_id_slot_is_refused_with_the_reason() {
+    // The library never reaches its own `__thread` variable: no DTPMOD64 slot of it says its
+    // module id, and nothing else is trusted to. Refused, untouched.
+    let programs = DynTls::build("dyn_tls_noid_lib.c");
+    let mut running = programs.start();
+    let error = programs.refusal(&running, "dyn_tls_gd_patch.c");
+    assert!(
+        error.contains("`dyn_tls`")
+            && error.contains("libdyntls.so")
+            && error.contains("its TLS module id is in no GOT slot"),
+        "{error}"
+    );
+    // Nothing was written: the library's code still answers 1.
+    assert_eq!(thread_tls(&running, 2, |_| true), 1);
+    assert!(running.alive());
+}
+
+#[test]
+fn an_fno_plt_object_reaches_dynamic_tls_through_a_got_slot() {
+    // `gcc -c -fPIC -fno-plt` calls `*__tls_get_addr@GOTPCREL(%rip)` (GOTPCRELX): a GOT slot in
+    // the region holds ld.so's function.
+    let programs = DynTls::build("dyn_tls_lib.c");
+    let mut running = programs.start();
+    let bytes = compile_patch_file_with(
+        programs.dir.path(),
+        &c_dir().join("dyn_tls_gd_patch.c"),
+        &manifest("fno-plt", "dyn_tls_next", "v1", "v2"),
+        &["-fno-plt"],
+    );
+    let object = programs.dir.path().join("fno-plt-dyn_tls_gd_patch.c.o");
+    let relocations = std::process::Command::new("readelf")
+        .arg("-rW")
+        .arg(&object)
+        .output()
+        .unwrap();
+    let relocations = String::from_utf8_lossy(&relocations.stdout);
+    assert!(
+        relocations
+            .lines()
+            .any(|l| l.contains("R_X86_64_GOTPCRELX") && l.contains("__tls_get_addr")),
+        "{relocations}"
+    );
+    let before = thread_tls(&running, 2, |_| true);
+    apply(&running, bytes);
+    let first = thread_tls(&running, 2, |v| v >= before + 1000);
+    let second = thread_tls(&running, 2, |v| v != first);
+    assert_eq!(second - first, 1000, "{before}, {first}, {second}");
+    assert!(2_000_000 < first && first < 3_000_000, "{first}");
+    assert!(running.alive());
+}
+
+#[test]
+fn a_tlsgd_reference_to_a_symbol_that_is_not_thread_local_is_refused() {
+    let programs = DynTls::build("dyn_tls_lib.c");
+    let mut running = programs.start();
+    let error = programs.refusal(&running, "dyn_tls_not_tls_patch.c");
+    assert!(
+        error.contains("`dyn_tls_start`")
+            && error.contains("libdyntls.so")
+            && error.contains("the definition there is not thread-local"),
+        "{error}"
+    );
     assert!(running.alive());
 }

@@ -12,16 +12,16 @@ pub const DEFAULT_CFLAGS: &str = "-O2 -g";
 
 /// Flags every patch object is compiled with on top of the original build's flags: position
 /// independent, one section per function and per datum, so the applier can place them freely.
-/// `__thread` variables are reached in the initial-exec model (a GOT slot holding the offset
-/// from the thread pointer), which the applier links for the executable's variables. The
+/// `__thread` variables are reached the way `-fPIC` reaches them, the general-dynamic model (a
+/// `tls_index` pair and `__tls_get_addr`): that works for the executable's variables and for
+/// those of any library, static TLS or dynamic (a `dlopen`ed library's). The
 /// warnings the patch unit's own shape causes are off (its `extern` redeclarations, the
 /// definitions it keeps but does not use, fall-through comments lost in preprocessed text): they
 /// are not the build's, and under the build's `-Werror` they would stop the patch.
-pub const PATCH_FLAGS: [&str; 9] = [
+pub const PATCH_FLAGS: [&str; 8] = [
     "-fPIC",
     "-ffunction-sections",
     "-fdata-sections",
-    "-ftls-model=initial-exec",
     "-Wno-redundant-decls",
     "-Wno-unused-function",
     "-Wno-unused-variable",

@@ -99,13 +99,7 @@ pub(crate) fn keep(
     if replaced.is_empty() {
         return Ok(());
     }
-    let linker = Linker {
-        object: &plan.object,
-        layout: &plan.layout,
-        externals: &plan.externals,
-        text_base: image.text_base,
-        data_base: image.data_base,
-    };
+    let linker = plan.linker(image.text_base, image.data_base);
     let patch_space = patch_space(plan, &linker, image);
     let mut by_module: BTreeMap<usize, Vec<(usize, u64, u64)>> = BTreeMap::new();
     for &(index, entry, size) in &replaced {

@@ -205,6 +205,16 @@ pub fn compile_patch(dir: &Path, source: &str, manifest: &Manifest) -> Vec<u8> {
 
 /// Compiles the C file `src` the way the builder does, embedding `manifest`.
 pub fn compile_patch_file(dir: &Path, src: &Path, manifest: &Manifest) -> Vec<u8> {
+    compile_patch_file_with(dir, src, manifest, &[])
+}
+
+/// [`compile_patch_file`] with `extra` compiler flags after the builder's.
+pub fn compile_patch_file_with(
+    dir: &Path,
+    src: &Path,
+    manifest: &Manifest,
+    extra: &[&str],
+) -> Vec<u8> {
     let source = src
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -226,20 +236,17 @@ pub fn compile_patch_file(dir: &Path, src: &Path, manifest: &Manifest) -> Vec<u8
     );
     std::fs::write(&inc, text).unwrap();
     let define = format!("-DHP_MANIFEST=\"{}\"", inc.display());
-    gcc(
-        &[
-            "-c",
-            "-O2",
-            "-fPIC",
-            "-ffunction-sections",
-            "-fdata-sections",
-            &define,
-            &src.display().to_string(),
-            "-o",
-            &out.display().to_string(),
-        ],
-        dir,
-    );
+    let (src, out_text) = (src.display().to_string(), out.display().to_string());
+    let mut args = vec![
+        "-c",
+        "-O2",
+        "-fPIC",
+        "-ffunction-sections",
+        "-fdata-sections",
+    ];
+    args.extend(extra);
+    args.extend([define.as_str(), src.as_str(), "-o", out_text.as_str()]);
+    gcc(&args, dir);
     std::fs::read(out).unwrap()
 }
 
