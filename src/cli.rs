@@ -148,6 +148,10 @@ pub struct DiffArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, requires = "apply")]
     pub wait_return: bool,
+    /// Commit at one stop of every thread (the commit before threads were switched one at a
+    /// time); `--wait-return` and `--at` always do.
+    #[arg(long, requires = "apply")]
+    pub stop_all: bool,
     /// Where the original build's flags are found.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -180,6 +180,36 @@ fn settle(target: &mut TargetProcess, pid: i32, what: &str) -> &'static str {
     state
 }
 
+/// The entry bytes of every function `object` replaces in process `pid`, read while the old
+/// code runs (an apply that reports them, reverted at once); the apply commits thread by thread.
+fn old_entries(pid: &str, object: &str) -> Vec<(u64, Vec<u8>)> {
+    let applied: serde_json::Value =
+        serde_json::from_str(&hotpatch_ok(&["apply", object, "--pid", pid, "--json"])).unwrap();
+    assert_eq!(applied["commit"]["strategy"], "threadwise", "{applied:#}");
+    assert_eq!(applied["commit"]["all_stopped_us"], 0, "{applied:#}");
+    hotpatch_ok(&["revert", "--pid", pid]);
+    let pid: i32 = pid.parse().unwrap();
+    applied["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["old_address"].as_u64())
+        .map(|at| (at, common::read_mem(pid, at, 16)))
+        .collect()
+}
+
+/// The settled process `pid` holds the old bytes at every entry: no breakpoint (`int3`) or
+/// half-written jump is left behind.
+fn assert_entries(pid: i32, entries: &[(u64, Vec<u8>)], what: &str) {
+    for (at, bytes) in entries {
+        assert_eq!(
+            &common::read_mem(pid, *at, bytes.len()),
+            bytes,
+            "{what}: entry {at:#x}"
+        );
+    }
+}
+
 /// The pids of the first `count` processes the target's lines name (`pid=`), the target first.
 fn printing_pids(target: &mut TargetProcess, count: usize) -> Vec<i32> {
     let mut pids = vec![target.pid()];
@@ -258,6 +288,7 @@ fn kill_during_apply(binary: &Path, args: &[&str], processes: usize, object: &Pa
     let object = object.to_str().unwrap();
     let apply = ["apply", object, "--pid", &pid];
     let revert = ["revert", "--pid", &pid];
+    let entries = old_entries(&pid, object);
 
     let normal = median(
         (0..5)
@@ -276,6 +307,7 @@ fn kill_during_apply(binary: &Path, args: &[&str], processes: usize, object: &Pa
             .iter()
             .map(|&pid| settle(&mut target, pid, &what))
             .collect();
+        assert_entries(target.pid(), &entries, &what);
         *counts.entry(states.join(" / ")).or_insert(0) += 1;
         killed
     });

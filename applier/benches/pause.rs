@@ -74,6 +74,7 @@ fn scenario(functions: usize, threads: usize, iterations: usize) {
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
         wait_return: false,
+        stop_all: false,
     };
     let (mut applies, mut reverts, mut stopped) = (Vec::new(), Vec::new(), 0usize);
     for _ in 0..iterations {

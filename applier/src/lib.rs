@@ -32,6 +32,7 @@ pub mod apply;
 pub mod artifact;
 mod bind;
 mod commit;
+mod commit_threadwise;
 mod debuginfo;
 pub mod error;
 pub mod family;
@@ -61,7 +62,9 @@ mod trampoline;
 pub mod type_layout;
 mod unwind;
 
-pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
+pub use apply::{
+    apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport, CommitReport,
+};
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
 pub use family::family_of;
