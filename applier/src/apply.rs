@@ -275,6 +275,7 @@ fn apply_with(
             detail: format!("it was made for pid {}", plan.pid),
         });
     }
+    let _one_at_a_time = crate::process_lock::lock(pid)?;
     for redirect in &plan.redirects {
         if read_memory(pid, redirect.entry, redirect.code.len())? != redirect.code {
             let name = plan.functions[redirect.function].target.name().to_string();

@@ -47,6 +47,7 @@ mod link;
 mod maps;
 pub mod object_file;
 pub mod plan;
+mod process_lock;
 pub mod ptrace;
 mod references;
 mod region;
