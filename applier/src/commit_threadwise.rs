@@ -193,9 +193,7 @@ pub(crate) fn commit(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
                 format!("its helper process {child} ended early"),
             ))
         }
-        Forked::NotForked(_) => {
-            return Err(failed(pid, "no helper process could be forked".into()))
-        }
+        Forked::NoChild(_) => return Err(failed(pid, "no helper process could be forked".into())),
     };
     match serde_json::from_slice::<Outcome>(&bytes) {
         Ok(Outcome::Done(stops)) => Ok(stops),

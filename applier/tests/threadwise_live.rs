@@ -114,6 +114,25 @@ fn a_thread_that_never_leaves_the_old_code_times_out_and_leaves_no_breakpoint() 
 }
 
 #[test]
+fn a_child_forked_during_the_commit_runs_the_old_code_without_a_breakpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    for round in 0..3 {
+        let running = start(&exe, &["16", "fork"]);
+        let pid = running.pid();
+        running.wait_for(30, |l| field(l, "forks") > 0 && field(l, "now") == 11);
+        let id = format!("fork-{round}");
+        let report = apply_patch(pid, patch(dir.path(), &id), &options(false)).unwrap();
+        assert_eq!(report.commit.strategy, "threadwise");
+        let line = running.wait_for(30, |l| field(l, "now") == 22);
+        let forks = field(&line, "forks");
+        let line = running.wait_for(30, |l| field(l, "forks") > forks + 2);
+        assert_eq!(field(&line, "fork_deaths"), 0, "{line}");
+        assert_eq!(field(&line, "mixes"), 0, "{line}");
+    }
+}
+
+#[test]
 fn stop_all_on_request_stops_every_thread_together() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build(dir.path());

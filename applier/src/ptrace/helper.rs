@@ -42,7 +42,7 @@ pub(super) fn run(
         Forked::Vanished(child) => Err(failed(format!(
             "its helper process {child} ended without a result"
         ))),
-        Forked::NotForked(call) => {
+        Forked::NoChild(call) => {
             let bytes = call();
             decode(&bytes).unwrap_or_else(|| Err(failed("no result".into())))
         }
@@ -56,7 +56,7 @@ pub(crate) enum Forked<F> {
     /// The child (this pid) ended without writing anything.
     Vanished(i32),
     /// No child could be forked: the call, not run.
-    NotForked(F),
+    NoChild(F),
 }
 
 /// Runs `call` in a forked child process, which the tool's death does not stop, and returns the
@@ -67,7 +67,7 @@ pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Forked::NotForked(call);
+        return Forked::NoChild(call);
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     let (read_end, write_end) =
@@ -75,7 +75,7 @@ pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
     let parent = tool_pid();
     // SAFETY: see the function's doc: the child runs `call` and `_exit`s.
     match unsafe { libc::fork() } {
-        -1 => Forked::NotForked(call),
+        -1 => Forked::NoChild(call),
         0 => {
             FORKED_BY.store(parent, Ordering::Relaxed);
             drop(read_end);

@@ -83,6 +83,8 @@ pub(crate) struct Seized<'a> {
     times: StopTimes,
     /// Each thread's registers as last seen stopped.
     seen: HashMap<i32, StoppedThread>,
+    /// Children forked meanwhile, their entries already given back their original bytes.
+    forked: HashSet<i32>,
     _same_os_thread: PhantomData<*const ()>,
 }
 
@@ -114,10 +116,11 @@ impl<'a> Seized<'a> {
             syscall_insn: find_syscall_insn(pid)?,
             times: StopTimes::default(),
             seen: HashMap::new(),
+            forked: HashSet::new(),
             _same_os_thread: PhantomData,
         };
         block_sigchld();
-        let options = sys::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE;
+        let options = sys::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK;
         loop {
             let fresh: Vec<i32> = proc::list_tasks(pid)?
                 .into_iter()
@@ -405,13 +408,18 @@ impl<'a> Seized<'a> {
                 self.adopt_clone(tid, event);
                 go_on(0)
             }
-            Stop::Interrupt { .. } => {
-                if !self.held.contains(&tid) {
+            Stop::Interrupt { .. } if !self.held.contains(&tid) => {
+                if !is_other_process(pid, tid) {
                     // A new thread's first stop, before its parent's clone event was seen.
                     self.adopt(tid);
+                    go_on(0)
+                } else {
+                    // A forked child's first stop, before its parent's fork event was seen.
+                    self.release_child(tid, false);
+                    Ok(true)
                 }
-                go_on(0)
             }
+            Stop::Interrupt { .. } => go_on(0),
         }
     }
 
@@ -451,12 +459,30 @@ impl<'a> Seized<'a> {
     }
 
     fn adopt_clone(&mut self, tid: i32, event: i32) {
-        if event != libc::PTRACE_EVENT_CLONE {
+        let Some(new) = sys::event_msg(tid).ok().and_then(|m| i32::try_from(m).ok()) else {
+            return;
+        };
+        match event {
+            libc::PTRACE_EVENT_CLONE => self.adopt(new),
+            libc::PTRACE_EVENT_FORK => self.release_child(new, true),
+            _ => {}
+        }
+    }
+
+    /// A child forked during the commit copied the `int3`s: its entries get their original
+    /// bytes back (it runs the old code, as a process forked before the commit) before it runs
+    /// and is let go. `wait`: its first stop has not been collected yet.
+    fn release_child(&mut self, child: i32, wait: bool) {
+        if !self.forked.insert(child) {
             return;
         }
-        if let Some(new) = sys::event_msg(tid).ok().and_then(|m| i32::try_from(m).ok()) {
-            self.adopt(new);
+        if wait && matches!(sys::wait_stop(child), Ok(Stop::Gone) | Err(_)) {
+            return;
         }
+        for site in &self.sites {
+            let _ = write_memory(child, site.entry, &site.original);
+        }
+        let _ = sys::detach(child, 0);
     }
 
     /// A thread created during the commit: it has no old frames, so it starts at the goal.
@@ -537,6 +563,19 @@ impl Drop for Seized<'_> {
         }
         let _ = self.release();
     }
+}
+
+/// Whether task `tid` is the leader of a process other than `pid` (a forked child), by its
+/// `Tgid`; a task that cannot be read counts as a thread of `pid`.
+fn is_other_process(pid: i32, tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    tgid.is_some_and(|g| g != pid && g == tid)
 }
 
 /// This process's pid (the tracer's).

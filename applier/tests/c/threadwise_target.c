@@ -2,14 +2,16 @@
  * both replaced by the patch, and check that each call chain is all old (11) or all new (22);
  * a signal handler calls the chain too, and the main thread keeps creating and joining
  * short-lived threads that do the same, and signals the workers. Built at -O0 so both entries
- * start with a frame push (no branch within the bytes a jump covers). With a second argument, one
- * more thread stays in inner's old code forever. */
+ * start with a frame push (no branch within the bytes a jump covers). With `stay`, one more thread
+ * stays in inner's old code forever; with `fork`, the main thread forks a child every round. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* A thread with i_stay set never leaves inner's old code (its frame sleeps). */
@@ -28,7 +30,7 @@ __attribute__((noinline)) int outer(void) {
 
 
 
-static atomic_long mixes, calls, news, churned;
+static atomic_long mixes, calls, news, churned, forks, fork_deaths;
 static atomic_int switched_workers;
 
 static int check(void) {
@@ -79,7 +81,8 @@ static void *short_lived(void *arg) {
 
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 64;
-    int staying = argc > 2;
+    int staying = argc > 2 && strcmp(argv[2], "stay") == 0;
+    int forking = argc > 2 && strcmp(argv[2], "fork") == 0;
     signal(SIGUSR1, on_signal);
     pthread_t *t = calloc((size_t)n, sizeof *t);
     for (int i = 0; i < n; i++) {
@@ -97,11 +100,28 @@ int main(int argc, char **argv) {
         if (n > 0) {
             pthread_kill(t[round % n], SIGUSR1);
         }
+        if (forking) {
+            /* A child calls the chain and exits; one killed by a signal (a breakpoint copied
+             * into it) is counted. */
+            pid_t child = fork();
+            if (child == 0) {
+                for (int i = 0; i < 100; i++) {
+                    outer();
+                }
+                _exit(0);
+            }
+            int status = 0;
+            waitpid(child, &status, 0);
+            atomic_fetch_add(&forks, 1);
+            if (WIFSIGNALED(status)) {
+                atomic_fetch_add(&fork_deaths, 1);
+            }
+        }
         if (round % 20 == 0) {
-            printf("%smixes=%ld calls=%ld switched=%d churned=%ld now=%d\n", staying ? "staying " : "",
-                   atomic_load(&mixes),
+            printf("%smixes=%ld calls=%ld switched=%d churned=%ld forks=%ld fork_deaths=%ld now=%d\n",
+                   staying ? "staying " : "", atomic_load(&mixes),
                    atomic_load(&calls), atomic_load(&switched_workers), atomic_load(&churned),
-                   outer());
+                   atomic_load(&forks), atomic_load(&fork_deaths), outer());
         }
         struct timespec ts = {0, 500000};
         nanosleep(&ts, 0);
