@@ -134,7 +134,7 @@ fn main() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(5),
         wait_return: false,
-        stop_all: false,
+        threadwise: false,
     };
 
     rounds(&mut lines, 3); // warm-up

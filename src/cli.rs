@@ -148,10 +148,10 @@ pub struct DiffArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, requires = "apply")]
     pub wait_return: bool,
-    /// Commit at one stop of every thread (the commit before threads were switched one at a
-    /// time); `--wait-return` and `--at` always do.
+    /// Commit thread by thread: each thread stopped alone, never all together (experimental;
+    /// `--wait-return`, `--at` and code it cannot displace commit at one stop of every thread).
     #[arg(long, requires = "apply")]
-    pub stop_all: bool,
+    pub threadwise: bool,
     /// Where the original build's flags are found.
     #[command(flatten)]
     pub model: ModelArgs,

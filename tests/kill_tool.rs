@@ -183,7 +183,15 @@ fn settle(target: &mut TargetProcess, pid: i32, what: &str) -> &'static str {
 /// The entry bytes of every function `object` replaces in process `pid` alone, read while the
 /// old code runs (an apply that reports them, reverted at once), and the apply's strategy.
 fn old_entries(pid: &str, object: &str) -> (Vec<(u64, Vec<u8>)>, String) {
-    let args = ["apply", object, "--pid", pid, "--no-children", "--json"];
+    let args = [
+        "apply",
+        object,
+        "--pid",
+        pid,
+        "--no-children",
+        "--json",
+        "--threadwise",
+    ];
     let text = hotpatch_ok(&args);
     let applied = serde_json::Deserializer::from_str(&text)
         .into_iter::<serde_json::Value>()
@@ -291,7 +299,7 @@ fn kill_during_apply(binary: &Path, args: &[&str], processes: usize, object: &Pa
     let pids = printing_pids(&mut target, processes);
     let pid = target.pid().to_string();
     let object = object.to_str().unwrap();
-    let apply = ["apply", object, "--pid", &pid];
+    let apply = ["apply", object, "--pid", &pid, "--threadwise"];
     let revert = ["revert", "--pid", &pid];
     let (entries, strategy) = old_entries(&pid, object);
     println!("{name}: the apply commits {strategy}");

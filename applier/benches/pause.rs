@@ -76,7 +76,7 @@ fn scenario(functions: usize, threads: usize, iterations: usize, stop_all: bool)
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
         wait_return: false,
-        stop_all,
+        threadwise: !stop_all,
     };
     let (mut applies, mut reverts, mut stopped) = (Vec::new(), Vec::new(), 0usize);
     let mut together = Vec::new();

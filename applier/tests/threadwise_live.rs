@@ -1,6 +1,6 @@
 //! The threadwise commit (`commit_threadwise`) on real processes: 64 threads calling two
 //! replaced functions in a tight loop check that every call chain is all old or all new while
-//! short-lived threads are created and exit and signals arrive; the stop-all commit on request;
+//! short-lived threads are created and exit and signals arrive; the stop-all commit when not asked;
 //! no breakpoint left behind.
 
 mod common;
@@ -39,7 +39,7 @@ fn field(line: &str, name: &str) -> i64 {
 fn options(stop_all: bool) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_secs(10),
-        stop_all,
+        threadwise: !stop_all,
         ..ApplyOptions::default()
     }
 }
@@ -133,7 +133,7 @@ fn a_child_forked_during_the_commit_runs_the_old_code_without_a_breakpoint() {
 }
 
 #[test]
-fn stop_all_on_request_stops_every_thread_together() {
+fn without_threadwise_every_thread_stops_together() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build(dir.path());
     let running = start(&exe, &["4"]);
