@@ -134,6 +134,7 @@ fn main() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(5),
         wait_return: false,
+        threadwise: false,
     };
 
     rounds(&mut lines, 3); // warm-up

@@ -38,6 +38,10 @@ pub struct ApplyArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, conflicts_with = "dry_run")]
     pub wait_return: bool,
+    /// Commit thread by thread: each thread stopped alone, never all together (experimental;
+    /// `--wait-return`, `--at` and code it cannot displace commit at one stop of every thread).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub threadwise: bool,
 }
 
 /// Runs `hotpatch apply`.
@@ -54,6 +58,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
+        threadwise: args.threadwise,
     };
     if selection.pids().len() > 1 && !args.dry_run {
         let record = crate::processes::Record {

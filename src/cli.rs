@@ -148,6 +148,10 @@ pub struct DiffArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, requires = "apply")]
     pub wait_return: bool,
+    /// Commit thread by thread: each thread stopped alone, never all together (experimental;
+    /// `--wait-return`, `--at` and code it cannot displace commit at one stop of every thread).
+    #[arg(long, requires = "apply")]
+    pub threadwise: bool,
     /// Where the original build's flags are found.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -123,6 +123,7 @@ fn patch_or_check(
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
+        threadwise: args.threadwise,
     };
     if args.apply && pids.len() > 1 {
         if args.at.is_some() {
@@ -157,6 +158,7 @@ fn patch_or_check(
         // Attach, check safety exactly as the commit would, detach: nothing is written.
         let options = ApplyOptions {
             wait_return: false,
+            threadwise: false,
             ..options
         };
         let check = match (&target, &plan) {

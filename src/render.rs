@@ -365,11 +365,15 @@ impl Printer {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "{} {subject} in {} µs ({} thread{} stopped), patch {}:",
+            "{} {subject} in {} µs ({} thread{} stopped{}), patch {}:",
             self.paint(GREEN, "patched"),
             report.pause_us,
             report.threads,
             plural(report.threads),
+            match report.commit.strategy.as_str() {
+                "threadwise" => " one at a time",
+                _ => "",
+            },
             report.patch_id
         );
         for function in &report.functions {
@@ -473,6 +477,7 @@ pub fn report_json(report: &ApplyReport) -> serde_json::Value {
         "region_size": report.region_size,
         "functions": report.functions,
         "register_contracts": report.register_contracts,
+        "commit": report.commit,
     })
 }
 

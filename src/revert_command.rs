@@ -51,6 +51,7 @@ pub fn run(args: &RevertArgs) -> Result<()> {
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
+        threadwise: false,
     };
     let selection = crate::processes::resolve(&args.pid, args.exe.as_deref(), !args.no_children)?;
     selection.print_notes(args.json, false);

@@ -67,6 +67,7 @@ pub fn run(args: &WatchArgs) -> Result<()> {
         options: ApplyOptions {
             timeout: Duration::from_secs_f64(args.timeout),
             wait_return: false,
+            threadwise: false,
         },
         seen: HashMap::new(),
         build_ids: HashMap::new(),

@@ -44,6 +44,7 @@ fn list_and_revert_work_from_the_process_alone() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
         wait_return: false,
+        threadwise: false,
     };
     apply_patch(running.pid(), patch, &options).unwrap();
     running.wait_for(30, |l| {

@@ -180,6 +180,7 @@ fn under_load() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(5),
         wait_return: false,
+        threadwise: false,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

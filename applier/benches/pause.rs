@@ -2,7 +2,9 @@
 //! reports the longest single stop (`pause_us`) of each apply and revert as p50/p99.
 //!
 //! `cargo bench -p hotpatch-applier` (release build; needs gcc and ptrace rights). Scenarios:
-//! one function on a 4-thread target, and 20 functions on a 32-thread target.
+//! one function on 1, 4, 32 and 256 threads and 20 functions on 32 threads, each applied with
+//! the threadwise commit (threads switched one at a time) and beside it the stop-all commit:
+//! the longest stop of any single thread, and how long every thread was stopped together.
 //! `HOTPATCH_BENCH_ITERATIONS` changes the count (default 100).
 
 #[path = "../tests/common/mod.rs"]
@@ -57,7 +59,7 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
     sorted.get(at).copied().unwrap_or(0)
 }
 
-fn scenario(functions: usize, threads: usize, iterations: usize) {
+fn scenario(functions: usize, threads: usize, iterations: usize, stop_all: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("bench_target.c");
     std::fs::write(&src, generated_target(functions, threads)).expect("write target");
@@ -74,22 +76,31 @@ fn scenario(functions: usize, threads: usize, iterations: usize) {
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
         wait_return: false,
+        threadwise: !stop_all,
     };
     let (mut applies, mut reverts, mut stopped) = (Vec::new(), Vec::new(), 0usize);
+    let mut together = Vec::new();
+    let mut strategy = String::new();
     for _ in 0..iterations {
         let report = apply(&target, &plan, &options).expect("apply");
         stopped = report.threads;
-        applies.push(report.pause_us);
+        applies.push(report.commit.max_thread_stop_us);
+        together.push(report.commit.all_stopped_us);
+        strategy = report.commit.strategy.clone();
         let report = revert(running.pid(), None, &options).expect("revert");
         reverts.push(report.pause_us);
     }
     applies.sort_unstable();
     reverts.sort_unstable();
+    together.sort_unstable();
     println!(
-        "{functions} function(s), {stopped} threads, {iterations} iterations: \
-         apply pause p50 {} us p99 {} us; revert pause p50 {} us p99 {} us",
+        "{functions} function(s), {stopped} threads, {iterations} iterations, {strategy}: \
+         apply longest thread stop p50 {} us p99 {} us, all stopped p50 {} us p99 {} us; \
+         revert pause p50 {} us p99 {} us",
         percentile(&applies, 50),
         percentile(&applies, 99),
+        percentile(&together, 50),
+        percentile(&together, 99),
         percentile(&reverts, 50),
         percentile(&reverts, 99),
     );
@@ -102,6 +113,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if benching { 100 } else { 3 });
-    scenario(1, 4, iterations);
-    scenario(20, 32, iterations);
+    for (functions, threads) in [(1, 1), (1, 4), (1, 32), (1, 256), (20, 32)] {
+        for stop_all in [false, true] {
+            scenario(functions, threads, iterations, stop_all);
+        }
+    }
 }

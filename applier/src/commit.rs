@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::error::ApplyError;
-use crate::ptrace::{write_memory, StoppedProcess};
+use crate::ptrace::{write_memory, StoppedProcess, StoppedThread};
 use crate::references::{Hit, ReturnTargets};
 use crate::unwind::{StackUnwinder, ThreadStack};
 
@@ -25,6 +25,11 @@ pub(crate) struct Site {
     pub(crate) jump: Vec<u8>,
     /// The bytes the jump replaces (same length), to roll back on failure.
     pub(crate) original: Vec<u8>,
+    /// Where the jump leads.
+    pub(crate) target: u64,
+    /// The function's code as it is in memory (an earlier patch's jump included): what a
+    /// thread not yet switched runs.
+    pub(crate) code: Vec<u8>,
     /// A thread with `busy.0 < pc < busy.1` must not be stopped here.
     pub(crate) busy: (u64, u64),
     /// The whole old function: no pc strictly after its entry and no return address in it.
@@ -114,7 +119,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(1);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What keeps a stop from going ahead.
-enum Obstacle {
+pub(crate) enum Obstacle {
     /// Threads in busy code, and the return address `--wait-return` last waited at.
     Threads(Vec<Blocker>, Option<u64>),
     /// A word in memory that is a return address into a function being replaced.
@@ -209,10 +214,12 @@ fn obstacle(
         let stacks = stacks_of(stopped, safety.unwinder);
         let blockers = blockers(&stacks, safety);
         if blockers.is_empty() {
-            return Ok(match suspended_context(stopped, safety)? {
-                Some((hit, function)) => Err(Obstacle::Context(hit, function)),
-                None => Ok(stacks),
-            });
+            return Ok(
+                match suspended_context(stopped.pid(), stopped.threads(), safety)? {
+                    Some((hit, function)) => Err(Obstacle::Context(hit, function)),
+                    None => Ok(stacks),
+                },
+            );
         }
         let left = safety.timeout.saturating_sub(started.elapsed());
         // Only code the unwinder knows is a return address worth a breakpoint.
@@ -232,16 +239,17 @@ fn obstacle(
 
 /// A return address into a function being replaced stored in writable memory, with that
 /// function's name. A scan that fails is an error: what cannot be seen is not assumed safe.
-fn suspended_context(
-    stopped: &StoppedProcess,
+pub(crate) fn suspended_context(
+    pid: i32,
+    threads: &[StoppedThread],
     safety: &Safety<'_>,
 ) -> Result<Option<(Hit, String)>, ApplyError> {
     let Some(targets) = safety.contexts else {
         return Ok(None);
     };
     let hits = crate::references::scan(
-        stopped.pid(),
-        stopped.threads(),
+        pid,
+        threads,
         &[],
         crate::references::Stacks::Walked,
         targets.bounds(),
@@ -257,7 +265,7 @@ fn suspended_context(
 }
 
 /// The error after the timeout.
-fn give_up(obstacle: Obstacle, safety: &Safety<'_>, waited_ms: u64) -> ApplyError {
+pub(crate) fn give_up(obstacle: Obstacle, safety: &Safety<'_>, waited_ms: u64) -> ApplyError {
     match obstacle {
         Obstacle::Threads(blockers, waited_at) => {
             let first = &blockers[0];
@@ -337,7 +345,10 @@ pub(crate) fn write_all_or_nothing(
     Ok(())
 }
 
-fn stacks_of(stopped: &StoppedProcess, unwinder: Option<&StackUnwinder>) -> Vec<ThreadStack> {
+pub(crate) fn stacks_of(
+    stopped: &StoppedProcess,
+    unwinder: Option<&StackUnwinder>,
+) -> Vec<ThreadStack> {
     match unwinder {
         Some(u) => u.unwind_all(stopped.pid(), stopped.threads()),
         None => stopped
@@ -354,7 +365,7 @@ fn stacks_of(stopped: &StoppedProcess, unwinder: Option<&StackUnwinder>) -> Vec<
 
 /// A thread that keeps the stop from going ahead.
 #[derive(Debug, Clone)]
-struct Blocker {
+pub(crate) struct Blocker {
     tid: i32,
     pc: u64,
     what: String,
@@ -364,7 +375,7 @@ struct Blocker {
     returns_to: Option<u64>,
 }
 
-fn blockers(stacks: &[ThreadStack], safety: &Safety<'_>) -> Vec<Blocker> {
+pub(crate) fn blockers(stacks: &[ThreadStack], safety: &Safety<'_>) -> Vec<Blocker> {
     let mut out = Vec::new();
     for stack in stacks {
         let pc = stack.frames.first().copied().unwrap_or(0);

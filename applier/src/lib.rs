@@ -32,6 +32,7 @@ pub mod apply;
 pub mod artifact;
 mod bind;
 mod commit;
+mod commit_threadwise;
 mod debuginfo;
 pub mod error;
 pub mod family;
@@ -46,6 +47,7 @@ mod link;
 mod maps;
 pub mod object_file;
 pub mod plan;
+mod process_lock;
 pub mod ptrace;
 mod references;
 mod region;
@@ -61,7 +63,9 @@ mod trampoline;
 pub mod type_layout;
 mod unwind;
 
-pub use apply::{apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport};
+pub use apply::{
+    apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport, CommitReport,
+};
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
 pub use family::family_of;

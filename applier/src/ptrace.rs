@@ -18,7 +18,11 @@
 
 mod helper;
 mod proc;
+mod seized;
 mod sys;
+
+pub(crate) use helper::{in_child, Forked};
+pub(crate) use seized::{Seized, TrapSite, MEMBARRIER_REGISTER_SYNC_CORE};
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};

@@ -91,6 +91,7 @@ fn revert_with(
     options: &ApplyOptions,
     at: Option<&str>,
 ) -> Result<RevertReport, ApplyError> {
+    let _one_at_a_time = crate::process_lock::lock(pid)?;
     let installed = installed_patches(pid)?;
     let chosen = choose(pid, &installed, id)?;
     check_lifo(chosen, &installed)?;

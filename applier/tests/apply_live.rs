@@ -506,6 +506,7 @@ fn apply_waits_for_a_thread_inside_the_jump_then_gives_up() {
     let options = ApplyOptions {
         timeout: Duration::from_millis(300),
         wait_return: false,
+        threadwise: false,
     };
     let started = Instant::now();
     let err = apply(&target, &plan, &options).unwrap_err();

@@ -14,6 +14,7 @@ fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
         wait_return: false,
+        threadwise: false,
     }
 }
 

@@ -42,6 +42,7 @@ fn dry_run_live_leaves_the_process_byte_for_byte_unchanged() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(2),
         wait_return: false,
+        threadwise: false,
     };
     let report = check(&target, &plan, &options).unwrap();
     let after = snapshot(running.pid());

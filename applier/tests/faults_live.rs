@@ -180,6 +180,7 @@ fn apply_and_revert_keep_syscalls_signals_and_red_zone() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
         wait_return: false,
+        threadwise: false,
     };
     let pid = target.pid();
 
@@ -250,6 +251,7 @@ fn a_revert_interrupted_after_restoring_the_entry_is_settled_by_revert() {
     let options = ApplyOptions {
         timeout: Duration::from_secs(3),
         wait_return: false,
+        threadwise: false,
     };
     apply_patch(running.pid(), patch, &options).unwrap();
     running.drain();

@@ -15,6 +15,7 @@ fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
         wait_return: false,
+        threadwise: false,
     }
 }
 
@@ -124,6 +125,7 @@ fn a_commit_that_fails_after_another_rolls_it_back() {
     // committed, the second never leaves `busy` and times out.
     let waiting = ApplyOptions {
         wait_return: true,
+        threadwise: false,
         ..options(300)
     };
     let err = apply_all(&jobs, &waiting).unwrap_err();

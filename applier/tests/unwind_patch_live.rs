@@ -15,6 +15,7 @@ fn options(ms: u64) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
         wait_return: false,
+        threadwise: false,
     }
 }
 

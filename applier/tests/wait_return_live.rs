@@ -15,6 +15,7 @@ fn options(ms: u64, wait_return: bool) -> ApplyOptions {
     ApplyOptions {
         timeout: Duration::from_millis(ms),
         wait_return,
+        threadwise: false,
     }
 }
 

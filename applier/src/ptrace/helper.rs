@@ -27,32 +27,60 @@ pub(super) fn run(
     pid: i32,
     call: impl FnOnce() -> Result<i64, PtraceError>,
 ) -> Result<i64, PtraceError> {
+    let failed = |detail: String| PtraceError::Failed {
+        pid,
+        op: "remote syscall".into(),
+        detail,
+    };
+    match in_child(|| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+            .unwrap_or_else(|_| Err(failed("the helper process panicked".into())));
+        encode(&result)
+    }) {
+        Forked::Returned(bytes) => decode(&bytes)
+            .unwrap_or_else(|| Err(failed("its helper process ended without a result".into()))),
+        Forked::Vanished(child) => Err(failed(format!(
+            "its helper process {child} ended without a result"
+        ))),
+        Forked::NoChild(call) => {
+            let bytes = call();
+            decode(&bytes).unwrap_or_else(|| Err(failed("no result".into())))
+        }
+    }
+}
+
+/// What [`in_child`] got.
+pub(crate) enum Forked<F> {
+    /// The bytes the child wrote.
+    Returned(Vec<u8>),
+    /// The child (this pid) ended without writing anything.
+    Vanished(i32),
+    /// No child could be forked: the call, not run.
+    NoChild(F),
+}
+
+/// Runs `call` in a forked child process, which the tool's death does not stop, and returns the
+/// bytes it produced. The child only runs `call` (raw system calls, /proc reads and allocations,
+/// which glibc keeps usable after fork) and then `_exit`s without unwinding into the parent's
+/// code or running its destructors.
+pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return call();
+        return Forked::NoChild(call);
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child only runs the ptrace calls of `call` (raw system calls, /proc reads and
-    // allocations, which glibc keeps usable after fork) and then `_exit`s without unwinding
-    // into the parent's code or running its destructors.
     let parent = tool_pid();
+    // SAFETY: see the function's doc: the child runs `call` and `_exit`s.
     match unsafe { libc::fork() } {
-        -1 => call(),
+        -1 => Forked::NoChild(call),
         0 => {
             FORKED_BY.store(parent, Ordering::Relaxed);
             drop(read_end);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
-                .unwrap_or_else(|_| {
-                    Err(PtraceError::Failed {
-                        pid,
-                        op: "remote syscall".into(),
-                        detail: "the helper process panicked".into(),
-                    })
-                });
-            let bytes = encode(&result);
+            let bytes =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_default();
             let mut at = 0;
             while at < bytes.len() {
                 // SAFETY: writes from a live buffer to a descriptor this process owns.
@@ -80,13 +108,9 @@ pub(super) fn run(
             while unsafe { libc::waitpid(child, &mut status, 0) } == -1
                 && nix::errno::Errno::last() == nix::errno::Errno::EINTR
             {}
-            match read.ok().and_then(|_| decode(&bytes)) {
-                Some(result) => result,
-                None => Err(PtraceError::Failed {
-                    pid,
-                    op: "remote syscall".into(),
-                    detail: format!("its helper process {child} ended without a result"),
-                }),
+            match read {
+                Ok(_) if !bytes.is_empty() => Forked::Returned(bytes),
+                _ => Forked::Vanished(child),
             }
         }
     }

@@ -33,7 +33,12 @@ fn request(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc
 
 /// `PTRACE_SEIZE` with [`SEIZE_OPTIONS`].
 pub(crate) fn seize(tid: i32) -> Result<(), Errno> {
-    request(libc::PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS as usize).map(drop)
+    seize_with(tid, SEIZE_OPTIONS)
+}
+
+/// `PTRACE_SEIZE` with `options`.
+pub(crate) fn seize_with(tid: i32, options: libc::c_int) -> Result<(), Errno> {
+    request(libc::PTRACE_SEIZE, tid, 0, options as usize).map(drop)
 }
 
 /// `PTRACE_INTERRUPT`.
@@ -158,34 +163,67 @@ pub(crate) enum Stop {
     Gone,
 }
 
-/// Waits for the next state change of traced thread `tid` (`waitpid(tid, __WALL)`), retrying on
-/// `EINTR`. `ECHILD` (the thread is not, or no longer, ours) is reported as [`Stop::Gone`].
 /// Like [`wait_stop`], without blocking: `None` when the thread has nothing to report.
 pub(crate) fn poll_stop(tid: i32) -> Result<Option<Stop>, Errno> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: waitpid writes the status into our local.
-    let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-    match r {
-        -1 => match Errno::last() {
-            Errno::EINTR => Ok(None),
-            Errno::ECHILD => Ok(Some(Stop::Gone)),
-            e => Err(e),
-        },
-        0 => Ok(None),
-        _ if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) => Ok(Some(Stop::Gone)),
-        _ if !libc::WIFSTOPPED(status) => Ok(None),
-        _ => {
-            let sig = libc::WSTOPSIG(status);
-            Ok(Some(match (status >> 16) & 0xff {
-                0 => Stop::Signal { sig },
-                libc::PTRACE_EVENT_STOP => Stop::Interrupt { sig },
-                libc::PTRACE_EVENT_EXIT => Stop::Exiting,
-                event => Stop::OtherEvent { event },
-            }))
-        }
+    match poll(tid)? {
+        Polled::Nothing => Ok(None),
+        Polled::Stop(_, stop) => Ok(Some(stop)),
+        Polled::NoChild => Ok(Some(Stop::Gone)),
     }
 }
 
+/// The next state change of any traced thread, without blocking: the thread and its stop.
+pub(crate) fn poll_any() -> Result<Option<(i32, Stop)>, Errno> {
+    match poll(-1)? {
+        Polled::Stop(tid, stop) => Ok(Some((tid, stop))),
+        Polled::Nothing | Polled::NoChild => Ok(None),
+    }
+}
+
+/// What one `waitpid(WNOHANG)` saw.
+enum Polled {
+    Nothing,
+    Stop(i32, Stop),
+    NoChild,
+}
+
+fn poll(who: i32) -> Result<Polled, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into our local.
+    let r = unsafe { libc::waitpid(who, &mut status, libc::__WALL | libc::WNOHANG) };
+    match r {
+        -1 => match Errno::last() {
+            Errno::EINTR => Ok(Polled::Nothing),
+            Errno::ECHILD => Ok(Polled::NoChild),
+            e => Err(e),
+        },
+        0 => Ok(Polled::Nothing),
+        _ => Ok(match decode(status) {
+            Some(stop) => Polled::Stop(r, stop),
+            None => Polled::Nothing,
+        }),
+    }
+}
+
+/// The stop a `waitpid` status reports (`None`: a continue, nothing to handle).
+fn decode(status: libc::c_int) -> Option<Stop> {
+    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        return Some(Stop::Gone);
+    }
+    if !libc::WIFSTOPPED(status) {
+        return None;
+    }
+    let sig = libc::WSTOPSIG(status);
+    Some(match (status >> 16) & 0xff {
+        0 => Stop::Signal { sig },
+        libc::PTRACE_EVENT_STOP => Stop::Interrupt { sig },
+        libc::PTRACE_EVENT_EXIT => Stop::Exiting,
+        event => Stop::OtherEvent { event },
+    })
+}
+
+/// Waits for the next state change of traced thread `tid` (`waitpid(tid, __WALL)`), retrying on
+/// `EINTR`. `ECHILD` (the thread is not, or no longer, ours) is reported as [`Stop::Gone`].
 pub(crate) fn wait_stop(tid: i32) -> Result<Stop, Errno> {
     loop {
         let mut status: libc::c_int = 0;
@@ -198,19 +236,8 @@ pub(crate) fn wait_stop(tid: i32) -> Result<Stop, Errno> {
                 e => return Err(e),
             }
         }
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Ok(Stop::Gone);
+        if let Some(stop) = decode(status) {
+            return Ok(stop);
         }
-        if !libc::WIFSTOPPED(status) {
-            continue;
-        }
-        let sig = libc::WSTOPSIG(status);
-        let event = (status >> 16) & 0xff;
-        return Ok(match event {
-            0 => Stop::Signal { sig },
-            libc::PTRACE_EVENT_STOP => Stop::Interrupt { sig },
-            libc::PTRACE_EVENT_EXIT => Stop::Exiting,
-            event => Stop::OtherEvent { event },
-        });
     }
 }

@@ -1,0 +1,623 @@
+//! Every thread of a process seized but left running (`PTRACE_SEIZE` stops nothing), for the
+//! commit that switches threads one at a time (`commit_threadwise`): threads are stopped one at
+//! a time, and a thread that executes one of the `int3`s placed over the entries being replaced
+//! is sent on by its own state: to the new code once it is switched, else to the old code's
+//! displaced first instructions (its stub). New threads are traced from their first
+//! instruction (`PTRACE_O_TRACECLONE`) and start switched to the goal: they have no old frames.
+//!
+//! No path releases a thread while an `int3` is in memory: dropping a [`Seized`] that has not
+//! been [`Seized::finish`]ed writes every entry's original bytes back (breakpoint first, then
+//! the tail, then the first byte, with the cores synchronised between), and only then detaches.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+
+use super::sys::{self, Regs, Stop};
+use super::{
+    find_syscall_insn, is_kernel_trap, op_failed, proc, read_memory, restart_stop_eintr,
+    seize_error, write_memory, PtraceError, StoppedThread,
+};
+
+/// `membarrier(2)`.
+const SYS_MEMBARRIER: i64 = 324;
+/// Serialise the instruction stream of every core running a thread of the process.
+const MEMBARRIER_SYNC_CORE: u64 = 32;
+/// What must be registered first for [`MEMBARRIER_SYNC_CORE`].
+pub(crate) const MEMBARRIER_REGISTER_SYNC_CORE: u64 = 64;
+
+/// One entry with a breakpoint over it.
+#[derive(Debug, Clone)]
+pub(crate) struct TrapSite {
+    /// The old function's entry, where the `int3` is.
+    pub(crate) entry: u64,
+    /// The bytes there before the commit (the jump's length).
+    pub(crate) original: Vec<u8>,
+    /// Where a switched thread goes: the jump's target.
+    pub(crate) new: u64,
+    /// Where a thread not switched goes: the displaced instructions, then a jump back.
+    pub(crate) old: u64,
+}
+
+/// What a stop of one thread cost, for the report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StopTimes {
+    /// The longest time one thread was held stopped, in microseconds.
+    pub(crate) max_us: u64,
+    /// How many times a thread was held.
+    pub(crate) count: u32,
+    /// All holds together, in microseconds.
+    pub(crate) total_us: u64,
+}
+
+impl StopTimes {
+    fn record(&mut self, since: Instant) {
+        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.max_us = self.max_us.max(us);
+        self.total_us = self.total_us.saturating_add(us);
+        self.count += 1;
+    }
+}
+
+/// Whether a thread stopped at an entry may change to the goal state now: it has no frame in
+/// the code it leaves.
+pub(crate) type CleanCheck<'a> = dyn Fn(&StoppedThread) -> bool + 'a;
+
+/// Every thread seized, running, with the routing state of each.
+pub(crate) struct Seized<'a> {
+    pid: i32,
+    held: Vec<i32>,
+    /// Threads switched to the new code.
+    switched: HashSet<i32>,
+    /// The state threads are moving to (`true`: new code).
+    goal: bool,
+    sites: Vec<TrapSite>,
+    /// Whether the `int3`s are in memory (so a release must take them out first).
+    armed: bool,
+    clean: Box<CleanCheck<'a>>,
+    syscall_insn: u64,
+    /// Every time a thread was held stopped.
+    times: StopTimes,
+    /// Each thread's registers as last seen stopped.
+    seen: HashMap<i32, StoppedThread>,
+    /// Children forked meanwhile, their entries already given back their original bytes.
+    forked: HashSet<i32>,
+    _same_os_thread: PhantomData<*const ()>,
+}
+
+/// A thread held stopped by [`Seized::stop_one`].
+pub(crate) struct Held {
+    /// Where it stands.
+    pub(crate) thread: StoppedThread,
+    since: Instant,
+}
+
+impl<'a> Seized<'a> {
+    /// Seizes every thread of `pid` without stopping any, stopping each once alone so a
+    /// `clone` in flight completes, and re-reads the thread list until it is stable: then
+    /// every thread is traced and so is every thread it creates.
+    pub(crate) fn seize(
+        pid: i32,
+        sites: Vec<TrapSite>,
+        clean: Box<CleanCheck<'a>>,
+    ) -> Result<Seized<'a>, PtraceError> {
+        proc::ensure_process(pid)?;
+        let mut s = Seized {
+            pid,
+            held: Vec::new(),
+            switched: HashSet::new(),
+            goal: true,
+            sites,
+            armed: false,
+            clean,
+            syscall_insn: find_syscall_insn(pid)?,
+            times: StopTimes::default(),
+            seen: HashMap::new(),
+            forked: HashSet::new(),
+            _same_os_thread: PhantomData,
+        };
+        block_sigchld();
+        let options = sys::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK;
+        loop {
+            let fresh: Vec<i32> = proc::list_tasks(pid)?
+                .into_iter()
+                .filter(|t| !s.held.contains(t))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for tid in fresh {
+                match sys::seize_with(tid, options) {
+                    Ok(()) => s.held.push(tid),
+                    Err(Errno::ESRCH) => {}
+                    Err(Errno::EPERM) if proc::thread_is_dead(pid, tid) => {}
+                    // Created by a thread already ours: traced since its clone.
+                    Err(Errno::EPERM) if proc::tracer_pid(pid, tid) == Some(own_pid()) => {
+                        s.adopt(tid);
+                        continue;
+                    }
+                    Err(e) => return Err(seize_error(pid, tid, e)),
+                }
+                if s.held.last() == Some(&tid) {
+                    if let Some(held) = s.stop_one(tid)? {
+                        s.resume_one(held, None)?;
+                    }
+                }
+            }
+        }
+        if s.held.is_empty() {
+            return Err(PtraceError::NoSuchProcess(pid));
+        }
+        Ok(s)
+    }
+
+    /// The traced threads.
+    pub(crate) fn threads(&self) -> &[i32] {
+        &self.held
+    }
+
+    /// Whether `tid` runs the new code.
+    pub(crate) fn is_switched(&self, tid: i32) -> bool {
+        self.switched.contains(&tid)
+    }
+
+    /// Every thread's registers as last seen stopped (each not seen yet is stopped alone for
+    /// it): where their stacks are, for the scan of memory made while they run.
+    pub(crate) fn snapshots(&mut self) -> Result<Vec<StoppedThread>, PtraceError> {
+        for tid in self.held.clone() {
+            if !self.seen.contains_key(&tid) {
+                if let Some(held) = self.stop_one(tid)? {
+                    self.resume_one(held, None)?;
+                }
+            }
+        }
+        Ok(self
+            .held
+            .iter()
+            .filter_map(|t| self.seen.get(t).cloned())
+            .collect())
+    }
+
+    /// Whether `tid` is in the goal state.
+    pub(crate) fn at_goal(&self, tid: i32) -> bool {
+        self.switched.contains(&tid) == self.goal
+    }
+
+    /// Moves `tid` to the goal state.
+    pub(crate) fn reach_goal(&mut self, tid: i32) {
+        if self.goal {
+            self.switched.insert(tid);
+        } else {
+            self.switched.remove(&tid);
+        }
+    }
+
+    /// Whether every thread is in the goal state.
+    pub(crate) fn all_at_goal(&self) -> bool {
+        self.held.iter().all(|&t| self.at_goal(t))
+    }
+
+    /// Turns the goal around (a failed commit sends threads back to the old code) with the
+    /// check of what a thread must have left first.
+    pub(crate) fn set_goal(&mut self, goal: bool, clean: Box<CleanCheck<'a>>) {
+        self.goal = goal;
+        self.clean = clean;
+    }
+
+    /// Places the `int3` over every entry and synchronises the cores.
+    pub(crate) fn arm(&mut self) -> Result<(), PtraceError> {
+        self.armed = true;
+        for site in self.sites.clone() {
+            write_memory(self.pid, site.entry, &[0xcc])?;
+        }
+        self.sync_cores()
+    }
+
+    /// Writes every jump over its `int3` (the tail, sync, the first byte, sync): from then on
+    /// no thread traps, and the threads may be released.
+    pub(crate) fn commit_jumps(&mut self, jumps: &[Vec<u8>]) -> Result<(), PtraceError> {
+        self.rewrite(jumps)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    fn rewrite(&mut self, bytes: &[Vec<u8>]) -> Result<(), PtraceError> {
+        let entries: Vec<u64> = self.sites.iter().map(|s| s.entry).collect();
+        for (&entry, b) in entries.iter().zip(bytes) {
+            if b.len() > 1 {
+                write_memory(self.pid, entry + 1, &b[1..])?;
+            }
+        }
+        self.sync_cores()?;
+        for (&entry, b) in entries.iter().zip(bytes) {
+            write_memory(self.pid, entry, &b[..1])?;
+        }
+        self.sync_cores()
+    }
+
+    /// Serialises the instruction stream of every core running the process:
+    /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` made by one of its threads.
+    fn sync_cores(&mut self) -> Result<(), PtraceError> {
+        let r = self.syscall(SYS_MEMBARRIER, [MEMBARRIER_SYNC_CORE, 0, 0, 0, 0, 0])?;
+        if r < 0 {
+            return Err(PtraceError::Failed {
+                pid: self.pid,
+                op: "membarrier(SYNC_CORE) in the target".into(),
+                detail: Errno::from_raw(-r as i32).desc().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one system call on one held thread (stopped alone for it).
+    fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, PtraceError> {
+        let pid = self.pid;
+        loop {
+            let Some(&tid) = self.held.first() else {
+                return Err(PtraceError::NoSuchProcess(pid));
+            };
+            let Some(held) = self.stop_one(tid)? else {
+                continue;
+            };
+            let saved = sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+            let mut regs = saved;
+            regs.rip = self.syscall_insn;
+            regs.rax = nr as u64;
+            regs.orig_rax = u64::MAX;
+            (regs.rdi, regs.rsi, regs.rdx) = (args[0], args[1], args[2]);
+            (regs.r10, regs.r8, regs.r9) = (args[3], args[4], args[5]);
+            sys::set_regs(tid, &regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+            let (result, signal) = self.step_syscall(tid)?;
+            sys::set_regs(tid, &saved).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+            if signal == 0 {
+                restart_stop_eintr(pid, tid);
+            }
+            self.times.record(held.since);
+            sys::cont(tid, signal).map_err(|e| op_failed(pid, tid, "PTRACE_CONT", e))?;
+            return Ok(result);
+        }
+    }
+
+    /// Single-steps `tid` over the injected `syscall`; its result and a signal that arrived
+    /// meanwhile (delivered when the thread goes on).
+    fn step_syscall(&mut self, tid: i32) -> Result<(i64, i32), PtraceError> {
+        let (pid, insn) = (self.pid, self.syscall_insn);
+        let mut signal = 0;
+        for _ in 0..super::MAX_STEPS {
+            sys::single_step(tid).map_err(|e| op_failed(pid, tid, "PTRACE_SINGLESTEP", e))?;
+            match sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))? {
+                Stop::Gone | Stop::Exiting => return Err(PtraceError::NoSuchProcess(pid)),
+                Stop::Signal { sig } => {
+                    let now =
+                        sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+                    if sig == libc::SIGTRAP && now.rip == insn + 2 && is_kernel_trap(tid) {
+                        return Ok((now.rax as i64, signal));
+                    }
+                    if signal == 0 {
+                        signal = sig;
+                    } else if let Ok(info) = sys::get_siginfo(tid) {
+                        let _ = sys::requeue_signal(pid, tid, &info);
+                    }
+                }
+                Stop::Interrupt { .. } | Stop::OtherEvent { .. } => {}
+            }
+        }
+        Err(PtraceError::Failed {
+            pid: tid,
+            op: "single-stepping membarrier in the target".into(),
+            detail: format!("it did not complete within {} steps", super::MAX_STEPS),
+        })
+    }
+
+    /// Stops `tid` alone (handling whatever else it reports first); `None` when it is gone.
+    pub(crate) fn stop_one(&mut self, tid: i32) -> Result<Option<Held>, PtraceError> {
+        let pid = self.pid;
+        match sys::interrupt(tid) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e)),
+        }
+        loop {
+            let stop = sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?;
+            if let Stop::Interrupt { sig } = stop {
+                if sig == libc::SIGTRAP {
+                    let since = Instant::now();
+                    let regs =
+                        sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+                    let thread = StoppedThread::from_regs(tid, &regs);
+                    self.seen.insert(tid, thread.clone());
+                    return Ok(Some(Held { thread, since }));
+                }
+            }
+            if !self.settle(tid, stop)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Lets a thread held by [`Seized::stop_one`] go on (at `rip` when given).
+    pub(crate) fn resume_one(&mut self, held: Held, rip: Option<u64>) -> Result<(), PtraceError> {
+        let (pid, tid) = (self.pid, held.thread.tid);
+        if let Some(rip) = rip {
+            self.set_rip(tid, rip)?;
+        }
+        restart_stop_eintr(pid, tid);
+        self.times.record(held.since);
+        match sys::cont(tid, 0) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(op_failed(pid, tid, "PTRACE_CONT", e)),
+        }
+    }
+
+    fn set_rip(&self, tid: i32, rip: u64) -> Result<(), PtraceError> {
+        let pid = self.pid;
+        let mut regs: Regs =
+            sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+        regs.rip = rip;
+        sys::set_regs(tid, &regs).map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))
+    }
+
+    /// Handles the stops the threads report, waiting up to `wait` for the first; at most a
+    /// few per thread, since threads calling replaced functions trap again at once.
+    pub(crate) fn pump(&mut self, wait: Duration) -> Result<(), PtraceError> {
+        let mut waited = false;
+        let mut budget = 2 * self.held.len() + 2;
+        loop {
+            match sys::poll_any().map_err(|e| op_failed(self.pid, self.pid, "waitpid", e))? {
+                Some((tid, stop)) => {
+                    self.settle(tid, stop)?;
+                    budget -= 1;
+                    if budget == 0 {
+                        return Ok(());
+                    }
+                }
+                None if waited => return Ok(()),
+                None => {
+                    wait_sigchld(wait);
+                    waited = true;
+                }
+            }
+        }
+    }
+
+    /// Handles one stop of `tid` and lets it go on; `false` when the thread is gone.
+    fn settle(&mut self, tid: i32, stop: Stop) -> Result<bool, PtraceError> {
+        let pid = self.pid;
+        let go_on = |sig| match sys::cont(tid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(true),
+            Err(e) => Err(op_failed(pid, tid, "PTRACE_CONT", e)),
+        };
+        match stop {
+            Stop::Gone => {
+                self.forget(tid);
+                Ok(false)
+            }
+            Stop::Exiting => {
+                let _ = sys::detach(tid, 0);
+                self.forget(tid);
+                Ok(false)
+            }
+            Stop::Signal { sig } if sig == libc::SIGTRAP => match self.route_trap(tid)? {
+                true => go_on(0),
+                false => go_on(sig),
+            },
+            Stop::Signal { sig } => go_on(sig),
+            Stop::OtherEvent { event } => {
+                self.adopt_clone(tid, event);
+                go_on(0)
+            }
+            Stop::Interrupt { .. } if !self.held.contains(&tid) => {
+                if !is_other_process(pid, tid) {
+                    // A new thread's first stop, before its parent's clone event was seen.
+                    self.adopt(tid);
+                    go_on(0)
+                } else {
+                    // A forked child's first stop, before its parent's fork event was seen.
+                    self.release_child(tid, false);
+                    Ok(true)
+                }
+            }
+            Stop::Interrupt { .. } => go_on(0),
+        }
+    }
+
+    /// A `SIGTRAP` at one of our `int3`s: sends the thread on (`true`); `false` for any other
+    /// `SIGTRAP`, which is the target's own.
+    fn route_trap(&mut self, tid: i32) -> Result<bool, PtraceError> {
+        let since = Instant::now();
+        let pid = self.pid;
+        let regs = sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+        let at = regs.rip.wrapping_sub(1);
+        let Some(site) = self.sites.iter().find(|s| s.entry == at).cloned() else {
+            return Ok(false);
+        };
+        if !is_kernel_trap(tid) || read_memory(pid, at, 1)?.first() != Some(&0xcc) {
+            // Not ours, or a trap taken on a stale core after the jump went in: run the entry.
+            if is_kernel_trap(tid) {
+                self.set_rip(tid, at)?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let mut thread = StoppedThread::from_regs(tid, &regs);
+        thread.pc = at;
+        thread.registers[16] = at;
+        self.seen.insert(tid, thread.clone());
+        if self.is_switched(tid) != self.goal && (self.clean)(&thread) {
+            self.reach_goal(tid);
+        }
+        let to = if self.is_switched(tid) {
+            site.new
+        } else {
+            site.old
+        };
+        self.set_rip(tid, to)?;
+        self.times.record(since);
+        Ok(true)
+    }
+
+    fn adopt_clone(&mut self, tid: i32, event: i32) {
+        let Some(new) = sys::event_msg(tid).ok().and_then(|m| i32::try_from(m).ok()) else {
+            return;
+        };
+        match event {
+            libc::PTRACE_EVENT_CLONE => self.adopt(new),
+            libc::PTRACE_EVENT_FORK => self.release_child(new, true),
+            _ => {}
+        }
+    }
+
+    /// A child forked during the commit copied the `int3`s: its entries get their original
+    /// bytes back (it runs the old code, as a process forked before the commit) before it runs
+    /// and is let go. `wait`: its first stop has not been collected yet.
+    fn release_child(&mut self, child: i32, wait: bool) {
+        if !self.forked.insert(child) {
+            return;
+        }
+        if wait && matches!(sys::wait_stop(child), Ok(Stop::Gone) | Err(_)) {
+            return;
+        }
+        for site in &self.sites {
+            let _ = write_memory(child, site.entry, &site.original);
+        }
+        let _ = sys::detach(child, 0);
+    }
+
+    /// A thread created during the commit: it has no old frames, so it starts at the goal.
+    fn adopt(&mut self, tid: i32) {
+        if !self.held.contains(&tid) {
+            self.held.push(tid);
+            self.reach_goal(tid);
+        }
+    }
+
+    fn forget(&mut self, tid: i32) {
+        self.seen.remove(&tid);
+        self.held.retain(|&t| t != tid);
+        self.switched.remove(&tid);
+    }
+
+    /// Detaches every thread (each stopped alone first, so a trap it took is handled while it
+    /// is still ours), after taking out any `int3` still in memory; what the stops cost.
+    pub(crate) fn finish(mut self) -> Result<StopTimes, PtraceError> {
+        if self.armed {
+            self.disarm()?;
+        }
+        self.release()?;
+        Ok(self.times)
+    }
+
+    /// Writes every entry's original bytes back over the `int3`s, synchronised.
+    fn disarm(&mut self) -> Result<(), PtraceError> {
+        let originals: Vec<Vec<u8>> = self.sites.iter().map(|s| s.original.clone()).collect();
+        // Threads in the old code keep going there; those sent to the new code finish in it.
+        for site in &mut self.sites {
+            site.new = site.entry;
+            site.old = site.entry;
+        }
+        self.rewrite(&originals)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    fn release(&mut self) -> Result<(), PtraceError> {
+        let pid = self.pid;
+        let mut first_err = None;
+        while let Some(&tid) = self.held.first() {
+            match self.stop_one(tid) {
+                Ok(Some(held)) => {
+                    self.times.record(held.since);
+                    restart_stop_eintr(pid, tid);
+                    if let Err(e) = sys::detach(tid, 0) {
+                        if !(e == Errno::ESRCH && proc::thread_is_dead(pid, tid)) {
+                            first_err.get_or_insert(op_failed(pid, tid, "PTRACE_DETACH", e));
+                        }
+                    }
+                    self.forget(tid);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    let _ = sys::detach(tid, 0);
+                    self.forget(tid);
+                }
+            }
+        }
+        restore_sigchld();
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Seized<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Without a synchronised write-back a released thread could trap untraced: keep
+            // trying while the process lives.
+            while self.disarm().is_err() {
+                if proc::ensure_process(self.pid).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = self.release();
+    }
+}
+
+/// Whether task `tid` is the leader of a process other than `pid` (a forked child), by its
+/// `Tgid`; a task that cannot be read counts as a thread of `pid`.
+fn is_other_process(pid: i32, tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    tgid.is_some_and(|g| g != pid && g == tid)
+}
+
+/// This process's pid (the tracer's).
+fn own_pid() -> i32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// Blocks `SIGCHLD` in the calling thread, so [`wait_sigchld`] can wait for it.
+fn block_sigchld() {
+    // SAFETY: plain signal-mask calls on a local, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Undoes [`block_sigchld`], dropping a `SIGCHLD` our own tracees left pending.
+fn restore_sigchld() {
+    wait_sigchld(Duration::ZERO);
+    // SAFETY: as in block_sigchld.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits up to `wait` for a `SIGCHLD` (a tracee reported a stop).
+fn wait_sigchld(wait: Duration) {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+    };
+    // SAFETY: a local set and timespec; the siginfo out-pointer may be null.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+    }
+}

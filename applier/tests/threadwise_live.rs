@@ -1,0 +1,170 @@
+//! The threadwise commit (`commit_threadwise`) on real processes: 64 threads calling two
+//! replaced functions in a tight loop check that every call chain is all old or all new while
+//! short-lived threads are created and exit and signals arrive; the stop-all commit when not asked;
+//! no breakpoint left behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use hotpatch_applier::ApplyOptions;
+
+fn build(dir: &Path) -> PathBuf {
+    let exe = dir.join("threadwise");
+    let src = c_dir().join("threadwise_target.c");
+    gcc(
+        &[
+            "-O0",
+            "-g",
+            "-pthread",
+            &src.display().to_string(),
+            "-o",
+            &exe.display().to_string(),
+        ],
+        dir,
+    );
+    exe
+}
+
+/// The named counter of a status line.
+fn field(line: &str, name: &str) -> i64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+fn options(stop_all: bool) -> ApplyOptions {
+    ApplyOptions {
+        timeout: Duration::from_secs(10),
+        threadwise: !stop_all,
+        ..ApplyOptions::default()
+    }
+}
+
+fn patch(dir: &Path, id: &str) -> Vec<u8> {
+    let functions = ["outer".to_string(), "inner".to_string()];
+    compile_patch(dir, "threadwise_patch.c", &manifest_many(id, &functions))
+}
+
+#[test]
+fn sixty_four_threads_switch_one_at_a_time_and_no_call_chain_mixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    // Three fresh processes: a stop-all revert cannot find 64 threads out of a function they
+    // call in a tight loop, which is the point of the threadwise commit.
+    for round in 0..3 {
+        let running = start(&exe, &["64"]);
+        let pid = running.pid();
+        running.wait_for(30, |l| field(l, "calls") > 0 && field(l, "now") == 11);
+        let id = format!("threadwise-{round}");
+        let report = apply_patch(pid, patch(dir.path(), &id), &options(false)).unwrap();
+        assert_eq!(report.commit.strategy, "threadwise", "{:?}", report.commit);
+        assert_eq!(report.commit.all_stopped_us, 0);
+        assert!(report.commit.max_thread_stop_us > 0);
+        assert!(report.threads >= 65, "{}", report.threads);
+        let line = running.wait_for(30, |l| field(l, "now") == 22 && field(l, "switched") == 64);
+        assert_eq!(field(&line, "mixes"), 0, "{line}");
+        // Every replaced entry holds its jump, no breakpoint, and nothing traces the target.
+        for f in &report.functions {
+            let entry = f.old_address.unwrap();
+            assert_eq!(read_mem(pid, entry, 1)[0], 0xe9, "{}", f.name);
+        }
+        assert!(traced_threads(pid).is_empty(), "{:?}", traced_threads(pid));
+        // Threads created and exiting, signals handled, after the commit too.
+        let before = field(&line, "churned");
+        let line = running.wait_for(30, |l| field(l, "churned") > before + 2);
+        assert_eq!(field(&line, "mixes"), 0, "{line}");
+    }
+}
+
+#[test]
+fn a_thread_that_never_leaves_the_old_code_times_out_and_leaves_no_breakpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    let running = start(&exe, &["4", "stay"]);
+    let pid = running.pid();
+    running.wait_for(30, |l| field(l, "now") == 11 && l.contains("staying"));
+    let target = hotpatch_applier::Target::inspect(pid).unwrap();
+    let object = hotpatch_applier::PatchObject::parse(patch(dir.path(), "stay")).unwrap();
+    let plan = hotpatch_applier::plan(&target, &object).unwrap();
+    let entries: Vec<(u64, Vec<u8>)> = plan
+        .functions
+        .iter()
+        .map(|f| {
+            let at = f.old_address.unwrap();
+            (at, read_mem(pid, at, 16))
+        })
+        .collect();
+    let options = ApplyOptions {
+        timeout: Duration::from_millis(300),
+        ..options(false)
+    };
+    let err = hotpatch_applier::apply(&target, &plan, &options).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("`inner`, which is being replaced"), "{text}");
+    for (at, bytes) in &entries {
+        assert_eq!(&read_mem(pid, *at, 16), bytes, "at {at:#x}");
+    }
+    assert!(traced_threads(pid).is_empty());
+    let line = running.wait_for(30, |l| field(l, "now") == 11);
+    assert_eq!(field(&line, "mixes"), 0, "{line}");
+}
+
+#[test]
+fn a_child_forked_during_the_commit_runs_the_old_code_without_a_breakpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    for round in 0..3 {
+        let running = start(&exe, &["16", "fork"]);
+        let pid = running.pid();
+        running.wait_for(30, |l| field(l, "forks") > 0 && field(l, "now") == 11);
+        let id = format!("fork-{round}");
+        let report = apply_patch(pid, patch(dir.path(), &id), &options(false)).unwrap();
+        assert_eq!(report.commit.strategy, "threadwise");
+        let line = running.wait_for(30, |l| field(l, "now") == 22);
+        let forks = field(&line, "forks");
+        let line = running.wait_for(30, |l| field(l, "forks") > forks + 2);
+        assert_eq!(field(&line, "fork_deaths"), 0, "{line}");
+        assert_eq!(field(&line, "mixes"), 0, "{line}");
+    }
+}
+
+#[test]
+fn without_threadwise_every_thread_stops_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    let running = start(&exe, &["4"]);
+    let pid = running.pid();
+    running.wait_for(30, |l| field(l, "now") == 11);
+    let report = apply_patch(pid, patch(dir.path(), "stop-all"), &options(true)).unwrap();
+    assert_eq!(report.commit.strategy, "stop-all");
+    assert_eq!(report.commit.stop_all_because, None);
+    assert!(report.commit.all_stopped_us > 0);
+    assert_eq!(
+        report.commit.all_stopped_us,
+        report.commit.max_thread_stop_us
+    );
+    let line = running.wait_for(30, |l| field(l, "now") == 22);
+    assert_eq!(field(&line, "mixes"), 0, "{line}");
+}
+
+#[test]
+fn wait_return_falls_back_to_stop_all_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    let running = start(&exe, &["0"]);
+    let pid = running.pid();
+    running.wait_for(30, |l| field(l, "now") == 11);
+    let options = ApplyOptions {
+        wait_return: true,
+        ..options(false)
+    };
+    let report = apply_patch(pid, patch(dir.path(), "fallback"), &options).unwrap();
+    assert_eq!(report.commit.strategy, "stop-all");
+    let because = report.commit.stop_all_because.unwrap_or_default();
+    assert!(because.contains("--wait-return"), "{because}");
+    running.wait_for(30, |l| field(l, "now") == 22);
+}
