@@ -149,8 +149,8 @@ fn a_second_run_hits_selects_the_same_and_patches() {
     let (hits, misses, cold_jobs) = counts(&cold);
     assert_eq!(hits, 0, "{cold:#}");
     assert!(
-        misses >= 4,
-        "old and new, pre-images and confirmation: {cold:#}"
+        misses >= 3,
+        "old and new (pre-images and confirmation from one compile each) and switches: {cold:#}"
     );
     // One entry per compile, and the record of the binary's inline map.
     assert_eq!(entries(&cache).len() as u64, misses + 1);
@@ -286,7 +286,7 @@ fn the_cap_evicts_and_a_bad_cap_is_an_error() {
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
         .collect();
-    assert!(sizes.len() >= 4, "{full:#}");
+    assert!(sizes.len() >= 3, "{full:#}");
     // Room for the largest entry alone: the others go, least recently used first.
     let cap = *sizes.iter().max().unwrap();
     let capped = [("HOTPATCH_CACHE_SIZE", cap.to_string())];
@@ -322,14 +322,15 @@ fn prepare_warms_the_old_side_of_the_next_diff() {
         serde_json::json!(["lib.c", "main.c"]),
         "{prepared:#}"
     );
-    // Per file: the pre-image compile and the confirmation compile; and the switches of the
-    // flags both files share (both files may ask at once: one entry all the same).
-    assert!(counts(&prepared).1 >= 5, "{prepared:#}");
-    assert_eq!(entries(&case.cache).len(), 5, "{prepared:#}");
+    // Per file: the compile with the original flags (pre-images and confirmation); and the
+    // switches of the flags both files share (both files may ask at once: one entry all the same).
+    assert!(counts(&prepared).1 >= 3, "{prepared:#}");
+    assert_eq!(entries(&case.cache).len(), 3, "{prepared:#}");
     let diffed = document(&case.run(&[], &[]));
     let (hits, misses, _) = counts(&diffed);
-    // Old side and switches from the cache; the new side compiled (pre-image and confirmation).
-    assert_eq!((hits, misses), (3, 2), "{diffed:#}");
+    // Old side and switches from the cache; the new side compiled (once: post-images and
+    // confirmation).
+    assert_eq!((hits, misses), (2, 1), "{diffed:#}");
     let again = document(&hotpatch_cached(&case.cache, &[], &prepare));
     assert_eq!(counts(&again).1, 0, "{again:#}");
 }

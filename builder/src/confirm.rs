@@ -4,6 +4,10 @@
 //! string contents), never by offset. The functions to patch are those whose code changed, plus
 //! the callers of a changed clone (`.constprop`, `.isra`, `.part`: the binary calls the clone
 //! directly) and the parent of a changed `.cold` part (only ever entered from its parent).
+//!
+//! The comparison itself works on [`Functions`], which [`crate::unsectioned`] also derives from
+//! the objects compiled as the build compiled them, so that those compiles serve both the
+//! pre-images and the confirmation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -11,21 +15,38 @@ use object::elf;
 use object::read::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use object::{RelocationFlags, RelocationTarget, SectionIndex, SymbolKind};
 
-/// The compiled code of one function, in a form that compares equal when only addresses moved.
+/// The compiled code of one function, in a form that compares equal when only addresses moved:
+/// its bytes with every relocation site zeroed, and what each relocation refers to, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Code {
-    bytes: Vec<u8>,
-    relocations: Vec<(elf::RelocationType, String)>,
+pub(crate) struct Code {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) relocations: Vec<(elf::RelocationType, String)>,
 }
 
 /// Every function of one object: its code, and which functions each one refers to.
-#[derive(Debug, Default)]
-struct Functions {
-    code: HashMap<String, Code>,
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Functions {
+    /// Stable name → code.
+    pub(crate) code: BTreeMap<String, Code>,
     /// Symbol → functions whose code refers to it.
-    referrers: HashMap<String, Vec<String>>,
+    referrers: BTreeMap<String, BTreeSet<String>>,
     /// Stable name (`f.constprop.#`) → the name in this object (`f.constprop.0`).
-    original: HashMap<String, String>,
+    pub(crate) original: BTreeMap<String, String>,
+}
+
+impl Functions {
+    /// Adds the code of the function `name` (stable), noting what it refers to.
+    pub(crate) fn insert(&mut self, name: &str, code: Code) {
+        for (_, target) in &code.relocations {
+            if let Some(symbol) = target.strip_prefix("sym:") {
+                self.referrers
+                    .entry(symbol.to_string())
+                    .or_default()
+                    .insert(name.to_string());
+            }
+        }
+        self.code.insert(name.to_string(), code);
+    }
 }
 
 /// The confirmed patch set of one file: source function name → why it is patched.
@@ -50,7 +71,7 @@ fn is_variant(symbol: &str) -> bool {
 }
 
 /// `f.constprop.3` → `f.constprop.#`: clone numbers are not stable between revisions.
-fn stable_name(symbol: &str) -> String {
+pub(crate) fn stable_name(symbol: &str) -> String {
     symbol
         .split('.')
         .map(|part| {
@@ -64,10 +85,13 @@ fn stable_name(symbol: &str) -> String {
         .join(".")
 }
 
-/// Compares the old and new objects of one file.
+/// Compares the old and new objects of one file, compiled with one section per function.
 pub fn confirm(old: &[u8], new: &[u8]) -> Result<Confirmation, String> {
-    let old = functions(old)?;
-    let new = functions(new)?;
+    Ok(compare(&functions(old)?, &functions(new)?))
+}
+
+/// Compares the functions of the old and new objects of one file.
+pub(crate) fn compare(old: &Functions, new: &Functions) -> Confirmation {
     let mut out = Confirmation {
         old_functions: old
             .code
@@ -121,10 +145,11 @@ pub fn confirm(old: &[u8], new: &[u8]) -> Result<Confirmation, String> {
             }
         }
     }
-    Ok(out)
+    out
 }
 
-fn functions(bytes: &[u8]) -> Result<Functions, String> {
+/// The functions of an object compiled with `-ffunction-sections -fdata-sections`.
+pub(crate) fn functions(bytes: &[u8]) -> Result<Functions, String> {
     let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
     let mut out = Functions::default();
     // One function per section with -ffunction-sections: section → its function's name.
@@ -145,7 +170,10 @@ fn functions(bytes: &[u8]) -> Result<Functions, String> {
         let section = file.section_by_index(*index).map_err(|e| e.to_string())?;
         let mut bytes = section.data().map_err(|e| e.to_string())?.to_vec();
         let mut relocations = Vec::new();
-        for (offset, relocation) in section.relocations() {
+        // In offset order: the assembler writes the relocations of relaxed jumps out of order.
+        let mut sorted: Vec<_> = section.relocations().collect();
+        sorted.sort_by_key(|(offset, _)| *offset);
+        for (offset, relocation) in sorted {
             let RelocationFlags::Elf { r_type } = relocation.flags() else {
                 continue;
             };
@@ -164,15 +192,9 @@ fn functions(bytes: &[u8]) -> Result<Functions, String> {
                 relocation.target(),
                 relocation.addend(),
             );
-            if let Some(symbol) = target.strip_prefix("sym:") {
-                out.referrers
-                    .entry(symbol.to_string())
-                    .or_default()
-                    .push(name.clone());
-            }
             relocations.push((r_type, target));
         }
-        out.code.insert(name.clone(), Code { bytes, relocations });
+        out.insert(name, Code { bytes, relocations });
     }
     Ok(out)
 }
@@ -209,35 +231,71 @@ fn describe(
     let offset = i64::try_from(symbol.address())
         .unwrap_or(0)
         .saturating_add(addend);
-    // Mergeable sections hold string literals and constants; they are recognised by their flags,
-    // not their names (`-fdata-sections` names them `.rodata.FUNCTION.str1.1`).
-    let sh_flags = match section.flags() {
-        object::SectionFlags::Elf { sh_flags, .. } => sh_flags.0,
-        _ => 0,
-    };
-    let mergeable = sh_flags & elf::SHF_MERGE.0 != 0;
-    let strings = mergeable && sh_flags & elf::SHF_STRINGS.0 != 0;
-    if mergeable {
-        // PC-relative references carry -4: the datum is at offset + 4.
-        let start = if is_pc_relative(r_type) {
-            offset.saturating_add(4)
-        } else {
-            offset
-        };
-        let data = section.data().unwrap_or(&[]);
-        if let Some(rest) = usize::try_from(start).ok().and_then(|s| data.get(s..)) {
-            let datum: Vec<u8> = if strings {
-                rest.iter().take_while(|&&b| b != 0).copied().collect()
-            } else {
-                rest.iter().take(16).copied().collect()
-            };
-            return format!("{name}:{datum:02x?}");
-        }
-    }
-    format!("{name}{offset:+}")
+    merged_datum(file, section_index, r_type, offset).unwrap_or_else(|| format!("{name}{offset:+}"))
 }
 
-fn is_wide(r_type: elf::RelocationType) -> bool {
+/// The description of a reference to `offset` (the symbol's address plus the addend) in
+/// `section` when it is mergeable (string literals and constants, which the linker merges by
+/// contents): its kind and the datum itself, never where it lies nor the section's name
+/// (`-fdata-sections` names a string section after the function that first used a literal,
+/// `.rodata.FUNCTION.str1.1`, and a constant section holds the whole file's constants).
+/// `None`: not a mergeable section.
+pub(crate) fn merged_datum(
+    file: &object::File<'_>,
+    index: SectionIndex,
+    r_type: elf::RelocationType,
+    offset: i64,
+) -> Option<String> {
+    let section = file.section_by_index(index).ok()?;
+    let object::SectionFlags::Elf { sh_flags, .. } = section.flags() else {
+        return None;
+    };
+    let sh_flags = sh_flags.0;
+    let entsize = section_entsize(file, index);
+    if sh_flags & elf::SHF_MERGE.0 == 0 {
+        return None;
+    }
+    let strings = sh_flags & elf::SHF_STRINGS.0 != 0;
+    // PC-relative references carry -4: the datum is at offset + 4.
+    let start = if is_pc_relative(r_type) {
+        offset.saturating_add(4)
+    } else {
+        offset
+    };
+    let data = section.data().unwrap_or(&[]);
+    let kind = format!(
+        "{}{entsize}.{}",
+        if strings { "str" } else { "cst" },
+        section.align()
+    );
+    let Some(rest) = usize::try_from(start).ok().and_then(|s| data.get(s..)) else {
+        return Some(format!("{kind}{start:+}"));
+    };
+    let datum: Vec<u8> = if strings {
+        rest.iter().take_while(|&&b| b != 0).copied().collect()
+    } else {
+        // One constant: as wide as the section's entries (16 bytes when it does not say).
+        let width = if entsize == 0 { 16 } else { entsize };
+        rest.iter()
+            .take(usize::try_from(width).unwrap_or(16))
+            .copied()
+            .collect()
+    };
+    Some(format!("{kind}:{datum:02x?}"))
+}
+
+/// The `sh_entsize` of a section (the width of a mergeable section's entries; 0 when unknown).
+fn section_entsize(file: &object::File<'_>, index: SectionIndex) -> u64 {
+    use object::read::elf::SectionHeader as _;
+    let object::File::Elf64(elf) = file else {
+        return 0;
+    };
+    elf.section_by_index(index)
+        .map(|s| s.elf_section_header().sh_entsize(elf.endian()))
+        .unwrap_or(0)
+}
+
+pub(crate) fn is_wide(r_type: elf::RelocationType) -> bool {
     matches!(
         r_type,
         elf::R_X86_64_64
@@ -251,7 +309,7 @@ fn is_wide(r_type: elf::RelocationType) -> bool {
     )
 }
 
-fn is_pc_relative(r_type: elf::RelocationType) -> bool {
+pub(crate) fn is_pc_relative(r_type: elf::RelocationType) -> bool {
     matches!(
         r_type,
         elf::R_X86_64_PC32

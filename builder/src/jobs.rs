@@ -1,7 +1,9 @@
 //! The compiler runs of one patch unit, started together: the patch unit itself, the old and new
-//! files for the pre- and post-image fingerprints, and the old and new files for object-level
-//! confirmation.
+//! files with the original flags, which give the pre- and post-image fingerprints and, most of
+//! the time, the object-level confirmation too (else the files are compiled once more with one
+//! section per function for it).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,7 +15,7 @@ use crate::cache::Cache;
 use crate::confirm::{self, Confirmation};
 use crate::flags::confirm_arguments;
 use crate::preimage::{self, Side};
-use crate::{old_objects, BuildError, CompileCommand, Compiler, PatchOrigin};
+use crate::{old_objects, unsectioned, BuildError, CompileCommand, Compiler, PatchOrigin};
 
 /// What the compiler runs of one unit produced.
 pub struct UnitOutputs {
@@ -46,36 +48,34 @@ pub fn run(
     arguments: &[String],
 ) -> Result<UnitOutputs, BuildError> {
     let old_root = origin.old_root.as_deref();
+    let cache = &origin.cache;
     std::thread::scope(|scope| {
         let patch = scope.spawn(|| compile_patch(compiler, root, unit, command, arguments));
         let switches = scope.spawn(|| {
-            compiler.recorded_switches(root, &command.codegen_flags(), &unit.file, &origin.cache)
+            compiler.recorded_switches(root, &command.codegen_flags(), &unit.file, cache)
         });
-        let old_object = origin.old_objects.object(&unit.file);
-        let cache = &origin.cache;
-        let preimages = scope.spawn(move || {
-            unit_fingerprints(
+        let compiled = origin.old_objects.object(&unit.file);
+        let start = Instant::now();
+        let old =
+            scope.spawn(move || as_built(compiler, old_root, command, Side::Old, compiled, cache));
+        let new = scope.spawn(|| as_built(compiler, Some(root), command, Side::New, None, cache));
+        let (object, diagnostics) = patch.join().map_err(|_| died())??;
+        let old = old.join().map_err(|_| died())??;
+        let new = new.join().map_err(|_| died())??;
+        let preimages = unit_fingerprints(unit, old.as_deref(), Side::Old)?;
+        let postimages = unit_fingerprints(unit, new.as_deref(), Side::New)?;
+        let confirmation = match (old_root, old.as_deref(), new.as_deref()) {
+            (Some(old_root), Some(old), Some(new)) => Some(confirm_file(
                 compiler,
-                old_root,
+                (old_root, root),
                 unit,
                 command,
-                Side::Old,
-                old_object,
                 cache,
-            )
-        });
-        let postimages = scope.spawn(|| {
-            unit_fingerprints(compiler, Some(root), unit, command, Side::New, None, cache)
-        });
-        let confirmation = scope.spawn(|| {
-            let start = Instant::now();
-            let result = confirm_file(compiler, root, unit, command, origin);
-            (result, start.elapsed().as_secs_f64() * 1000.0)
-        });
-        let (object, diagnostics) = patch.join().map_err(|_| died())??;
-        let preimages = preimages.join().map_err(|_| died())??;
-        let postimages = postimages.join().map_err(|_| died())??;
-        let (confirmation, confirm_ms) = confirmation.join().map_err(|_| died())?;
+                (old, new),
+            )?),
+            _ => None,
+        };
+        let confirm_ms = start.elapsed().as_secs_f64() * 1000.0;
         let switches = switches.join().map_err(|_| died())??;
         Ok(UnitOutputs {
             switches,
@@ -83,7 +83,7 @@ pub fn run(
             diagnostics,
             preimages,
             postimages,
-            confirmation: confirmation?,
+            confirmation,
             confirm_ms,
         })
     })
@@ -134,25 +134,36 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
     })
 }
 
-/// Fingerprints of the `side` code of the unit's replaced functions, the `side` revision being
-/// the tree under `root` (none without that tree, for an LTO build, or for a file that revision
-/// does not have), from `compiled` when the caller compiled that revision's object already, or
-/// else compiled here (through `cache`).
-fn unit_fingerprints(
+/// The object of the `side` revision of the unit's file (the tree under `root`) compiled with
+/// the original flags: `compiled` when the caller compiled it already, else compiled here
+/// (through `cache`). `None`: no such tree, an LTO build, or a file that revision does not have.
+fn as_built<'a>(
     compiler: &Compiler,
     root: Option<&Path>,
-    unit: &PatchUnit,
     command: &CompileCommand,
     side: Side,
-    compiled: Option<&[u8]>,
+    compiled: Option<&'a [u8]>,
     cache: &Cache,
+) -> Result<Option<Cow<'a, [u8]>>, BuildError> {
+    let Some(root) = root.filter(|root| old_objects::compiles_as_built(command, root)) else {
+        return Ok(None);
+    };
+    if let Some(object) = compiled {
+        return Ok(Some(Cow::Borrowed(object)));
+    }
+    old_objects::compile_file(compiler, root, command, side, cache).map(|o| Some(Cow::Owned(o)))
+}
+
+/// Fingerprints of the `side` code of the unit's replaced functions in `object` (the `side`
+/// revision compiled with the original flags; none without it).
+fn unit_fingerprints(
+    unit: &PatchUnit,
+    object: Option<&[u8]>,
+    side: Side,
 ) -> Result<HashMap<String, Preimage>, BuildError> {
-    let Some(root) = root else {
+    let Some(object) = object else {
         return Ok(HashMap::new());
     };
-    if !old_objects::compiles_as_built(command, root) {
-        return Ok(HashMap::new());
-    }
     let names: HashSet<&str> = unit
         .functions
         .iter()
@@ -162,38 +173,28 @@ fn unit_fingerprints(
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    let built;
-    let object = match compiled {
-        Some(object) => object,
-        None => {
-            built = old_objects::compile_file(compiler, root, command, side, cache)?;
-            &built
-        }
-    };
     preimage::fingerprints(&unit.file, object, &names, side)
 }
 
-/// Compiles the old and new file with the original flags and `-ffunction-sections` (in
-/// parallel) and compares them function by function.
+/// Compares the old and new file function by function: from `objects`, the two compiled with
+/// the original flags, when their functions can be told apart exactly (see
+/// [`crate::unsectioned`]); otherwise the files under `roots` (old, new) are compiled again
+/// with one section per function (in parallel) and those are compared.
 fn confirm_file(
     compiler: &Compiler,
-    new_root: &Path,
+    roots: (&Path, &Path),
     unit: &PatchUnit,
     command: &CompileCommand,
-    origin: &PatchOrigin,
-) -> Result<Option<Confirmation>, BuildError> {
-    let Some(old_root) = origin.old_root.as_deref() else {
-        return Ok(None);
-    };
-    // With LTO the binary's inlining and cloning cross files: a per-file compile cannot confirm
-    // it, so the source-level selection (a superset) stands.
-    let flags = command.flags();
-    if !old_objects::compiles_as_built(command, old_root) || !new_root.join(&unit.file).is_file() {
-        return Ok(None);
+    cache: &Cache,
+    objects: (&[u8], &[u8]),
+) -> Result<Confirmation, BuildError> {
+    if let Ok(confirmation) = unsectioned::confirm(objects.0, objects.1) {
+        return Ok(confirmation);
     }
-    let arguments = confirm_arguments(&flags);
+    let (old_root, new_root) = roots;
+    let arguments = confirm_arguments(&command.flags());
     let compile = |root: &Path, side: Side| -> Result<Vec<u8>, BuildError> {
-        old_objects::compile_revision(compiler, root, command, side, &arguments, &origin.cache)
+        old_objects::compile_revision(compiler, root, command, side, &arguments, cache)
             .map_err(|e| match e {
                 BuildError::Compile { file, diagnostics } => BuildError::Preimage(format!(
                     "the {} revision of {file} does not compile with the original flags, so its code cannot be compared:\n{diagnostics}",
@@ -210,6 +211,5 @@ fn confirm_file(
     let old = old.map_err(|_| BuildError::Object("a compiler job panicked".to_string()))??;
     let new = new?;
     confirm::confirm(&old, &new)
-        .map(Some)
         .map_err(|e| BuildError::Object(format!("comparing the objects of {}: {e}", unit.file)))
 }

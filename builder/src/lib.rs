@@ -19,6 +19,7 @@ pub mod preimage;
 mod prepare;
 mod preprocess;
 mod select;
+mod unsectioned;
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};

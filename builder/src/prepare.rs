@@ -1,6 +1,7 @@
 //! Compiling a revision's files ahead of time into the object cache (`hotpatch prepare REV`):
 //! the compiles a later diff from this revision needs of its old side — each file with the
-//! original flags (pre-images) and with one section per function (confirmation), and the
+//! original flags (pre-images, and confirmation where that object can tell its functions apart
+//! exactly, see `unsectioned`), with one section per function where it cannot, and the
 //! switches the compiler records — so that diff compiles only the new side and the patch.
 
 use std::path::Path;
@@ -76,9 +77,12 @@ fn prepare_file(
     let compiler = Compiler::for_command(command, compiler);
     // The side only says which text the cache would know; a prepared revision is the old side
     // of the next diff, and its key does not depend on the side.
-    compile_file(&compiler, root, command, Side::Old, cache)?;
-    let arguments = confirm_arguments(&command.flags());
-    compile_revision(&compiler, root, command, Side::Old, &arguments, cache)?;
+    let object = compile_file(&compiler, root, command, Side::Old, cache)?;
+    // The confirmation compile is needed only where that object cannot serve it.
+    if crate::unsectioned::functions(&object).is_err() {
+        let arguments = confirm_arguments(&command.flags());
+        compile_revision(&compiler, root, command, Side::Old, &arguments, cache)?;
+    }
     compiler.recorded_switches(root, &command.codegen_flags(), &command.file, cache)?;
     Ok(true)
 }
