@@ -135,35 +135,55 @@ struct Collected {
 impl Collected {
     /// Encodes the collected map, grouped by name ([`Stored`]).
     fn encode(&self) -> Option<Vec<u8>> {
-        // Both maps are sorted by name first: each name's records are one run of each.
-        let mut by_name: BTreeMap<&str, Vec<RecordRef<'_>>> = BTreeMap::new();
+        // Both maps are sorted by name first: each name's records are one run of each. All
+        // records go into one buffer, each name's run a range of it.
         let no_lines = BTreeSet::new();
-        for (function, entry) in &self.entries {
-            by_name.entry(&function.name).or_default().push(RecordRef {
-                function,
-                entry: Some(entry),
-                lines: self.lines.get(function).unwrap_or(&no_lines),
-            });
-        }
-        for (function, lines) in &self.lines {
-            if !self.entries.contains_key(function) {
-                by_name.entry(&function.name).or_default().push(RecordRef {
-                    function,
-                    entry: None,
-                    lines,
-                });
-            }
+        let mut records: Vec<(&str, RecordRef<'_>)> = self
+            .entries
+            .iter()
+            .map(|(function, entry)| {
+                let lines = self.lines.get(function).unwrap_or(&no_lines);
+                (
+                    function.name.as_str(),
+                    RecordRef {
+                        function,
+                        entry: Some(entry),
+                        lines,
+                    },
+                )
+            })
+            .collect();
+        records.extend(
+            self.lines
+                .iter()
+                .filter(|(function, _)| !self.entries.contains_key(*function))
+                .map(|(function, lines)| {
+                    let record = RecordRef {
+                        function,
+                        entry: None,
+                        lines,
+                    };
+                    (function.name.as_str(), record)
+                }),
+        );
+        records.sort_by_key(|(name, _)| *name);
+        let mut buffer = Vec::new();
+        let mut runs: Vec<(&str, Range<usize>)> = Vec::new();
+        for run in records.chunk_by(|a, b| a.0 == b.0) {
+            let start = buffer.len();
+            let refs: Vec<&RecordRef<'_>> = run.iter().map(|(_, r)| r).collect();
+            codec().serialize_into(&mut buffer, &refs).ok()?;
+            runs.push((run[0].0, start..buffer.len()));
         }
         let files: BTreeSet<&str> = self.entries.keys().map(|f| f.file.as_str()).collect();
-        let encoded: Vec<(&str, Vec<u8>)> = by_name
-            .into_iter()
-            .map(|(name, records)| Some((name, codec().serialize(&records).ok()?)))
-            .collect::<Option<_>>()?;
         codec()
             .serialize(&Stored {
                 files: files.into_iter().map(str::to_string).collect(),
                 functions: self.entries.len() as u64,
-                names: encoded.iter().map(|(n, r)| (*n, r.as_slice())).collect(),
+                names: runs
+                    .into_iter()
+                    .map(|(name, range)| (name, &buffer[range]))
+                    .collect(),
             })
             .ok()
     }
