@@ -333,8 +333,7 @@ fn run(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
     let blocked = sweep(&mut seized, &forward_check, Some(request.timeout))?;
     let obstacle = match blocked {
         Some(blockers) => Some(Obstacle::Threads(blockers, None)),
-        None => suspended_context(pid, &seized.snapshots()?, &forward)?
-            .map(|(h, f)| Obstacle::Context(h, f)),
+        None => lasting_context(pid, &mut seized, &forward, (started, request.timeout))?,
     };
     if let Some(obstacle) = obstacle {
         let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -361,6 +360,31 @@ fn run(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
         count: times.count,
         threads,
     })
+}
+
+/// A suspended context in memory that returns into replaced code, looked for again while the
+/// threads of `pid` run (handling their traps) until none is found or `timeout` passes since
+/// `started`,
+/// as the stop-all commit backs off and retries: a word can be stale (the cached stack of a
+/// thread that exited, which the next thread created reuses) and be gone a moment later.
+fn lasting_context(
+    pid: i32,
+    seized: &mut Seized<'_>,
+    safety: &Safety<'_>,
+    (started, timeout): (Instant, Duration),
+) -> Result<Option<Obstacle>, ApplyError> {
+    let mut backoff = Duration::from_micros(200);
+    loop {
+        let snapshots = seized.snapshots()?;
+        let Some((hit, function)) = suspended_context(pid, &snapshots, safety)? else {
+            return Ok(None);
+        };
+        if started.elapsed() >= timeout {
+            return Ok(Some(Obstacle::Context(hit, function)));
+        }
+        seized.pump(backoff)?;
+        backoff = (backoff * 2).min(Duration::from_millis(20));
+    }
 }
 
 /// Stops each thread not at the goal alone, moves it there when `check` finds nothing in the
