@@ -9,7 +9,8 @@
 //! Under LTO this is the only truth about which functions' code a change reaches: per-file
 //! compiles say nothing about the linked code.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -103,8 +104,8 @@ pub struct InlineMap {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     function: SourceFunction,
-    /// What the debug information says about it (`None`: only its lines are known).
-    entry: Option<Entry>,
+    /// What the debug information says about it.
+    entry: Entry,
     /// The `DW_AT_decl_line`s of its copies with code (out-of-line or inlined).
     lines: BTreeSet<u64>,
 }
@@ -124,62 +125,106 @@ fn codec() -> impl bincode::Options {
     bincode::DefaultOptions::new()
 }
 
-/// The map as the DWARF reader collects it.
+/// A source function met while reading the DWARF, interned: an index of
+/// [`Collected::functions`].
+type FunctionId = u32;
+
+/// An interned source function's key: its name, borrowed from the DWARF's strings (owned only
+/// when it is not UTF-8), and the index of its file in [`Collected::files`].
+type FunctionKey<'a> = (Cow<'a, str>, u32);
+
+/// What the reader collects of one source function. Functions are referred to by index and
+/// names are borrowed: a binary describes tens of thousands of functions, and allocating (and
+/// freeing) two strings for every mention of one cost more than reading the DWARF itself
+/// (BENCHMARKS.md (f)).
 #[derive(Default)]
-struct Collected {
-    entries: BTreeMap<SourceFunction, Entry>,
-    /// The `DW_AT_decl_line`s of the functions with code (out-of-line or inlined copies).
-    lines: BTreeMap<SourceFunction, BTreeSet<u64>>,
+struct Collecting<'a> {
+    /// Whether the debug information has an entry of its own for it (a function only called
+    /// from described code has none).
+    described: bool,
+    /// Its out-of-line copies: entry address and the symbol there.
+    copies: Vec<(u64, Option<&'a str>)>,
+    /// The functions holding an inlined copy of it, each with the address of its copy that does.
+    inlined_into: Vec<(FunctionId, u64)>,
+    /// The functions its code calls.
+    calls: Vec<FunctionId>,
+    /// See [`Entry::all_calls`].
+    all_calls: bool,
+    /// The `DW_AT_decl_line`s of its copies with code (out-of-line or inlined).
+    lines: Vec<u64>,
 }
 
-impl Collected {
-    /// Encodes the collected map, grouped by name ([`Stored`]).
+/// The map as the DWARF reader collects it.
+#[derive(Default)]
+struct Collected<'a> {
+    /// Every function met, with its key and what was collected of it.
+    functions: Vec<(FunctionKey<'a>, Collecting<'a>)>,
+    /// The index of each key in `functions`.
+    ids: HashMap<FunctionKey<'a>, FunctionId>,
+    /// Every file a function is declared in.
+    files: Vec<String>,
+    /// The index of each file in `files`.
+    file_ids: HashMap<String, u32>,
+}
+
+impl<'a> Collected<'a> {
+    /// The id of the function `name` declared in file `file`, interned on first sight.
+    fn function(&mut self, name: Cow<'a, str>, file: u32) -> FunctionId {
+        let functions = &mut self.functions;
+        *self.ids.entry((name, file)).or_insert_with_key(|key| {
+            functions.push((key.clone(), Collecting::default()));
+            (functions.len() - 1) as FunctionId
+        })
+    }
+
+    /// The index of file `path`, interned on first sight.
+    fn file(&mut self, path: String) -> u32 {
+        let files = &mut self.files;
+        *self.file_ids.entry(path).or_insert_with_key(|path| {
+            files.push(path.clone());
+            (files.len() - 1) as u32
+        })
+    }
+
+    /// What is collected of function `id`.
+    fn at(&mut self, id: FunctionId) -> &mut Collecting<'a> {
+        &mut self.functions[id as usize].1
+    }
+
+    /// Function `id` as the map names it.
+    fn source(&self, id: FunctionId) -> FunctionRef<'_> {
+        let ((name, file), _) = &self.functions[id as usize];
+        FunctionRef {
+            name,
+            file: &self.files[*file as usize],
+        }
+    }
+
+    /// Whether any function has an entry of its own.
+    fn describes_any(&self) -> bool {
+        self.functions.iter().any(|(_, c)| c.described)
+    }
+
+    /// Encodes the collected map: the described functions sorted by name and file, each name's
+    /// records one range of a buffer ([`Stored`]).
     fn encode(&self) -> Option<Vec<u8>> {
-        // Both maps are sorted by name first: each name's records are one run of each. All
-        // records go into one buffer, each name's run a range of it.
-        let no_lines = BTreeSet::new();
-        let mut records: Vec<(&str, RecordRef<'_>)> = self
-            .entries
-            .iter()
-            .map(|(function, entry)| {
-                let lines = self.lines.get(function).unwrap_or(&no_lines);
-                (
-                    function.name.as_str(),
-                    RecordRef {
-                        function,
-                        entry: Some(entry),
-                        lines,
-                    },
-                )
-            })
+        let mut described: Vec<FunctionId> = (0..self.functions.len() as FunctionId)
+            .filter(|&id| self.functions[id as usize].1.described)
             .collect();
-        records.extend(
-            self.lines
-                .iter()
-                .filter(|(function, _)| !self.entries.contains_key(*function))
-                .map(|(function, lines)| {
-                    let record = RecordRef {
-                        function,
-                        entry: None,
-                        lines,
-                    };
-                    (function.name.as_str(), record)
-                }),
-        );
-        records.sort_by_key(|(name, _)| *name);
+        described.sort_by_cached_key(|&id| self.source(id));
         let mut buffer = Vec::new();
         let mut runs: Vec<(&str, Range<usize>)> = Vec::new();
-        for run in records.chunk_by(|a, b| a.0 == b.0) {
+        for run in described.chunk_by(|&a, &b| self.source(a).name == self.source(b).name) {
             let start = buffer.len();
-            let refs: Vec<&RecordRef<'_>> = run.iter().map(|(_, r)| r).collect();
-            codec().serialize_into(&mut buffer, &refs).ok()?;
-            runs.push((run[0].0, start..buffer.len()));
+            let records: Vec<RecordRef<'_>> = run.iter().map(|&id| self.record(id)).collect();
+            codec().serialize_into(&mut buffer, &records).ok()?;
+            runs.push((self.source(run[0]).name, start..buffer.len()));
         }
-        let files: BTreeSet<&str> = self.entries.keys().map(|f| f.file.as_str()).collect();
+        let files: BTreeSet<&str> = described.iter().map(|&id| self.source(id).file).collect();
         codec()
             .serialize(&Stored {
                 files: files.into_iter().map(str::to_string).collect(),
-                functions: self.entries.len() as u64,
+                functions: described.len() as u64,
                 names: runs
                     .into_iter()
                     .map(|(name, range)| (name, &buffer[range]))
@@ -187,26 +232,74 @@ impl Collected {
             })
             .ok()
     }
+
+    /// The record of function `id`, its sets sorted and without repeats.
+    fn record(&self, id: FunctionId) -> RecordRef<'_> {
+        fn set<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+            items.sort();
+            items.dedup();
+            items
+        }
+        let collected = &self.functions[id as usize].1;
+        let copies = set(collected.copies.clone())
+            .into_iter()
+            .map(|(address, symbol)| CopyRef { address, symbol })
+            .collect();
+        let inlined_into = collected.inlined_into.iter();
+        RecordRef {
+            function: self.source(id),
+            entry: EntryRef {
+                copies,
+                inlined_into: set(inlined_into.map(|&(h, at)| (self.source(h), at)).collect()),
+                calls: set(collected.calls.iter().map(|&c| self.source(c)).collect()),
+                all_calls: collected.all_calls,
+            },
+            lines: set(collected.lines.clone()),
+        }
+    }
 }
 
-/// A [`Record`] to encode, borrowed from the collected map (encodes as the record does).
+/// A [`SourceFunction`] borrowed from the collected map (encodes as one; sorts as one).
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FunctionRef<'a> {
+    name: &'a str,
+    file: &'a str,
+}
+
+/// An [`OutOfLineCopy`] borrowed from the collected map (encodes as one).
+#[derive(Serialize)]
+struct CopyRef<'a> {
+    address: u64,
+    symbol: Option<&'a str>,
+}
+
+/// An [`Entry`] borrowed from the collected map (encodes as one: a sorted sequence without
+/// repeats encodes as the set).
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    copies: Vec<CopyRef<'a>>,
+    inlined_into: Vec<(FunctionRef<'a>, u64)>,
+    calls: Vec<FunctionRef<'a>>,
+    all_calls: bool,
+}
+
+/// A [`Record`] borrowed from the collected map (encodes as one).
 #[derive(Serialize)]
 struct RecordRef<'a> {
-    function: &'a SourceFunction,
-    entry: Option<&'a Entry>,
-    lines: &'a BTreeSet<u64>,
+    function: FunctionRef<'a>,
+    entry: EntryRef<'a>,
+    lines: Vec<u64>,
 }
-
 impl InlineMap {
     /// The version of what [`InlineMap::to_bytes`] holds and of how the DWARF is read into it:
     /// a store keyed by it never gives a map an older reader made.
-    pub const FORMAT: u32 = 1;
+    pub const FORMAT: u32 = 2;
 
     /// Reads the map from the ELF file `elf`; `None` without (readable) debug information.
     pub fn from_elf(elf: &[u8]) -> Option<InlineMap> {
         let symbols = function_symbols(elf);
-        let collected = with_dwarf(elf, |dwarf| read(dwarf, &symbols)).flatten()?;
-        InlineMap::from_bytes(collected.encode()?)
+        let bytes = with_dwarf(elf, |dwarf| read(dwarf, &symbols)?.encode()).flatten()?;
+        InlineMap::from_bytes(bytes)
     }
 
     /// The map as bytes, to keep it between runs (a binary's map depends only on its contents:
@@ -278,9 +371,7 @@ impl InlineMap {
         &'a self,
         name: &'a str,
     ) -> impl Iterator<Item = (&'a SourceFunction, &'a Entry)> + 'a {
-        self.named(name)
-            .iter()
-            .filter_map(|r| Some((&r.function, r.entry.as_ref()?)))
+        self.named(name).iter().map(|r| (&r.function, &r.entry))
     }
 
     /// The source functions named `name` declared in `file` (matched at a `/`: recorded paths
@@ -297,9 +388,8 @@ impl InlineMap {
     fn entry(&self, function: &SourceFunction) -> Option<&Entry> {
         self.named(&function.name)
             .iter()
-            .find(|r| &r.function == function)?
-            .entry
-            .as_ref()
+            .find(|r| &r.function == function)
+            .map(|r| &r.entry)
     }
 
     /// The lines the debug information says the functions named `name` declared in `file` are
@@ -377,7 +467,7 @@ impl InlineMap {
 
 /// Function symbols of the ELF file by address (the first name at an address wins; `.cold`
 /// parts never start a function's entry).
-fn function_symbols(elf: &[u8]) -> HashMap<u64, String> {
+fn function_symbols(elf: &[u8]) -> HashMap<u64, &str> {
     let mut out = HashMap::new();
     if let Ok(file) = object::File::parse(elf) {
         for symbol in file.symbols() {
@@ -388,8 +478,7 @@ fn function_symbols(elf: &[u8]) -> HashMap<u64, String> {
             if name.ends_with(".cold") || name.contains(".cold.") {
                 continue;
             }
-            out.entry(symbol.address())
-                .or_insert_with(|| name.to_string());
+            out.entry(symbol.address()).or_insert(name);
         }
     }
     out
@@ -398,7 +487,6 @@ fn function_symbols(elf: &[u8]) -> HashMap<u64, String> {
 /// All units of the DWARF, with their start offsets in `.debug_info`, in section order.
 struct Units<'a> {
     units: Vec<(usize, gimli::Unit<Slice<'a>>)>,
-    names: HashMap<(usize, UnitOffset), Option<SourceFunction>>,
 }
 
 impl<'a> Units<'a> {
@@ -422,86 +510,228 @@ impl<'a> Units<'a> {
             _ => None,
         }
     }
+}
 
-    /// The `DW_AT_decl_line` of the entry at `at`, on it or through its
-    /// `DW_AT_abstract_origin`/`DW_AT_specification` chain (the first link that has one).
-    fn decl_line(&self, at: (usize, UnitOffset)) -> Option<u64> {
-        let mut here = at;
-        for _ in 0..8 {
-            let (index, offset) = here;
-            let entry = self.units[index].1.entry(offset).ok()?;
-            if let Some(line) = entry
-                .attr_value(gimli::DW_AT_decl_line)
-                .and_then(|v| v.udata_value())
-            {
-                return Some(line);
-            }
-            let link = entry
-                .attr_value(gimli::DW_AT_abstract_origin)
-                .or_else(|| entry.attr_value(gimli::DW_AT_specification))?;
-            here = self.target(index, link)?;
-        }
-        None
-    }
+/// What an entry and the chain of its `DW_AT_abstract_origin`/`DW_AT_specification` links say.
+#[derive(Clone, Copy)]
+struct Described {
+    /// Its source function (`None`: no name on the chain).
+    function: Option<FunctionId>,
+    /// Its `DW_AT_decl_line`: of the first link that has one.
+    line: Option<u64>,
+}
 
-    /// The source function of the entry at `at`: its name and declaring file, found on it or
-    /// through its `DW_AT_abstract_origin`/`DW_AT_specification` chain (across units).
-    fn function(
-        &mut self,
-        dwarf: &gimli::Dwarf<Slice<'a>>,
-        at: (usize, UnitOffset),
-    ) -> Option<SourceFunction> {
-        if let Some(known) = self.names.get(&at) {
-            return known.clone();
+/// The reader of one binary's DWARF: the units, the map collected so far, and what it has
+/// already worked out about entries and files (each is looked up once).
+struct Reader<'a, 'r> {
+    dwarf: &'r gimli::Dwarf<Slice<'a>>,
+    units: &'r Units<'a>,
+    symbols: &'r HashMap<u64, &'a str>,
+    map: Collected<'a>,
+    /// Entries described so far, by unit index and offset.
+    described: HashMap<(usize, UnitOffset), Described>,
+    /// Each unit's `DW_AT_decl_file` values, as interned files, once looked up.
+    decl_files: Vec<HashMap<u64, Option<u32>>>,
+    /// Each unit's own path as an interned file, once looked up.
+    unit_files: Vec<Option<u32>>,
+}
+
+impl<'a> Reader<'a, '_> {
+    /// What the entry at `at` says, on it or through its `DW_AT_abstract_origin` /
+    /// `DW_AT_specification` chain (across units): the name and declaring file of the first
+    /// links that have them (the file falls back to the unit of the last link), and the line.
+    fn describe(&mut self, at: (usize, UnitOffset)) -> Described {
+        if let Some(known) = self.described.get(&at) {
+            return *known;
         }
-        let mut name: Option<String> = None;
-        let mut file: Option<String> = None;
+        let (mut name, mut file, mut line) = (None, None, None);
         let mut here = at;
-        let mut unit_file = None;
+        let mut last_unit = at.0;
         // A chain is at most a few links long; the bound guards against cycles in bad input.
         for _ in 0..8 {
             let (index, offset) = here;
-            let unit = &self.units[index].1;
+            let unit = &self.units.units[index].1;
             let Ok(entry) = unit.entry(offset) else { break };
+            last_unit = index;
             if name.is_none() {
                 name = entry
                     .attr_value(gimli::DW_AT_name)
-                    .and_then(|v| dwarf.attr_string(unit, v).ok())
-                    .map(|s| String::from_utf8_lossy(s.slice()).into_owned());
+                    .and_then(|v| self.dwarf.attr_string(unit, v).ok())
+                    .map(|s| String::from_utf8_lossy(s.slice()));
             }
             if file.is_none() {
                 file = entry
                     .attr_value(gimli::DW_AT_decl_file)
-                    .and_then(|v| decl_file(dwarf, unit, v));
+                    .and_then(|v| self.decl_file(index, v));
             }
-            unit_file = unit_path(unit);
+            if line.is_none() {
+                line = entry
+                    .attr_value(gimli::DW_AT_decl_line)
+                    .and_then(|v| v.udata_value());
+            }
             let link = entry
                 .attr_value(gimli::DW_AT_abstract_origin)
                 .or_else(|| entry.attr_value(gimli::DW_AT_specification));
-            match link.and_then(|v| self.target(index, v)) {
-                Some(next) if name.is_none() || file.is_none() => here = next,
+            match link.and_then(|v| self.units.target(index, v)) {
+                Some(next) if name.is_none() || file.is_none() || line.is_none() => here = next,
                 _ => break,
             }
         }
-        let found = name.map(|name| SourceFunction {
-            name,
-            file: file.or(unit_file).unwrap_or_default(),
+        let function = name.map(|name| {
+            let file = file.unwrap_or_else(|| self.unit_file(last_unit));
+            self.map.function(name, file)
         });
-        self.names.insert(at, found.clone());
+        let found = Described { function, line };
+        self.described.insert(at, found);
+        found
+    }
+
+    /// The interned file of `DW_AT_decl_file` value `value` of unit `index`.
+    fn decl_file(&mut self, index: usize, value: AttributeValue<Slice<'a>>) -> Option<u32> {
+        let number = match value {
+            AttributeValue::FileIndex(i) | AttributeValue::Udata(i) => i,
+            _ => return None,
+        };
+        if let Some(known) = self.decl_files[index].get(&number) {
+            return *known;
+        }
+        let path = decl_file(self.dwarf, &self.units.units[index].1, number);
+        let file = path.map(|p| self.map.file(p));
+        self.decl_files[index].insert(number, file);
+        file
+    }
+
+    /// The interned path of unit `index` (empty when it has none).
+    fn unit_file(&mut self, index: usize) -> u32 {
+        if let Some(known) = self.unit_files[index] {
+            return known;
+        }
+        let path = unit_path(&self.units.units[index].1).unwrap_or_default();
+        let file = self.map.file(path);
+        self.unit_files[index] = Some(file);
+        file
+    }
+
+    /// Reads unit `index` into the map: its concrete subprograms, inlined subroutines and call
+    /// sites.
+    fn read_unit(&mut self, index: usize) {
+        let found = self.scan(index);
+        // Concrete subprograms enclosing the current entry: (depth, function, entry address).
+        let mut enclosing: Vec<(isize, Option<(FunctionId, u64)>)> = Vec::new();
+        for Found {
+            offset,
+            tag,
+            depth,
+            code,
+            callee,
+            all_calls,
+        } in found
+        {
+            while enclosing.last().is_some_and(|(d, _)| *d >= depth) {
+                enclosing.pop();
+            }
+            let holder = enclosing.iter().rev().find_map(|(_, h)| *h);
+            if let Some(callee) = callee {
+                if let (Some(callee), Some((holder, _))) = (self.describe(callee).function, holder)
+                {
+                    let holder = self.map.at(holder);
+                    holder.described = true;
+                    holder.calls.push(callee);
+                }
+                continue;
+            }
+            let here = self.describe((index, offset));
+            let Some(function) = here.function else {
+                if tag == gimli::DW_TAG_subprogram {
+                    enclosing.push((depth, None));
+                }
+                continue;
+            };
+            let symbols = self.symbols;
+            let collected = self.map.at(function);
+            collected.described |= tag == gimli::DW_TAG_subprogram || code.is_some();
+            if let (Some(line), Some(_)) = (here.line, code) {
+                collected.lines.push(line);
+            }
+            if tag == gimli::DW_TAG_subprogram {
+                let address = code.filter(|a| *a != 0);
+                if let Some(address) = address {
+                    collected.all_calls |= all_calls;
+                    collected
+                        .copies
+                        .push((address, symbols.get(&address).copied()));
+                }
+                enclosing.push((depth, address.map(|a| (function, a))));
+            } else if code.is_some() {
+                if let Some(holder) = holder.filter(|(h, _)| *h != function) {
+                    collected.inlined_into.push(holder);
+                }
+            }
+        }
+    }
+
+    /// The entries of interest of unit `index`, in order, with their attributes read.
+    fn scan(&self, index: usize) -> Vec<Found> {
+        let dwarf = self.dwarf;
+        let unit = &self.units.units[index].1;
+        let mut found: Vec<Found> = Vec::new();
+        let mut entries = unit.entries();
+        while let Ok(Some(entry)) = entries.next_dfs() {
+            let tag = entry.tag();
+            if tag == gimli::DW_TAG_call_site || tag == gimli::DW_TAG_GNU_call_site {
+                let origin = entry
+                    .attr_value(gimli::DW_AT_call_origin)
+                    .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin));
+                if let Some(callee) = origin.and_then(|v| self.units.target(index, v)) {
+                    found.push(Found {
+                        offset: entry.offset(),
+                        tag,
+                        depth: entry.depth(),
+                        code: None,
+                        callee: Some(callee),
+                        all_calls: false,
+                    });
+                }
+                continue;
+            }
+            if tag != gimli::DW_TAG_subprogram && tag != gimli::DW_TAG_inlined_subroutine {
+                continue;
+            }
+            let entry_pc = entry
+                .attr_value(gimli::DW_AT_entry_pc)
+                .and_then(|v| dwarf.attr_address(unit, v).ok().flatten());
+            let first_range = dwarf
+                .die_ranges(unit, entry)
+                .ok()
+                .and_then(|mut r| r.next().ok().flatten())
+                .map(|r| r.begin);
+            let code = if tag == gimli::DW_TAG_subprogram {
+                entry_pc.or(first_range)
+            } else {
+                first_range.or(entry_pc)
+            };
+            let all_calls = [gimli::DW_AT_call_all_calls, gimli::DW_AT_GNU_all_call_sites]
+                .into_iter()
+                .any(|a| matches!(entry.attr_value(a), Some(AttributeValue::Flag(true))));
+            found.push(Found {
+                offset: entry.offset(),
+                tag,
+                depth: entry.depth(),
+                code,
+                callee: None,
+                all_calls,
+            });
+        }
         found
     }
 }
 
-/// The path of file `value` (a `DW_AT_decl_file`) of `unit`'s line program.
+/// The path of file number `index` (a `DW_AT_decl_file`) of `unit`'s line program.
 fn decl_file(
     dwarf: &gimli::Dwarf<Slice<'_>>,
     unit: &gimli::Unit<Slice<'_>>,
-    value: AttributeValue<Slice<'_>>,
+    index: u64,
 ) -> Option<String> {
-    let index = match value {
-        AttributeValue::FileIndex(i) | AttributeValue::Udata(i) => i,
-        _ => return None,
-    };
     let header = unit.line_program.as_ref()?.header();
     let file = header.file(index)?;
     let text = |v| {
@@ -528,7 +758,7 @@ fn decl_file(
     Some(normalize(&path))
 }
 
-/// One entry of interest, as read before names are resolved (that needs the units mutably).
+/// One entry of interest, as scanned before names are resolved (that needs the reader mutably).
 struct Found {
     offset: UnitOffset,
     tag: gimli::DwTag,
@@ -542,11 +772,12 @@ struct Found {
 }
 
 /// Reads the map: every concrete subprogram, inlined subroutine and call site of every unit.
-fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Option<Collected> {
-    let mut units = Units {
-        units: Vec::new(),
-        names: HashMap::new(),
-    };
+/// `None` when it describes no function.
+fn read<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    symbols: &HashMap<u64, &'a str>,
+) -> Option<Collected<'a>> {
+    let mut units = Units { units: Vec::new() };
     let mut headers = dwarf.units();
     while let Ok(Some(header)) = headers.next() {
         let Some(start) = header.debug_info_offset() else {
@@ -556,119 +787,21 @@ fn read(dwarf: &gimli::Dwarf<Slice<'_>>, symbols: &HashMap<u64, String>) -> Opti
             units.units.push((start.0, unit));
         }
     }
-    let mut map = Collected::default();
-    for index in 0..units.units.len() {
-        let mut found: Vec<Found> = Vec::new();
-        {
-            let unit = &units.units[index].1;
-            let mut entries = unit.entries();
-            while let Ok(Some(entry)) = entries.next_dfs() {
-                let tag = entry.tag();
-                if tag == gimli::DW_TAG_call_site || tag == gimli::DW_TAG_GNU_call_site {
-                    let origin = entry
-                        .attr_value(gimli::DW_AT_call_origin)
-                        .or_else(|| entry.attr_value(gimli::DW_AT_abstract_origin));
-                    if let Some(callee) = origin.and_then(|v| units.target(index, v)) {
-                        found.push(Found {
-                            offset: entry.offset(),
-                            tag,
-                            depth: entry.depth(),
-                            code: None,
-                            callee: Some(callee),
-                            all_calls: false,
-                        });
-                    }
-                    continue;
-                }
-                if tag != gimli::DW_TAG_subprogram && tag != gimli::DW_TAG_inlined_subroutine {
-                    continue;
-                }
-                let entry_pc = entry
-                    .attr_value(gimli::DW_AT_entry_pc)
-                    .and_then(|v| dwarf.attr_address(unit, v).ok().flatten());
-                let first_range = dwarf
-                    .die_ranges(unit, entry)
-                    .ok()
-                    .and_then(|mut r| r.next().ok().flatten())
-                    .map(|r| r.begin);
-                let code = if tag == gimli::DW_TAG_subprogram {
-                    entry_pc.or(first_range)
-                } else {
-                    first_range.or(entry_pc)
-                };
-                let all_calls = [gimli::DW_AT_call_all_calls, gimli::DW_AT_GNU_all_call_sites]
-                    .into_iter()
-                    .any(|a| matches!(entry.attr_value(a), Some(AttributeValue::Flag(true))));
-                found.push(Found {
-                    offset: entry.offset(),
-                    tag,
-                    depth: entry.depth(),
-                    code,
-                    callee: None,
-                    all_calls,
-                });
-            }
-        }
-        // Concrete subprograms enclosing the current entry: (depth, function, entry address).
-        let mut enclosing: Vec<(isize, Option<(SourceFunction, u64)>)> = Vec::new();
-        for Found {
-            offset,
-            tag,
-            depth,
-            code,
-            callee,
-            all_calls,
-        } in found
-        {
-            while enclosing.last().is_some_and(|(d, _)| *d >= depth) {
-                enclosing.pop();
-            }
-            let holder = || enclosing.iter().rev().find_map(|(_, h)| h.clone());
-            if let Some(callee) = callee {
-                if let (Some(callee), Some((holder, _))) = (units.function(dwarf, callee), holder())
-                {
-                    map.entries.entry(holder).or_default().calls.insert(callee);
-                }
-                continue;
-            }
-            let function = units.function(dwarf, (index, offset));
-            if let (Some(function), Some(_)) = (&function, code) {
-                if let Some(line) = units.decl_line((index, offset)) {
-                    map.lines.entry(function.clone()).or_default().insert(line);
-                }
-            }
-            if tag == gimli::DW_TAG_subprogram {
-                let concrete = match (function, code) {
-                    (Some(function), Some(address)) if address != 0 => {
-                        let copy = OutOfLineCopy {
-                            address,
-                            symbol: symbols.get(&address).cloned(),
-                        };
-                        let entry = map.entries.entry(function.clone()).or_default();
-                        entry.all_calls |= all_calls;
-                        if !entry.copies.contains(&copy) {
-                            entry.copies.push(copy);
-                            entry.copies.sort();
-                        }
-                        Some((function, address))
-                    }
-                    (Some(function), _) => {
-                        map.entries.entry(function).or_default();
-                        None
-                    }
-                    _ => None,
-                };
-                enclosing.push((depth, concrete));
-            } else if let (Some(function), Some(_)) = (function, code) {
-                let holder = holder();
-                let entry = map.entries.entry(function.clone()).or_default();
-                if let Some(holder) = holder.filter(|(h, _)| *h != function) {
-                    entry.inlined_into.insert(holder);
-                }
-            }
-        }
+    let count = units.units.len();
+    let mut reader = Reader {
+        dwarf,
+        units: &units,
+        symbols,
+        map: Collected::default(),
+        described: HashMap::new(),
+        decl_files: vec![HashMap::new(); count],
+        unit_files: vec![None; count],
+    };
+    for index in 0..count {
+        reader.read_unit(index);
     }
-    (!map.entries.is_empty()).then_some(map)
+    let map = reader.map;
+    map.describes_any().then_some(map)
 }
 
 #[cfg(test)]
