@@ -9,8 +9,8 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use hotpatch_applier::{
-    applied_sequence, apply_all, family_of, pids_of_exe, ApplyError, ApplyOptions, ApplyReport,
-    CheckReport, PatchObject, Plan, Target,
+    applied_sequence, apply_all, family_of, pids_of_exe, roll_back, ApplyError, ApplyOptions,
+    ApplyReport, CheckReport, PatchObject, Plan, Target,
 };
 use serde_json::{json, Value};
 
@@ -27,6 +27,9 @@ pub struct Selection {
     pub notes: Vec<String>,
     /// Descendants of the same executable left out (`--no-children`): they keep their code.
     pub warnings: Vec<String>,
+    /// The pids whose families are taken (every `--pid` unless `--no-children`): listed again
+    /// after the apply, for processes they forked meanwhile.
+    pub families: Vec<i32>,
 }
 
 impl Selection {
@@ -59,6 +62,9 @@ pub fn resolve(pids: &[i32], exe: Option<&Path>, children: bool) -> Result<Selec
     for &pid in pids {
         if selection.pids().contains(&pid) {
             continue;
+        }
+        if children {
+            selection.families.push(pid);
         }
         let members = family_of(pid).unwrap_or_else(|_| vec![pid]);
         let new: Vec<i32> = members
@@ -119,6 +125,9 @@ enum Outcome {
     Patched(ApplyReport),
     /// It has the patch already (as this sequence number): skipped.
     Skipped(u64),
+    /// Forked during the apply, after its parent's commit: it has the patch (as this sequence
+    /// number) from its parent.
+    Inherited(u64),
     /// It exited before it was patched (a process found, not named).
     Exited,
 }
@@ -184,17 +193,120 @@ pub fn apply_group(
             *outcome = reports.next().map(Outcome::Patched);
         }
     }
-    let outcomes: Vec<(i32, Outcome)> = outcomes
+    let mut outcomes: Vec<(i32, Outcome)> = outcomes
         .into_iter()
         .filter_map(|(pid, o)| Some((pid, o?)))
         .collect();
+    let mut notes = selection.notes.clone();
+    patch_latecomers(
+        selection,
+        (object, forced),
+        options,
+        &mut outcomes,
+        &mut notes,
+    )?;
     let with_patch: Vec<i32> = outcomes
         .iter()
         .filter(|(_, o)| !matches!(o, Outcome::Exited))
         .map(|(pid, _)| *pid)
         .collect();
     crate::state::after_apply(&with_patch, &patch_id, record.object, record.listed_at);
-    print(selection, &patch_id, &outcomes, json)
+    print(selection, &notes, &patch_id, &outcomes, json)
+}
+
+/// How many times the families are listed again after an apply: each listing finds the
+/// processes forked before the commits of the round before it, so a round finds none once
+/// nobody forks during the commits.
+const LATE_ROUNDS: usize = 8;
+
+/// Lists the families of `selection` again after their apply, and patches the processes they
+/// forked meanwhile: one forked after its parent's commit has the patch (an
+/// [`Outcome::Inherited`]), one forked before it, after the listing, runs the old code and is
+/// patched now. When one of those cannot be patched, every process this apply patched is
+/// rolled back (all or none) and the error names it. A family that still forks new processes
+/// after [`LATE_ROUNDS`] rounds is reported in a note naming them (`hotpatch watch` patches
+/// them). `forced` as for the first listing.
+fn patch_latecomers(
+    selection: &Selection,
+    (object, forced): (&PatchObject, &[String]),
+    options: &ApplyOptions,
+    outcomes: &mut Vec<(i32, Outcome)>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let patch_id = object.patch_id();
+    let mut known: Vec<i32> = selection.pids();
+    for _ in 0..LATE_ROUNDS {
+        let late = unknown_members(selection, &known);
+        if late.is_empty() {
+            return Ok(());
+        }
+        known.extend(&late);
+        notes.push(format!(
+            "{} forked during the apply, after the family was listed: checked too",
+            pids_phrase(&late)
+        ));
+        let mut jobs: Vec<(i32, Target, Plan)> = Vec::new();
+        let mut failure = None;
+        for &pid in &late {
+            match prepare(pid, None, object, &patch_id, forced) {
+                Ok(Prepared::Job(job)) => jobs.push((pid, job.0, job.1)),
+                Ok(Prepared::Skip(sequence)) => outcomes.push((pid, Outcome::Inherited(sequence))),
+                Err(Unprepared::Gone(_)) => outcomes.push((pid, Outcome::Exited)),
+                Err(Unprepared::Failed(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && !jobs.is_empty() {
+            let refs: Vec<(&Target, &Plan)> = jobs.iter().map(|(_, t, p)| (t, p)).collect();
+            match apply_all(&refs, options) {
+                Ok(reports) => {
+                    let patched = jobs.iter().map(|(pid, _, _)| *pid).zip(reports);
+                    outcomes.extend(patched.map(|(pid, r)| (pid, Outcome::Patched(r))));
+                }
+                Err(e) => failure = Some(anyhow::Error::new(e)),
+            }
+        }
+        if let Some(error) = failure {
+            let done: Vec<(i32, &str)> = outcomes
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::Patched(_)))
+                .map(|(pid, _)| (*pid, patch_id.as_str()))
+                .collect();
+            let (rolled_back, not_rolled_back) = roll_back(&done, options);
+            return Err(error.context(format!(
+                "{} forked during the apply cannot be patched: rolled back the processes                  patched: {rolled_back}{not_rolled_back}",
+                pids_phrase(&late)
+            )));
+        }
+    }
+    let still = unknown_members(selection, &known);
+    if !still.is_empty() {
+        notes.push(format!(
+            "the family still forks: {} not checked after {LATE_ROUNDS} listings (a process              forked after its parent's commit has the patch; `hotpatch watch` patches the others)",
+            pids_phrase(&still)
+        ));
+    }
+    Ok(())
+}
+
+/// The members of the families of `selection` now, except `known`.
+fn unknown_members(selection: &Selection, known: &[i32]) -> Vec<i32> {
+    selection
+        .families
+        .iter()
+        .flat_map(|&root| family_of(root).unwrap_or_default())
+        .filter(|pid| !known.contains(pid))
+        .collect()
+}
+
+/// `pid 7` or `pids 7, 8`.
+fn pids_phrase(pids: &[i32]) -> String {
+    match pids {
+        [one] => format!("pid {one}"),
+        _ => format!("pids {}", list(pids)),
+    }
 }
 
 /// How another process of a group fared in a dry run.
@@ -314,6 +426,7 @@ fn is_gone(error: &ApplyError) -> bool {
 
 fn print(
     selection: &Selection,
+    notes: &[String],
     patch_id: &str,
     outcomes: &[(i32, Outcome)],
     json: bool,
@@ -328,13 +441,22 @@ fn print(
                     value["status"] = json!("patched");
                     value
                 }
-                Outcome::Skipped(sequence) => json!({
-                    "pid": pid,
-                    "status": "skipped",
-                    "patch_id": patch_id,
-                    "sequence": sequence,
-                    "reason": format!("it has patch {patch_id} already (as #{sequence})"),
-                }),
+                Outcome::Skipped(sequence) | Outcome::Inherited(sequence) => {
+                    let (status, reason) = match outcome {
+                        Outcome::Skipped(_) => ("skipped", "it has patch {id} already"),
+                        _ => (
+                            "inherited",
+                            "forked during the apply, it has patch {id} from its parent",
+                        ),
+                    };
+                    json!({
+                        "pid": pid,
+                        "status": status,
+                        "patch_id": patch_id,
+                        "sequence": sequence,
+                        "reason": format!("{} (as #{sequence})", reason.replace("{id}", patch_id)),
+                    })
+                }
                 Outcome::Exited => json!({
                     "pid": pid,
                     "status": "exited",
@@ -346,9 +468,12 @@ fn print(
         return crate::outcome::print_json(&json!({
             "patch_id": patch_id,
             "processes": processes,
-            "notes": selection.notes,
+            "notes": notes,
             "warnings": selection.warnings,
         }));
+    }
+    for note in notes.iter().skip(selection.notes.len()) {
+        eprintln!("note: {note}");
     }
     let patched = outcomes
         .iter()
@@ -376,6 +501,9 @@ fn print(
             Outcome::Skipped(sequence) => {
                 println!("  pid {pid}: skipped, it has the patch already (as #{sequence})")
             }
+            Outcome::Inherited(sequence) => println!(
+                "  pid {pid}: forked during the apply, it has the patch from its parent (as #{sequence})"
+            ),
             Outcome::Exited => println!("  pid {pid}: exited before it was patched"),
         }
     }

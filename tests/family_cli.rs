@@ -29,6 +29,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The server started with `args` (`spawn-on-release`: see `tests/c/family_server.c`).
+    fn start_with(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let tree = family_server_files;
         git_repo_with_revisions(&dir.path().join("repo"), &tree(1), &tree(2));
@@ -40,7 +45,7 @@ impl Server {
             "-O2 -g",
             &binary,
         );
-        let mut master = TargetProcess::start_with(&binary, &[]);
+        let mut master = TargetProcess::start_with(&binary, args);
         let helper = field(&master.wait_for("helper="), "helper").unwrap() as i32;
         let mut family = BTreeSet::from([master.pid()]);
         let deadline = Instant::now() + DEADLINE;
@@ -361,4 +366,92 @@ fn apply_of_a_built_object_patches_the_family_and_skips_who_has_it() {
     let family = server.family.clone();
     server.until_values(&family, 2);
     server.assert_state_survived();
+}
+
+/// The master is held inside `value` and the apply waits for that frame to return
+/// (`--wait-return`), after it listed the family; released, the master forks a new worker
+/// before it returns, so the worker is forked after the listing and before the master's commit,
+/// with the breakpoint of the wait in its copy of the code. The apply finds it when it lists the
+/// family again and patches it too; the worker survives the breakpoint its parent had.
+#[test]
+fn a_worker_forked_during_the_apply_is_patched_too() {
+    let mut server = Server::start_with(&["spawn-on-release"]);
+    let master = server.master.pid();
+    signal(master, "USR1");
+    server.master.wait_for(&format!("held pid={master}"));
+    let cache = tempfile::tempdir().unwrap();
+    let repo = server.repo();
+    let tool = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .args(["diff", "v1..v2", "--repo", &repo, "--apply", "--json"])
+        .args([
+            "--pid",
+            &master.to_string(),
+            "--wait-return",
+            "--timeout",
+            "120",
+        ])
+        .env("XDG_CACHE_HOME", cache.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tool = ChildGuard(Some(tool));
+    // While the apply waits for the frame to return, the master sleeps traced (not in a
+    // tracing stop, as during the check): the family was listed before, and the breakpoint is in.
+    let deadline = Instant::now() + DEADLINE;
+    while !(sleeping_traced(master) && {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sleeping_traced(master)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the apply never waited for the master"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    signal(master, "USR2");
+    let late = field(&server.master.wait_for("late="), "late").unwrap() as i32;
+    let out = tool.0.take().unwrap().wait_with_output().unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout_of(&out), stderr_of(&out)));
+    assert!(out.status.success(), "{json}");
+    assert!(!server.family.contains(&late));
+    let mut everyone = server.family.clone();
+    everyone.insert(late);
+    assert_eq!(with_status(&json, "patched"), everyone, "{json}");
+    assert!(
+        json["notes"].to_string().contains(&format!(
+            "pid {late} forked during the apply, after the family was listed"
+        )),
+        "{json}"
+    );
+    server.until_values(&everyone, 2);
+    assert_eq!(server.applied(late), 1);
+    server.assert_state_survived();
+}
+
+/// Whether `pid` is traced and sleeping (`TracerPid` not 0, `State: S`): let run by its tracer.
+fn sleeping_traced(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    !matches!(get("TracerPid:").as_str(), "" | "0") && get("State:").starts_with('S')
+}
+
+/// Kills the tool if a test fails while it runs.
+struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -17,13 +17,23 @@ use crate::target::Target;
 /// in turn. A failed check names its pid, and nothing was written to any process. If an apply
 /// fails, the patches already applied are reverted (newest first) and the error names the
 /// failing pid and what was rolled back. With `options.wait_return`, a thread found inside a
-/// function being replaced does not fail the check: the commit waits for its frame to return.
+/// function being replaced does not fail the check (which looks once, without polling): the
+/// commit waits for its frame to return.
 pub fn apply_all(
     jobs: &[(&Target, &Plan)],
     options: &ApplyOptions,
 ) -> Result<Vec<ApplyReport>, ApplyError> {
+    // With `wait_return` the commit waits for a blocking frame itself: the check looks once
+    // (polling for the whole timeout would only delay that wait).
+    let check_options = ApplyOptions {
+        timeout: match options.wait_return {
+            true => std::time::Duration::ZERO,
+            false => options.timeout,
+        },
+        ..options.clone()
+    };
     for (target, plan) in jobs {
-        match check(target, plan, options) {
+        match check(target, plan, &check_options) {
             Ok(_) => {}
             Err(ApplyError::ThreadBusy { .. } | ApplyError::ContextBusy { .. })
                 if options.wait_return => {}
@@ -41,28 +51,41 @@ pub fn apply_all(
         match apply(target, plan, options) {
             Ok(report) => done.push((target.pid(), report)),
             Err(error) => {
-                let mut rolled_back = Vec::new();
-                let mut failures = Vec::new();
-                for (pid, report) in done.iter().rev() {
-                    match revert(*pid, Some(&report.patch_id), options) {
-                        Ok(_) => rolled_back.push(*pid),
-                        Err(e) => failures.push(format!("pid {pid}: {e}")),
-                    }
-                }
+                let done: Vec<(i32, &str)> = done
+                    .iter()
+                    .map(|(pid, report)| (*pid, report.patch_id.as_str()))
+                    .collect();
+                let (rolled_back, not_rolled_back) = roll_back(&done, options);
                 return Err(ApplyError::Group {
                     pid: target.pid(),
                     source: Box::new(error),
-                    rolled_back: list(&rolled_back),
-                    not_rolled_back: if failures.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; could NOT roll back {}", failures.join(", "))
-                    },
+                    rolled_back,
+                    not_rolled_back,
                 });
             }
         }
     }
     Ok(done.into_iter().map(|(_, report)| report).collect())
+}
+
+/// Reverts each `(pid, patch id)` of `done`, newest first: the undo of a group's apply that
+/// failed part way. Returns the pids rolled back (`1, 2`) and, for those that could not be,
+/// `; could NOT roll back pid N: why, ...` (empty when every one was).
+pub fn roll_back(done: &[(i32, &str)], options: &ApplyOptions) -> (String, String) {
+    let mut rolled_back = Vec::new();
+    let mut failures = Vec::new();
+    for (pid, patch_id) in done.iter().rev() {
+        match revert(*pid, Some(patch_id), options) {
+            Ok(_) => rolled_back.push(*pid),
+            Err(e) => failures.push(format!("pid {pid}: {e}")),
+        }
+    }
+    let not_rolled_back = if failures.is_empty() {
+        String::new()
+    } else {
+        format!("; could NOT roll back {}", failures.join(", "))
+    };
+    (list(&rolled_back), not_rolled_back)
 }
 
 /// The sequence number of patch `patch_id` in process `pid` when it is applied there already

@@ -69,7 +69,7 @@ pub use apply::{
 pub use artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 pub use error::ApplyError;
 pub use family::family_of;
-pub use group::{applied_sequence, apply_all, pids_of_exe};
+pub use group::{applied_sequence, apply_all, pids_of_exe, roll_back};
 pub use inline_map::{InlineMap, PatchMember, SourceFunction};
 pub use installed::{installed_patches, running_revision, InstalledFunction, InstalledPatch};
 pub use ipara::{CheckedCall, RegisterContract};

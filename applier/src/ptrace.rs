@@ -758,7 +758,9 @@ impl StoppedProcess {
     ///
     /// The original byte is back in place before this returns, on every path (unless the process
     /// died). Threads created meanwhile are traced too (a thread hitting the breakpoint untraced
-    /// would die of `SIGTRAP`). Signals that arrive meanwhile are delivered as they come.
+    /// would die of `SIGTRAP`), and a child forked meanwhile, which copied the breakpoint, gets
+    /// the original byte back before it runs and is let go. Signals that arrive meanwhile are
+    /// delivered as they come.
     pub fn run_to(
         &mut self,
         addr: u64,
@@ -766,15 +768,17 @@ impl StoppedProcess {
     ) -> Result<Option<(i32, Instant)>, PtraceError> {
         let pid = self.pid;
         let original = read_memory(pid, addr, 1)?;
-        let traced_clones = sys::SEIZE_OPTIONS | nix::libc::PTRACE_O_TRACECLONE;
+        let traced_clones =
+            sys::SEIZE_OPTIONS | nix::libc::PTRACE_O_TRACECLONE | nix::libc::PTRACE_O_TRACEFORK;
         for h in &self.held {
             sys::set_options(h.tid, traced_clones)
                 .map_err(|e| op_failed(pid, h.tid, "PTRACE_SETOPTIONS", e))?;
         }
         write_memory(pid, addr, &[0xcc])?;
-        let hit = self.run_until_hit(addr, timeout);
+        let breakpoint = (addr, original[0]);
+        let hit = self.run_until_hit(breakpoint, timeout);
         let restored = write_memory(pid, addr, &original);
-        let stopped = self.stop_running(addr);
+        let stopped = self.stop_running(breakpoint);
         for h in &self.held {
             let _ = sys::set_options(h.tid, sys::SEIZE_OPTIONS);
         }
@@ -784,13 +788,14 @@ impl StoppedProcess {
         hit
     }
 
-    /// Continues every held thread and polls them until one traps at `addr`.
+    /// Continues every held thread and polls them until one traps at the breakpoint
+    /// (`(address, original byte)`).
     fn run_until_hit(
         &mut self,
-        addr: u64,
+        breakpoint: (u64, u8),
         timeout: Duration,
     ) -> Result<Option<(i32, Instant)>, PtraceError> {
-        let pid = self.pid;
+        let (pid, addr) = (self.pid, breakpoint.0);
         for h in &mut self.held {
             if h.stopped {
                 sys::cont(h.tid, h.signal).map_err(|e| op_failed(pid, h.tid, "PTRACE_CONT", e))?;
@@ -823,7 +828,7 @@ impl StoppedProcess {
                         sys::cont(tid, sig).map_err(|e| op_failed(pid, tid, "PTRACE_CONT", e))?;
                     }
                     Some(Stop::OtherEvent { event }) => {
-                        self.adopt_clone(tid, event);
+                        self.adopt_new_task(tid, event, breakpoint);
                         sys::cont(tid, 0).map_err(|e| op_failed(pid, tid, "PTRACE_CONT", e))?;
                     }
                     Some(Stop::Interrupt { .. }) => {
@@ -843,26 +848,35 @@ impl StoppedProcess {
         }
     }
 
-    /// Records the new thread of a clone event (it reports its own first stop later).
-    fn adopt_clone(&mut self, tid: i32, event: i32) {
-        if event != nix::libc::PTRACE_EVENT_CLONE {
+    /// Records the new thread of a clone event (it reports its own first stop later); the child
+    /// of a fork event copied the breakpoint (`(address, original byte)`): it gets the original
+    /// byte back at its first stop and is let go, untraced, as a process forked before.
+    fn adopt_new_task(&mut self, tid: i32, event: i32, (addr, original): (u64, u8)) {
+        let Some(new) = sys::event_msg(tid).ok().and_then(|m| i32::try_from(m).ok()) else {
             return;
-        }
-        if let Some(new) = sys::event_msg(tid).ok().and_then(|m| i32::try_from(m).ok()) {
-            if !self.held.iter().any(|h| h.tid == new) {
+        };
+        match event {
+            nix::libc::PTRACE_EVENT_CLONE if !self.held.iter().any(|h| h.tid == new) => {
                 self.held.push(Held {
                     tid: new,
                     stopped: false,
                     signal: 0,
                 });
             }
+            nix::libc::PTRACE_EVENT_FORK
+                if !matches!(sys::wait_stop(new), Ok(Stop::Gone) | Err(_)) =>
+            {
+                let _ = write_memory(new, addr, &[original]);
+                let _ = sys::detach(new, 0);
+            }
+            _ => {}
         }
     }
 
-    /// Stops every held thread that runs; one that trapped at `addr` meanwhile is put back at
-    /// `addr` and its `SIGTRAP` dropped.
-    fn stop_running(&mut self, addr: u64) -> Result<(), PtraceError> {
-        let pid = self.pid;
+    /// Stops every held thread that runs; one that trapped at the breakpoint (`(address,
+    /// original byte)`) meanwhile is put back at its address and its `SIGTRAP` dropped.
+    fn stop_running(&mut self, breakpoint: (u64, u8)) -> Result<(), PtraceError> {
+        let (pid, addr) = (self.pid, breakpoint.0);
         let mut i = 0;
         while i < self.held.len() {
             if self.held[i].stopped {
@@ -886,7 +900,7 @@ impl StoppedProcess {
                         self.held[i].signal = sig;
                     }
                 }
-                Stop::OtherEvent { event } => self.adopt_clone(tid, event),
+                Stop::OtherEvent { event } => self.adopt_new_task(tid, event, breakpoint),
                 Stop::Interrupt { .. } => {}
             }
             self.held[i].stopped = true;

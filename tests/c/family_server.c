@@ -4,11 +4,14 @@
  * process of the family then prints `ROLE pid=P value=V state=S` every 20 ms, where V is what
  * value() returns (lib.c: 1 at v1, 2 at v2) and S counts its calls in that process. SIGUSR1 makes
  * a process hold inside value() (in hold_here, called from it) until SIGUSR2; it prints
- * `held pid=P` first. Every child dies with its parent (PR_SET_PDEATHSIG), so a test that kills
- * the master leaves no process behind. */
+ * `held pid=P` first. Started with the argument `spawn-on-release`, a process released by SIGUSR2
+ * forks a new worker before it returns from value() and prints `late=P`; the worker, forked with
+ * a frame of value() on its stack, serves like its parent. Every child dies with its parent
+ * (PR_SET_PDEATHSIG), so a test that kills the master leaves no process behind. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -18,6 +21,9 @@ int value(void);
 int state(void);
 
 static volatile sig_atomic_t held;
+static int spawn_on_release;
+
+static pid_t fork_child(void);
 
 static void on_signal(int signal)
 {
@@ -32,6 +38,12 @@ void hold_here(void)
     printf("held pid=%d\n", (int)getpid());
     while (held)
         pause();
+    if (spawn_on_release) {
+        spawn_on_release = 0;
+        pid_t late = fork_child();
+        if (late > 0)
+            printf("late=%d\n", (int)late);
+    }
 }
 
 /* Forks a child that dies with this process; returns 0 in the child. */
@@ -56,9 +68,10 @@ static void serve(const char *role)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    spawn_on_release = argc > 1 && strcmp(argv[1], "spawn-on-release") == 0;
     struct sigaction action = {.sa_handler = on_signal};
     sigemptyset(&action.sa_mask);
     sigaction(SIGUSR1, &action, NULL);
