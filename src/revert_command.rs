@@ -2,7 +2,7 @@
 //! last-in first-out per function, from the ledger in the process itself. With several `--pid`
 //! or `--exe PATH`, each process is reverted in turn; a `--pid`'s descendants running the same
 //! executable (its family, unless `--no-children`) get the same patch reverted, and those that do
-//! not have it are skipped with a note. `--at FUNCTION` reverts at a safe point,
+//! not have it are skipped with a note; every member is checked before any is reverted. `--at FUNCTION` reverts at a safe point,
 //! `--wait-return` waits for a frame inside the patch's code to return.
 
 use std::path::PathBuf;
@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use hotpatch_applier::{installed_patches, revert, revert_at, ApplyOptions, RevertReport};
+use hotpatch_applier::{
+    check_revert, installed_patches, revert, revert_at, ApplyError, ApplyOptions, RevertReport,
+};
 use serde_json::json;
 
 /// Arguments of `hotpatch revert`.
@@ -66,6 +68,9 @@ pub fn run(args: &RevertArgs) -> Result<()> {
             (_, Ok(None)) => newest_live(group[0]).map(Some),
             (_, id) => id,
         };
+        if let (Ok(id), [_, _, ..]) = (&id, group.as_slice()) {
+            check_family(group, id.as_deref())?;
+        }
         for (index, &pid) in group.iter().enumerate() {
             if index > 0 {
                 if let Ok(Some(id)) = &id {
@@ -141,6 +146,27 @@ pub fn run(args: &RevertArgs) -> Result<()> {
             .map(|(_, e)| crate::render::error_text(e))
             .collect();
         bail!("{}", messages.join("; "));
+    }
+    Ok(())
+}
+
+/// Checks every member of a family that has patch `id` (the first member: `id` or its newest)
+/// as its revert will, before any is reverted: a patch missing from the first, a later patch
+/// on the same functions, an entry that no longer holds the jump stop the whole revert with
+/// nothing reverted anywhere. A member that exited meanwhile is left to the revert to report.
+fn check_family(group: &[i32], id: Option<&str>) -> Result<()> {
+    for (index, &pid) in group.iter().enumerate() {
+        if index > 0 && id.is_some_and(|id| !has_live(pid, id)) {
+            continue;
+        }
+        match check_revert(pid, id) {
+            Ok(_) | Err(ApplyError::NoSuchProcess(_)) => {}
+            Err(e) => bail!(
+                "cannot revert in pid {pid}: {}; nothing was reverted in any of the {} processes",
+                crate::render::error_text(&anyhow::Error::new(e)),
+                group.len()
+            ),
+        }
     }
     Ok(())
 }

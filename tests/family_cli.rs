@@ -36,7 +36,13 @@ impl Server {
     fn start_with(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let tree = family_server_files;
-        git_repo_with_revisions(&dir.path().join("repo"), &tree(1), &tree(2));
+        let revisions = [tree(1), tree(2), tree(3)];
+        let tags = [
+            ("v1", &revisions[0][..]),
+            ("v2", &revisions[1]),
+            ("v3", &revisions[2]),
+        ];
+        git_repo_with_tags(&dir.path().join("repo"), &tags);
         write_tree(&dir.path().join("build"), &tree(1));
         let binary = dir.path().join("family-server-v1");
         compile_program(
@@ -452,6 +458,86 @@ impl Drop for ChildGuard {
         if let Some(child) = &mut self.0 {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A family revert checks every member before it reverts any: one worker has a later patch on
+/// the same function (v2..v3, applied to it alone), so reverting v1..v2 through the master's pid
+/// is refused for that worker, and nothing is reverted anywhere.
+#[test]
+fn a_family_revert_that_one_member_refuses_reverts_none() {
+    let mut server = Server::start();
+    let master = server.master.pid().to_string();
+    let (out, json) = server.apply(&["--pid", &master]);
+    assert!(out.status.success(), "{json}");
+    // The second worker has no children: the later patch reaches it alone.
+    let worker = *server
+        .workers()
+        .iter()
+        .find(|&&p| family_of_pid(p).len() == 1)
+        .unwrap();
+    let repo = server.repo();
+    let (w, m) = (worker.to_string(), master.clone());
+    let out = hotpatch(&[
+        "diff",
+        "v2..v3",
+        "--repo",
+        &repo,
+        "--apply",
+        "--pid",
+        &w,
+        "--no-children",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let family = server.family.clone();
+    server.until_values(&BTreeSet::from([worker]), 3);
+
+    let out = hotpatch(&["revert", "--pid", &m]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
+    let error = stderr_of(&out);
+    assert!(
+        error.contains(&format!("cannot revert in pid {worker}"))
+            && error.contains("revert")
+            && error.contains("first")
+            && error.contains("nothing was reverted in any of the 4 processes"),
+        "{error}"
+    );
+    let values = server.current_values(&family);
+    for (pid, value) in values {
+        assert_eq!(value, if pid == worker { 3 } else { 2 }, "pid {pid}");
+    }
+    for &pid in &family {
+        assert_eq!(
+            server.applied(pid),
+            if pid == worker { 2 } else { 1 },
+            "pid {pid}"
+        );
+    }
+    server.assert_state_survived();
+}
+
+/// The pids of `pid`'s family as hotpatch lists it (`pid` and its descendants running its
+/// executable), read from `/proc` the same way: `pid` and every process whose parent is in it.
+fn family_of_pid(pid: i32) -> BTreeSet<i32> {
+    let mut family = BTreeSet::from([pid]);
+    loop {
+        let before = family.len();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if parent.is_some_and(|p| family.contains(&p)) {
+                family.insert(child);
+            }
+        }
+        if family.len() == before {
+            return family;
         }
     }
 }

@@ -77,5 +77,5 @@ pub use ledger::LedgerState;
 pub use object_file::PatchObject;
 pub use plan::{plan, plan_accepting, Plan, PlannedFunction, Resolution};
 pub use ptrace::PtraceError;
-pub use revert::{revert, revert_at, RestoredFunction, RevertReport};
+pub use revert::{check_revert, revert, revert_at, RestoredFunction, RevertReport};
 pub use target::Target;

@@ -92,10 +92,8 @@ fn revert_with(
     at: Option<&str>,
 ) -> Result<RevertReport, ApplyError> {
     let _one_at_a_time = crate::process_lock::lock(pid)?;
-    let installed = installed_patches(pid)?;
-    let chosen = choose(pid, &installed, id)?;
-    check_lifo(chosen, &installed)?;
-    let restores = restores(pid, chosen)?;
+    let (installed, chosen, restores) = planned(pid, id)?;
+    let chosen = &installed[chosen];
 
     // Everything the stop needs is computed before stopping.
     let target = Target::inspect(pid)?;
@@ -212,25 +210,48 @@ fn still_referenced(stopped: &StoppedProcess, region: &Range<u64>) -> Option<Str
     }
 }
 
-/// The patch to revert: `id`, else the newest live one.
-fn choose<'a>(
+/// Checks, without stopping or writing anything, what [`revert`] checks before its stop: `pid`
+/// has patch `id` (else any) applied, no later live patch redirected one of its functions, and
+/// every entry holds its jump. Returns the id of the patch a revert would take out. Whether a
+/// thread is in the patch's code is not looked at: the revert waits for that. A family's revert
+/// checks every member so first, and reverts none unless all pass.
+pub fn check_revert(pid: i32, id: Option<&str>) -> Result<String, ApplyError> {
+    let (installed, chosen, _) = planned(pid, id)?;
+    Ok(installed[chosen].patch_id.clone())
+}
+
+/// The patches installed in `pid`, the index of the one to revert and its entries to restore,
+/// checked as [`check_revert`] says.
+fn planned(
     pid: i32,
-    installed: &'a [InstalledPatch],
     id: Option<&str>,
-) -> Result<&'a InstalledPatch, ApplyError> {
-    let live: Vec<&InstalledPatch> = installed.iter().filter(|p| p.is_live()).collect();
+) -> Result<(Vec<InstalledPatch>, usize, Vec<Restore>), ApplyError> {
+    let installed = installed_patches(pid)?;
+    let chosen = choose(pid, &installed, id)?;
+    check_lifo(&installed[chosen], &installed)?;
+    let restores = restores(pid, &installed[chosen])?;
+    Ok((installed, chosen, restores))
+}
+
+/// The index in `installed` of the patch to revert: `id`, else the newest live one.
+fn choose(pid: i32, installed: &[InstalledPatch], id: Option<&str>) -> Result<usize, ApplyError> {
+    let live: Vec<(usize, &InstalledPatch)> = installed
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_live())
+        .collect();
     match id {
         None => live
             .last()
-            .copied()
+            .map(|(i, _)| *i)
             .ok_or_else(|| ApplyError::Revert(format!("pid {pid} has no applied patch to revert"))),
         Some(id) => live
             .iter()
             .rev()
-            .find(|p| p.patch_id == id)
-            .copied()
+            .find(|(_, p)| p.patch_id == id)
+            .map(|(i, _)| *i)
             .ok_or_else(|| {
-                let names: Vec<&str> = live.iter().map(|p| p.patch_id.as_str()).collect();
+                let names: Vec<&str> = live.iter().map(|(_, p)| p.patch_id.as_str()).collect();
                 let known = if names.is_empty() {
                     "none".to_string()
                 } else {
