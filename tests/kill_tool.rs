@@ -138,7 +138,11 @@ fn assert_running_untraced(target: &mut TargetProcess, pid: i32, what: &str) {
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
-    assert!(target.is_alive(), "{what}: the target died");
+    assert!(
+        target.is_alive(),
+        "{what}: the target died ({})",
+        target.how_it_ended()
+    );
 }
 
 /// Classifies process `pid` of the target after a kill and brings it back to the old code.
@@ -539,7 +543,11 @@ fn killed_during_a_revert_under_a_suspended_coroutine_never_unmaps_its_code() {
         target.wait_for("step v2 resumes");
         target.wait_for("coroutine done");
         target.wait_for("tick");
-        assert!(target.is_alive(), "{what}: the target died");
+        assert!(
+            target.is_alive(),
+            "{what}: the target died ({})",
+            target.how_it_ended()
+        );
     };
 
     let normal = median(

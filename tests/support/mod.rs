@@ -161,6 +161,16 @@ impl TargetProcess {
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// How the process ended (`signal: 5 (SIGTRAP)`, `exit status: 1`), or `running`: for the
+    /// message of a test that finds it dead.
+    pub fn how_it_ended(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => "running".into(),
+            Err(e) => format!("unknown ({e})"),
+        }
+    }
 }
 
 impl Drop for TargetProcess {

@@ -81,6 +81,19 @@ pub(crate) fn signal_pending(pid: i32, tid: i32) -> Option<bool> {
     Some(pending)
 }
 
+/// Whether a `SIGTRAP` is pending for thread `tid` of `pid` itself (`SigPnd`: the kernel sends a
+/// breakpoint's or a step's trap to the thread that took it); `false` when it cannot be read.
+pub(crate) fn trap_pending(pid: i32, tid: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigPnd:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (nix::libc::SIGTRAP - 1)) != 0)
+}
+
 /// Explains, as far as we can tell, why the kernel refused to let us trace `tid` of `pid`.
 pub(crate) fn eperm_reason(pid: i32, tid: i32) -> String {
     if let Some(tracer) = tracer_pid(pid, tid).filter(|&t| t != 0) {

@@ -324,6 +324,10 @@ impl<'a> Seized<'a> {
             if let Stop::Interrupt { sig } = stop {
                 if sig == libc::SIGTRAP {
                     let since = Instant::now();
+                    if !self.take_pending_trap(tid)? {
+                        self.forget(tid);
+                        return Ok(None);
+                    }
                     let regs =
                         sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
                     let thread = StoppedThread::from_regs(tid, &regs);
@@ -349,6 +353,60 @@ impl<'a> Seized<'a> {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(op_failed(pid, tid, "PTRACE_CONT", e)),
         }
+    }
+
+    /// The entry whose `int3` a thread at `rip` has just executed (`rip` one past a site's
+    /// entry), if it is one.
+    fn trapped_at(&self, rip: u64) -> Option<u64> {
+        let at = rip.wrapping_sub(1);
+        self.sites.iter().any(|s| s.entry == at).then_some(at)
+    }
+
+    /// Takes a `SIGTRAP` of one of our `int3`s still pending on `tid`, just stopped by an
+    /// interrupt (it trapped right before the stop): the thread is let run into that signal's
+    /// stop, where the signal is dropped, and put back at the entry, to trap again or run what
+    /// is there by then. Held with the trap pending, the thread would take it at its next step
+    /// or be handed it at its release, and die of it (this killed targets: a membarrier
+    /// injected on such a thread passed the trap on as the target's own). `false`: it is gone.
+    fn take_pending_trap(&mut self, tid: i32) -> Result<bool, PtraceError> {
+        let pid = self.pid;
+        let Ok(mut regs) = sys::get_regs(tid) else {
+            return Ok(true);
+        };
+        let Some(entry) = self
+            .trapped_at(regs.rip)
+            .filter(|_| proc::trap_pending(pid, tid))
+        else {
+            return Ok(true);
+        };
+        for _ in 0..super::MAX_STEPS {
+            sys::cont(tid, 0).map_err(|e| op_failed(pid, tid, "PTRACE_CONT", e))?;
+            match sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))? {
+                Stop::Gone => return Ok(false),
+                Stop::Exiting => {
+                    let _ = sys::detach(tid, 0);
+                    return Ok(false);
+                }
+                Stop::Signal { sig } if sig == libc::SIGTRAP && is_kernel_trap(tid) => {
+                    regs.rip = entry;
+                    sys::set_regs(tid, &regs)
+                        .map_err(|e| op_failed(pid, tid, "PTRACE_SETREGS", e))?;
+                    return Ok(true);
+                }
+                // Another signal dequeued first goes back to the queue for later.
+                Stop::Signal { .. } => {
+                    if let Ok(info) = sys::get_siginfo(tid) {
+                        let _ = sys::requeue_signal(pid, tid, &info);
+                    }
+                }
+                Stop::Interrupt { .. } | Stop::OtherEvent { .. } => {}
+            }
+        }
+        Err(PtraceError::Failed {
+            pid: tid,
+            op: "taking a pending breakpoint trap".into(),
+            detail: format!("it did not come within {} stops", super::MAX_STEPS),
+        })
     }
 
     fn set_rip(&self, tid: i32, rip: u64) -> Result<(), PtraceError> {
