@@ -50,12 +50,11 @@ pub fn elapsed_ms(start: Instant) -> f64 {
 /// Classifies the changes from `old` to `new`. Headers are found through the include directories
 /// of the original build: every command of the build model, and the explicit flags (`cflags`,
 /// else `hotpatch.toml` of the new revision). Each analysed file with a compile command is
-/// judged on its preprocessed units, as the compiler sees it.
+/// judged on its preprocessed units, as the compiler sees it (from `cache` when they are there).
 pub fn classify(
-    old: &Snapshot,
-    new: &Snapshot,
+    (old, new): (&Snapshot, &Snapshot),
     cflags: Option<&str>,
-    model: Option<&BuildModel>,
+    (model, cache): (Option<&BuildModel>, &Cache),
     program: Option<Program>,
 ) -> ChangeSet {
     let mut flags = match cflags {
@@ -74,7 +73,7 @@ pub fn classify(
     let mut warnings = Vec::new();
     if let Some(model) = model {
         let files = files_to_analyse(old, new, &options);
-        (options.units, warnings) = crate::units::preprocess_units(old, new, model, &files);
+        (options.units, warnings) = crate::units::preprocess_units(old, new, model, &files, cache);
     }
     let mut changes = diff_snapshots_with(old, new, &options);
     warnings.append(&mut changes.warnings);

@@ -113,6 +113,8 @@ struct Store {
 struct Counters {
     hits: AtomicUsize,
     misses: AtomicUsize,
+    preprocess_hits: AtomicUsize,
+    preprocess_misses: AtomicUsize,
 }
 
 /// Lookups of one run, reported in `--json` `timings.cache`.
@@ -122,6 +124,11 @@ pub struct CacheCounts {
     pub hits: usize,
     /// Results not found (compiled, then stored).
     pub misses: usize,
+    /// Preprocessed texts for the differ found with every file they read unchanged (a
+    /// `gcc -E` saved each; see `preprocess_cached`).
+    pub preprocess_hits: usize,
+    /// Preprocessed texts not found, or found with a file changed (preprocessed, then stored).
+    pub preprocess_misses: usize,
 }
 
 impl std::fmt::Debug for Cache {
@@ -191,10 +198,22 @@ impl Cache {
 
     /// The lookups so far.
     pub fn counts(&self) -> CacheCounts {
+        let count = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);
         CacheCounts {
-            hits: self.counts.hits.load(Ordering::Relaxed),
-            misses: self.counts.misses.load(Ordering::Relaxed),
+            hits: count(&self.counts.hits),
+            misses: count(&self.counts.misses),
+            preprocess_hits: count(&self.counts.preprocess_hits),
+            preprocess_misses: count(&self.counts.preprocess_misses),
         }
+    }
+
+    /// Counts one lookup of a preprocessed text: a hit is an entry whose files all matched.
+    pub(crate) fn count_preprocess(&self, hit: bool) {
+        let counter = match hit {
+            true => &self.counts.preprocess_hits,
+            false => &self.counts.preprocess_misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `with` applied to the preprocessed text of the `side` revision of `file`: the differ's,
@@ -392,7 +411,8 @@ fn parse_size(text: &str) -> Option<u64> {
 pub(crate) struct Key([u8; 20]);
 
 impl Key {
-    fn hex(&self) -> String {
+    /// The key in hexadecimal (also a record's id, see [`Cache::get_record`]).
+    pub(crate) fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -404,6 +424,12 @@ fn sha1(parts: &[&[u8]]) -> Option<Key> {
         hasher.update(part);
     }
     hasher.finalize().ok().map(|d| Key(d.into()))
+}
+
+/// The SHA-1 of `contents` in hexadecimal, to tell whether a file is still what it was
+/// (`None` on a detected collision attack).
+pub(crate) fn content_id(contents: &[u8]) -> Option<String> {
+    sha1(&[contents]).map(|id| id.hex())
 }
 
 /// Builds a [`Key`] from named fields, each length-prefixed so no two field lists collide.
@@ -534,7 +560,7 @@ mod tests {
         assert_eq!(cache.get(&key("a")), None);
         cache.put(&key("a"), b"object a");
         assert_eq!(cache.get(&key("a")).as_deref(), Some(&b"object a"[..]));
-        assert_eq!(cache.counts(), CacheCounts { hits: 1, misses: 1 });
+        assert_eq!((cache.counts().hits, cache.counts().misses), (1, 1));
         // A flipped byte: a miss, and the entry is gone until stored again.
         let path = cache.store.as_ref().unwrap().path(&key("a"));
         let mut bytes = std::fs::read(&path).unwrap();

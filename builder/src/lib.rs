@@ -18,6 +18,7 @@ mod old_objects;
 pub mod preimage;
 mod prepare;
 mod preprocess;
+mod preprocessed;
 mod select;
 mod unsectioned;
 
@@ -40,6 +41,7 @@ pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
 pub use old_objects::OldObjects;
 pub use prepare::{prepare, Prepared};
 pub use preprocess::preprocess;
+pub use preprocessed::preprocess_cached;
 
 /// Why a patch could not be built.
 #[derive(Debug, thiserror::Error)]
