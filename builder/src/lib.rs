@@ -20,6 +20,7 @@ mod prepare;
 mod preprocess;
 mod preprocessed;
 mod select;
+mod slots;
 mod unsectioned;
 
 use std::collections::{BTreeMap, HashSet};
@@ -42,6 +43,7 @@ pub use old_objects::OldObjects;
 pub use prepare::{prepare, Prepared};
 pub use preprocess::preprocess;
 pub use preprocessed::preprocess_cached;
+pub use slots::connect_jobserver;
 
 /// Why a patch could not be built.
 #[derive(Debug, thiserror::Error)]

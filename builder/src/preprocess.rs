@@ -51,14 +51,14 @@ impl<'a> Invocation<'a> {
     /// Runs the compiler's preprocessor (`-E`).
     pub(crate) fn run(&self) -> Result<Preprocessed, BuildError> {
         let path = self.compiler.path();
-        crate::compile::count_run();
-        let output = Command::new(path)
-            .current_dir(&self.placed.cwd)
-            .args(&self.placed.arguments)
-            .arg("-E")
-            .arg(self.tree.join(&self.command.file))
-            .output()
-            .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", path.display())))?;
+        let output = crate::slots::output(
+            Command::new(path)
+                .current_dir(&self.placed.cwd)
+                .args(&self.placed.arguments)
+                .arg("-E")
+                .arg(self.tree.join(&self.command.file)),
+        )
+        .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", path.display())))?;
         if !output.status.success() {
             return Err(BuildError::Compile {
                 file: self.command.file.clone(),
