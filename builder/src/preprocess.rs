@@ -163,6 +163,20 @@ mod tests {
     }
 
     #[test]
+    fn the_files_markers_name() {
+        let text = "# 0 \"/t/src/a.c\"\n# 0 \"<built-in>\"\n# 1 \"/t/src//\"\n\
+                    # 1 \"../include/cfg.h\" 1\nint x;\n# 7 \"/t/src/a.c\" 2\n\
+                    # 1 \"/t/q\\\"d.h\" 1\n#pragma once\n";
+        let named = named_files(text, Path::new("/t/src")).unwrap();
+        let expected: Vec<PathBuf> = ["/t/src/a.c", "/t/include/cfg.h", "/t/q\"d.h"]
+            .map(PathBuf::from)
+            .into();
+        assert_eq!(named, expected);
+        // An escape that cannot be read back exactly: the files are not known.
+        assert_eq!(named_files("# 1 \"/t/\\303.h\"\n", Path::new("/t")), None);
+    }
+
+    #[test]
     fn a_failing_preprocess_names_the_file() {
         let tree = tempfile::tempdir().unwrap();
         std::fs::write(tree.path().join("a.c"), "#include \"absent.h\"\n").unwrap();

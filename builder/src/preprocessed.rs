@@ -6,13 +6,16 @@
 //! placed arguments and working directory (the tree's path replaced by a placeholder), the
 //! file's path and contents, the paths of every file of the revision (a header added where the
 //! include path would find it first changes them) and the environment the preprocessor reads.
-//! The entry holds, beside the text, every file its line markers name with the SHA-1 of its
-//! contents: files of the revision are checked against the revision, others (system headers,
-//! generated headers of a build tree) against the disk. A mismatch, an unreadable file or a
-//! damaged entry is a miss. A unit whose files mention `__DATE__`, `__TIME__` or
+//! The entry holds up to [`VARIANTS`] texts (a changed header gives the same key another text),
+//! each with every file its line markers name and the SHA-1 of its contents: files of the
+//! revision are checked against the revision, others (system headers, generated headers of a
+//! build tree) against the disk. No variant matching, an unreadable file or a damaged entry is a
+//! miss. A unit whose files mention `__DATE__`, `__TIME__` or
 //! `__TIMESTAMP__`, or whose text names the temporary tree, is not stored.
 
+use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Mutex;
 
 use hotpatch_differ::Snapshot;
 
@@ -32,7 +35,7 @@ const ENVIRONMENT: [&str; 3] = ["CPATH", "C_INCLUDE_PATH", "SOURCE_DATE_EPOCH"];
 const VOLATILE: [&str; 3] = ["__DATE__", "__TIME__", "__TIMESTAMP__"];
 
 /// The preprocessed text of `command`'s file of `revision` (written to `tree`), as
-/// [`crate::preprocess`] makes it, from `cache` when an entry's files all still match, else
+/// [`crate::preprocess`] makes it, from `cache` when a variant's files all still match, else
 /// made and stored. Counted in the cache's `preprocess_hits` and `preprocess_misses`.
 pub fn preprocess_cached(
     command: &CompileCommand,
@@ -42,20 +45,43 @@ pub fn preprocess_cached(
 ) -> Result<String, BuildError> {
     let invocation = Invocation::new(command, tree)?;
     let key = key(&invocation, command, revision, tree, cache);
-    if let Some(key) = &key {
-        let found = cache
-            .get_record(KIND, key)
-            .and_then(|entry| verified(&entry, revision));
+    let stored = key.as_ref().and_then(|key| cache.get_record(KIND, key));
+    let variants = stored.as_deref().and_then(variants).unwrap_or_default();
+    if key.is_some() {
+        let found = variants
+            .iter()
+            .find(|v| v.matches(revision))
+            .and_then(|v| std::str::from_utf8(v.text).ok());
         cache.count_preprocess(found.is_some());
         if let Some(text) = found {
-            return Ok(text);
+            return Ok(text.to_string());
         }
     }
     let made = invocation.run()?;
-    if let Some((key, entry)) = key.zip(entry(&made, revision, tree)) {
-        cache.put_record(KIND, &key, &entry);
+    if let Some((key, files)) = key.zip(files(&made, revision, tree)) {
+        let variant = Variant {
+            files,
+            text: made.text.as_bytes(),
+        };
+        store(cache, &key, &variant);
     }
     Ok(made.text)
+}
+
+/// Adds `variant` to the entry under `key`, newest first, keeping the [`VARIANTS`] newest.
+/// Both sides of a diff may share a key and are stored at once: the entry is read again and
+/// written under one lock (between processes, a variant can be lost: a miss later).
+fn store(cache: &Cache, key: &str, variant: &Variant) {
+    static STORING: Mutex<()> = Mutex::new(());
+    let _storing = STORING.lock().unwrap_or_else(|e| e.into_inner());
+    let stored = cache.get_record(KIND, key);
+    let kept = stored.as_deref().and_then(variants).unwrap_or_default();
+    let others = kept.iter().filter(|v| v.files != variant.files);
+    let entry: Vec<u8> = std::iter::once(variant)
+        .chain(others.take(VARIANTS - 1))
+        .flat_map(Variant::encode)
+        .collect();
+    cache.put_record(KIND, key, &entry);
 }
 
 /// The key of `invocation` (hex); `None`: the cache is off, the arguments read files the text
@@ -95,10 +121,59 @@ fn key(
         .map(|key| key.hex())
 }
 
-/// The entry for `made`: one line of JSON, the files its markers name with the SHA-1 of each
-/// (repository-relative paths for files of `revision`, written under `tree`; absolute ones for
-/// the rest), then the text. `None`: not to be stored (see the module documentation).
-fn entry(made: &Preprocessed, revision: &Snapshot, tree: &Path) -> Option<Vec<u8>> {
+/// How many texts an entry keeps: the same file with the same flags preprocesses to another
+/// text when a header changed, and both sides of a diff that changed only a header share the
+/// key (each is the old side of some later diff).
+const VARIANTS: usize = 4;
+
+/// One text of an entry, with the files it was made from.
+struct Variant<'a> {
+    /// Every file its line markers name, with the SHA-1 of its contents: repository-relative
+    /// paths for files of the revision, absolute ones for the rest.
+    files: Vec<(String, String)>,
+    text: &'a [u8],
+}
+
+impl Variant<'_> {
+    /// The variant as stored: one line of JSON (the files and the text's length), the text.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&(&self.files, self.text.len())).unwrap_or_default();
+        out.push(b'\n');
+        out.extend_from_slice(self.text);
+        out
+    }
+
+    /// Whether every file it names still has its contents: a relative path in `revision`, an
+    /// absolute one on disk (an unreadable file: no).
+    fn matches(&self, revision: &Snapshot) -> bool {
+        self.files.iter().all(|(name, id)| {
+            let contents = match Path::new(name).is_absolute() {
+                true => std::fs::read(name).ok().map(Cow::Owned),
+                false => revision.files.get(name).map(Cow::Borrowed),
+            };
+            contents.and_then(|c| content_id(&c)).as_ref() == Some(id)
+        })
+    }
+}
+
+/// The variants of a stored entry, newest first; `None`: not an entry of this format.
+fn variants(mut entry: &[u8]) -> Option<Vec<Variant<'_>>> {
+    let mut out = Vec::new();
+    while !entry.is_empty() {
+        let line = entry.iter().position(|&b| b == b'\n')?;
+        let (files, len): (Vec<(String, String)>, usize) =
+            serde_json::from_slice(&entry[..line]).ok()?;
+        let rest = &entry[line + 1..];
+        let text = rest.get(..len)?;
+        out.push(Variant { files, text });
+        entry = &rest[len..];
+    }
+    Some(out)
+}
+
+/// The files `made` was made from, each with the SHA-1 of its contents (see [`Variant`]);
+/// `None`: not to be stored (see the module documentation).
+fn files(made: &Preprocessed, revision: &Snapshot, tree: &Path) -> Option<Vec<(String, String)>> {
     if made
         .text
         .contains(tree.to_string_lossy().trim_end_matches('/'))
@@ -109,37 +184,16 @@ fn entry(made: &Preprocessed, revision: &Snapshot, tree: &Path) -> Option<Vec<u8
     for path in made.named.as_ref()? {
         let (name, contents) = match path.strip_prefix(tree) {
             Ok(relative) => {
-                let name = relative.to_str()?.to_string();
-                let contents = revision.files.get(&name)?.clone();
-                (name, contents)
+                let name = relative.to_str()?;
+                (name, Cow::Borrowed(revision.files.get(name)?))
             }
-            Err(_) => (path.to_str()?.to_string(), std::fs::read(path).ok()?),
+            Err(_) => (path.to_str()?, Cow::Owned(std::fs::read(path).ok()?)),
         };
         let text = String::from_utf8_lossy(&contents);
         if VOLATILE.iter().any(|m| text.contains(m)) {
             return None;
         }
-        files.push((name, content_id(&contents)?));
+        files.push((name.to_string(), content_id(&contents)?));
     }
-    let mut entry = serde_json::to_vec(&files).ok()?;
-    entry.push(b'\n');
-    entry.extend_from_slice(made.text.as_bytes());
-    Some(entry)
-}
-
-/// The text of `entry` when every file it names still has the contents it had: a relative
-/// path in `revision`, an absolute one on disk.
-fn verified(entry: &[u8], revision: &Snapshot) -> Option<String> {
-    let line = entry.iter().position(|&b| b == b'\n')?;
-    let files: Vec<(String, String)> = serde_json::from_slice(&entry[..line]).ok()?;
-    for (name, id) in &files {
-        let contents = match Path::new(name).is_absolute() {
-            true => std::borrow::Cow::Owned(std::fs::read(name).ok()?),
-            false => std::borrow::Cow::Borrowed(revision.files.get(name)?),
-        };
-        if content_id(&contents)? != *id {
-            return None;
-        }
-    }
-    String::from_utf8(entry[line + 1..].to_vec()).ok()
+    Some(files)
 }
