@@ -10,8 +10,8 @@
 //! each with every file its line markers name and the SHA-1 of its contents: files of the
 //! revision are checked against the revision, others (system headers, generated headers of a
 //! build tree) against the disk. No variant matching, an unreadable file or a damaged entry is a
-//! miss. A unit whose files mention `__DATE__`, `__TIME__` or
-//! `__TIMESTAMP__`, or whose text names the temporary tree, is not stored.
+//! miss. A unit whose files mention `__DATE__`, `__TIME__` or `__TIMESTAMP__` (its text changes
+//! with the clock), or whose text names the temporary tree, is not stored.
 
 use std::borrow::Cow;
 use std::path::Path;
