@@ -92,7 +92,13 @@ pub struct Cache {
     /// Preprocessed texts made here for files the differ did not preprocess, by file and side:
     /// each made once however many compiles of it need a key.
     made: Arc<Mutex<HashMap<(String, bool), Made>>>,
+    /// Compiles of this run by key, so that one started ahead (see `compile_new_side`) is
+    /// waited for rather than run again.
+    compiling: Arc<Mutex<HashMap<Key, Compiling>>>,
 }
+
+/// A compile's object or error, made once by the first to ask.
+type Compiling = Arc<OnceLock<Result<Vec<u8>, BuildError>>>;
 
 /// A preprocessed text made once, on first use (`None`: the file did not preprocess).
 type Made = Arc<OnceLock<Option<String>>>;
@@ -238,6 +244,20 @@ impl Cache {
                 .clone()
         };
         slot.get_or_init(make).as_deref().map(with)
+    }
+
+    /// The object under `key`: made by `compile` (which looks in the cache first) by the first
+    /// caller of this run, waited for by the others, who get its result (or error) too.
+    pub(crate) fn compile_once(
+        &self,
+        key: &Key,
+        compile: impl FnOnce() -> Result<Vec<u8>, BuildError>,
+    ) -> Result<Vec<u8>, BuildError> {
+        let slot = {
+            let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+            compiling.entry(*key).or_default().clone()
+        };
+        slot.get_or_init(compile).clone()
     }
 
     /// Whether entries are stored at all.
@@ -407,7 +427,7 @@ fn parse_size(text: &str) -> Option<u64> {
 }
 
 /// A cache key: the SHA-1 of everything a result depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key([u8; 20]);
 
 impl Key {
