@@ -1,7 +1,9 @@
 //! The object cache: the results of the compiles a patch needs besides the patch unit itself
 //! (the old and new files compiled with the original flags, for pre-images, post-images and the
 //! object-level confirmation, and the switches the compiler records), kept between runs so that
-//! the next diff whose old side is this diff's new side does not compile it again.
+//! the next diff whose old side is this diff's new side does not compile it again. Records of
+//! other kinds ride along ([`Cache::get_record`]): a binary's inline map, the differ's
+//! preprocessed texts (see `preprocessed`).
 //!
 //! Entries are content-addressed: the key is a SHA-1 over everything the compiler's output
 //! depends on — the preprocessed text of the file (what the compiler really reads, headers
