@@ -612,6 +612,29 @@ mod tests {
     }
 
     #[test]
+    fn a_compile_runs_once_per_key_in_a_run() {
+        let cache = Cache::default();
+        let calls = AtomicUsize::new(0);
+        let compile = |result: Result<Vec<u8>, BuildError>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            result
+        };
+        let first = cache.compile_once(&key("a"), || compile(Ok(b"object".to_vec())));
+        let again = cache.compile_once(&key("a"), || compile(Ok(b"other".to_vec())));
+        assert_eq!(
+            (first.unwrap(), again.unwrap()),
+            (b"object".to_vec(), b"object".to_vec())
+        );
+        // A failure is shared too: its caller and the waiters get the same error.
+        let failed = || compile(Err(BuildError::Object("no".to_string())));
+        assert!(cache.compile_once(&key("b"), failed).is_err());
+        assert!(cache
+            .compile_once(&key("b"), || compile(Ok(Vec::new())))
+            .is_err());
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn a_cache_that_cannot_be_written_is_no_error() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
