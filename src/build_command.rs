@@ -61,11 +61,11 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let program = target
         .as_ref()
         .and_then(|t| pipeline::program_of(t, &old, &new));
+    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let mut changes = pipeline::classify(
-        &old,
-        &new,
+        (&old, &new),
         args.model.cflags.as_deref(),
-        Some(&model),
+        (Some(&model), &cache),
         program,
     );
     refusal::apply_forces(&mut changes, &args.force);
@@ -82,7 +82,6 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             changes.new_label
         );
     }
-    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
         let how = (&model, &cache);
         pipeline::build_patch(&changes, (&old, &new), target.as_ref(), how, &mut timings)

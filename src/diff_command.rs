@@ -39,11 +39,11 @@ pub fn run(args: &DiffArgs) -> Result<()> {
         Some(Ok(target)) => pipeline::program_of(target, &old, &new),
         _ => None,
     };
+    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let mut changes = pipeline::classify(
-        &old,
-        &new,
+        (&old, &new),
         args.model.cflags.as_deref(),
-        model.as_ref().ok(),
+        (model.as_ref().ok(), &cache),
         program,
     );
     refusal::apply_forces(&mut changes, &args.force);
@@ -68,7 +68,6 @@ pub fn run(args: &DiffArgs) -> Result<()> {
     }
     let target = inspected.transpose()?;
     let model = model?;
-    let cache = hotpatch_builder::Cache::from_env(args.no_cache)?;
     let patch = crate::spinner::while_waiting(&compiling(&changes), args.json, || {
         let how = (&model, &cache);
         pipeline::build_patch(&changes, (&old, &new), target.as_ref(), how, &mut timings)

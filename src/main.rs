@@ -34,6 +34,8 @@ mod watch;
 use clap::Parser;
 
 fn main() {
+    // Before any file is opened: the descriptors make passed down are still its own.
+    hotpatch_builder::connect_jobserver();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = match cli::Cli::try_parse_from(&argv) {
         Ok(args) => args,

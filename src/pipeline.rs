@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use hotpatch_applier::{PatchObject, Target};
 use hotpatch_builder::{
-    BuildModel, BuildSection, BuiltPatch, Cache, CacheCounts, FlagSource, OldObjects, PatchOrigin,
-    DEFAULT_CFLAGS,
+    BuildModel, BuildSection, BuiltPatch, Cache, CacheCounts, CompileCommand, FlagSource,
+    OldObjects, PatchOrigin, DEFAULT_CFLAGS,
 };
 use hotpatch_differ::{
     diff_snapshots_with, files_to_analyse, Change, ChangeSet, DiffOptions, Program, Snapshot,
@@ -50,12 +50,11 @@ pub fn elapsed_ms(start: Instant) -> f64 {
 /// Classifies the changes from `old` to `new`. Headers are found through the include directories
 /// of the original build: every command of the build model, and the explicit flags (`cflags`,
 /// else `hotpatch.toml` of the new revision). Each analysed file with a compile command is
-/// judged on its preprocessed units, as the compiler sees it.
+/// judged on its preprocessed units, as the compiler sees it (from `cache` when they are there).
 pub fn classify(
-    old: &Snapshot,
-    new: &Snapshot,
+    (old, new): (&Snapshot, &Snapshot),
     cflags: Option<&str>,
-    model: Option<&BuildModel>,
+    (model, cache): (Option<&BuildModel>, &Cache),
     program: Option<Program>,
 ) -> ChangeSet {
     let mut flags = match cflags {
@@ -74,7 +73,7 @@ pub fn classify(
     let mut warnings = Vec::new();
     if let Some(model) = model {
         let files = files_to_analyse(old, new, &options);
-        (options.units, warnings) = crate::units::preprocess_units(old, new, model, &files);
+        (options.units, warnings) = crate::units::preprocess_units(old, new, model, &files, cache);
     }
     let mut changes = diff_snapshots_with(old, new, &options);
     warnings.append(&mut changes.warnings);
@@ -131,7 +130,8 @@ pub struct BuiltUnits {
 /// target says; without a target, the old revision of each changed file compiled with its
 /// build command says (the same objects then give the pre-images). Where the build compiled a
 /// file several ways, the way that reproduces the running code is chosen. The compiles of the
-/// old and new files go through `cache`.
+/// old and new files go through `cache`; with it, each changed file's new side (the compile the
+/// build waits for longest) is compiled from the start, while the patch units are written.
 pub fn build_patch(
     changes: &ChangeSet,
     (old, new): (&Snapshot, &Snapshot),
@@ -141,6 +141,37 @@ pub fn build_patch(
 ) -> Result<BuiltUnits> {
     let start = Instant::now();
     let cache = cache.clone().with_units(&changes.units);
+    // The new revision: the patch and the new sides are compiled in it.
+    let tree = tempfile::Builder::new()
+        .prefix("hotpatch-build-")
+        .tempdir()?;
+    new.write_to(tree.path())
+        .with_context(|| format!("writing {} to {}", new.label, tree.path().display()))?;
+    // Files the build compiled one way only; the others' command is chosen later.
+    let ahead: Vec<CompileCommand> = patched_files(changes)
+        .into_iter()
+        .filter_map(|file| match model.candidates(file) {
+            Ok(mut candidates) if candidates.len() == 1 => candidates.pop(),
+            _ => None,
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for command in &ahead {
+            scope.spawn(|| hotpatch_builder::compile_new_side(tree.path(), command, &cache));
+        }
+        let how = (model, &cache, tree.path());
+        build_in(changes, (old, new), target, how, (start, timings))
+    })
+}
+
+/// [`build_patch`] once the new revision is written to `tree`; `start` is when it began.
+fn build_in(
+    changes: &ChangeSet,
+    (old, new): (&Snapshot, &Snapshot),
+    target: Option<&Target>,
+    (model, cache, tree): (&BuildModel, &Cache, &std::path::Path),
+    (start, timings): (Instant, &mut Timings),
+) -> Result<BuiltUnits> {
     // The old revision: the pre-images (and without a target, which statics exist) are
     // compiled from it.
     let old_tree = tempfile::Builder::new()
@@ -160,11 +191,7 @@ pub fn build_patch(
                     commands.push(only.clone());
                 }
             }
-            OldObjects::compile(
-                old_tree.path(),
-                &commands.iter().collect::<Vec<_>>(),
-                &cache,
-            )?
+            OldObjects::compile(old_tree.path(), &commands.iter().collect::<Vec<_>>(), cache)?
         }
     };
     let prepare_ms = elapsed_ms(start);
@@ -184,7 +211,7 @@ pub fn build_patch(
         units: Some(&changes.units),
     };
     let map_start = Instant::now();
-    timings.inline_map = target.map_or("none", |t| crate::dwarf_cache::prime(t, &cache));
+    timings.inline_map = target.map_or("none", |t| crate::dwarf_cache::prime(t, cache));
     timings.inline_map_ms = elapsed_ms(map_start);
     let selection =
         target.and_then(|t| crate::lto::select(changes, new, t, uses_lto(changes, model)));
@@ -200,11 +227,6 @@ pub fn build_patch(
     timings.externalize_ms = elapsed_ms(start);
 
     let start = Instant::now();
-    let tree = tempfile::Builder::new()
-        .prefix("hotpatch-build-")
-        .tempdir()?;
-    new.write_to(tree.path())
-        .with_context(|| format!("writing {} to {}", new.label, tree.path().display()))?;
     let origin = PatchOrigin {
         old_revision: Some(changes.old_label.clone()),
         new_revision: Some(changes.new_label.clone()),
@@ -226,13 +248,8 @@ pub fn build_patch(
         let command = if candidates.len() == 1 {
             candidates.remove(0)
         } else {
-            let (command, why) = crate::build_flags::choose_by_evidence(
-                unit,
-                candidates,
-                tree.path(),
-                &origin,
-                target,
-            )?;
+            let (command, why) =
+                crate::build_flags::choose_by_evidence(unit, candidates, tree, &origin, target)?;
             choices.push(why);
             command
         };
@@ -254,7 +271,7 @@ pub fn build_patch(
             model.searched()
         ));
     }
-    let built = hotpatch_builder::build(tree.path(), &units, &commands, &origin)
+    let built = hotpatch_builder::build(tree, &units, &commands, &origin)
         .map_err(|e| crate::build_flags::with_warnings(e.into(), &warnings))?;
     let object = PatchObject::parse(built.object.clone())?;
     timings.compile_ms = prepare_ms + elapsed_ms(start);

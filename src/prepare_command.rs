@@ -52,7 +52,7 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
     snapshot
         .write_to(tree.path())
         .with_context(|| format!("writing {} to {}", snapshot.label, tree.path().display()))?;
-    let prepared = hotpatch_builder::prepare(tree.path(), &commands, &cache)?;
+    let prepared = hotpatch_builder::prepare((&snapshot, tree.path()), &commands, &cache)?;
     let counts = cache.counts();
     let failed: Vec<(String, String)> = prepared
         .failed

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use hotpatch_builder::{BuildModel, CompileCommand, FlagSource};
+use hotpatch_builder::{BuildModel, Cache, CompileCommand, FlagSource};
 use hotpatch_differ::{Snapshot, UnitTexts};
 
-/// Preprocesses both revisions of each of `files` with its build command, on every core. A file
+/// Preprocesses both revisions of each of `files` with its build command, on every core, through
+/// `cache` (a side preprocessed before with the same files is not preprocessed again). A file
 /// without a known command (only the default flags), with several, or whose preprocessing fails
 /// has no unit: it is compared as written, and the returned warnings say so, one line a file.
 pub fn preprocess_units(
@@ -14,6 +15,7 @@ pub fn preprocess_units(
     new: &Snapshot,
     model: &BuildModel,
     files: &[String],
+    cache: &Cache,
 ) -> (BTreeMap<String, UnitTexts>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut commands: Vec<(&str, CompileCommand)> = Vec::new();
@@ -68,8 +70,9 @@ pub fn preprocess_units(
                         if !snapshot.files.contains_key(*file) {
                             return ((i, is_new), Err(String::new()));
                         }
-                        let text = hotpatch_builder::preprocess(command, tree)
-                            .map_err(|e| first_line(&e.to_string()));
+                        let text =
+                            hotpatch_builder::preprocess_cached(command, snapshot, tree, cache)
+                                .map_err(|e| first_line(&e.to_string()));
                         ((i, is_new), text)
                     })
                 })

@@ -376,3 +376,154 @@ fn prepare_names_what_does_not_compile_and_needs_a_cache() {
         stderr_of(&output)
     );
 }
+
+/// `(preprocess_hits, preprocess_misses)` of a run's timings: the differ's preprocessing.
+fn preprocessed(document: &Value) -> (u64, u64) {
+    let cache = &document["timings"]["cache"];
+    let number = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("{document:#}"));
+    (
+        number(&cache["preprocess_hits"]),
+        number(&cache["preprocess_misses"]),
+    )
+}
+
+/// `hotpatch build RANGE` of the repository `repo` into `dir`, with its cache in `cache` and
+/// `extra` arguments.
+fn build_range(dir: &Path, cache: &Path, range: &str, extra: &[&str]) -> Value {
+    let repo = dir.join("repo").display().to_string();
+    let output = dir.join("patch.o").display().to_string();
+    let mut args = vec!["build", range, "--repo", &repo, "-o", &output, "--json"];
+    args.extend(extra);
+    document(&hotpatch_cached(cache, &[], &args))
+}
+
+#[test]
+fn the_differs_preprocessing_is_cached_and_every_file_it_read_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    // A header outside the repository (as a system header or a build tree's would be).
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("ext.h"), "#define EXT 5\n").unwrap();
+    let toml = format!("[build]\ncflags = \"-O2 -g -I{}\"\n", outside.display());
+    let lib = |extra: &str| {
+        format!(
+            "#include \"cfg.h\"\n#include <ext.h>\n\
+             int value(int x) {{ return x * STEP + EXT{extra}; }}\n\
+             int other(int x) {{ return x + 1; }}\n"
+        )
+    };
+    let files = |lib: String, step: u32| {
+        vec![
+            ("hotpatch.toml".to_string(), toml.clone()),
+            ("cfg.h".to_string(), format!("#define STEP {step}\n")),
+            ("lib.c".to_string(), lib),
+        ]
+    };
+    support::git_repo_with_tags(
+        &dir.path().join("repo"),
+        &[
+            ("v1", &files(lib(""), 1)),
+            ("v2", &files(lib(" + 1"), 1)),
+            // Only the header changes: lib.c is v2's.
+            ("v3", &files(lib(" + 1"), 2)),
+        ],
+    );
+    let cache = dir.path().join("cache");
+
+    let cold = build_range(dir.path(), &cache, "v1..v2", &[]);
+    assert_eq!(preprocessed(&cold), (0, 2), "{cold:#}");
+    let warm = build_range(dir.path(), &cache, "v1..v2", &[]);
+    assert_eq!(preprocessed(&warm), (2, 0), "{warm:#}");
+    let jobs = |d: &Value| counts(d).2;
+    assert!(jobs(&warm) + 2 <= jobs(&cold), "{cold:#}\n{warm:#}");
+    assert_eq!(selection(&warm), selection(&cold));
+    assert_eq!(selection(&warm), ["\"value\": \"replace\""], "{warm:#}");
+
+    // v2 is the old side now (stored as the new side above); v3's lib.c is v2's, its header
+    // is not: a miss, and the change the header made is seen.
+    let header = build_range(dir.path(), &cache, "v2..v3", &[]);
+    assert_eq!(preprocessed(&header), (1, 1), "{header:#}");
+    assert_eq!(selection(&header), ["\"value\": \"replace\""], "{header:#}");
+    // Both texts of the one key are kept: the next such diff hits on both sides.
+    let again = build_range(dir.path(), &cache, "v2..v3", &[]);
+    assert_eq!(preprocessed(&again), (2, 0), "{again:#}");
+    assert_eq!(selection(&again), selection(&header));
+
+    // A header on disk, outside the revision, changed: both sides miss.
+    std::fs::write(outside.join("ext.h"), "#define EXT 6\n").unwrap();
+    let disk = build_range(dir.path(), &cache, "v1..v2", &[]);
+    assert_eq!(preprocessed(&disk), (0, 2), "{disk:#}");
+
+    // Other flags: other keys.
+    let flags = format!("-O2 -g -I{} -DOTHER", outside.display());
+    let other = build_range(dir.path(), &cache, "v1..v2", &["--cflags", &flags]);
+    assert_eq!(preprocessed(&other), (0, 2), "{other:#}");
+    assert_eq!(selection(&other), selection(&cold));
+
+    // Damaged entries (every record here is a preprocessed text: no process, no inline map)
+    // are misses, not errors, and are replaced.
+    let stored = records(&cache);
+    assert!(stored.len() >= 4, "{stored:?}");
+    for path in &stored {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let damaged = build_range(dir.path(), &cache, "v1..v2", &["--cflags", &flags]);
+    assert_eq!(preprocessed(&damaged), (0, 2), "{damaged:#}");
+    assert_eq!(selection(&damaged), selection(&cold));
+    let repaired = build_range(dir.path(), &cache, "v1..v2", &["--cflags", &flags]);
+    assert_eq!(preprocessed(&repaired), (2, 0), "{repaired:#}");
+}
+
+/// The files of revision `side` (`v1`, `v2`) of the case `testdata/cases/NAME`, with the shared
+/// driver's `main.c`.
+fn case_files(name: &str, side: &str) -> Vec<(String, String)> {
+    let root = support::project_root();
+    let mut files = vec![(
+        "main.c".to_string(),
+        std::fs::read_to_string(root.join("testdata/common/main.c")).unwrap(),
+    )];
+    let dir = root.join("testdata/cases").join(name).join(side);
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.push((name, std::fs::read_to_string(entry.path()).unwrap()));
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn cached_preprocessing_selects_what_fresh_preprocessing_selects() {
+    for case in [
+        "simplest",
+        "header_macro",
+        "macro_storage_class",
+        "header_inline",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        support::git_repo_with_revisions(
+            &dir.path().join("repo"),
+            &case_files(case, "v1"),
+            &case_files(case, "v2"),
+        );
+        let cache = dir.path().join("cache");
+        let flags = ["--cflags", "-O2 -g"];
+        let fresh = build_range(
+            dir.path(),
+            &cache,
+            "v1..v2",
+            &[&flags[..], &["--no-cache"]].concat(),
+        );
+        let cold = build_range(dir.path(), &cache, "v1..v2", &flags);
+        let warm = build_range(dir.path(), &cache, "v1..v2", &flags);
+        assert_eq!(preprocessed(&warm).1, 0, "{case}: {warm:#}");
+        assert!(preprocessed(&warm).0 >= 2, "{case}: {warm:#}");
+        assert!(!selection(&fresh).is_empty(), "{case}: {fresh:#}");
+        for run in [&cold, &warm] {
+            assert_eq!(selection(run), selection(&fresh), "{case}");
+            assert_eq!(run["changes"], fresh["changes"], "{case}");
+        }
+    }
+}

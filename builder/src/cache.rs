@@ -1,7 +1,9 @@
 //! The object cache: the results of the compiles a patch needs besides the patch unit itself
 //! (the old and new files compiled with the original flags, for pre-images, post-images and the
 //! object-level confirmation, and the switches the compiler records), kept between runs so that
-//! the next diff whose old side is this diff's new side does not compile it again.
+//! the next diff whose old side is this diff's new side does not compile it again. Records of
+//! other kinds ride along ([`Cache::get_record`]): a binary's inline map, the differ's
+//! preprocessed texts (see `preprocessed`).
 //!
 //! Entries are content-addressed: the key is a SHA-1 over everything the compiler's output
 //! depends on — the preprocessed text of the file (what the compiler really reads, headers
@@ -92,7 +94,13 @@ pub struct Cache {
     /// Preprocessed texts made here for files the differ did not preprocess, by file and side:
     /// each made once however many compiles of it need a key.
     made: Arc<Mutex<HashMap<(String, bool), Made>>>,
+    /// Compiles of this run by key, so that one started ahead (see `compile_new_side`) is
+    /// waited for rather than run again.
+    compiling: Arc<Mutex<HashMap<Key, Compiling>>>,
 }
+
+/// A compile's object or error, made once by the first to ask.
+type Compiling = Arc<OnceLock<Result<Vec<u8>, BuildError>>>;
 
 /// A preprocessed text made once, on first use (`None`: the file did not preprocess).
 type Made = Arc<OnceLock<Option<String>>>;
@@ -113,6 +121,8 @@ struct Store {
 struct Counters {
     hits: AtomicUsize,
     misses: AtomicUsize,
+    preprocess_hits: AtomicUsize,
+    preprocess_misses: AtomicUsize,
 }
 
 /// Lookups of one run, reported in `--json` `timings.cache`.
@@ -122,6 +132,11 @@ pub struct CacheCounts {
     pub hits: usize,
     /// Results not found (compiled, then stored).
     pub misses: usize,
+    /// Preprocessed texts for the differ found with every file they read unchanged (a
+    /// `gcc -E` saved each; see `preprocess_cached`).
+    pub preprocess_hits: usize,
+    /// Preprocessed texts not found, or found with a file changed (preprocessed, then stored).
+    pub preprocess_misses: usize,
 }
 
 impl std::fmt::Debug for Cache {
@@ -191,10 +206,22 @@ impl Cache {
 
     /// The lookups so far.
     pub fn counts(&self) -> CacheCounts {
+        let count = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);
         CacheCounts {
-            hits: self.counts.hits.load(Ordering::Relaxed),
-            misses: self.counts.misses.load(Ordering::Relaxed),
+            hits: count(&self.counts.hits),
+            misses: count(&self.counts.misses),
+            preprocess_hits: count(&self.counts.preprocess_hits),
+            preprocess_misses: count(&self.counts.preprocess_misses),
         }
+    }
+
+    /// Counts one lookup of a preprocessed text: a hit is an entry whose files all matched.
+    pub(crate) fn count_preprocess(&self, hit: bool) {
+        let counter = match hit {
+            true => &self.counts.preprocess_hits,
+            false => &self.counts.preprocess_misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `with` applied to the preprocessed text of the `side` revision of `file`: the differ's,
@@ -219,6 +246,20 @@ impl Cache {
                 .clone()
         };
         slot.get_or_init(make).as_deref().map(with)
+    }
+
+    /// The object under `key`: made by `compile` (which looks in the cache first) by the first
+    /// caller of this run, waited for by the others, who get its result (or error) too.
+    pub(crate) fn compile_once(
+        &self,
+        key: &Key,
+        compile: impl FnOnce() -> Result<Vec<u8>, BuildError>,
+    ) -> Result<Vec<u8>, BuildError> {
+        let slot = {
+            let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+            compiling.entry(*key).or_default().clone()
+        };
+        slot.get_or_init(compile).clone()
     }
 
     /// Whether entries are stored at all.
@@ -388,11 +429,12 @@ fn parse_size(text: &str) -> Option<u64> {
 }
 
 /// A cache key: the SHA-1 of everything a result depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key([u8; 20]);
 
 impl Key {
-    fn hex(&self) -> String {
+    /// The key in hexadecimal (also a record's id, see [`Cache::get_record`]).
+    pub(crate) fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -404,6 +446,12 @@ fn sha1(parts: &[&[u8]]) -> Option<Key> {
         hasher.update(part);
     }
     hasher.finalize().ok().map(|d| Key(d.into()))
+}
+
+/// The SHA-1 of `contents` in hexadecimal, to tell whether a file is still what it was
+/// (`None` on a detected collision attack).
+pub(crate) fn content_id(contents: &[u8]) -> Option<String> {
+    sha1(&[contents]).map(|id| id.hex())
 }
 
 /// Builds a [`Key`] from named fields, each length-prefixed so no two field lists collide.
@@ -534,7 +582,7 @@ mod tests {
         assert_eq!(cache.get(&key("a")), None);
         cache.put(&key("a"), b"object a");
         assert_eq!(cache.get(&key("a")).as_deref(), Some(&b"object a"[..]));
-        assert_eq!(cache.counts(), CacheCounts { hits: 1, misses: 1 });
+        assert_eq!((cache.counts().hits, cache.counts().misses), (1, 1));
         // A flipped byte: a miss, and the entry is gone until stored again.
         let path = cache.store.as_ref().unwrap().path(&key("a"));
         let mut bytes = std::fs::read(&path).unwrap();
@@ -561,6 +609,29 @@ mod tests {
         cache.put(&key("3"), &big);
         assert!(!first.exists());
         assert!(cache.get(&key("2")).is_some() && cache.get(&key("3")).is_some());
+    }
+
+    #[test]
+    fn a_compile_runs_once_per_key_in_a_run() {
+        let cache = Cache::default();
+        let calls = AtomicUsize::new(0);
+        let compile = |result: Result<Vec<u8>, BuildError>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            result
+        };
+        let first = cache.compile_once(&key("a"), || compile(Ok(b"object".to_vec())));
+        let again = cache.compile_once(&key("a"), || compile(Ok(b"other".to_vec())));
+        assert_eq!(
+            (first.unwrap(), again.unwrap()),
+            (b"object".to_vec(), b"object".to_vec())
+        );
+        // A failure is shared too: its caller and the waiters get the same error.
+        let failed = || compile(Err(BuildError::Object("no".to_string())));
+        assert!(cache.compile_once(&key("b"), failed).is_err());
+        assert!(cache
+            .compile_once(&key("b"), || compile(Ok(Vec::new())))
+            .is_err());
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub fn compiler_runs() -> usize {
     RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Counts one compiler process about to start.
+/// Counts one compiler process about to start (see [`crate::slots::output`]).
 pub(crate) fn count_run() {
     RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
@@ -150,15 +150,15 @@ impl Compiler {
         flags: &[String],
         unit_file: &str,
     ) -> Result<Option<Vec<String>>, BuildError> {
-        count_run();
         let source = scratch.join(format!("{unit_file}.hotpatch-switches.c"));
         crate::write_file(&source, b"int hotpatch_switches;\n")?;
-        let result = Command::new(&self.path)
-            .current_dir(scratch)
-            .args(flags)
-            .args(["-g", "-S", "-o", "-"])
-            .arg(&source)
-            .output();
+        let result = crate::slots::output(
+            Command::new(&self.path)
+                .current_dir(scratch)
+                .args(flags)
+                .args(["-g", "-S", "-o", "-"])
+                .arg(&source),
+        );
         let _ = std::fs::remove_file(&source);
         let result =
             result.map_err(|e| BuildError::NoCompiler(format!("{}: {e}", self.path.display())))?;
@@ -192,16 +192,16 @@ impl Compiler {
         arguments: &[String],
         unit_file: &str,
     ) -> Result<String, BuildError> {
-        count_run();
-        let result = Command::new(&self.path)
-            .current_dir(cwd)
-            .args(arguments)
-            .arg("-c")
-            .arg(source)
-            .arg("-o")
-            .arg(output)
-            .output()
-            .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", self.path.display())))?;
+        let result = crate::slots::output(
+            Command::new(&self.path)
+                .current_dir(cwd)
+                .args(arguments)
+                .arg("-c")
+                .arg(source)
+                .arg("-o")
+                .arg(output),
+        )
+        .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", self.path.display())))?;
         let diagnostics = String::from_utf8_lossy(&result.stderr).into_owned();
         if result.status.success() {
             Ok(diagnostics)

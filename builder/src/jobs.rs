@@ -1,7 +1,7 @@
 //! The compiler runs of one patch unit, started together: the patch unit itself, the old and new
 //! files with the original flags, which give the pre- and post-image fingerprints and, most of
 //! the time, the object-level confirmation too (else the files are compiled once more with one
-//! section per function for it).
+//! section per function for it). Each process waits for a slot of the run (see `slots`).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

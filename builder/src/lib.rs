@@ -18,7 +18,9 @@ mod old_objects;
 pub mod preimage;
 mod prepare;
 mod preprocess;
+mod preprocessed;
 mod select;
+mod slots;
 mod unsectioned;
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,12 +39,14 @@ pub use compile::{compiler_runs, Compiler};
 pub use flags::{recorded_switches, uses_lto, BuildSection, DEFAULT_CFLAGS, PATCH_FLAGS};
 pub use merge::{file_local_symbol, static_local_symbol};
 pub use model::{BuildModel, Discover, COMPILE_COMMANDS};
-pub use old_objects::OldObjects;
+pub use old_objects::{compile_new_side, OldObjects};
 pub use prepare::{prepare, Prepared};
 pub use preprocess::preprocess;
+pub use preprocessed::preprocess_cached;
+pub use slots::connect_jobserver;
 
 /// Why a patch could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BuildError {
     /// `hotpatch.toml`, `--cflags` or the build's own description could not be understood or
     /// asked (a malformed database, a failing dry run).

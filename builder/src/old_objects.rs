@@ -148,6 +148,22 @@ pub(crate) fn compiles_as_built(command: &CompileCommand, root: &Path) -> bool {
     !uses_lto(&command.flags()) && root.join(&command.file).is_file()
 }
 
+/// Compiles the new revision of `command`'s file under `root` (a materialised copy) as the build
+/// compiled it, for a [`crate::build`] with the same `cache` to find: started on a thread of its
+/// own before the patch units are written, the compile that `build` waits for longest is under
+/// way meanwhile (`build` waits for it rather than compiling again). Does nothing when the
+/// cache is off (the compile would not be shared) or the file is not compiled as built; a
+/// failure is `build`'s to report.
+pub fn compile_new_side(root: &Path, command: &CompileCommand, cache: &Cache) {
+    if !cache.enabled() || !compiles_as_built(command, root) {
+        return;
+    }
+    if let Ok(compiler) = Compiler::locate() {
+        let compiler = Compiler::for_command(command, &compiler);
+        let _ = compile_file(&compiler, root, command, Side::New, cache);
+    }
+}
+
 /// Compiles the `side` revision of `command`'s file (under `root`) exactly with the original
 /// flags, where the build compiled, and returns the object (from `cache` when it has it).
 pub(crate) fn compile_file(
@@ -186,13 +202,31 @@ pub(crate) fn compile_revision(
     arguments: &[String],
     cache: &Cache,
 ) -> Result<Vec<u8>, BuildError> {
-    let file = command.file.as_str();
     let placed = command.place(root, arguments)?;
+    let Some(key) = object_key(compiler, root, command, side, &placed, cache) else {
+        return compile_placed(compiler, root, command, side, &placed);
+    };
+    // Once per run (a compile started ahead is waited for), from the cache when it has it.
+    cache.compile_once(&key, || {
+        if let Some(bytes) = cache.get(&key) {
+            return Ok(bytes);
+        }
+        let bytes = compile_placed(compiler, root, command, side, &placed)?;
+        cache.put(&key, &bytes);
+        Ok(bytes)
+    })
+}
+
+/// The object of compiling `command`'s file under `root` as `placed`.
+fn compile_placed(
+    compiler: &Compiler,
+    root: &Path,
+    command: &CompileCommand,
+    side: Side,
+    placed: &crate::command::Placed,
+) -> Result<Vec<u8>, BuildError> {
+    let file = command.file.as_str();
     let source = root.join(file);
-    let key = object_key(compiler, root, command, side, &placed, cache);
-    if let Some(bytes) = key.as_ref().and_then(|key| cache.get(key)) {
-        return Ok(bytes);
-    }
     let output = root.join(format!("{file}.hotpatch-{}-{}.o", side.word(), unique()));
     compiler.compile(&placed.cwd, &source, &output, &placed.arguments, file)?;
     let bytes = std::fs::read(&output).map_err(|e| BuildError::Io {
@@ -200,9 +234,6 @@ pub(crate) fn compile_revision(
         detail: e.to_string(),
     })?;
     let _ = std::fs::remove_file(&output);
-    if let Some(key) = &key {
-        cache.put(key, &bytes);
-    }
     Ok(bytes)
 }
 

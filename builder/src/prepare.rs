@@ -2,17 +2,21 @@
 //! the compiles a later diff from this revision needs of its old side — each file with the
 //! original flags (pre-images, and confirmation where that object can tell its functions apart
 //! exactly, see `unsectioned`), with one section per function where it cannot, and the
-//! switches the compiler records — so that diff compiles only the new side and the patch.
+//! switches the compiler records — and the differ's preprocessing of each file, so that diff
+//! preprocesses and compiles only the new side and the patch.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+use hotpatch_differ::{Snapshot, UnitTexts};
 
 use crate::cache::Cache;
 use crate::flags::confirm_arguments;
 use crate::old_objects::{compile_file, compile_revision, compiles_as_built};
 use crate::preimage::Side;
-use crate::{BuildError, CompileCommand, Compiler};
+use crate::{BuildError, CompileCommand, Compiler, FlagSource};
 
 /// What preparing a revision did.
 #[derive(Debug, Default)]
@@ -25,10 +29,10 @@ pub struct Prepared {
     pub failed: Vec<(String, String)>,
 }
 
-/// Compiles every one of `commands` (files of the revision materialised at `root`) into
+/// Compiles every one of `commands` (files of `revision`, materialised at `root`) into
 /// `cache`, as many at once as there are cores.
 pub fn prepare(
-    root: &Path,
+    (revision, root): (&Snapshot, &Path),
     commands: &[CompileCommand],
     cache: &Cache,
 ) -> Result<Prepared, BuildError> {
@@ -42,7 +46,7 @@ pub fn prepare(
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(command) = commands.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let result = prepare_file(&compiler, root, command, cache);
+                    let result = prepare_file(&compiler, (revision, root), command, cache);
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -67,13 +71,26 @@ pub fn prepare(
 /// The cached compiles of one file; `false`: the file is not compiled as built (skipped).
 fn prepare_file(
     compiler: &Compiler,
-    root: &Path,
+    (revision, root): (&Snapshot, &Path),
     command: &CompileCommand,
     cache: &Cache,
 ) -> Result<bool, BuildError> {
     if !compiles_as_built(command, root) {
         return Ok(false);
     }
+    // The differ's text of the old side (it preprocesses files whose command the build gives),
+    // which also keys the compiles below.
+    let cache = &match command.source {
+        FlagSource::Default => cache.clone(),
+        _ => {
+            let unit = UnitTexts {
+                old: Some(crate::preprocess_cached(command, revision, root, cache)?),
+                new: None,
+            };
+            let units = BTreeMap::from([(command.file.clone(), unit)]);
+            cache.clone().with_units(&units)
+        }
+    };
     let compiler = Compiler::for_command(command, compiler);
     // The side only says which text the cache would know; a prepared revision is the old side
     // of the next diff, and its key does not depend on the side.

@@ -160,11 +160,12 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         .first()
         .and_then(|&pid| Target::inspect(pid).ok())
         .and_then(|t| pipeline::program_of(&t, &old, &config_snapshot));
+    // The cache keeps the new side's preprocessing: the old side of the next push.
+    let cache = hotpatch_builder::Cache::from_env(false)?;
     let mut changes = pipeline::classify(
-        &old,
-        &config_snapshot,
+        (&old, &config_snapshot),
         config.cflags.as_deref(),
-        Some(&model),
+        (Some(&model), &cache),
         program,
     );
     refusal::apply_forces(&mut changes, &forced_by_push_options());
@@ -236,7 +237,12 @@ fn check_runs_old_side(
     let running = read_git_revision(git_dir, &commit).with_context(|| {
         format!("pid {pid} runs commit {commit}, which the deploy repository lacks")
     })?;
-    let drift = pipeline::classify(&running, old, cflags, None, None);
+    let drift = pipeline::classify(
+        (&running, old),
+        cflags,
+        (None, &hotpatch_builder::Cache::default()),
+        None,
+    );
     if drift.functions.is_empty() && drift.refusals.is_empty() {
         return Ok(());
     }
