@@ -32,8 +32,8 @@ pub struct ApplyOptions {
     /// return address, the commit at the stop it causes) instead of polling; within `timeout`.
     pub wait_return: bool,
     /// Switch the threads to the new code one at a time (`commit_threadwise`), where it
-    /// applies, instead of committing at one stop of every thread. Not the default yet: under
-    /// heavy load a target died twice in the test suite during it (cause not found).
+    /// applies, instead of committing at one stop of every thread. Not the default yet (see
+    /// the README's "What does not work yet").
     pub threadwise: bool,
 }
 
