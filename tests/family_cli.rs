@@ -439,15 +439,8 @@ fn a_worker_forked_during_the_apply_is_patched_too() {
 /// Whether `pid` is traced and sleeping (`TracerPid` not 0, `State: S`): let run by its tracer.
 fn sleeping_traced(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let get = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_string()
-    };
-    !matches!(get("TracerPid:").as_str(), "" | "0") && get("State:").starts_with('S')
+    !matches!(status_field(&status, "TracerPid:").as_str(), "" | "0")
+        && status_field(&status, "State:").starts_with('S')
 }
 
 /// Kills the tool if a test fails while it runs.

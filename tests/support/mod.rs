@@ -262,6 +262,16 @@ impl TargetProcess {
     }
 }
 
+/// The value of `key` (`State:`, `TracerPid:`) in the text of a `/proc/.../status` file; empty
+/// when it has none.
+pub fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Whether every thread of `pid` is untraced (`TracerPid: 0`) and not stopped (`t`/`T`);
 /// `Err` names the first thread that is not.
 pub fn untraced_and_running(pid: i32) -> Result<(), String> {
@@ -269,15 +279,8 @@ pub fn untraced_and_running(pid: i32) -> Result<(), String> {
         std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("pid {pid}: {e}"))?;
     for task in tasks.flatten() {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let get = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
-        };
-        let tracer = get("TracerPid:");
-        let state = get("State:");
+        let tracer = status_field(&status, "TracerPid:");
+        let state = status_field(&status, "State:");
         if tracer != "0" || state.starts_with('t') || state.starts_with('T') {
             return Err(format!(
                 "thread {:?} of pid {pid}: TracerPid {tracer}, State {state}",
