@@ -11,9 +11,11 @@
 //! The threads' own stacks (the main stack, and mappings right above a guard page, as
 //! `pthread_create` makes them) are full of stale return addresses: a function that returned
 //! leaves those of its own calls below the stack pointer, and frames called later leave old
-//! values in their padding and unwritten locals, above it. So the part below each stack pointer
-//! (red zone included: a context switch that pops a saved address holds it in a register until
-//! it jumps, and registers are scanned) is never scanned, and for an apply, where a false hit
+//! values in their padding and unwritten locals, above it; the stacks glibc keeps for reuse
+//! after their threads exited (known by the thread descriptor at their top, which no live
+//! thread's `fs_base` points at) hold nothing else. So cached stacks are never scanned, nor the
+//! part below each stack pointer (red zone included: a context switch that pops a saved address
+//! holds it in a register until it jumps, and registers are scanned), and for an apply, where a false hit
 //! would refuse the patch, a thread's own stack is searched only for words shaped like the saved
 //! pc of a glibc `ucontext_t`: its frames are the stack walk's. Coroutine stacks (on the heap, or
 //! mapped without a thread in them) are scanned whole. Memory a thread cannot reach through a
@@ -109,6 +111,9 @@ pub(crate) fn scan(
     let own_stacks = excluded_stacks(&maps, threads, stacks);
     let mut excluded: Vec<Range<u64>> = skip.to_vec();
     excluded.extend(own_stacks.iter().cloned());
+    excluded.extend(exited_thread_stacks(&maps, threads, |m| {
+        thread_descriptor(&mem, m)
+    }));
     let pagemap = Pagemap::open(pid);
     // The parts of a mapping to read: of a private one, only pages ever written.
     let holding_data = |mapping: &Mapping, ranges: Vec<Range<u64>>| -> Vec<Range<u64>> {
@@ -253,6 +258,56 @@ fn excluded_stacks(maps: &[Mapping], threads: &[StoppedThread], stacks: Stacks) 
         }
     }
     out
+}
+
+/// The stacks glibc keeps for reuse after their threads exited: anonymous mappings right above a
+/// guard page whose top holds a thread descriptor (`struct pthread`, found by `descriptor_of`)
+/// that is no thread's (no `fs_base` points at it). Nothing runs on such a stack until
+/// `pthread_create` hands it to a new thread, which starts it afresh, so the return addresses
+/// its dead frames left are never returned into; scanned, they would block an apply for as long
+/// as the stack stays unused (seconds, when threads come and go).
+fn exited_thread_stacks(
+    maps: &[Mapping],
+    threads: &[StoppedThread],
+    descriptor_of: impl Fn(&Mapping) -> Option<u64>,
+) -> Vec<Range<u64>> {
+    maps.windows(2)
+        .filter(|pair| {
+            let (below, mapping) = (&pair[0], &pair[1]);
+            below.end == mapping.start && below.perms.starts_with("---") && mapping.path.is_none()
+        })
+        .map(|pair| &pair[1])
+        .filter(|mapping| {
+            descriptor_of(mapping).is_some_and(|pd| threads.iter().all(|t| t.fs_base != pd))
+        })
+        .map(|mapping| mapping.start..mapping.end)
+        .collect()
+}
+
+/// How far below a thread stack's top glibc's thread descriptor can lie: the descriptor itself
+/// (2.3 KiB in glibc 2.36) and its alignment, with room for larger ones.
+const DESCRIPTOR_SEARCH: u64 = 16 << 10;
+
+/// The address of the glibc thread descriptor at the top of `mapping`, if it holds one:
+/// `pthread_create` places the `struct pthread` of the thread at the top of its stack, and the
+/// descriptor starts with `tcbhead_t`, whose `tcb` (offset 0) and `self` (offset 16) both
+/// point at the descriptor itself.
+fn thread_descriptor(mem: &File, mapping: &Mapping) -> Option<u64> {
+    let start = mapping
+        .end
+        .saturating_sub(DESCRIPTOR_SEARCH)
+        .max(mapping.start);
+    let mut top = vec![0u8; (mapping.end - start) as usize];
+    mem.read_exact_at(&mut top, start).ok()?;
+    let word = |offset: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            top.get(offset..offset + 8)?.try_into().ok()?,
+        ))
+    };
+    (0..top.len()).step_by(8).rev().find_map(|offset| {
+        let at = start + offset as u64;
+        (word(offset)? == at && word(offset + 16)? == at).then_some(at)
+    })
 }
 
 /// `range` without every range of `excluded`.
@@ -458,6 +513,30 @@ mod tests {
             subtract(0x0..0x100, &[0x10..0x20, 0x80..0x200]),
             vec![0x0..0x10, 0x20..0x80]
         );
+    }
+
+    #[test]
+    fn a_guarded_stack_whose_descriptor_is_no_threads_is_left_out() {
+        let maps = [
+            mapping(0x1000, 0x2000, "---p", None),
+            mapping(0x2000, 0x9000, "rw-p", None),
+            mapping(0x9000, 0xa000, "---p", None),
+            mapping(0xa000, 0xc000, "rw-p", None),
+            mapping(0xc000, 0xd000, "rw-p", None),
+        ];
+        // Each guarded mapping has a descriptor at its top; the second's is a live thread's;
+        // the unguarded one is never asked.
+        let descriptor_of = |m: &Mapping| {
+            assert_ne!(m.start, 0xc000);
+            Some(m.end - 0x900)
+        };
+        let mut live = thread(0xb000);
+        live.fs_base = 0xc000 - 0x900;
+        assert_eq!(
+            exited_thread_stacks(&maps, &[live], descriptor_of),
+            vec![0x2000..0x9000]
+        );
+        assert_eq!(exited_thread_stacks(&maps, &[], |_| None), vec![]);
     }
 
     #[test]

@@ -157,3 +157,65 @@ fn a_context_saved_on_a_threads_own_stack_blocks_the_apply_too() {
     running.wait_for(5, |l| l == "coroutine done");
     assert!(running.alive());
 }
+
+#[test]
+fn the_stack_glibc_keeps_after_a_thread_exited_does_not_block_the_apply() {
+    // The exited thread's stack still holds a return address into `outer`, but nothing will
+    // ever return there: both commits must go through at once rather than wait for the
+    // stack to be reused.
+    for threadwise in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = c_dir().join("exited_thread_target.c");
+        let exe = dir.path().join("exited");
+        gcc(
+            &[
+                "-O0",
+                "-g",
+                "-pthread",
+                &src.display().to_string(),
+                "-o",
+                &exe.display().to_string(),
+            ],
+            dir.path(),
+        );
+        let running = start(&exe, &[]);
+        let pid = running.pid();
+        let joined = running.wait_for(5, |l| l.starts_with("joined "));
+        let value = |name: &str| -> u64 { tick_field(&joined, name).try_into().expect(&joined) };
+        let (descriptor, stale) = (value("descriptor"), value("return"));
+        running.wait_for(5, |l| l == "now=11");
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let stack = maps
+            .lines()
+            .filter_map(|l| {
+                let (range, _) = l.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                Some(u64::from_str_radix(a, 16).ok()?..u64::from_str_radix(b, 16).ok()?)
+            })
+            .find(|r| r.contains(&descriptor))
+            .expect("the exited thread's stack is still mapped");
+        let words = read_mem(pid, stack.start, (stack.end - stack.start) as usize);
+        assert!(
+            words
+                .chunks_exact(8)
+                .any(|w| u64::from_le_bytes(w.try_into().unwrap()) == stale),
+            "the stale return address 0x{stale:x} is in the cached stack"
+        );
+        let functions = ["outer".to_string(), "inner".to_string()];
+        let patch = compile_patch(
+            dir.path(),
+            "threadwise_patch.c",
+            &manifest_many("exited", &functions),
+        );
+        let options = ApplyOptions {
+            threadwise,
+            ..options(3000)
+        };
+        let report = apply_patch(pid, patch, &options).unwrap();
+        assert_eq!(
+            report.commit.strategy,
+            if threadwise { "threadwise" } else { "stop-all" }
+        );
+        running.wait_for(5, |l| l == "now=22");
+    }
+}
