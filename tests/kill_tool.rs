@@ -1,4 +1,4 @@
-//! The tool killed with SIGKILL at points spread over an apply and over a revert (CASES.md §G
+//! The tool killed with SIGKILL (its whole process group) at points spread over an apply and over a revert (CASES.md §G
 //! tool_killed_mid_apply, DESIGN §5 crash consistency). The real `hotpatch` binary patches a
 //! running target (`applier/tests/c/fault_kill_target.c`) with a plain object; after each kill the
 //! target must still run (its counter `n` goes up by exactly one per line over the whole test),
@@ -17,6 +17,7 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,11 +74,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Starts `hotpatch ARGS` and SIGKILLs it after `delay` (unless it finished first); returns
-/// whether it was killed before it exited.
+/// Starts `hotpatch ARGS` in a process group of its own and SIGKILLs the whole group after
+/// `delay` (unless it finished first), as a terminal's Ctrl-C or a service manager would reach
+/// it; returns whether it was killed before it exited.
 fn run_and_kill(args: &[&str], delay: Duration) -> bool {
     let mut tool = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
         .args(args)
+        .process_group(0)
         .env("NO_COLOR", "1")
         .env("HOTPATCH_CACHE", "off") // no test shares a cache with another
         .stdout(Stdio::null())
@@ -86,7 +89,8 @@ fn run_and_kill(args: &[&str], delay: Duration) -> bool {
         .expect("starting hotpatch");
     std::thread::sleep(delay);
     let finished = matches!(tool.try_wait(), Ok(Some(_)));
-    let _ = tool.kill();
+    let group = nix::unistd::Pid::from_raw(-(tool.id() as i32));
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     let _ = tool.wait();
     !finished
 }

@@ -60,7 +60,9 @@ pub(crate) enum Forked<F> {
 }
 
 /// Runs `call` in a forked child process, which the tool's death does not stop, and returns the
-/// bytes it produced. The child only runs `call` (raw system calls, /proc reads and allocations,
+/// bytes it produced. The child starts a session of its own, so a signal sent to the tool's
+/// process group (Ctrl-C at a terminal, `kill -- -PGID`, a hangup) does not reach it midway
+/// through something it must finish. The child only runs `call` (raw system calls, /proc reads and allocations,
 /// which glibc keeps usable after fork) and then `_exit`s without unwinding into the parent's
 /// code or running its destructors.
 pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
@@ -78,6 +80,9 @@ pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
         -1 => Forked::NoChild(call),
         0 => {
             FORKED_BY.store(parent, Ordering::Relaxed);
+            // SAFETY: setsid has no preconditions; a forked child is never a group leader, so
+            // it cannot fail.
+            unsafe { libc::setsid() };
             drop(read_end);
             let bytes =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_default();
