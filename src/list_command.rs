@@ -100,6 +100,10 @@ fn text(pid: i32, patches: &[InstalledPatch]) -> String {
                         .to_string()
                 }
                 (_, None, _) => format!("added at 0x{:x}", f.new_address),
+                (_, Some(at), false) if f.breakpoint => format!(
+                    "0x{at:x} holds a breakpoint a killed threadwise commit left: a thread \
+                     reaching it dies; `hotpatch revert` settles it"
+                ),
                 (_, Some(at), true) => format!("0x{at:x} -> 0x{:x}", f.new_address),
                 (_, Some(at), false) => format!("0x{at:x} (not redirected here now)"),
             };

@@ -6,10 +6,11 @@ use serde::Serialize;
 
 use crate::artifact::{FunctionAction, Preimage};
 use crate::error::ApplyError;
-use crate::ledger::{self, LedgerRecord, LedgerState, LEDGER_PREFIX};
+use crate::ledger::{self, LedgerFunction, LedgerRecord, LedgerState, LEDGER_PREFIX};
 use crate::maps::read_maps;
 use crate::ptrace::read_memory;
-use crate::trampoline::jump_bytes;
+use crate::revert::unhex;
+use crate::trampoline::{jump_bytes, INT3};
 
 /// Largest header JSON read back (a bound against garbage lengths).
 const MAX_JSON: usize = 16 << 20;
@@ -62,6 +63,11 @@ pub struct InstalledFunction {
     /// Whether the old entry jumps to this patch's code right now (false once reverted, or once
     /// a later patch redirected the same function).
     pub active: bool,
+    /// Whether the entry starts with a breakpoint (`int3`) of a threadwise commit whose helper
+    /// was killed before it took it back or completed the jump (the rest of the entry holds the
+    /// original bytes or the jump's): a thread reaching it dies of `SIGTRAP`; `revert` puts the
+    /// original bytes back.
+    pub breakpoint: bool,
 }
 
 impl InstalledPatch {
@@ -143,6 +149,7 @@ fn installed(pid: i32, record: LedgerRecord, header_state: LedgerState) -> Insta
         .map(|f| {
             let old_address = f.overwritten.as_ref().map(|o| o.address);
             let active = old_address.is_some_and(|entry| jumps_to(pid, entry, f.entry_target()));
+            let breakpoint = !active && left_breakpoint(pid, f);
             InstalledFunction {
                 name: f.name.clone(),
                 file: f.file.clone(),
@@ -151,6 +158,7 @@ fn installed(pid: i32, record: LedgerRecord, header_state: LedgerState) -> Insta
                 new_address: f.new_address,
                 via: f.via,
                 active,
+                breakpoint,
             }
         })
         .collect();
@@ -172,6 +180,24 @@ fn installed(pid: i32, record: LedgerRecord, header_state: LedgerState) -> Insta
         functions,
         record,
     }
+}
+
+/// Whether the entry of `function` holds a threadwise commit's `int3` followed by the rest of
+/// its original bytes or of the patch's jump (the states a killed commit can leave).
+fn left_breakpoint(pid: i32, function: &LedgerFunction) -> bool {
+    let Some(range) = &function.overwritten else {
+        return false;
+    };
+    let Some(original) = unhex(&range.original_hex) else {
+        return false;
+    };
+    let jump = jump_bytes(range.address, function.entry_target());
+    let Ok(now) = read_memory(pid, range.address, original.len()) else {
+        return false;
+    };
+    now.first() == Some(&INT3)
+        && original.len() == jump.len()
+        && (now[1..] == original[1..] || now[1..] == jump[1..])
 }
 
 /// Whether the bytes at `entry` are the jump the applier writes from `entry` to `to`.

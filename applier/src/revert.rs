@@ -290,14 +290,15 @@ fn check_lifo(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Result<(
 struct Restore {
     name: String,
     entry: u64,
-    /// The jump now there.
+    /// The bytes now there: the jump, or a killed threadwise commit's `int3` and what follows.
     jump: Vec<u8>,
     /// The bytes before it.
     original: Vec<u8>,
 }
 
 /// The entries to restore. A fully applied patch must hold its jump at every entry; a prepared
-/// one (the tool stopped mid-commit) only at those it reached.
+/// one (the tool stopped mid-commit) only at those it reached, and an entry left with a
+/// threadwise commit's `int3` gets its original bytes back too.
 fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyError> {
     let mut out = Vec::new();
     for (function, recorded) in chosen.functions.iter().zip(&chosen.record.functions) {
@@ -311,6 +312,17 @@ fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyErro
             ))
         })?;
         let jump = jump_bytes(range.address, recorded.entry_target());
+        if function.breakpoint {
+            // A killed threadwise commit's `int3` (and the rest of the entry as it left it):
+            // the original bytes go back whole.
+            out.push(Restore {
+                name: function.name.clone(),
+                entry: range.address,
+                jump: read_memory(pid, range.address, original.len())?,
+                original,
+            });
+            continue;
+        }
         if !function.active {
             if chosen.header_state == LedgerState::Prepared {
                 continue;

@@ -9,6 +9,8 @@ use crate::error::ApplyError;
 pub(crate) const REL32_LEN: usize = 5;
 /// Length of `jmp *[rip+0]; .quad target`.
 pub(crate) const ABS_LEN: usize = 14;
+/// The breakpoint instruction (`int3`), written over entries while a threadwise commit runs.
+pub(crate) const INT3: u8 = 0xcc;
 
 fn rel32(from: u64, to: u64) -> Option<i32> {
     let next = from.checked_add(REL32_LEN as u64)?;

@@ -500,3 +500,65 @@ fn a_reverted_patch_that_added_a_function_stays_mapped_and_listed_reverted() {
     assert!(err.to_string().contains("no applied patch"), "{err}");
     assert!(running.alive());
 }
+
+#[test]
+fn a_breakpoint_left_by_a_killed_threadwise_commit_is_listed_and_revert_settles_it() {
+    // The states a threadwise commit leaves when its helper is killed right after the `int3`
+    // or after the jump's tail: the header `prepared`, the entry `int3` and the rest. Made by
+    // hand in a process whose threads never call `value`, so nothing reaches the breakpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path());
+    for tail_written in [false, true] {
+        let mut running = start(&exe, &["quiet"]);
+        running.wait_for(30, |l| l == "ready");
+        let pid = running.pid();
+        let patch = compile_patch(
+            dir.path(),
+            "life_patch_v2.c",
+            &manifest("int3", "value", "v1", "v2"),
+        );
+        let threadwise = ApplyOptions {
+            threadwise: true,
+            ..options(3000)
+        };
+        let target = hotpatch_applier::Target::inspect(pid).unwrap();
+        let object = hotpatch_applier::PatchObject::parse(patch).unwrap();
+        let plan = hotpatch_applier::plan(&target, &object).unwrap();
+        let entry = plan.functions[0].old_address.unwrap();
+        let original = read_mem(pid, entry, 5);
+        let report = hotpatch_applier::apply(&target, &plan, &threadwise).unwrap();
+        assert_eq!(report.commit.strategy, "threadwise");
+        let jump = read_mem(pid, entry, 5);
+        assert_eq!(jump[0], 0xe9);
+        let rest = if tail_written {
+            &jump[1..]
+        } else {
+            &original[1..]
+        };
+        poke(pid, entry + 1, rest);
+        poke(pid, entry, &[0xcc]);
+        poke(
+            pid,
+            report.region_address + 16, // the state word (DESIGN §5)
+            &LedgerState::Prepared.word().to_le_bytes(),
+        );
+
+        let installed = installed_patches(pid).unwrap();
+        assert_eq!(installed[0].state, LedgerState::Prepared);
+        assert!(installed[0].functions[0].breakpoint, "{installed:?}");
+        assert!(!installed[0].functions[0].active);
+
+        let reverted = revert(pid, None, &options(3000)).unwrap();
+        assert_eq!(reverted.restored.len(), 1, "{reverted:?}");
+        assert_eq!(
+            read_mem(pid, entry, 5),
+            original,
+            "tail written: {tail_written}"
+        );
+        assert!(installed_patches(pid)
+            .unwrap()
+            .iter()
+            .all(|p| p.state == LedgerState::Reverted));
+        assert!(running.alive());
+    }
+}

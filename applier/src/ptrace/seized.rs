@@ -21,6 +21,7 @@ use super::{
     find_syscall_insn, is_kernel_trap, op_failed, proc, read_memory, restart_stop_eintr,
     seize_error, write_memory, PtraceError, StoppedThread,
 };
+use crate::trampoline::INT3;
 
 /// `membarrier(2)`.
 const SYS_MEMBARRIER: i64 = 324;
@@ -211,7 +212,7 @@ impl<'a> Seized<'a> {
     pub(crate) fn arm(&mut self) -> Result<(), PtraceError> {
         self.armed = true;
         for site in self.sites.clone() {
-            write_memory(self.pid, site.entry, &[0xcc])?;
+            write_memory(self.pid, site.entry, &[INT3])?;
         }
         self.sync_cores()
     }
@@ -491,7 +492,7 @@ impl<'a> Seized<'a> {
         let Some(site) = self.sites.iter().find(|s| s.entry == at).cloned() else {
             return Ok(false);
         };
-        if !is_kernel_trap(tid) || read_memory(pid, at, 1)?.first() != Some(&0xcc) {
+        if !is_kernel_trap(tid) || read_memory(pid, at, 1)?.first() != Some(&INT3) {
             // Not ours, or a trap taken on a stale core after the jump went in: run the entry.
             if is_kernel_trap(tid) {
                 self.set_rip(tid, at)?;
