@@ -173,7 +173,11 @@ fn main() {
                 let target = Target::inspect(pid).expect("inspect");
                 let patch = PatchObject::parse(object.clone()).expect("parse");
                 let plan = plan(&target, &patch).expect("plan");
-                let report = apply(&target, &plan, &ApplyOptions::default()).expect("apply");
+                let stop_all = ApplyOptions {
+                    threadwise: false,
+                    ..ApplyOptions::default()
+                };
+                let report = apply(&target, &plan, &stop_all).expect("apply");
                 assert_eq!(report.threads, threads);
                 pauses.push(report.pause_us);
             }

@@ -38,10 +38,11 @@ pub struct ApplyArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, conflicts_with = "dry_run")]
     pub wait_return: bool,
-    /// Commit thread by thread: each thread stopped alone, never all together (experimental;
-    /// `--wait-return`, `--at` and code it cannot displace commit at one stop of every thread).
+    /// Commit at one stop of every thread, the older commit, instead of switching the threads
+    /// one at a time (the default; `--wait-return`, `--at` and code that cannot be displaced
+    /// commit at one stop of every thread anyway).
     #[arg(long, conflicts_with = "dry_run")]
-    pub threadwise: bool,
+    pub stop_all: bool,
 }
 
 /// Runs `hotpatch apply`.
@@ -58,7 +59,7 @@ pub fn run(args: &ApplyArgs) -> Result<()> {
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
-        threadwise: args.threadwise,
+        threadwise: !args.stop_all,
     };
     if selection.pids().len() > 1 && !args.dry_run {
         let record = crate::processes::Record {

@@ -148,10 +148,11 @@ pub struct DiffArgs {
     /// to return: a breakpoint at its return address, the commit at the stop it causes.
     #[arg(long, requires = "apply")]
     pub wait_return: bool,
-    /// Commit thread by thread: each thread stopped alone, never all together (experimental;
-    /// `--wait-return`, `--at` and code it cannot displace commit at one stop of every thread).
+    /// Commit at one stop of every thread, the older commit, instead of switching the threads
+    /// one at a time (the default; `--wait-return`, `--at` and code that cannot be displaced
+    /// commit at one stop of every thread anyway).
     #[arg(long, requires = "apply")]
-    pub threadwise: bool,
+    pub stop_all: bool,
     /// Where the original build's flags are found.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -122,7 +122,7 @@ fn patch_or_check(
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(args.timeout),
         wait_return: args.wait_return,
-        threadwise: args.threadwise,
+        threadwise: !args.stop_all,
     };
     if args.apply && pids.len() > 1 {
         if args.at.is_some() {

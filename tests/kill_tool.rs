@@ -189,12 +189,12 @@ fn settle(target: &mut TargetProcess, pid: i32, what: &str) -> &'static str {
 }
 
 /// The entry bytes of every function `object` replaces in process `pid` alone, read while the
-/// old code runs (an apply that reports them, reverted at once, `--threadwise` when asked), and
+/// old code runs (an apply that reports them, reverted at once, `--stop-all` when asked), and
 /// the apply's strategy.
-fn old_entries(pid: &str, object: &str, threadwise: bool) -> (Vec<(u64, Vec<u8>)>, String) {
+fn old_entries(pid: &str, object: &str, stop_all: bool) -> (Vec<(u64, Vec<u8>)>, String) {
     let mut args = vec!["apply", object, "--pid", pid, "--no-children", "--json"];
-    if threadwise {
-        args.push("--threadwise");
+    if stop_all {
+        args.push("--stop-all");
     }
     let text = hotpatch_ok(&args);
     let applied = serde_json::Deserializer::from_str(&text)
@@ -303,17 +303,19 @@ fn kill_during_apply(binary: &Path, args: &[&str], processes: usize, object: &Pa
     let pids = printing_pids(&mut target, processes);
     let pid = target.pid().to_string();
     let object = object.to_str().unwrap();
-    // Only the run named for it commits thread by thread (see the last test below).
-    let threadwise = name.ends_with("(threadwise)");
+    // Only the run named for it commits at one stop of every thread.
+    let stop_all = name.ends_with("(stop-all)");
     let mut apply = vec!["apply", object, "--pid", &pid];
-    if threadwise {
-        apply.push("--threadwise");
+    if stop_all {
+        apply.push("--stop-all");
     }
     let revert = ["revert", "--pid", &pid];
-    let (entries, strategy) = old_entries(&pid, object, threadwise);
+    let (entries, strategy) = old_entries(&pid, object, stop_all);
     println!("{name}: the apply commits {strategy}");
-    if threadwise {
-        assert_eq!(strategy, "threadwise");
+    match name {
+        "apply" => assert_eq!(strategy, "threadwise"),
+        _ if stop_all => assert_eq!(strategy, "stop-all"),
+        _ => {}
     }
 
     let normal = median(
@@ -341,6 +343,10 @@ fn kill_during_apply(binary: &Path, args: &[&str], processes: usize, object: &Pa
     assert_each_counted_up(&mut target, &pids);
 }
 
+/// The default, threadwise commit. It found the threadwise commit's deaths: a thread that had
+/// hit an entry's `int3` right before it was interrupted kept the trap pending, and the
+/// membarrier injected on it handed that trap on as the target's own `SIGTRAP` (about 1 run in 40
+/// killed the target before the fix).
 #[test]
 fn killed_during_apply_leaves_the_target_running_and_consistent() {
     let dir = tempfile::tempdir().unwrap();
@@ -348,21 +354,12 @@ fn killed_during_apply_leaves_the_target_running_and_consistent() {
     kill_during_apply(&binary, &["hotpatch-case"], 1, &object, "apply");
 }
 
-/// The same with `--threadwise`. It found the threadwise commit's deaths: a thread that had hit
-/// an entry's `int3` right before it was interrupted kept the trap pending, and the membarrier
-/// injected on it handed that trap on as the target's own `SIGTRAP` (about 1 run in 40 killed
-/// the target before the fix).
+/// The same with `--stop-all`.
 #[test]
-fn killed_during_a_threadwise_apply_leaves_the_target_running_and_consistent() {
+fn killed_during_a_stop_all_apply_leaves_the_target_running_and_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let (binary, object) = build(dir.path());
-    kill_during_apply(
-        &binary,
-        &["hotpatch-case"],
-        1,
-        &object,
-        "apply (threadwise)",
-    );
+    kill_during_apply(&binary, &["hotpatch-case"], 1, &object, "apply (stop-all)");
 }
 
 #[test]

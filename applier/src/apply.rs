@@ -32,8 +32,8 @@ pub struct ApplyOptions {
     /// return address, the commit at the stop it causes) instead of polling; within `timeout`.
     pub wait_return: bool,
     /// Switch the threads to the new code one at a time (`commit_threadwise`), where it
-    /// applies, instead of committing at one stop of every thread. Not the default yet (see
-    /// the README's "What does not work yet").
+    /// applies, instead of committing at one stop of every thread (the default: no moment
+    /// stops every thread together, see the README's "Committing thread by thread").
     pub threadwise: bool,
 }
 
@@ -42,7 +42,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             timeout: Duration::from_secs(3),
             wait_return: false,
-            threadwise: false,
+            threadwise: true,
         }
     }
 }
