@@ -238,6 +238,7 @@ fn apply_error_fields(error: &ApplyError) -> Value {
             patch_id, sequence, ..
         } => json!({"kind": "already_applied", "patch_id": patch_id, "sequence": sequence}),
         ApplyError::Revert(_) => json!({"kind": "revert"}),
+        ApplyError::CommitUnknown { pid, .. } => json!({"kind": "commit_unknown", "pid": pid}),
         _ => json!({"kind": "apply"}),
     }
 }

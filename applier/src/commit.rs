@@ -9,6 +9,9 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use crate::error::ApplyError;
 use crate::ptrace::{write_memory, StoppedProcess, StoppedThread};
 use crate::references::{Hit, ReturnTargets};
@@ -62,7 +65,7 @@ impl Busy {
 }
 
 /// What the stops measured.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct Stops {
     /// The longest single stop, in microseconds.
     pub(crate) pause_us: u64,
@@ -174,6 +177,27 @@ pub(crate) fn stop_safely<T>(
         std::thread::sleep(backoff.min(safety.timeout.saturating_sub(waited)));
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// [`stop_safely`], run in a helper process when it waits at a breakpoint (`--at`,
+/// `--wait-return`), so that a SIGKILL of the tool while the threads run towards it cannot leave
+/// the breakpoint in their way (see `helper_commit`); `what` names the commit in messages.
+pub(crate) fn stop_safely_surviving_the_tool<T: Serialize + DeserializeOwned>(
+    pid: i32,
+    safety: &Safety<'_>,
+    stops: &mut Stops,
+    what: &str,
+    write: impl FnOnce(&StoppedProcess, &[ThreadStack]) -> Result<T, ApplyError>,
+) -> Result<T, ApplyError> {
+    if !safety.wait_return && safety.at.is_none() {
+        return stop_safely(pid, safety, stops, write);
+    }
+    let (value, measured) = crate::helper_commit::in_helper(pid, what, || {
+        let mut measured = Stops::default();
+        stop_safely(pid, safety, &mut measured, write).map(|value| (value, measured))
+    })?;
+    *stops = measured;
+    Ok(value)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -313,7 +337,7 @@ pub(crate) fn commit(
     if sites.is_empty() {
         return Ok(stops);
     }
-    stop_safely(pid, safety, &mut stops, |_, _| {
+    stop_safely_surviving_the_tool(pid, safety, &mut stops, "the commit", |_, _| {
         let writes: Vec<(u64, &[u8], &[u8])> = sites
             .iter()
             .map(|s| (s.entry, s.jump.as_slice(), s.original.as_slice()))

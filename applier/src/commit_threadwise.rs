@@ -37,8 +37,8 @@
 //! patch's code (waited for as long as that takes), the original bytes go back (first byte
 //! last, synchronised), and the error names the blocking thread as the stop-all commit does.
 //!
-//! **The tool's death.** The whole commit runs in a helper process forked for it (as remote
-//! system calls do): a SIGKILL of the tool leaves the helper to finish it, so no `int3` is left
+//! **The tool's death.** The whole commit runs in a helper process forked for it
+//! (`helper_commit`): a SIGKILL of the tool leaves the helper to finish it, so no `int3` is left
 //! behind with its tracer gone (an untraced thread would die of `SIGTRAP` on it).
 
 use std::ops::Range;
@@ -50,8 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::commit::{blockers, give_up, suspended_context, Blocker, Busy, Obstacle, Safety, Site};
 use crate::error::ApplyError;
 use crate::ptrace::{
-    in_child, remote_syscall, write_memory, Forked, PtraceError, Seized, StoppedThread, TrapSite,
-    MEMBARRIER_REGISTER_SYNC_CORE,
+    remote_syscall, write_memory, Seized, StoppedThread, TrapSite, MEMBARRIER_REGISTER_SYNC_CORE,
 };
 use crate::references::ReturnTargets;
 use crate::trampoline::absolute_jump;
@@ -160,116 +159,9 @@ pub(crate) struct Request<'a> {
     pub(crate) after: Option<(u64, Vec<u8>)>,
 }
 
-/// The outcome, as it crosses from the helper process.
-#[derive(Debug, Serialize, Deserialize)]
-enum Outcome {
-    Done(ThreadStops),
-    ThreadBusy {
-        tid: i32,
-        pc: u64,
-        function: String,
-        detail: String,
-        waited_ms: u64,
-    },
-    ContextBusy {
-        location: String,
-        address: String,
-        function: String,
-        waited_ms: u64,
-    },
-    Gone(i32),
-    Failed(String),
-}
-
-/// Commits `request` thread by thread, in a helper process.
+/// Commits `request` thread by thread, in a helper process (see `helper_commit`).
 pub(crate) fn commit(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
-    let pid = request.pid;
-    let run = || serde_json::to_vec(&outcome(request)).unwrap_or_default();
-    let bytes = match in_child(run) {
-        Forked::Returned(bytes) => bytes,
-        Forked::Vanished(child) => {
-            return Err(failed(
-                pid,
-                format!("its helper process {child} ended early"),
-            ))
-        }
-        Forked::NoChild(_) => return Err(failed(pid, "no helper process could be forked".into())),
-    };
-    match serde_json::from_slice::<Outcome>(&bytes) {
-        Ok(Outcome::Done(stops)) => Ok(stops),
-        Ok(Outcome::ThreadBusy {
-            tid,
-            pc,
-            function,
-            detail,
-            waited_ms,
-        }) => Err(ApplyError::ThreadBusy {
-            tid,
-            pc,
-            function,
-            detail,
-            waited_ms,
-        }),
-        Ok(Outcome::ContextBusy {
-            location,
-            address,
-            function,
-            waited_ms,
-        }) => Err(ApplyError::ContextBusy {
-            location,
-            address,
-            function,
-            waited_ms,
-        }),
-        Ok(Outcome::Gone(pid)) => Err(PtraceError::NoSuchProcess(pid).into()),
-        Ok(Outcome::Failed(detail)) => Err(failed(pid, detail)),
-        Err(e) => Err(failed(
-            pid,
-            format!("its helper's answer is unreadable: {e}"),
-        )),
-    }
-}
-
-fn failed(pid: i32, detail: String) -> ApplyError {
-    PtraceError::Failed {
-        pid,
-        op: "the threadwise commit".into(),
-        detail,
-    }
-    .into()
-}
-
-/// Runs the commit here (in the helper process).
-fn outcome(request: &Request<'_>) -> Outcome {
-    match run(request) {
-        Ok(stops) => Outcome::Done(stops),
-        Err(ApplyError::ThreadBusy {
-            tid,
-            pc,
-            function,
-            detail,
-            waited_ms,
-        }) => Outcome::ThreadBusy {
-            tid,
-            pc,
-            function,
-            detail,
-            waited_ms,
-        },
-        Err(ApplyError::ContextBusy {
-            location,
-            address,
-            function,
-            waited_ms,
-        }) => Outcome::ContextBusy {
-            location,
-            address,
-            function,
-            waited_ms,
-        },
-        Err(ApplyError::Ptrace(PtraceError::NoSuchProcess(pid))) => Outcome::Gone(pid),
-        Err(e) => Outcome::Failed(e.to_string()),
-    }
+    crate::helper_commit::in_helper(request.pid, "the threadwise commit", || run(request))
 }
 
 /// The check of a stopped thread of `pid` against the busy code of `safety`: no pc or return

@@ -360,6 +360,17 @@ pub enum ApplyError {
         /// How many processes the group has.
         processes: usize,
     },
+    /// The helper process that ran a commit ended without saying how it went (it was killed):
+    /// the patch region is left in place, since jumps may lead into it.
+    #[error("{what} on pid {pid}: its helper process {helper} ended without an answer, so what it wrote is unknown; the patch region is left in place: `hotpatch list --pid {pid}` shows the state and `hotpatch revert --pid {pid}` settles it")]
+    CommitUnknown {
+        /// The process.
+        pid: i32,
+        /// The commit.
+        what: String,
+        /// The helper's pid (0 when it answered something unreadable).
+        helper: i32,
+    },
     /// A ledger header in a region could not be read.
     #[error("cannot read the patch ledger: {0}")]
     Ledger(String),

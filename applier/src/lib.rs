@@ -37,6 +37,7 @@ mod debuginfo;
 pub mod error;
 pub mod family;
 pub mod group;
+mod helper_commit;
 pub mod inline_map;
 pub mod installed;
 mod ipara;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::apply::{safe_point, ApplyOptions};
 use crate::artifact::FunctionAction;
-use crate::commit::{stop_safely, write_all_or_nothing, Busy, Safety, Stops};
+use crate::commit::{stop_safely_surviving_the_tool, write_all_or_nothing, Busy, Safety, Stops};
 use crate::error::ApplyError;
 use crate::installed::{installed_patches, InstalledPatch};
 use crate::ledger::{self, LedgerState};
@@ -133,31 +133,32 @@ fn revert_with(
     let state_at = chosen.region_address + ledger::STATE_OFFSET;
     let known_reason = keep_reason(chosen, &installed);
     let mut stops = Stops::default();
-    let kept_because = stop_safely(pid, &safety, &mut stops, |stopped, _| {
-        for r in &restores {
-            if read_memory(pid, r.entry, r.jump.len())? != r.jump {
-                return Err(ApplyError::CodeChanged {
-                    name: r.name.clone(),
-                    address: r.entry,
-                });
-            }
-        }
-        let writes: Vec<(u64, &[u8], &[u8])> = restores
-            .iter()
-            .map(|r| (r.entry, r.original.as_slice(), r.jump.as_slice()))
-            .collect();
-        write_all_or_nothing(pid, &writes)?;
-        if let Err(error) = write_memory(pid, state_at, &reverted) {
+    let kept_because =
+        stop_safely_surviving_the_tool(pid, &safety, &mut stops, "the revert", |stopped, _| {
             for r in &restores {
-                let _ = write_memory(pid, r.entry, &r.jump);
+                if read_memory(pid, r.entry, r.jump.len())? != r.jump {
+                    return Err(ApplyError::CodeChanged {
+                        name: r.name.clone(),
+                        address: r.entry,
+                    });
+                }
             }
-            return Err(error.into());
-        }
-        // No entry jumps to the region any more and no thread is in it: whatever still
-        // refers to it now is in memory or in a register, and nothing can make a new
-        // reference out of none.
-        Ok(known_reason.or_else(|| still_referenced(stopped, &region)))
-    })?;
+            let writes: Vec<(u64, &[u8], &[u8])> = restores
+                .iter()
+                .map(|r| (r.entry, r.original.as_slice(), r.jump.as_slice()))
+                .collect();
+            write_all_or_nothing(pid, &writes)?;
+            if let Err(error) = write_memory(pid, state_at, &reverted) {
+                for r in &restores {
+                    let _ = write_memory(pid, r.entry, &r.jump);
+                }
+                return Err(error.into());
+            }
+            // No entry jumps to the region any more and no thread is in it: whatever still
+            // refers to it now is in memory or in a register, and nothing can make a new
+            // reference out of none.
+            Ok(known_reason.or_else(|| still_referenced(stopped, &region)))
+        })?;
 
     let unmapped = kept_because.is_none();
     if unmapped {

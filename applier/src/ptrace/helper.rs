@@ -2,7 +2,7 @@
 //! cannot interrupt it halfway (see [`super::remote_syscall`]).
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::libc;
@@ -32,7 +32,7 @@ pub(super) fn run(
         op: "remote syscall".into(),
         detail,
     };
-    match in_child(|| {
+    match in_child(pid, || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
             .unwrap_or_else(|_| Err(failed("the helper process panicked".into())));
         encode(&result)
@@ -64,8 +64,9 @@ pub(crate) enum Forked<F> {
 /// process group (Ctrl-C at a terminal, `kill -- -PGID`, a hangup) does not reach it midway
 /// through something it must finish. The child only runs `call` (raw system calls, /proc reads and allocations,
 /// which glibc keeps usable after fork) and then `_exit`s without unwinding into the parent's
-/// code or running its destructors.
-pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
+/// code or running its destructors. Of the descriptors it inherits it keeps only the standard
+/// ones and the tool's lock on `pid` (see `process_lock`).
+pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(pid: i32, call: F) -> Forked<F> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -84,6 +85,9 @@ pub(crate) fn in_child<F: FnOnce() -> Vec<u8>>(call: F) -> Forked<F> {
             // it cannot fail.
             unsafe { libc::setsid() };
             drop(read_end);
+            let mut keep = vec![write_end.as_raw_fd()];
+            keep.extend(crate::process_lock::held_by(pid));
+            close_inherited(&mut keep);
             let bytes =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_default();
             let mut at = 0;
@@ -155,6 +159,26 @@ fn decode(bytes: &[u8]) -> Option<Result<i64, PtraceError>> {
     })
 }
 
+/// Closes every descriptor from 3 up except those in `keep`.
+fn close_inherited(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut from: u32 = 3;
+    for &fd in keep.iter() {
+        let Ok(fd) = u32::try_from(fd) else { continue };
+        if fd > from {
+            close_range(from, fd - 1);
+        }
+        from = from.max(fd + 1);
+    }
+    close_range(from, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors of this process, which no live object of
+    // the child uses (see `close_inherited`'s caller).
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +204,27 @@ mod tests {
         }
         assert!(decode(b"").is_none());
         assert!(run(1, || Ok(5)).is_ok_and(|v| v == 5));
+    }
+
+    #[test]
+    fn a_helper_keeps_the_lock_of_its_own_target_only() {
+        // Locks of two made-up pids, as two threads patching two processes would hold them.
+        let (mine, other) = (0x7fff_0001, 0x7fff_0002);
+        let _mine = crate::process_lock::lock(mine).unwrap();
+        let _other = crate::process_lock::lock(other).unwrap();
+        let fds = [mine, other].map(|pid| crate::process_lock::held_by(pid).unwrap());
+        let open_in_child = |fd: RawFd| -> bool {
+            // SAFETY: F_GETFD only asks whether the descriptor is open.
+            unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+        };
+        let seen = match in_child(mine, || fds.map(|fd| u8::from(open_in_child(fd))).to_vec()) {
+            Forked::Returned(bytes) => bytes,
+            _ => panic!("no helper"),
+        };
+        assert_eq!(seen, vec![1, 0]);
+        assert!(
+            fds.iter().all(|&fd| open_in_child(fd)),
+            "the parent keeps both"
+        );
     }
 }

@@ -1,7 +1,8 @@
 /* Target of tests/kill_tool.rs: the main thread prints `pid=P n=N value=V` every 10 ms (N counts
  * up by one, V is what value() returns: 1, or 2 once patched); two workers sleep in a loop. Run as
  * `fault_kill_target fork`, it first forks a child (a family of two, both printing; the child
- * dies with its parent). */
+ * dies with its parent). Run as `fault_kill_target linger`, a third worker calls value() in a
+ * loop, and its calls spend 20 ms inside it (so `--wait-return` waits for that frame). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,9 +10,23 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+static __thread int lingering;
+
 __attribute__((noinline)) int value(void) {
     __asm__ volatile("");
+    if (lingering)
+        usleep(20000);
     return 1;
+}
+
+static void *lingerer(void *arg) {
+    (void)arg;
+    lingering = 1;
+    for (;;) {
+        value();
+        usleep(1000);
+    }
+    return NULL;
 }
 
 static void *worker(void *arg) {
@@ -33,6 +48,8 @@ int main(int argc, char **argv) {
     pthread_t t;
     pthread_create(&t, NULL, worker, NULL);
     pthread_create(&t, NULL, worker, NULL);
+    if (argc > 1 && strcmp(argv[1], "linger") == 0)
+        pthread_create(&t, NULL, lingerer, NULL);
     for (long n = 0;; n++) {
         printf("pid=%d n=%ld value=%d\n", (int)getpid(), n, value());
         fflush(stdout);
