@@ -166,18 +166,7 @@ fn the_stack_glibc_keeps_after_a_thread_exited_does_not_block_the_apply() {
     for threadwise in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let src = c_dir().join("exited_thread_target.c");
-        let exe = dir.path().join("exited");
-        gcc(
-            &[
-                "-O0",
-                "-g",
-                "-pthread",
-                &src.display().to_string(),
-                "-o",
-                &exe.display().to_string(),
-            ],
-            dir.path(),
-        );
+        let exe = build_program_at(dir.path(), &src, "exited", "-O0");
         let running = start(&exe, &[]);
         let pid = running.pid();
         let joined = running.wait_for(5, |l| l.starts_with("joined "));

@@ -12,20 +12,12 @@ use common::*;
 use hotpatch_applier::ApplyOptions;
 
 fn build(dir: &Path) -> PathBuf {
-    let exe = dir.join("threadwise");
-    let src = c_dir().join("threadwise_target.c");
-    gcc(
-        &[
-            "-O0",
-            "-g",
-            "-pthread",
-            &src.display().to_string(),
-            "-o",
-            &exe.display().to_string(),
-        ],
+    build_program_at(
         dir,
-    );
-    exe
+        &c_dir().join("threadwise_target.c"),
+        "threadwise",
+        "-O0",
+    )
 }
 
 /// The named counter of a status line.

@@ -95,10 +95,16 @@ pub fn build_target(dir: &Path) -> PathBuf {
 
 /// Compiles the C program `src` (with `-O2 -g -pthread`) into `dir/name`.
 pub fn build_program(dir: &Path, src: &Path, name: &str) -> PathBuf {
+    build_program_at(dir, src, name, "-O2")
+}
+
+/// [`build_program`] at optimisation level `opt` (`-O0`: every function starts with a frame
+/// push, so no branch lies within the bytes a jump covers).
+pub fn build_program_at(dir: &Path, src: &Path, name: &str, opt: &str) -> PathBuf {
     let exe = dir.join(name);
     gcc(
         &[
-            "-O2",
+            opt,
             "-g",
             "-pthread",
             &src.display().to_string(),
