@@ -85,7 +85,8 @@ pub struct CommitReport {
     /// Why the stop-all commit was used when the threadwise one was asked for (`--wait-return`, `--at`,
     /// code the threadwise commit cannot displace, a kernel without membarrier SYNC_CORE).
     pub stop_all_because: Option<String>,
-    /// The longest time any single thread was stopped, in microseconds.
+    /// The longest time any single thread was stopped, in microseconds: an upper bound (counted
+    /// from the interrupt, or for a trap at an entry from the last moment no stop was waiting).
     pub max_thread_stop_us: u64,
     /// The longest time every thread was stopped together, in microseconds (0: never).
     pub all_stopped_us: u64,

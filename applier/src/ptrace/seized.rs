@@ -43,7 +43,9 @@ pub(crate) struct TrapSite {
     pub(crate) old: u64,
 }
 
-/// What a stop of one thread cost, for the report.
+/// What the single-thread stops cost, for the report. Each is an upper bound: counted from the
+/// interrupt that stopped the thread, or for a trap from the last moment the tool saw no stop
+/// waiting (the kernel does not say when a stop began).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StopTimes {
     /// The longest time one thread was held stopped, in microseconds.
@@ -86,6 +88,11 @@ pub(crate) struct Seized<'a> {
     seen: HashMap<i32, StoppedThread>,
     /// Children forked meanwhile, their entries already given back their original bytes.
     forked: HashSet<i32>,
+    /// The last moment no stop was waiting to be collected. A thread that stops by itself (at
+    /// an entry's `int3`) stopped after it, so its stop is counted from then: an upper bound,
+    /// since the kernel does not say when a stop began, and the tool may be busy elsewhere
+    /// (walking another thread's stack) while the trap waits for it.
+    quiet: Instant,
     _same_os_thread: PhantomData<*const ()>,
 }
 
@@ -118,6 +125,7 @@ impl<'a> Seized<'a> {
             times: StopTimes::default(),
             seen: HashMap::new(),
             forked: HashSet::new(),
+            quiet: Instant::now(),
             _same_os_thread: PhantomData,
         };
         block_sigchld();
@@ -210,6 +218,7 @@ impl<'a> Seized<'a> {
 
     /// Places the `int3` over every entry and synchronises the cores.
     pub(crate) fn arm(&mut self) -> Result<(), PtraceError> {
+        self.quiet = Instant::now();
         self.armed = true;
         for site in self.sites.clone() {
             write_memory(self.pid, site.entry, &[INT3])?;
@@ -314,8 +323,11 @@ impl<'a> Seized<'a> {
     }
 
     /// Stops `tid` alone (handling whatever else it reports first); `None` when it is gone.
+    /// The hold is counted from the interrupt (the thread stops at some moment after it: an
+    /// upper bound, like the traps' in `route_trap`).
     pub(crate) fn stop_one(&mut self, tid: i32) -> Result<Option<Held>, PtraceError> {
         let pid = self.pid;
+        let since = Instant::now();
         match sys::interrupt(tid) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e)),
@@ -324,7 +336,6 @@ impl<'a> Seized<'a> {
             let stop = sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?;
             if let Stop::Interrupt { sig } = stop {
                 if sig == libc::SIGTRAP {
-                    let since = Instant::now();
                     if !self.take_pending_trap(tid)? {
                         self.forget(tid);
                         return Ok(None);
@@ -432,8 +443,12 @@ impl<'a> Seized<'a> {
                         return Ok(());
                     }
                 }
-                None if waited => return Ok(()),
+                None if waited => {
+                    self.quiet = Instant::now();
+                    return Ok(());
+                }
                 None => {
+                    self.quiet = Instant::now();
                     wait_sigchld(wait);
                     waited = true;
                 }
@@ -485,7 +500,7 @@ impl<'a> Seized<'a> {
     /// A `SIGTRAP` at one of our `int3`s: sends the thread on (`true`); `false` for any other
     /// `SIGTRAP`, which is the target's own.
     fn route_trap(&mut self, tid: i32) -> Result<bool, PtraceError> {
-        let since = Instant::now();
+        let since = self.quiet;
         let pid = self.pid;
         let regs = sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
         let at = regs.rip.wrapping_sub(1);
