@@ -559,6 +559,13 @@ fn threadwise_stubs(
     if prepared.at.is_some() {
         return Ok(Err(Some("--at commits at the stop of every thread".into())));
     }
+    if crate::ptrace::group_stopped(pid) {
+        return Ok(Err(Some(
+            "the process is stopped (a stop signal): its threads stay stopped, so one stop of \
+             every thread costs it nothing"
+                .into(),
+        )));
+    }
     let mut image = Vec::new();
     let mut stubs = Vec::new();
     for site in sites {

@@ -160,3 +160,50 @@ fn wait_return_falls_back_to_stop_all_and_says_why() {
     assert!(because.contains("--wait-return"), "{because}");
     running.wait_for(30, |l| field(l, "now") == 22);
 }
+
+/// Whether every thread of `pid` is in a group stop (`T` in its `stat`).
+fn all_stopped(pid: i32) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        state.starts_with('T')
+    })
+}
+
+/// Waits until every thread of `pid` is in a group stop (a thread released from a ptrace stop
+/// re-enters it a moment later).
+fn wait_all_stopped(pid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !all_stopped(pid) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_process_stopped_by_sigstop_is_patched_at_one_stop_and_stays_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path());
+    for (round, stop_all) in [(0, false), (1, true)] {
+        let running = start(&exe, &["stay"]);
+        let pid = running.pid();
+        running.wait_for(30, |l| l.starts_with("tick ") && l.contains("value 1"));
+        // SAFETY: kill(2) on the guarded child.
+        unsafe { nix::libc::kill(pid, nix::libc::SIGSTOP) };
+        wait_all_stopped(pid, "SIGSTOP never stopped the target");
+        let manifest = manifest(&format!("stopped-{round}"), "value", "v1", "v2");
+        let object = compile_patch(dir.path(), "life_patch_v2.c", &manifest);
+        let report = apply_patch(pid, object, &options(stop_all)).unwrap();
+        assert_eq!(report.commit.strategy, "stop-all");
+        if !stop_all {
+            let because = report.commit.stop_all_because.clone().unwrap_or_default();
+            assert!(because.contains("the process is stopped"), "{because}");
+        }
+        wait_all_stopped(pid, "the commit continued a stopped process");
+        assert!(traced_threads(pid).is_empty());
+        // SAFETY: as above.
+        unsafe { nix::libc::kill(pid, nix::libc::SIGCONT) };
+        running.wait_for(30, |l| l.starts_with("tick ") && l.contains("value 2"));
+    }
+}

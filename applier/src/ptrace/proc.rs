@@ -55,6 +55,14 @@ pub(crate) fn thread_state(pid: i32, tid: i32) -> Option<char> {
     rest.trim_start().chars().next()
 }
 
+/// Whether a thread of `pid` is in a group stop (`T`: stopped by `SIGSTOP`, `SIGTSTP`, ...).
+pub(crate) fn any_thread_group_stopped(pid: i32) -> bool {
+    list_tasks(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|tid| thread_state(pid, tid) == Some('T'))
+}
+
 /// Whether a thread is gone or a zombie (so a failed seize of it is not an error).
 pub(crate) fn thread_is_dead(pid: i32, tid: i32) -> bool {
     matches!(thread_state(pid, tid), None | Some('Z') | Some('X'))

@@ -334,18 +334,18 @@ impl<'a> Seized<'a> {
         }
         loop {
             let stop = sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?;
-            if let Stop::Interrupt { sig } = stop {
-                if sig == libc::SIGTRAP {
-                    if !self.take_pending_trap(tid)? {
-                        self.forget(tid);
-                        return Ok(None);
-                    }
-                    let regs =
-                        sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
-                    let thread = StoppedThread::from_regs(tid, &regs);
-                    self.seen.insert(tid, thread.clone());
-                    return Ok(Some(Held { thread, since }));
+            // The interrupt's stop, or a group stop that came first: the kernel reports one
+            // `PTRACE_EVENT_STOP` for both (waiting for another would wait forever).
+            if let Stop::Interrupt { .. } = stop {
+                if !self.take_pending_trap(tid)? {
+                    self.forget(tid);
+                    return Ok(None);
                 }
+                let regs =
+                    sys::get_regs(tid).map_err(|e| op_failed(pid, tid, "PTRACE_GETREGS", e))?;
+                let thread = StoppedThread::from_regs(tid, &regs);
+                self.seen.insert(tid, thread.clone());
+                return Ok(Some(Held { thread, since }));
             }
             if !self.settle(tid, stop)? {
                 return Ok(None);
