@@ -234,6 +234,9 @@ fn apply_error_fields(error: &ApplyError) -> Value {
         } => {
             json!({"kind": "safe_point_not_reached", "function": function, "waited_ms": waited_ms})
         }
+        ApplyError::ProcessStopped { pid, option } => {
+            json!({"kind": "process_stopped", "pid": pid, "option": option})
+        }
         ApplyError::AlreadyApplied {
             patch_id, sequence, ..
         } => json!({"kind": "already_applied", "patch_id": patch_id, "sequence": sequence}),
@@ -258,6 +261,12 @@ mod tests {
         assert_eq!(value["kind"], "no_such_process");
         assert_eq!(value["pid"], 7);
         assert_eq!(value["causes"].as_array().map(Vec::len), Some(2));
+        let stopped = anyhow::Error::new(ApplyError::ProcessStopped {
+            pid: 9,
+            option: "--at".into(),
+        });
+        assert_eq!(error_json(&stopped)["kind"], "process_stopped");
+        assert_eq!(error_json(&stopped)["option"], "--at");
         let refused = anyhow::Error::new(Refused { count: 1 });
         assert_eq!(exit_code(&refused), EXIT_REFUSED);
         let other = anyhow::anyhow!("something");

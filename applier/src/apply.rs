@@ -278,6 +278,17 @@ fn apply_with(
         });
     }
     let _one_at_a_time = crate::process_lock::lock(pid)?;
+    let waits = match (&at, options.wait_return) {
+        (Some(_), _) => Some("--at"),
+        (None, true) => Some("--wait-return"),
+        (None, false) => None,
+    };
+    if let Some(option) = waits.filter(|_| crate::ptrace::group_stopped(pid)) {
+        return Err(ApplyError::ProcessStopped {
+            pid,
+            option: option.into(),
+        });
+    }
     for redirect in &plan.redirects {
         if read_memory(pid, redirect.entry, redirect.code.len())? != redirect.code {
             let name = plan.functions[redirect.function].target.name().to_string();

@@ -328,6 +328,15 @@ pub enum ApplyError {
         /// How long we waited.
         waited_ms: u64,
     },
+    /// A wait for the process's threads (`--at`, `--wait-return`) asked of a process stopped by
+    /// a stop signal: its threads would have to run to get there.
+    #[error("pid {pid} is stopped (by a stop signal such as SIGSTOP): {option} waits for its threads to run, so it would have to continue the process; send it SIGCONT first, or apply without {option} (a stopped process is committed at one stop and stays stopped)")]
+    ProcessStopped {
+        /// The process.
+        pid: i32,
+        /// The option that waits.
+        option: String,
+    },
     /// The patch is already applied to the process.
     #[error("patch {patch_id} is already applied to pid {pid} (as #{sequence}); revert it first to apply it again")]
     AlreadyApplied {

@@ -194,6 +194,28 @@ fn a_process_stopped_by_sigstop_is_patched_at_one_stop_and_stays_stopped() {
         wait_all_stopped(pid, "SIGSTOP never stopped the target");
         let manifest = manifest(&format!("stopped-{round}"), "value", "v1", "v2");
         let object = compile_patch(dir.path(), "life_patch_v2.c", &manifest);
+        // A wait for its threads would have to continue it: refused, nothing written.
+        let waiting = ApplyOptions {
+            wait_return: true,
+            ..options(stop_all)
+        };
+        let err = apply_patch(pid, object.clone(), &waiting).unwrap_err();
+        assert!(
+            matches!(err, hotpatch_applier::ApplyError::ProcessStopped { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("--wait-return waits for its threads"),
+            "{err}"
+        );
+        let target = hotpatch_applier::Target::inspect(pid).unwrap();
+        let parsed = hotpatch_applier::PatchObject::parse(object.clone()).unwrap();
+        let plan = hotpatch_applier::plan(&target, &parsed).unwrap();
+        let err = hotpatch_applier::apply_at(&target, &plan, &options(stop_all), "value");
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("--at waits for its threads"), "{err}");
+        assert!(hotpatch_applier::installed_patches(pid).unwrap().is_empty());
         let report = apply_patch(pid, object, &options(stop_all)).unwrap();
         assert_eq!(report.commit.strategy, "stop-all");
         if !stop_all {
