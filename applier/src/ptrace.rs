@@ -581,13 +581,13 @@ fn is_kernel_trap(tid: i32) -> bool {
     sys::get_siginfo(tid).map(|i| i.si_code > 0).unwrap_or(true)
 }
 
-/// The 8-byte little-endian word of the target's memory at `addr`; `None` if unreadable.
 /// Whether a thread of `pid` is stopped by a stop signal (a group stop): the threadwise commit
 /// would have to let it run to be switched, so it is left to the stop-all commit.
 pub(crate) fn group_stopped(pid: i32) -> bool {
     proc::any_thread_group_stopped(pid)
 }
 
+/// The 8-byte little-endian word of the target's memory at `addr`; `None` if unreadable.
 pub(crate) fn read_word(pid: i32, addr: u64) -> Option<u64> {
     let bytes = read_memory(pid, addr, 8).ok()?;
     Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
