@@ -22,6 +22,7 @@ mod seized;
 mod sys;
 
 pub(crate) use helper::{in_child, Forked};
+pub(crate) use proc::group_stopped;
 pub(crate) use seized::{Seized, TrapSite, MEMBARRIER_REGISTER_SYNC_CORE};
 
 use std::marker::PhantomData;
@@ -579,12 +580,6 @@ fn at_breakpoint(tid: i32, addr: u64) -> bool {
 /// single-step) rather than sent by a process (`kill`/`tgkill` give `si_code <= 0`).
 fn is_kernel_trap(tid: i32) -> bool {
     sys::get_siginfo(tid).map(|i| i.si_code > 0).unwrap_or(true)
-}
-
-/// Whether a thread of `pid` is stopped by a stop signal (a group stop): the threadwise commit
-/// would have to let it run to be switched, so it is left to the stop-all commit.
-pub(crate) fn group_stopped(pid: i32) -> bool {
-    proc::any_thread_group_stopped(pid)
 }
 
 /// The 8-byte little-endian word of the target's memory at `addr`; `None` if unreadable.

@@ -1,7 +1,8 @@
 //! The threadwise commit (`commit_threadwise`) on real processes: 64 threads calling two
 //! replaced functions in a tight loop check that every call chain is all old or all new while
-//! short-lived threads are created and exit and signals arrive; the stop-all commit when not asked;
-//! no breakpoint left behind.
+//! short-lived threads are created and exit and signals arrive; the stop-all commit when not asked,
+//! with `--wait-return`, and for a process stopped by `SIGSTOP` (which stays stopped); no
+//! breakpoint left behind.
 
 mod common;
 

@@ -55,8 +55,10 @@ pub(crate) fn thread_state(pid: i32, tid: i32) -> Option<char> {
     rest.trim_start().chars().next()
 }
 
-/// Whether a thread of `pid` is in a group stop (`T`: stopped by `SIGSTOP`, `SIGTSTP`, ...).
-pub(crate) fn any_thread_group_stopped(pid: i32) -> bool {
+/// Whether a thread of `pid` is in a group stop (`T`: stopped by `SIGSTOP`, `SIGTSTP`, ...): the
+/// threadwise commit would have to let it run to switch it, so such a process is left to the
+/// stop-all commit, and `--wait-return`/`--at` (which continue every thread) refuse it.
+pub(crate) fn group_stopped(pid: i32) -> bool {
     list_tasks(pid)
         .unwrap_or_default()
         .into_iter()
