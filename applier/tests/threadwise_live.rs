@@ -106,23 +106,35 @@ fn a_thread_that_never_leaves_the_old_code_times_out_and_leaves_no_breakpoint() 
     assert_eq!(field(&line, "mixes"), 0, "{line}");
 }
 
-#[test]
-fn a_child_forked_during_the_commit_runs_the_old_code_without_a_breakpoint() {
+/// Three fresh targets of `mode` (`fork` or `vfork`), each patched while it makes children that
+/// call the chain: then `more` children later, none killed by a signal, no chain mixed.
+fn children_made_during_the_commit_survive(mode: &str, more: i64) {
     let dir = tempfile::tempdir().unwrap();
     let exe = build(dir.path());
     for round in 0..3 {
-        let running = start(&exe, &["16", "fork"]);
+        let running = start(&exe, &["16", mode]);
         let pid = running.pid();
         running.wait_for(30, |l| field(l, "forks") > 0 && field(l, "now") == 11);
-        let id = format!("fork-{round}");
+        let id = format!("{mode}-{round}");
         let report = apply_patch(pid, patch(dir.path(), &id), &options(false)).unwrap();
         assert_eq!(report.commit.strategy, "threadwise");
         let line = running.wait_for(30, |l| field(l, "now") == 22);
         let forks = field(&line, "forks");
-        let line = running.wait_for(30, |l| field(l, "forks") > forks + 2);
+        let line = running.wait_for(30, |l| field(l, "forks") > forks + more);
         assert_eq!(field(&line, "fork_deaths"), 0, "{line}");
         assert_eq!(field(&line, "mixes"), 0, "{line}");
+        assert!(traced_threads(pid).is_empty(), "{:?}", traced_threads(pid));
     }
+}
+
+#[test]
+fn a_child_forked_during_the_commit_runs_the_old_code_without_a_breakpoint() {
+    children_made_during_the_commit_survive("fork", 2);
+}
+
+#[test]
+fn a_child_vforked_during_the_commit_shares_the_breakpoints_and_is_routed_past_them() {
+    children_made_during_the_commit_survive("vfork", 16);
 }
 
 #[test]

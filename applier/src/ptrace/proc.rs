@@ -5,6 +5,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use nix::libc;
+
 use super::PtraceError;
 
 /// Fails with [`PtraceError::NoSuchProcess`] unless `/proc/PID` exists and is not a zombie.
@@ -63,6 +65,20 @@ pub(crate) fn group_stopped(pid: i32) -> bool {
         .unwrap_or_default()
         .into_iter()
         .any(|tid| thread_state(pid, tid) == Some('T'))
+}
+
+/// Whether tasks `a` and `b` share one address space (`kcmp(KCMP_VM)`): a child made by `vfork`
+/// (`CLONE_VM`) does, a forked one does not. `None` when the kernel cannot say (no `kcmp`, or
+/// a task gone).
+pub(crate) fn shares_memory(a: i32, b: i32) -> Option<bool> {
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp takes plain integers and reads nothing of ours.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_VM, 0, 0) };
+    match r {
+        0 => Some(true),
+        1..=3 => Some(false),
+        _ => None,
+    }
 }
 
 /// Whether a thread is gone or a zombie (so a failed seize of it is not an error).

@@ -4,6 +4,12 @@
 //! is sent on by its own state: to the new code once it is switched, else to the old code's
 //! displaced first instructions (its stub). New threads are traced from their first
 //! instruction (`PTRACE_O_TRACECLONE`) and start switched to the goal: they have no old frames.
+//! A child forked meanwhile (`PTRACE_O_TRACEFORK`) copied the `int3`s: its entries get their
+//! original bytes back and it is let go. A child made by `vfork` (`PTRACE_O_TRACEVFORK`; also
+//! `posix_spawn` and `system`) runs in the process's own memory, `int3`s included, and on the
+//! frames of the thread that made it: it is one more thread, in that thread's state, until it
+//! calls `exec` (`PTRACE_O_TRACEEXEC`) or exits. Its parent sleeps in the kernel until then, so
+//! stopping the parent waits for the child, and the child's traps are served meanwhile.
 //!
 //! No path releases a thread while an `int3` is in memory: dropping a [`Seized`] that has not
 //! been [`Seized::finish`]ed writes every entry's original bytes back (breakpoint first, then
@@ -88,6 +94,12 @@ pub(crate) struct Seized<'a> {
     seen: HashMap<i32, StoppedThread>,
     /// Children forked meanwhile, their entries already given back their original bytes.
     forked: HashSet<i32>,
+    /// Children made by `vfork` meanwhile, traced as threads until they `exec` or exit, each
+    /// with the thread that made it (which sleeps in the kernel until then).
+    vforked: HashMap<i32, i32>,
+    /// Children (of another process id) whose first stop came before their parent's event:
+    /// held stopped until that event says what they are.
+    unclaimed: HashSet<i32>,
     /// The last moment no stop was waiting to be collected. A thread that stops by itself (at
     /// an entry's `int3`) stopped after it, so its stop is counted from then: an upper bound,
     /// since the kernel does not say when a stop began, and the tool may be busy elsewhere
@@ -125,11 +137,17 @@ impl<'a> Seized<'a> {
             times: StopTimes::default(),
             seen: HashMap::new(),
             forked: HashSet::new(),
+            vforked: HashMap::new(),
+            unclaimed: HashSet::new(),
             quiet: Instant::now(),
             _same_os_thread: PhantomData,
         };
         block_sigchld();
-        let options = sys::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK;
+        let options = sys::SEIZE_OPTIONS
+            | libc::PTRACE_O_TRACECLONE
+            | libc::PTRACE_O_TRACEFORK
+            | libc::PTRACE_O_TRACEVFORK
+            | libc::PTRACE_O_TRACEEXEC;
         loop {
             let fresh: Vec<i32> = proc::list_tasks(pid)?
                 .into_iter()
@@ -262,11 +280,13 @@ impl<'a> Seized<'a> {
         Ok(())
     }
 
-    /// Runs one system call on one held thread (stopped alone for it).
+    /// Runs one system call on one held thread (stopped alone for it), one not waiting for a
+    /// `vfork` child when there is one.
     fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, PtraceError> {
         let pid = self.pid;
         loop {
-            let Some(&tid) = self.held.first() else {
+            let waiting = |t: &&i32| self.vforked.values().any(|p| p == *t);
+            let Some(&tid) = self.held.iter().find(|t| !waiting(t)).or(self.held.first()) else {
                 return Err(PtraceError::NoSuchProcess(pid));
             };
             let Some(held) = self.stop_one(tid)? else {
@@ -312,7 +332,8 @@ impl<'a> Seized<'a> {
                         let _ = sys::requeue_signal(pid, tid, &info);
                     }
                 }
-                Stop::Interrupt { .. } | Stop::OtherEvent { .. } => {}
+                Stop::OtherEvent { event } => self.adopt_new(tid, event)?,
+                Stop::Interrupt { .. } => {}
             }
         }
         Err(PtraceError::Failed {
@@ -322,9 +343,12 @@ impl<'a> Seized<'a> {
         })
     }
 
-    /// Stops `tid` alone (handling whatever else it reports first); `None` when it is gone.
-    /// The hold is counted from the interrupt (the thread stops at some moment after it: an
-    /// upper bound, like the traps' in `route_trap`).
+    /// Stops `tid` alone (handling whatever else it reports first; for a thread whose `vfork`
+    /// child still runs, whatever any thread reports: it stops only once the child has called
+    /// `exec` or exited, and the child, or a thread it waits for, may need a trap served until
+    /// then); `None` when it is gone. The hold is
+    /// counted from the interrupt (the thread stops at some moment after it: an upper bound,
+    /// like the traps' in `route_trap`).
     pub(crate) fn stop_one(&mut self, tid: i32) -> Result<Option<Held>, PtraceError> {
         let pid = self.pid;
         let since = Instant::now();
@@ -333,7 +357,14 @@ impl<'a> Seized<'a> {
             Err(e) => return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e)),
         }
         loop {
-            let stop = sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?;
+            let stop = if self.vforked.values().any(|&parent| parent == tid) {
+                match self.poll_fairly(tid)? {
+                    Some(stop) => stop,
+                    None => continue,
+                }
+            } else {
+                sys::wait_stop(tid).map_err(|e| op_failed(pid, tid, "waitpid", e))?
+            };
             // The interrupt's stop, or a group stop that came first: the kernel reports one
             // `PTRACE_EVENT_STOP` for both (waiting for another would wait forever).
             if let Stop::Interrupt { .. } = stop {
@@ -350,7 +381,46 @@ impl<'a> Seized<'a> {
             if !self.settle(tid, stop)? {
                 return Ok(None);
             }
+            if let Stop::OtherEvent { .. } = stop {
+                // An event stop (clone, fork, vfork) clears a pending interrupt: the thread
+                // would run on and never stop for it (this hung commits). Ask again.
+                match sys::interrupt(tid) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e)),
+                }
+            }
         }
+    }
+
+    /// One round over every traced task, each collected at most once: `tid`'s stop when it
+    /// has one, else the others' stops handled (then a short wait when there were none).
+    /// `waitpid(-1)` alone would hand the same busy thread back every time and starve the
+    /// rest, the `vfork` child that `tid` waits for among them.
+    fn poll_fairly(&mut self, tid: i32) -> Result<Option<Stop>, PtraceError> {
+        let pid = self.pid;
+        let failed = |e| op_failed(pid, tid, "waitpid", e);
+        if let Some(stop) = sys::poll_stop(tid).map_err(failed)? {
+            return Ok(Some(stop));
+        }
+        let mut handled = false;
+        for other in self.held.clone().into_iter().filter(|&t| t != tid) {
+            if let Some(stop) = sys::poll_stop(other).map_err(failed)? {
+                self.settle(other, stop)?;
+                handled = true;
+            }
+        }
+        // A task not known yet (a new thread's or child's first stop).
+        if let Some((other, stop)) = sys::poll_any().map_err(failed)? {
+            if other == tid {
+                return Ok(Some(stop));
+            }
+            self.settle(other, stop)?;
+            handled = true;
+        }
+        if !handled {
+            wait_sigchld(Duration::from_millis(1));
+        }
+        Ok(None)
     }
 
     /// Lets a thread held by [`Seized::stop_one`] go on (at `rip` when given).
@@ -411,7 +481,8 @@ impl<'a> Seized<'a> {
                         let _ = sys::requeue_signal(pid, tid, &info);
                     }
                 }
-                Stop::Interrupt { .. } | Stop::OtherEvent { .. } => {}
+                Stop::OtherEvent { event } => self.adopt_new(tid, event)?,
+                Stop::Interrupt { .. } => {}
             }
         }
         Err(PtraceError::Failed {
@@ -478,8 +549,16 @@ impl<'a> Seized<'a> {
                 false => go_on(sig),
             },
             Stop::Signal { sig } => go_on(sig),
+            Stop::OtherEvent {
+                event: libc::PTRACE_EVENT_EXEC,
+            } if self.vforked.contains_key(&tid) => {
+                // A vfork child leaves the process's memory: nothing of ours is in its own.
+                let _ = sys::detach(tid, 0);
+                self.forget(tid);
+                Ok(false)
+            }
             Stop::OtherEvent { event } => {
-                self.adopt_clone(tid, event);
+                self.adopt_new(tid, event)?;
                 go_on(0)
             }
             Stop::Interrupt { .. } if !self.held.contains(&tid) => {
@@ -488,8 +567,8 @@ impl<'a> Seized<'a> {
                     self.adopt(tid);
                     go_on(0)
                 } else {
-                    // A forked child's first stop, before its parent's fork event was seen.
-                    self.release_child(tid, false);
+                    // A child's first stop, before its parent's fork or vfork event was seen.
+                    self.unclaimed.insert(tid);
                     Ok(true)
                 }
             }
@@ -532,29 +611,60 @@ impl<'a> Seized<'a> {
         Ok(true)
     }
 
-    fn adopt_clone(&mut self, tid: i32, event: i32) {
-        let Some(new) = sys::event_msg(tid).ok().and_then(|m| i32::try_from(m).ok()) else {
-            return;
+    /// A task created by `parent` (its clone, fork or vfork event): a thread is adopted; a
+    /// child process, once its first stop is collected, is given back its original bytes and
+    /// let go when it has memory of its own (forked), or traced as one more thread in
+    /// `parent`'s state when it shares the process's (vfork: it runs on `parent`'s frames).
+    fn adopt_new(&mut self, parent: i32, event: i32) -> Result<(), PtraceError> {
+        let vfork = match event {
+            libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK => false,
+            libc::PTRACE_EVENT_VFORK => true,
+            _ => return Ok(()),
         };
-        match event {
-            libc::PTRACE_EVENT_CLONE => self.adopt(new),
-            libc::PTRACE_EVENT_FORK => self.release_child(new, true),
-            _ => {}
+        let Some(child) = sys::event_msg(parent)
+            .ok()
+            .and_then(|m| i32::try_from(m).ok())
+        else {
+            return Ok(());
+        };
+        if !is_other_process(self.pid, child) && !self.unclaimed.contains(&child) {
+            self.adopt(child);
+            return Ok(());
         }
+        if self.forked.contains(&child) || self.vforked.contains_key(&child) {
+            return Ok(());
+        }
+        if !self.unclaimed.remove(&child)
+            && matches!(sys::wait_stop(child), Ok(Stop::Gone) | Err(_))
+        {
+            return Ok(());
+        }
+        if proc::shares_memory(self.pid, child).unwrap_or(vfork) {
+            self.held.push(child);
+            self.vforked.insert(child, parent);
+            if self.is_switched(parent) {
+                self.switched.insert(child);
+            }
+            return match sys::cont(child, 0) {
+                Ok(()) | Err(Errno::ESRCH) => Ok(()),
+                Err(e) => Err(op_failed(self.pid, child, "PTRACE_CONT", e)),
+            };
+        }
+        self.release_child(child);
+        Ok(())
     }
 
-    /// A child forked during the commit copied the `int3`s: its entries get their original
-    /// bytes back (it runs the old code, as a process forked before the commit) before it runs
-    /// and is let go. `wait`: its first stop has not been collected yet.
-    fn release_child(&mut self, child: i32, wait: bool) {
-        if !self.forked.insert(child) {
-            return;
-        }
-        if wait && matches!(sys::wait_stop(child), Ok(Stop::Gone) | Err(_)) {
-            return;
-        }
+    /// A child forked during the commit (held at its first stop) copied the `int3`s: its
+    /// entries get their original bytes back (it runs the old code, as a process forked before
+    /// the commit, and its copy of the ledger says the patch is not in) before it runs and is
+    /// let go.
+    fn release_child(&mut self, child: i32) {
+        self.forked.insert(child);
         for site in &self.sites {
-            let _ = write_memory(child, site.entry, &site.original);
+            // Forked after the jumps went in, it has them (and no `int3`): it keeps them.
+            if read_memory(child, site.entry, 1).ok().as_deref() == Some(&[INT3]) {
+                let _ = write_memory(child, site.entry, &site.original);
+            }
         }
         let _ = sys::detach(child, 0);
     }
@@ -568,6 +678,7 @@ impl<'a> Seized<'a> {
     }
 
     fn forget(&mut self, tid: i32) {
+        self.vforked.remove(&tid);
         self.seen.remove(&tid);
         self.held.retain(|&t| t != tid);
         self.switched.remove(&tid);
@@ -617,6 +728,14 @@ impl<'a> Seized<'a> {
                     let _ = sys::detach(tid, 0);
                     self.forget(tid);
                 }
+            }
+        }
+        // A child whose parent's event never came (the parent died first): let go as forked,
+        // or, sharing the memory (which holds no `int3` by now), as it is.
+        for child in std::mem::take(&mut self.unclaimed) {
+            match proc::shares_memory(pid, child) {
+                Some(false) => self.release_child(child),
+                _ => drop(sys::detach(child, 0)),
             }
         }
         restore_sigchld();

@@ -3,7 +3,10 @@
  * a signal handler calls the chain too, and the main thread keeps creating and joining
  * short-lived threads that do the same, and signals the workers. Built at -O0 so both entries
  * start with a frame push (no branch within the bytes a jump covers). With `stay`, one more thread
- * stays in inner's old code forever; with `fork`, the main thread forks a child every round. */
+ * stays in inner's old code forever; with `fork`, the main thread forks a child every round; with
+ * `vfork`, it vforks children (instead of creating threads) that call the chain in the parent's
+ * memory (so a call chain that mixes is counted there too), then exit or exec `/bin/true` by
+ * turns. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -79,10 +82,21 @@ static void *short_lived(void *arg) {
     return 0;
 }
 
+/* Waits for a child and counts it, and counts it dead when a signal killed it. */
+static void reap(pid_t child) {
+    int status = 0;
+    waitpid(child, &status, 0);
+    atomic_fetch_add(&forks, 1);
+    if (WIFSIGNALED(status)) {
+        atomic_fetch_add(&fork_deaths, 1);
+    }
+}
+
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 64;
     int staying = argc > 2 && strcmp(argv[2], "stay") == 0;
     int forking = argc > 2 && strcmp(argv[2], "fork") == 0;
+    int vforking = argc > 2 && strcmp(argv[2], "vfork") == 0;
     signal(SIGUSR1, on_signal);
     pthread_t *t = calloc((size_t)n, sizeof *t);
     for (int i = 0; i < n; i++) {
@@ -94,15 +108,16 @@ int main(int argc, char **argv) {
         pthread_create(&s, 0, stayer, 0);
     }
     for (long round = 0;; round++) {
-        pthread_t s;
-        pthread_create(&s, 0, short_lived, 0);
-        pthread_join(s, 0);
+        if (!vforking) {
+            pthread_t s;
+            pthread_create(&s, 0, short_lived, 0);
+            pthread_join(s, 0);
+        }
         if (n > 0) {
             pthread_kill(t[round % n], SIGUSR1);
         }
         if (forking) {
-            /* A child calls the chain and exits; one killed by a signal (a breakpoint copied
-             * into it) is counted. */
+            /* A child calls the chain and exits (with a breakpoint copied into it, it dies). */
             pid_t child = fork();
             if (child == 0) {
                 for (int i = 0; i < 100; i++) {
@@ -110,12 +125,21 @@ int main(int argc, char **argv) {
                 }
                 _exit(0);
             }
-            int status = 0;
-            waitpid(child, &status, 0);
-            atomic_fetch_add(&forks, 1);
-            if (WIFSIGNALED(status)) {
-                atomic_fetch_add(&fork_deaths, 1);
+            reap(child);
+        }
+        for (int k = 0; vforking && k < 8; k++) {
+            /* Not routed past a breakpoint in the shared memory, a child dies. */
+            pid_t child = vfork();
+            if (child == 0) {
+                for (int i = 0; i < 100; i++) {
+                    check();
+                }
+                if (k % 2) {
+                    execl("/bin/true", "true", (char *)0);
+                }
+                _exit(0);
             }
+            reap(child);
         }
         if (round % 20 == 0) {
             printf("%smixes=%ld calls=%ld switched=%d churned=%ld forks=%ld fork_deaths=%ld now=%d\n",
