@@ -18,13 +18,14 @@ struct Deployment {
 }
 
 /// Runs git in `dir`. A push runs the hook, whose object cache is `hotpatch-cache` beside `dir`
-/// (pushes run in the work tree: beside it, in this test's own directory).
+/// (pushes run in the work tree: beside it, in this test's own directory), and whose state
+/// directory for `hotpatch watch` is `state` beside it (nothing is recorded unless a test
+/// creates it).
 fn git(dir: &Path, args: &[&str]) -> Output {
+    let beside = dir.parent().unwrap_or(dir);
     Command::new("git")
-        .env(
-            "XDG_CACHE_HOME",
-            dir.parent().unwrap_or(dir).join("hotpatch-cache"),
-        )
+        .env("XDG_CACHE_HOME", beside.join("hotpatch-cache"))
+        .env("HOTPATCH_STATE_DIR", beside.join("state"))
         .args([
             "-c",
             "user.name=dev",
@@ -287,6 +288,47 @@ fn two_pushes_that_touch_the_same_function_both_patch_it() {
         "{json}"
     );
     deployment.assert_still_prints("value=3");
+}
+
+/// A push records its patch for `hotpatch watch` as an apply does: a process of the service
+/// started after the push is patched by the watcher.
+#[test]
+fn a_pushed_patch_is_recorded_and_the_watcher_patches_a_new_process_with_it() {
+    let mut deployment = Deployment::new();
+    let state = deployment.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let v2 = case_files("v2").remove(1).1;
+    let output = deployment.push_lib(&v2, "stateless fix: value is 2");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    deployment.service().wait_for("value=2");
+    let pid = deployment.service().pid().to_string();
+    let list = hotpatch(&["list", "--pid", &pid, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let patch_id = json["patches"][0]["patch_id"].as_str().unwrap().to_string();
+    let recorded: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .flat_map(|build| std::fs::read_dir(build.path()).unwrap().flatten())
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(recorded, [format!("000001-{patch_id}.hp.o")]);
+
+    let binary = deployment.dir.path().join(SERVICE);
+    let mut watch = TargetProcess::start_with(
+        Path::new(env!("CARGO_BIN_EXE_hotpatch")),
+        &[
+            "watch",
+            "--exe",
+            binary.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    watch.wait_for("watching for new processes of");
+    let mut newcomer = TargetProcess::start(&binary);
+    newcomer.wait_for("value=2");
+    watch.wait_for(&format!("patched new pid {}", newcomer.pid()));
+    deployment.assert_still_prints("value=2");
 }
 
 #[test]

@@ -142,6 +142,8 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         "no deploy target is configured: set `pid`, `pidfile` or `exe` under [deploy] in hotpatch.toml, \
          or `git config hotpatch.pidfile PATH` (or hotpatch.pid / hotpatch.exe) in the deploy repository",
     )?;
+    // Processes started after this moment are new to `hotpatch watch` (see `crate::state`).
+    let listed_at = std::time::SystemTime::now();
     let pids = find_processes(&spec)?;
     if pids.is_empty() {
         bail!("no running process matches the deploy target {spec:?}");
@@ -185,7 +187,7 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
         ));
     }
     deploy_to(
-        &pids,
+        (&pids, listed_at),
         &old,
         &config_snapshot,
         &changes,
@@ -255,8 +257,10 @@ fn check_runs_old_side(
 }
 
 /// Patches every process, all or nothing: when one fails, those already patched are reverted.
+/// The patch is recorded for `hotpatch watch` (as of `listed_at`, when the processes were
+/// listed), so the service's new processes get it too.
 fn deploy_to(
-    pids: &[i32],
+    (pids, listed_at): (&[i32], std::time::SystemTime),
     old: &Snapshot,
     new: &Snapshot,
     changes: &hotpatch_differ::ChangeSet,
@@ -266,6 +270,7 @@ fn deploy_to(
 ) -> Result<String> {
     let mut targets = Vec::new();
     let mut plans = Vec::new();
+    let mut objects = Vec::new();
     // One build per executable: the processes of a family run the same one.
     let mut built: Option<(Option<String>, pipeline::BuiltUnits)> = None;
     for &pid in pids {
@@ -310,6 +315,7 @@ fn deploy_to(
         };
         targets.push(target);
         plans.push(plan);
+        objects.push(patch.built.object.clone());
     }
     let names = |plan: &hotpatch_applier::Plan| {
         plan.functions
@@ -336,6 +342,9 @@ fn deploy_to(
     let jobs: Vec<(&Target, &hotpatch_applier::Plan)> = targets.iter().zip(&plans).collect();
     let reports =
         apply_all(&jobs, &options).context("cannot patch every process of the service")?;
+    for ((target, report), object) in targets.iter().zip(&reports).zip(&objects) {
+        crate::state::after_apply(&[target.pid()], &report.patch_id, object, listed_at);
+    }
     let lines: Vec<String> = targets
         .iter()
         .zip(&plans)
