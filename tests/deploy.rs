@@ -331,6 +331,47 @@ fn a_pushed_patch_is_recorded_and_the_watcher_patches_a_new_process_with_it() {
     deployment.assert_still_prints("value=2");
 }
 
+/// A service whose one thread is always inside `value` (each call sleeps 300 ms, and the loop
+/// calls it again at once): the push is rejected after the timeout, and with
+/// `hotpatch.waitReturn` the hook commits right as a call returns.
+#[test]
+fn wait_return_in_git_config_patches_a_function_its_thread_never_leaves_for_long() {
+    let busy = |version: u32| {
+        format!(
+            "#include <unistd.h>\nstatic int calls;\nint state(void) {{ return calls; }}\n\
+             int value(void) {{ calls++; usleep(300000); return {version}; }}\n"
+        )
+    };
+    let main = "#include <stdio.h>\nint state(void);\nint value(void);\n\
+                int main(void) { setvbuf(stdout, 0, _IOLBF, 0);\n\
+                for (unsigned tick = 0;; tick++) { int v = value();\n\
+                printf(\"tick=%u state=%d value=%d\\n\", tick, state(), v); } }\n";
+    let files = [
+        ("main.c".to_string(), main.to_string()),
+        ("lib.c".to_string(), busy(1)),
+    ];
+    let mut deployment = Deployment::with(&files, "value=1");
+    git_ok(&deployment.deploy(), &["config", "hotpatch.timeout", "1"]);
+    let output = deployment.push_lib(&busy(2), "value is 2");
+    let messages = stderr_of(&output);
+    assert!(!output.status.success(), "{messages}");
+    assert!(
+        messages.contains("gave up after") && messages.contains("`value`"),
+        "{messages}"
+    );
+
+    git_ok(
+        &deployment.deploy(),
+        &["config", "hotpatch.waitReturn", "true"],
+    );
+    let output = git(&deployment.work(), &["push", "deploy", "main"]);
+    let messages = stderr_of(&output);
+    assert!(output.status.success(), "{messages}");
+    assert!(messages.contains("patched pid"), "{messages}");
+    deployment.service().wait_for("value=2");
+    deployment.assert_still_prints("value=2");
+}
+
 #[test]
 fn a_process_that_runs_another_revision_is_not_patched() {
     let mut deployment = Deployment::new();

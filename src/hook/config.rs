@@ -2,7 +2,8 @@
 //!
 //! Read from `[deploy]` in `hotpatch.toml` of the pushed revision, then overridden key by key by
 //! the deploy repository's git config (`hotpatch.branch`, `hotpatch.pid`, `hotpatch.pidfile`,
-//! `hotpatch.exe`, `hotpatch.timeout`, `hotpatch.cflags`, `hotpatch.buildDir`): the repository carries the project's
+//! `hotpatch.exe`, `hotpatch.timeout`, `hotpatch.waitReturn`, `hotpatch.cflags`,
+//! `hotpatch.buildDir`): the repository carries the project's
 //! defaults, the server's own config says where the service runs on that server.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub struct DeployConfig {
     pub target: Option<TargetSpec>,
     /// Seconds to wait for threads to leave code being replaced.
     pub timeout: f64,
+    /// Whether a thread inside code being replaced is waited for at the return of its frame
+    /// (`--wait-return`) rather than by looking again until `timeout`.
+    pub wait_return: bool,
     /// Build flags, overriding `[build] cflags`.
     pub cflags: Option<String>,
     /// The tree where the running service was built: its build model gives each file's flags.
@@ -53,6 +57,7 @@ struct DeploySection {
     pidfile: Option<PathBuf>,
     exe: Option<PathBuf>,
     timeout: Option<f64>,
+    wait_return: Option<bool>,
     build_dir: Option<PathBuf>,
 }
 
@@ -69,6 +74,8 @@ pub struct GitConfig {
     pub exe: Option<String>,
     /// `hotpatch.timeout`
     pub timeout: Option<String>,
+    /// `hotpatch.waitReturn`, read as git reads a boolean.
+    pub wait_return: Option<bool>,
     /// `hotpatch.cflags`
     pub cflags: Option<String>,
     /// `hotpatch.buildDir`
@@ -88,6 +95,9 @@ impl GitConfig {
             pidfile: get("hotpatch.pidfile"),
             exe: get("hotpatch.exe"),
             timeout: get("hotpatch.timeout"),
+            wait_return: config
+                .try_boolean("hotpatch.waitReturn")
+                .with_context(|| "git config hotpatch.waitReturn is not a boolean")?,
             cflags: get("hotpatch.cflags"),
             build_dir: get("hotpatch.buildDir"),
         })
@@ -137,6 +147,7 @@ impl DeployConfig {
         if !(timeout.is_finite() && timeout >= 0.0) {
             bail!("the deploy timeout must be a number of seconds >= 0, not {timeout}");
         }
+        let wait_return = git.wait_return.or(deploy.wait_return).unwrap_or(false);
         Ok(DeployConfig {
             branch: git
                 .branch
@@ -145,6 +156,7 @@ impl DeployConfig {
                 .unwrap_or_else(|| DEFAULT_BRANCH.to_string()),
             target,
             timeout,
+            wait_return,
             cflags: git.cflags.clone(),
             build_dir: git
                 .build_dir
@@ -218,6 +230,23 @@ mod tests {
         };
         let config = DeployConfig::resolve(Some(toml), &git).unwrap();
         assert_eq!(config.build_dir, Some(PathBuf::from("/srv/other")));
+    }
+
+    #[test]
+    fn wait_return_from_the_file_overridden_by_git_config() {
+        let toml = "[deploy]\nwait_return = true\n";
+        let config = DeployConfig::resolve(Some(toml), &GitConfig::default()).unwrap();
+        assert!(config.wait_return);
+        let git = GitConfig {
+            wait_return: Some(false),
+            ..GitConfig::default()
+        };
+        assert!(!DeployConfig::resolve(Some(toml), &git).unwrap().wait_return);
+        assert!(
+            !DeployConfig::resolve(None, &GitConfig::default())
+                .unwrap()
+                .wait_return
+        );
     }
 
     #[test]

@@ -336,7 +336,7 @@ fn deploy_to(
     }
     let options = ApplyOptions {
         timeout: Duration::from_secs_f64(config.timeout),
-        wait_return: false,
+        wait_return: config.wait_return,
         threadwise: false,
     };
     let jobs: Vec<(&Target, &hotpatch_applier::Plan)> = targets.iter().zip(&plans).collect();
