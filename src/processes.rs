@@ -302,7 +302,7 @@ fn unknown_members(selection: &Selection, known: &[i32]) -> Vec<i32> {
 }
 
 /// `pid 7` or `pids 7, 8`.
-fn pids_phrase(pids: &[i32]) -> String {
+pub fn pids_phrase(pids: &[i32]) -> String {
     match pids {
         [one] => format!("pid {one}"),
         _ => format!("pids {}", list(pids)),

@@ -2,7 +2,9 @@
 //! last-in first-out per function, from the ledger in the process itself. With several `--pid`
 //! or `--exe PATH`, each process is reverted in turn; a `--pid`'s descendants running the same
 //! executable (its family, unless `--no-children`) get the same patch reverted, and those that do
-//! not have it are skipped with a note; every member is checked before any is reverted. `--at FUNCTION` reverts at a safe point,
+//! not have it are skipped with a note; every member is checked before any is reverted, and
+//! reverted with its region kept mapped until all are: when one fails, the patch is put back in
+//! those reverted before it (all or nothing). `--at FUNCTION` reverts at a safe point,
 //! `--wait-return` waits for a frame inside the patch's code to return.
 
 use std::path::PathBuf;
@@ -11,7 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hotpatch_applier::{
-    check_revert, installed_patches, revert, revert_at, ApplyError, ApplyOptions, RevertReport,
+    check_revert, installed_patches, reinstate, release_reverted, revert, revert_at,
+    revert_keeping_region, ApplyError, ApplyOptions, RevertReport,
 };
 use serde_json::json;
 
@@ -68,9 +71,13 @@ pub fn run(args: &RevertArgs) -> Result<()> {
             (_, Ok(None)) => newest_live(group[0]).map(Some),
             (_, id) => id,
         };
-        if let (Ok(id), [_, _, ..]) = (&id, group.as_slice()) {
+        let family = group.len() > 1;
+        if let (Ok(id), true) = (&id, family) {
             check_family(group, id.as_deref())?;
         }
+        // A family's members are reverted with their regions kept, so that a failure puts the
+        // patch back in those reverted before it: all or nothing.
+        let mut reverted: Vec<(i32, RevertReport)> = Vec::new();
         for (index, &pid) in group.iter().enumerate() {
             if index > 0 {
                 if let Ok(Some(id)) = &id {
@@ -87,20 +94,39 @@ pub fn run(args: &RevertArgs) -> Result<()> {
                 None => format!("waiting for the threads of pid {pid} to leave the patch's code"),
             };
             let result = match &id {
-                Ok(id) => crate::spinner::while_waiting(&waiting, args.json, || match &args.at {
-                    Some(function) => revert_at(pid, id.as_deref(), &options, function),
-                    None => revert(pid, id.as_deref(), &options),
+                Ok(id) => crate::spinner::while_waiting(&waiting, args.json, || {
+                    match (&args.at, family) {
+                        (at, true) => {
+                            revert_keeping_region(pid, id.as_deref(), &options, at.as_deref())
+                        }
+                        (Some(function), false) => {
+                            revert_at(pid, id.as_deref(), &options, function)
+                        }
+                        (None, false) => revert(pid, id.as_deref(), &options),
+                    }
                 })
                 .map_err(anyhow::Error::from),
                 Err(e) => Err(anyhow::anyhow!("{}", crate::render::error_text(e))),
             };
             match result {
-                Ok(report) => {
-                    crate::state::after_revert(pid, &report.patch_id);
-                    done.push((pid, report));
+                Ok(report) => reverted.push((pid, report)),
+                Err(e) if family => {
+                    let back = put_back(&reverted, &options, group.len());
+                    failed.push((pid, e.context(format!("cannot revert in pid {pid}{back}"))));
+                    reverted.clear();
+                    break;
                 }
                 Err(e) => failed.push((pid, e.context(format!("cannot revert in pid {pid}")))),
             }
+        }
+        for (pid, mut report) in reverted {
+            if family {
+                if let Err(e) = release_reverted(pid, &mut report) {
+                    report.region = format!("kept mapped: {e}");
+                }
+            }
+            crate::state::after_revert(pid, &report.patch_id);
+            done.push((pid, report));
         }
     }
     if pids.len() == 1 {
@@ -148,6 +174,39 @@ pub fn run(args: &RevertArgs) -> Result<()> {
         bail!("{}", messages.join("; "));
     }
     Ok(())
+}
+
+/// Puts the patch back in the members of a family of `processes` reverted before one failed
+/// (the last reverted first), and says how that went, for the error.
+fn put_back(reverted: &[(i32, RevertReport)], options: &ApplyOptions, processes: usize) -> String {
+    if reverted.is_empty() {
+        return format!(", and nothing was reverted in any of the {processes} processes");
+    }
+    let mut back = Vec::new();
+    let mut failures = Vec::new();
+    for (pid, report) in reverted.iter().rev() {
+        match reinstate(*pid, &report.patch_id, options) {
+            Ok(_) => back.push(*pid),
+            Err(e) => failures.push(format!("pid {pid}: {e}")),
+        }
+    }
+    back.sort_unstable();
+    let mut text = String::new();
+    if !back.is_empty() {
+        text = format!(
+            ", so patch {} is back in {} (reverted before it)",
+            reverted[0].1.patch_id,
+            crate::processes::pids_phrase(&back)
+        );
+    }
+    match failures.is_empty() {
+        true => text.push_str(" and the family is as it was"),
+        false => text.push_str(&format!(
+            ", but could NOT be put back in {} (those run the old code)",
+            failures.join(", ")
+        )),
+    }
+    text
 }
 
 /// Checks every member of a family that has patch `id` (the first member: `id` or its newest)

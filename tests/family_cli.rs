@@ -510,6 +510,59 @@ fn a_family_revert_that_one_member_refuses_reverts_none() {
     server.assert_state_survived();
 }
 
+/// A family revert that fails at a member (its thread stays in the patch's code past the
+/// timeout) puts the patch back in the members reverted before it: all or nothing. The
+/// grandchild comes last in the family's order (the master, the workers, then it).
+#[test]
+fn a_family_revert_that_fails_midway_puts_the_patch_back_where_it_took_it_out() {
+    let mut server = Server::start();
+    let master = server.master.pid().to_string();
+    let (out, json) = server.apply(&["--pid", &master]);
+    assert!(out.status.success(), "{json}");
+    let family = server.family.clone();
+    server.until_values(&family, 2);
+    let parent = *server
+        .workers()
+        .iter()
+        .find(|&&w| family_of_pid(w).len() > 1)
+        .unwrap();
+    let grandchild = *family_of_pid(parent)
+        .iter()
+        .find(|&&p| p != parent)
+        .unwrap();
+    signal(grandchild, "USR1");
+    server.master.wait_for(&format!("held pid={grandchild}"));
+
+    let out = hotpatch(&["revert", "--pid", &master, "--timeout", "0.5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
+    let error = stderr_of(&out);
+    assert!(
+        error.contains(&format!("cannot revert in pid {grandchild}"))
+            && error.contains("is back in pids")
+            && error.contains("the family is as it was"),
+        "{error}"
+    );
+    for &pid in &family {
+        assert_eq!(server.applied(pid), 1, "pid {pid}");
+    }
+    let others: BTreeSet<i32> = family
+        .iter()
+        .copied()
+        .filter(|&p| p != grandchild)
+        .collect();
+    assert!(server.current_values(&others).values().all(|&v| v == 2));
+
+    // Released, the grandchild leaves the patch's code: the revert takes it out everywhere.
+    signal(grandchild, "USR2");
+    let out = hotpatch(&["revert", "--pid", &master]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    server.until_values(&family, 1);
+    for &pid in &family {
+        assert_eq!(server.applied(pid), 0, "pid {pid}");
+    }
+    server.assert_state_survived();
+}
+
 /// The pids of `pid`'s family as hotpatch lists it (`pid` and its descendants running its
 /// executable), read from `/proc` the same way: `pid` and every process whose parent is in it.
 fn family_of_pid(pid: i32) -> BTreeSet<i32> {

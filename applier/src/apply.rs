@@ -165,9 +165,7 @@ pub fn check(
     let contexts = ReturnTargets::for_sites(pid, &sites);
     let earlier = installed_patches(pid).unwrap_or_default();
     refuse_if_applied(pid, &plan.patch_id, &earlier)?;
-    let mut unwinder = StackUnwinder::for_target(target);
-    unwinder.add_patches(pid, &earlier);
-    unwinder.add_names(crate::revert::patch_names(&earlier));
+    let unwinder = StackUnwinder::for_process(target, pid, &earlier);
     // A dry run places no breakpoint: it only polls.
     let safety = Safety {
         busy: &busy,
@@ -302,9 +300,7 @@ fn apply_with(
     let earlier = installed_patches(pid).unwrap_or_default();
     refuse_if_applied(pid, &plan.patch_id, &earlier)?;
     let sequence = earlier.iter().map(|p| p.sequence).max().unwrap_or(0) + 1;
-    let mut unwinder = StackUnwinder::for_target(target);
-    unwinder.add_patches(pid, &earlier);
-    unwinder.add_names(crate::revert::patch_names(&earlier));
+    let unwinder = StackUnwinder::for_process(target, pid, &earlier);
     // Every number at its longest: the header's size is bounded before anything is placed.
     let most = vec![u64::MAX; plan.islands.len()];
     let stamp = Stamp {

@@ -52,6 +52,7 @@ mod process_lock;
 pub mod ptrace;
 mod references;
 mod region;
+pub mod reinstate;
 mod resident;
 mod resolve;
 pub mod revert;
@@ -78,5 +79,9 @@ pub use ledger::LedgerState;
 pub use object_file::PatchObject;
 pub use plan::{plan, plan_accepting, Plan, PlannedFunction, Resolution};
 pub use ptrace::PtraceError;
-pub use revert::{check_revert, revert, revert_at, RestoredFunction, RevertReport};
+pub use reinstate::reinstate;
+pub use revert::{
+    check_revert, release_reverted, revert, revert_at, revert_keeping_region, RestoredFunction,
+    RevertReport,
+};
 pub use target::Target;

@@ -70,7 +70,51 @@ pub fn revert(
     id: Option<&str>,
     options: &ApplyOptions,
 ) -> Result<RevertReport, ApplyError> {
-    revert_with(pid, id, options, None)
+    revert_with(pid, id, options, None, true)
+}
+
+/// Like [`revert`] (or [`revert_at`] with `at`), but the region stays mapped (state `reverted`) even when nothing refers to
+/// it, so that [`crate::reinstate()`] can put the patch back as it was: a family's revert takes
+/// every member's patch out so, and puts it back in those done already when one fails (all or
+/// nothing). [`release_reverted`] then unmaps what could have been; `kept_because` says whether.
+pub fn revert_keeping_region(
+    pid: i32,
+    id: Option<&str>,
+    options: &ApplyOptions,
+    at: Option<&str>,
+) -> Result<RevertReport, ApplyError> {
+    revert_with(pid, id, options, at, false)
+}
+
+/// Unmaps the region of the patch `report` ([`revert_keeping_region`]) reverted, when its
+/// revert found nothing referring to it (none can refer to it since: no entry jumps there and
+/// no thread was in it), and says so in `report`.
+pub fn release_reverted(pid: i32, report: &mut RevertReport) -> Result<(), ApplyError> {
+    if report.kept_because.is_some() {
+        return Ok(());
+    }
+    let installed = installed_patches(pid)?;
+    let Some(patch) = installed
+        .iter()
+        .find(|p| p.sequence == report.sequence && p.state == LedgerState::Reverted)
+    else {
+        return Err(ApplyError::Revert(format!(
+            "patch {} (#{}) is not reverted in pid {pid}",
+            report.patch_id, report.sequence
+        )));
+    };
+    release_region(pid, patch);
+    report.unmapped = true;
+    report.region = "unmapped".into();
+    Ok(())
+}
+
+/// Unmaps the region of `patch` and its jump islands, which lead only into it.
+fn release_region(pid: i32, patch: &InstalledPatch) {
+    for island in &patch.record.islands {
+        region::release(pid, island.address, island.size);
+    }
+    region::release(pid, patch.region_address, patch.region_size);
 }
 
 /// Like [`revert`], but commits only when a thread reaches the entry of `function` (a safe
@@ -82,7 +126,7 @@ pub fn revert_at(
     options: &ApplyOptions,
     function: &str,
 ) -> Result<RevertReport, ApplyError> {
-    revert_with(pid, id, options, Some(function))
+    revert_with(pid, id, options, Some(function), true)
 }
 
 fn revert_with(
@@ -90,6 +134,7 @@ fn revert_with(
     id: Option<&str>,
     options: &ApplyOptions,
     at: Option<&str>,
+    release: bool,
 ) -> Result<RevertReport, ApplyError> {
     let _one_at_a_time = crate::process_lock::lock(pid)?;
     let (installed, chosen, restores) = planned(pid, id)?;
@@ -98,9 +143,7 @@ fn revert_with(
     // Everything the stop needs is computed before stopping.
     let target = Target::inspect(pid)?;
     let at = at.map(|f| safe_point(&target, f)).transpose()?;
-    let mut unwinder = StackUnwinder::for_target(&target);
-    unwinder.add_patches(pid, &installed);
-    unwinder.add_names(patch_names(&installed));
+    let unwinder = StackUnwinder::for_process(&target, pid, &installed);
     let region = chosen.region_address..chosen.region_address.saturating_add(chosen.region_size);
     let mut busy = vec![Busy {
         what: format!(
@@ -160,13 +203,9 @@ fn revert_with(
             Ok(known_reason.or_else(|| still_referenced(stopped, &region)))
         })?;
 
-    let unmapped = kept_because.is_none();
+    let unmapped = release && kept_because.is_none();
     if unmapped {
-        // The islands lead only into the region: they go with it (or stay with it).
-        for island in &chosen.record.islands {
-            region::release(pid, island.address, island.size);
-        }
-        region::release(pid, chosen.region_address, chosen.region_size);
+        release_region(pid, chosen);
     }
     Ok(RevertReport {
         patch_id: chosen.patch_id.clone(),
@@ -183,9 +222,10 @@ fn revert_with(
             })
             .collect(),
         unmapped,
-        region: match &kept_because {
-            None => "unmapped".into(),
-            Some(why) => format!("kept mapped: {why}"),
+        region: match (&kept_because, unmapped) {
+            (None, true) => "unmapped".into(),
+            (None, false) => "kept mapped until every process of the family is reverted".into(),
+            (Some(why), _) => format!("kept mapped: {why}"),
         },
         kept_because,
     })

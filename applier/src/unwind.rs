@@ -96,6 +96,19 @@ impl StackUnwinder {
         }
     }
 
+    /// [`StackUnwinder::for_target`] with the code and the names of the patches `installed`
+    /// in `pid` ([`StackUnwinder::add_patches`]): what a stop's safety check walks with.
+    pub(crate) fn for_process(
+        target: &Target,
+        pid: i32,
+        installed: &[InstalledPatch],
+    ) -> StackUnwinder {
+        let mut unwinder = StackUnwinder::for_target(target);
+        unwinder.add_patches(pid, installed);
+        unwinder.add_names(crate::revert::patch_names(installed));
+        unwinder
+    }
+
     /// Adds the code of every patch region still mapped in `pid` (applied, prepared, and
     /// reverted ones kept mapped, whose code threads may still run), with the `.eh_frame`
     /// records its ledger points to, read from the process. Patches without records (older

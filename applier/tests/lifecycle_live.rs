@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hotpatch_applier::{
-    installed_patches, revert, running_revision, ApplyError, ApplyOptions, LedgerState,
+    installed_patches, reinstate, release_reverted, revert, revert_keeping_region,
+    running_revision, ApplyError, ApplyOptions, LedgerState,
 };
 
 fn options(ms: u64) -> ApplyOptions {
@@ -78,6 +79,62 @@ fn list_from_process_then_revert_restores_v1() {
     assert_eq!(running_revision(running.pid()).unwrap(), None);
     let err = revert(running.pid(), None, &options(100)).unwrap_err();
     assert!(err.to_string().contains("no applied patch"), "{err}");
+    assert!(running.alive());
+}
+
+/// A revert that keeps the region (a family's) can be undone: the patch is back, its state
+/// survived; only a reverted patch can be put back; once released, the region is gone.
+#[test]
+fn a_revert_keeping_the_region_is_put_back_and_then_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_target(dir.path());
+    let mut running = start(&exe, &["threads", "2"]);
+    let patch = compile_patch(
+        dir.path(),
+        "life_patch_v2.c",
+        &manifest("back", "value", "v1", "v2"),
+    );
+    apply_patch(running.pid(), patch, &options(3000)).unwrap();
+    let pid = running.pid();
+    let value_now = |running: &mut Running, want: i64| {
+        running.drain();
+        running.wait_for(30, |l| {
+            l.starts_with("tick ") && tick_field(l, "value") == want
+        })
+    };
+    value_now(&mut running, 2);
+
+    let kept = revert_keeping_region(pid, None, &options(3000), None).unwrap();
+    assert!(!kept.unmapped && kept.kept_because.is_none(), "{kept:?}");
+    assert_eq!(
+        installed_patches(pid).unwrap()[0].state,
+        LedgerState::Reverted
+    );
+    let before = tick_field(&value_now(&mut running, 1), "counter");
+
+    reinstate(pid, "back", &options(3000)).unwrap();
+    assert_eq!(
+        installed_patches(pid).unwrap()[0].state,
+        LedgerState::Applied
+    );
+    let line = value_now(&mut running, 2);
+    assert!(tick_field(&line, "counter") > before);
+    let err = reinstate(pid, "back", &options(100)).unwrap_err();
+    assert!(
+        err.to_string().contains("it is not reverted there"),
+        "{err}"
+    );
+
+    let mut kept = revert_keeping_region(pid, None, &options(3000), None).unwrap();
+    release_reverted(pid, &mut kept).unwrap();
+    assert!(kept.unmapped, "{kept:?}");
+    assert!(installed_patches(pid).unwrap().is_empty());
+    value_now(&mut running, 1);
+    let err = reinstate(pid, "back", &options(100)).unwrap_err();
+    assert!(
+        err.to_string().contains("it is not reverted there"),
+        "{err}"
+    );
     assert!(running.alive());
 }
 
