@@ -13,7 +13,8 @@
 //!   commit (safety check on every thread's unwound stack, jumps, ledger state, resume) and
 //!   reports the pause.
 //! - [`installed_patches`] reads the ledgers back from the process; [`revert()`] undoes the newest
-//!   (or a named) patch, last-in first-out per function.
+//!   (or a named) patch, last-in first-out per function; [`reinstate()`] puts back one reverted
+//!   with its region kept (a family's revert, all or nothing).
 //!
 //! Modules, one job each: [`object_file`] (the patch), [`target`] and `symbols`/`maps`/`scope`
 //! (the process; `scope` its link map), `bind` (which definition a global name reaches),
@@ -23,7 +24,8 @@
 //! walks), `references` (the scan of memory for code addresses: suspended contexts, regions
 //! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`inline_map`] (where each source function's code went, from the binary's DWARF),
-//! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`], [`group`] (several
+//! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`],
+//! [`mod@reinstate`], [`group`] (several
 //! processes, all or none: each checked before any is written), [`family`] (a process and its
 //! descendants running the same executable), [`ptrace`] (low-level process control) and [`artifact`] (the manifest
 //! contract).
