@@ -1,7 +1,9 @@
 //! A process family: a process and its descendants that run the same executable file (a
 //! pre-forking server's master and its workers, and their own forked children). They run the
 //! same code, so a patch for one is a patch for all. A descendant that runs another executable
-//! (it called `exec`) is not part of it, nor is anything below it.
+//! (it called `exec`) is not part of it, nor is anything below it; nor is a child that shares
+//! its parent's memory (made by `vfork`, `posix_spawn` or `system`, before its `exec`): the
+//! parent's patch is its patch already, and it is gone or another program a moment later.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -9,9 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use crate::error::ApplyError;
 
 /// `root` and every descendant running the same executable file as `root` (the same device and
-/// inode behind `/proc/PID/exe`, so a binary replaced on disk since is still told apart),
-/// parents before their children (`root` first). Processes that cannot be inspected (another
-/// user's, or gone meanwhile) are left out with everything below them.
+/// inode behind `/proc/PID/exe`, so a binary replaced on disk since is still told apart) in
+/// memory of its own, parents before their children (`root` first). Processes that cannot be
+/// inspected (another user's, or gone meanwhile) are left out with everything below them.
 pub fn family_of(root: i32) -> Result<Vec<i32>, ApplyError> {
     let exe = executable(root).ok_or(ApplyError::NoSuchProcess(root))?;
     let children = children_by_parent()?;
@@ -20,7 +22,9 @@ pub fn family_of(root: i32) -> Result<Vec<i32>, ApplyError> {
     while let Some(&pid) = family.get(next) {
         next += 1;
         for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
-            if executable(child) == Some(exe) && !family.contains(&child) {
+            // Without `kcmp` (a kernel built without it) a child counts as having its own.
+            let own_memory = crate::ptrace::shares_memory(pid, child) != Some(true);
+            if executable(child) == Some(exe) && own_memory && !family.contains(&child) {
                 family.push(child);
             }
         }

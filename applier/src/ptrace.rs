@@ -22,7 +22,7 @@ mod seized;
 mod sys;
 
 pub(crate) use helper::{in_child, Forked};
-pub(crate) use proc::group_stopped;
+pub(crate) use proc::{group_stopped, shares_memory};
 pub(crate) use seized::{Seized, TrapSite, MEMBARRIER_REGISTER_SYNC_CORE};
 
 use std::marker::PhantomData;

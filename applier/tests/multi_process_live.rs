@@ -1,6 +1,7 @@
 //! CASES.md §E multi_process: every process running one executable is patched, or none: a failed
 //! check of one means nothing is written to any, and a commit that fails after others were
-//! committed rolls those back. Every started process is killed on every path.
+//! committed rolls those back. A family is a process and its forked children, not a child that
+//! shares its memory (vfork). Every started process is killed on every path.
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use hotpatch_applier::{
-    apply_all, installed_patches, pids_of_exe, plan, ApplyError, ApplyOptions, PatchObject, Target,
+    apply_all, family_of, installed_patches, pids_of_exe, plan, ApplyError, ApplyOptions,
+    PatchObject, Target,
 };
 
 fn options(ms: u64) -> ApplyOptions {
@@ -148,4 +150,36 @@ fn a_commit_that_fails_after_another_rolls_it_back() {
     next_tick_value(&run.idle);
     next_tick_value(&run.stuck);
     assert!(run.idle.alive() && run.stuck.alive());
+}
+
+/// A child made by `vfork` (as `posix_spawn` makes them) runs in its parent's memory until its
+/// `exec`: it is no member of the family (it took the parent's patch with the memory, and is
+/// gone or another program a moment later; as a member it failed applies and reverts when it
+/// exited: found on GNU make), while a forked child is.
+#[test]
+fn a_vfork_child_is_not_of_the_family_and_a_forked_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_program_at(
+        dir.path(),
+        &c_dir().join("vfork_family.c"),
+        "vfork_family",
+        "-O1",
+    );
+    let running = start(&exe, &[]);
+    let pid = running.pid();
+    let line = running.wait_for(30, |l| l.starts_with("forked="));
+    let member: i32 = line["forked=".len()..].trim().parse().unwrap();
+    let children =
+        || std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while children().split_whitespace().count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no vfork child");
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        family_of(pid).unwrap(),
+        [pid, member],
+        "children: {}",
+        children()
+    );
 }
