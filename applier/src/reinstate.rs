@@ -12,7 +12,7 @@ use crate::installed::{installed_patches, InstalledPatch};
 use crate::ledger::{self, LedgerState};
 use crate::ptrace::read_memory;
 use crate::references::ReturnTargets;
-use crate::revert::unhex;
+use crate::revert::{redirected, Redirected};
 use crate::target::Target;
 use crate::trampoline::jump_bytes;
 use crate::unwind::StackUnwinder;
@@ -73,17 +73,13 @@ fn sites(
     installed: &[InstalledPatch],
 ) -> Result<Vec<Site>, ApplyError> {
     let mut out = Vec::new();
-    for (function, recorded) in patch.functions.iter().zip(&patch.record.functions) {
-        let Some(range) = &recorded.overwritten else {
-            continue;
-        };
-        let original = unhex(&range.original_hex).ok_or_else(|| {
-            ApplyError::Ledger(format!(
-                "the original bytes of `{}` in patch {} are damaged",
-                function.name, patch.patch_id
-            ))
-        })?;
-        let entry = range.address;
+    for Redirected {
+        function,
+        entry,
+        original,
+        target: to,
+    } in redirected(patch)?
+    {
         let covered = entry + original.len() as u64;
         let in_region = installed
             .iter()
@@ -98,9 +94,9 @@ fn sites(
         out.push(Site {
             name: function.name.clone(),
             entry,
-            jump: jump_bytes(entry, recorded.entry_target()),
+            jump: jump_bytes(entry, to),
             original,
-            target: recorded.entry_target(),
+            target: to,
             code,
             busy: (entry, covered),
             function: (entry, end),

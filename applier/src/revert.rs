@@ -12,7 +12,7 @@ use crate::apply::{safe_point, ApplyOptions};
 use crate::artifact::FunctionAction;
 use crate::commit::{stop_safely_surviving_the_tool, write_all_or_nothing, Busy, Safety, Stops};
 use crate::error::ApplyError;
-use crate::installed::{installed_patches, InstalledPatch};
+use crate::installed::{installed_patches, InstalledFunction, InstalledPatch};
 use crate::ledger::{self, LedgerState};
 use crate::ptrace::{read_memory, write_memory, StoppedProcess};
 use crate::references;
@@ -337,29 +337,62 @@ struct Restore {
     original: Vec<u8>,
 }
 
-/// The entries to restore. A fully applied patch must hold its jump at every entry; a prepared
-/// one (the tool stopped mid-commit) only at those it reached, and an entry left with a
-/// threadwise commit's `int3` gets its original bytes back too.
-fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyError> {
+/// One entry a patch redirected, as its ledger recorded it.
+pub(crate) struct Redirected<'p> {
+    /// The function.
+    pub(crate) function: &'p InstalledFunction,
+    /// Its entry, where the jump goes.
+    pub(crate) entry: u64,
+    /// The bytes the jump replaced.
+    pub(crate) original: Vec<u8>,
+    /// Where the jump leads: the new code, or its island stub.
+    pub(crate) target: u64,
+}
+
+/// Every entry `patch` redirected, with the original bytes its ledger recorded (an error when
+/// they are damaged).
+pub(crate) fn redirected(patch: &InstalledPatch) -> Result<Vec<Redirected<'_>>, ApplyError> {
     let mut out = Vec::new();
-    for (function, recorded) in chosen.functions.iter().zip(&chosen.record.functions) {
+    for (function, recorded) in patch.functions.iter().zip(&patch.record.functions) {
         let Some(range) = &recorded.overwritten else {
             continue;
         };
         let original = unhex(&range.original_hex).ok_or_else(|| {
             ApplyError::Ledger(format!(
                 "the original bytes of `{}` in patch {} are damaged",
-                function.name, chosen.patch_id
+                function.name, patch.patch_id
             ))
         })?;
-        let jump = jump_bytes(range.address, recorded.entry_target());
+        out.push(Redirected {
+            function,
+            entry: range.address,
+            original,
+            target: recorded.entry_target(),
+        });
+    }
+    Ok(out)
+}
+
+/// The entries to restore. A fully applied patch must hold its jump at every entry; a prepared
+/// one (the tool stopped mid-commit) only at those it reached, and an entry left with a
+/// threadwise commit's `int3` gets its original bytes back too.
+fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyError> {
+    let mut out = Vec::new();
+    for Redirected {
+        function,
+        entry,
+        original,
+        target,
+    } in redirected(chosen)?
+    {
+        let jump = jump_bytes(entry, target);
         if function.breakpoint {
             // A killed threadwise commit's `int3` (and the rest of the entry as it left it):
             // the original bytes go back whole.
             out.push(Restore {
                 name: function.name.clone(),
-                entry: range.address,
-                jump: read_memory(pid, range.address, original.len())?,
+                entry,
+                jump: read_memory(pid, entry, original.len())?,
                 original,
             });
             continue;
@@ -368,7 +401,7 @@ fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyErro
             if chosen.header_state == LedgerState::Prepared {
                 continue;
             }
-            let now = read_memory(pid, range.address, jump.len()).unwrap_or_default();
+            let now = read_memory(pid, entry, jump.len()).unwrap_or_default();
             // A revert stopped between writing the original bytes back and marking the header:
             // this entry is restored already.
             if now == original {
@@ -379,7 +412,7 @@ fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyErro
                  (it holds {}); something else changed it",
                 chosen.patch_id,
                 function.name,
-                range.address,
+                entry,
                 ledger::hex(&now)
             )));
         }
@@ -394,7 +427,7 @@ fn restores(pid: i32, chosen: &InstalledPatch) -> Result<Vec<Restore>, ApplyErro
         }
         out.push(Restore {
             name: function.name.clone(),
-            entry: range.address,
+            entry,
             jump,
             original,
         });
