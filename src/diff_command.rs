@@ -83,7 +83,7 @@ pub fn run(args: &DiffArgs) -> Result<()> {
             crate::proof::prove(
                 target,
                 &patch.object,
-                (&old, &new),
+                (&old, &new, repo),
                 &mut changes,
                 &args.force,
                 &format!("cannot patch pid {}", target.pid()),

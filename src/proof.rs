@@ -4,21 +4,26 @@
 //! replaced function must be where the old revision has it, and the register contract of the
 //! unpatched callers must hold. Each disagreement is a refusal `--force` can name.
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
 use anyhow::Result;
 use hotpatch_applier::type_layout::{difference, TypeLayout};
 use hotpatch_applier::{
     ApplyError, FunctionAction, Manifest, PatchObject, Plan, SymbolRef, Target,
 };
 use hotpatch_differ::index::{Index, ItemKind};
-use hotpatch_differ::{snippet, ChangeSet, Refusal, RefusalKind, Snapshot};
+use hotpatch_differ::{read_git_revision, snippet, ChangeSet, Refusal, RefusalKind, Snapshot};
 
 /// Adds to `changes` what the running binary contradicts in the patch (with `--force`
 /// `forced` applied), and plans the patch when nothing is left refused: `None` then means a
 /// refusal remains for the caller to report. `what` begins an error (`cannot patch pid N`).
+/// `repo` holds the revisions: with patches in effect, the one the binary was built from is
+/// read from it.
 pub fn prove(
     target: &Target,
     object: &PatchObject,
-    (old, new): (&Snapshot, &Snapshot),
+    (old, new, repo): (&Snapshot, &Snapshot, Option<&Path>),
     changes: &mut ChangeSet,
     forced: &[String],
     what: &str,
@@ -27,9 +32,10 @@ pub fn prove(
         changes
             .refusals
             .extend(layout_refusals(target, manifest, new));
+        let running = RunningCode::of(target.pid(), repo, old);
         changes
             .refusals
-            .extend(location_refusals(target, manifest, old));
+            .extend(location_refusals(target, manifest, old, &running));
         crate::refusal::apply_forces(changes, forced);
         if !changes.refusals.is_empty() {
             return Ok(None);
@@ -177,14 +183,64 @@ fn definition(snapshot: &Snapshot, name: &str) -> Option<(String, u32)> {
     None
 }
 
+/// The code of a process as its live patches left it.
+struct RunningCode {
+    /// The functions (name, file) whose code in effect is a patch's: the applier checks them
+    /// against that patch's fingerprints, the binary's debug information does not describe them.
+    patched: BTreeSet<(String, Option<String>)>,
+    /// The revision the binary was built from, when live patches brought the process from it to
+    /// the old side of this patch (read from `repo`); `None` without live patches, or when the
+    /// repository lacks it.
+    base: Option<Snapshot>,
+}
+
+impl RunningCode {
+    /// Reads the ledgers of process `pid` (none read: no patches).
+    fn of(pid: i32, repo: Option<&Path>, old: &Snapshot) -> RunningCode {
+        let installed = hotpatch_applier::installed_patches(pid).unwrap_or_default();
+        let live: Vec<_> = installed.iter().filter(|p| p.is_live()).collect();
+        let patched = live
+            .iter()
+            .flat_map(|p| &p.functions)
+            .map(|f| (f.name.clone(), f.file.clone()))
+            .collect();
+        let first = live.iter().min_by_key(|p| p.sequence);
+        let base = first
+            .and_then(|p| p.record.manifest.as_ref())
+            .and_then(|m| Some((m.old_commit.clone()?, m.old_revision.clone())))
+            .filter(|(commit, _)| old.commit.as_ref() != Some(commit))
+            .and_then(|(commit, label)| {
+                let mut snapshot = read_git_revision(repo?, &commit).ok()?;
+                snapshot.label = label.unwrap_or(snapshot.label);
+                Some(snapshot)
+            });
+        RunningCode { patched, base }
+    }
+
+    /// Whether `name` of `file` runs a patch's code.
+    fn is_patched(&self, name: &str, file: &str) -> bool {
+        self.patched
+            .iter()
+            .any(|(n, f)| n == name && f.as_deref().is_none_or(|f| f == file))
+    }
+}
+
 /// Each replaced function the running binary's debug information declares at another line of
-/// its file than `old` (the revision the patch is made against) has it: the binary was not
-/// built from that revision, so neither the patch's view of the code around it nor the inline
-/// map's answer can be trusted.
-fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Vec<Refusal> {
+/// its file than the revision it was built from has it (`old`, the revision the patch is made
+/// against, unless live patches brought the process there: then their base): the binary was
+/// not built from that revision, so neither the patch's view of the code around it nor the
+/// inline map's answer can be trusted. A function whose code is a live patch's is left to the
+/// applier's check against that patch.
+fn location_refusals(
+    target: &Target,
+    manifest: &Manifest,
+    old: &Snapshot,
+    running: &RunningCode,
+) -> Vec<Refusal> {
     let Some(map) = target.inline_map() else {
         return Vec::new();
     };
+    let old = running.base.as_ref().unwrap_or(old);
     let mut out = Vec::new();
     for function in manifest.functions.iter().filter(|f| {
         matches!(
@@ -195,6 +251,9 @@ fn location_refusals(target: &Target, manifest: &Manifest, old: &Snapshot) -> Ve
         let (Some(file), name) = (&function.file, function.target.name()) else {
             continue;
         };
+        if running.is_patched(name, file) {
+            continue;
+        }
         let lines = old
             .text(file)
             .map(|text| name_lines(text, name))

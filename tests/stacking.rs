@@ -1,8 +1,10 @@
 //! Stacking through the command line: patches of a function that an earlier patch already
 //! replaced. Each one is checked against the code of the patch in effect (its old side must be
 //! that patch's new side), a chain v1→v2→v3→v4 lands and reverts last-in first-out, and a patch
-//! made from another revision than the one running is refused with the process untouched. Real
-//! repositories, a real running C process (killed on every path), real ptrace.
+//! made from another revision than the one running is refused with the process untouched. A
+//! function new at v2 is replaced by the patches after the one that added it, in that patch's
+//! region, and the patch that added it cannot be reverted before them. Real repositories, a
+//! real running C process (killed on every path), real ptrace.
 
 mod support;
 
@@ -25,6 +27,20 @@ fn lib(version: u32) -> String {
         .replace("static int calls;", "int calls;")
 }
 
+/// `lib.c` at v1..v4 when v2 adds the function `bonus` (`storage` is how it is declared: `static`
+/// or not, inlined or not) and v3 and v4 change only it: `value` returns `bonus(1)`, the
+/// revision's number. `bonus` reads `calls` so that its code is not a constant.
+fn lib_with_bonus(storage: &str, version: u32) -> String {
+    if version == 1 {
+        return lib(1);
+    }
+    let v1 = lib(1);
+    let bonus =
+        format!("{storage} int bonus(int x)\n{{\n    return x * {version} + (calls < 0);\n}}\n\n");
+    v1.replace("int value(void)", &format!("{bonus}int value(void)"))
+        .replace("return 1;", "return bonus(1);")
+}
+
 /// A repository with tags v1..v4 and the running v1.
 struct Chain {
     dir: tempfile::TempDir,
@@ -33,10 +49,15 @@ struct Chain {
 
 impl Chain {
     fn start() -> Chain {
+        Chain::start_with(lib)
+    }
+
+    /// A chain whose `lib.c` at revision n is `lib_at(n)`.
+    fn start_with(lib_at: impl Fn(u32) -> String) -> Chain {
         let dir = tempfile::tempdir().unwrap();
         let main = std::fs::read_to_string(project_root().join("testdata/common/main.c")).unwrap();
         let trees: Vec<Vec<(String, String)>> = (1..=4)
-            .map(|n| vec![("lib.c".into(), lib(n)), ("main.c".into(), main.clone())])
+            .map(|n| vec![("lib.c".into(), lib_at(n)), ("main.c".into(), main.clone())])
             .collect();
         let tags = ["v1", "v2", "v3", "v4"];
         let revisions: Vec<(&str, &[(String, String)])> = tags
@@ -288,4 +309,69 @@ fn a_patch_over_code_without_a_fingerprint_is_refused_until_it_is_reverted() {
     assert_ok(&chain.patch(Route::Diff, "v1", "v2"));
     chain.target.wait_for("value=2");
     chain.assert_state_survived();
+}
+
+/// v1→v2 adds `bonus`, v2→v3 and v3→v4 change it: each later patch replaces the code in effect
+/// (the region of the patch that added it, then the one after), checked against that patch's
+/// fingerprint of it; the first patch cannot be reverted while a later one replaces what it
+/// added; reverted in order, v1 runs again.
+fn added_then_replaced(storage: &str, route: Route) {
+    let mut chain = Chain::start_with(|n| lib_with_bonus(storage, n));
+    for (from, to, value) in [("v1", "v2", 2), ("v2", "v3", 3), ("v3", "v4", 4)] {
+        assert_ok(&chain.patch(route, from, to));
+        chain.target.wait_for(&format!("value={value}"));
+    }
+    let listed = chain.list();
+    let patches = listed["patches"].as_array().unwrap();
+    let id = |n: usize| patches[n]["patch_id"].as_str().unwrap().to_string();
+    let bonus = |n: usize| {
+        patches[n]["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "bonus")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(bonus(0)["action"], "add", "{listed}");
+    let added_at = bonus(0)["new_address"].as_u64().unwrap();
+    for n in [1, 2] {
+        assert_eq!(bonus(n)["action"], "replace", "{listed}");
+        assert_eq!(
+            bonus(n)["old_address"].as_u64(),
+            Some(added_at),
+            "patch {n} replaces `bonus` where the first patch put it: {listed}"
+        );
+    }
+    let first = hotpatch(&["revert", "--pid", &chain.pid(), &id(0)]);
+    assert_refused(
+        &first,
+        &[&format!(
+            "cannot revert patch {}: patch {} was applied after it",
+            id(0),
+            id(1)
+        )],
+    );
+    for value in [3, 2, 1] {
+        assert_ok(&hotpatch(&["revert", "--pid", &chain.pid()]));
+        chain.target.wait_for(&format!("value={value}"));
+    }
+    chain.target.read_lines(2);
+    assert!(chain.target.seen.last().unwrap().contains("value=1"));
+    chain.assert_state_survived();
+}
+
+#[test]
+fn a_global_function_a_patch_added_is_replaced_by_the_built_objects_after_it() {
+    added_then_replaced("__attribute__((noinline))", Route::BuildThenApply);
+}
+
+#[test]
+fn a_static_function_a_patch_added_is_replaced_by_the_diffs_after_it() {
+    added_then_replaced("static __attribute__((noinline))", Route::Diff);
+}
+
+#[test]
+fn a_static_function_a_patch_added_and_inlined_is_replaced_with_its_caller() {
+    added_then_replaced("static", Route::Diff);
 }

@@ -679,6 +679,7 @@ fn record(
                 file: f.file.clone(),
                 action: f.action,
                 new_address: new_addresses.get(index).copied().unwrap_or(u64::MAX),
+                new_size: plan.object.symbols.get(f.object_symbol).map(|s| s.size),
                 overwritten,
                 via: via.get(index).copied().flatten(),
             }

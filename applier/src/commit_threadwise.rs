@@ -76,6 +76,11 @@ pub(crate) struct ThreadStops {
 /// memory, then an absolute jump behind them. Why not, when the instructions cannot run
 /// elsewhere (a branch, a rip-relative operand out of reach, code that does not decode).
 pub(crate) fn stub(site: &Site, at: u64) -> Result<Vec<u8>, String> {
+    // An entry that is a jump (an earlier patch's, or the code's own tail call): running it
+    // out of line is going where it goes.
+    if let Some(to) = crate::trampoline::jump_target(site.entry, &site.code) {
+        return Ok(absolute_jump(to).to_vec());
+    }
     let need = site.jump.len();
     let mut decoder = Decoder::with_ip(64, &site.code, site.entry, DecoderOptions::NONE);
     let mut out = Vec::new();
@@ -316,5 +321,46 @@ fn sweep(
         }
         seized.pump(backoff)?;
         backoff = (backoff * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trampoline::jump_bytes;
+
+    fn site(code: &[u8]) -> Site {
+        Site {
+            name: "f".into(),
+            entry: 0x1000,
+            jump: jump_bytes(0x1000, 0x9000),
+            original: code[..5].to_vec(),
+            target: 0x9000,
+            code: code.to_vec(),
+            busy: (0x1000, 0x1005),
+            function: (0x1000, 0x1000 + code.len() as u64),
+        }
+    }
+
+    #[test]
+    fn an_entry_holding_an_earlier_jump_runs_out_of_line_as_that_jump() {
+        let mut code = jump_bytes(0x1000, 0x5000);
+        code.extend_from_slice(&[0xcc; 8]);
+        assert_eq!(
+            stub(&site(&code), 0x8000),
+            Ok(absolute_jump(0x5000).to_vec())
+        );
+    }
+
+    #[test]
+    fn covered_instructions_run_out_of_line_then_jump_back() {
+        // push rbp; mov rbp, rsp; sub rsp, 16; ret
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10, 0xc3];
+        let mut expected = code[..8].to_vec();
+        expected.extend_from_slice(&absolute_jump(0x1008));
+        assert_eq!(stub(&site(&code), 0x8000), Ok(expected));
+        // ret within the first five bytes: cannot run elsewhere.
+        let early = [0x31, 0xc0, 0xc3, 0xcc, 0xcc, 0xcc];
+        assert!(stub(&site(&early), 0x8000).unwrap_err().contains("branch"));
     }
 }

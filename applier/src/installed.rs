@@ -58,6 +58,8 @@ pub struct InstalledFunction {
     pub old_address: Option<u64>,
     /// Address of the new code.
     pub new_address: u64,
+    /// Size of the new code, when the ledger records it.
+    pub new_size: Option<u64>,
     /// The jump island stub the entry jumps to, when the new code is out of `rel32` reach.
     pub via: Option<u64>,
     /// Whether the old entry jumps to this patch's code right now (false once reverted, or once
@@ -156,6 +158,7 @@ fn installed(pid: i32, record: LedgerRecord, header_state: LedgerState) -> Insta
                 action: f.action,
                 old_address,
                 new_address: f.new_address,
+                new_size: f.new_size,
                 via: f.via,
                 active,
                 breakpoint,

@@ -131,6 +131,10 @@ pub struct LedgerFunction {
     pub action: FunctionAction,
     /// Address of the new code.
     pub new_address: u64,
+    /// Size (`st_size`) of the new code: where a later patch replacing a function this one
+    /// added finds its end (ledgers of older versions do not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_size: Option<u64>,
     /// The overwritten range, when the function was redirected.
     pub overwritten: Option<OverwrittenRange>,
     /// Where the entry's jump goes when it is not the new code: the function's stub in a jump
@@ -229,6 +233,7 @@ mod tests {
                 file: Some("lib.c".into()),
                 action: FunctionAction::Replace,
                 new_address: 0x2000,
+                new_size: Some(0x40),
                 overwritten: Some(OverwrittenRange {
                     address: 0x400,
                     original_hex: hex(&[1, 0xab]),

@@ -151,9 +151,15 @@ impl Linker<'_> {
         }
     }
 
-    /// Links every loaded section into the zone images.
+    /// Links every loaded section into the zone images. The gaps between functions are
+    /// `int3`s, as a linker pads code: a later patch replacing a function of this one may put
+    /// its jump over them, as it does over a module's padding.
     pub(crate) fn link(&self) -> Result<Image, ApplyError> {
         let mut text = vec![0u8; usize::try_from(self.layout.text_size).unwrap_or(0)];
+        let code_size = usize::try_from(self.layout.code_size).unwrap_or(0);
+        text.iter_mut()
+            .take(code_size)
+            .for_each(|b| *b = crate::trampoline::INT3);
         let mut data = vec![0u8; usize::try_from(self.layout.data_size).unwrap_or(0)];
         let size_error =
             |what: &str| ApplyError::MalformedObject(format!("{what} does not fit its zone"));

@@ -10,7 +10,7 @@ use crate::apply::refuse_if_applied;
 use crate::artifact::{FunctionAction, Manifest, Preimage, SymbolRef};
 use crate::bind::{bind_global, split_version};
 use crate::error::ApplyError;
-use crate::installed::{in_effect_at, installed_patches, InstalledPatch};
+use crate::installed::{in_effect_at, installed_patches, InstalledFunction, InstalledPatch};
 use crate::ipara::{RegisterContract, Thunk};
 use crate::layout::{Layout, PAGE};
 use crate::ledger::LedgerState;
@@ -150,7 +150,7 @@ pub fn plan_accepting(
         None => plain_functions(target, patch)?,
     };
     let home = home_module(target, &functions);
-    let near = region_anchor(target, &functions, home);
+    let near = region_anchor(target, &functions, home, &earlier);
     let mut redirects = Vec::new();
     let mut islands = Vec::new();
     for (index, function) in functions.iter().enumerate() {
@@ -248,18 +248,38 @@ fn home_module(target: &Target, functions: &[PlannedFunction]) -> usize {
     }
 }
 
+/// The earlier patch whose region holds `address`.
+fn region_of(earlier: &[InstalledPatch], address: u64) -> Option<&InstalledPatch> {
+    earlier
+        .iter()
+        .find(|p| p.region_address <= address && address < region_end(p))
+}
+
+fn region_end(patch: &InstalledPatch) -> u64 {
+    patch.region_address.saturating_add(patch.region_size)
+}
+
 /// Largest span of patched modules one region is placed near: half of what `rel32` reaches,
 /// the other half left for the region to fit in.
 const MAX_ANCHOR_SPAN: u64 = 1 << 30;
 
-/// The addresses the region must be within `rel32` reach of: all the modules whose functions
-/// are replaced when they lie close together (one library, or several libraries mapped near
-/// each other), else the `home` module's (then functions elsewhere take the absolute jump).
-fn region_anchor(target: &Target, functions: &[PlannedFunction], home: usize) -> (u64, u64) {
-    let spans = functions
-        .iter()
-        .filter_map(|f| target.module_at(f.old_address?))
-        .map(|m| target.span_of(m));
+/// The addresses the region must be within `rel32` reach of: all the modules (or earlier
+/// patches' regions, for functions they added) whose functions are replaced when they lie close
+/// together (one library, or several libraries mapped near each other), else the `home`
+/// module's (then functions elsewhere take the absolute jump).
+fn region_anchor(
+    target: &Target,
+    functions: &[PlannedFunction],
+    home: usize,
+    earlier: &[InstalledPatch],
+) -> (u64, u64) {
+    let spans = functions.iter().filter_map(|f| {
+        let entry = f.old_address?;
+        match target.module_at(entry) {
+            Some(module) => Some(target.span_of(module)),
+            None => region_of(earlier, entry).map(|p| (p.region_address, region_end(p))),
+        }
+    });
     let union = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
     match union {
         Some((lo, hi)) if hi - lo <= MAX_ANCHOR_SPAN => (lo, hi),
@@ -288,18 +308,20 @@ fn manifest_functions(
         })?;
         let (action, old) = match function.action {
             FunctionAction::Replace => {
-                let found = lookup_function(target, &function.target)?
+                let found = replaced_function(target, (earlier, revision), &function.target)?
                     .ok_or_else(|| missing_function(target, &function.target))?;
                 (FunctionAction::Replace, Some(found))
             }
             FunctionAction::Add => (FunctionAction::Add, None),
-            FunctionAction::InlinedOnly => match lookup_function(target, &function.target) {
-                Ok(Some(found)) => (FunctionAction::Replace, Some(found)),
-                Ok(None) | Err(ApplyError::NoSymbolTable { .. }) => {
-                    (FunctionAction::InlinedOnly, None)
+            FunctionAction::InlinedOnly => {
+                match replaced_function(target, (earlier, revision), &function.target) {
+                    Ok(Some(found)) => (FunctionAction::Replace, Some(found)),
+                    Ok(None) | Err(ApplyError::NoSymbolTable { .. }) => {
+                        (FunctionAction::InlinedOnly, None)
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         };
         if let (Some(found), Some(preimage)) = (&old, &function.preimage) {
             let expected = Expected {
@@ -307,7 +329,7 @@ fn manifest_functions(
                 revision,
                 preimage,
             };
-            match in_effect_at(earlier, found.address) {
+            match in_effect_at(earlier, found.address).or(found.added_by) {
                 Some((patch, installed)) => {
                     check_stacked(&expected, patch, patch.postimage(installed))?
                 }
@@ -315,8 +337,15 @@ fn manifest_functions(
             }
         }
         let mut reason = function.reason.clone();
-        if function.action == FunctionAction::InlinedOnly && old.is_some() {
-            reason.push_str(" (the running binary still has it, so it is replaced)");
+        match old.as_ref().and_then(|f| f.added_by) {
+            Some((patch, _)) => reason.push_str(&format!(
+                " (patch {} added it: replaced there)",
+                patch.patch_id
+            )),
+            None if function.action == FunctionAction::InlinedOnly && old.is_some() => {
+                reason.push_str(" (the running binary still has it, so it is replaced)")
+            }
+            None => {}
         }
         out.push(PlannedFunction {
             symbol: function.symbol.clone(),
@@ -328,11 +357,74 @@ fn manifest_functions(
                 .clone()
                 .or_else(|| function.target.file().map(str::to_string)),
             old_address: old.as_ref().map(|f| f.address),
-            old_size: old.as_ref().map(|f| f.symbol.size),
+            old_size: old.as_ref().map(|f| f.size),
             object_symbol,
         });
     }
     Ok(out)
+}
+
+/// A function a patch replaces, as it runs now.
+struct Replaced<'a> {
+    /// Its entry.
+    address: u64,
+    /// Its size (`st_size`).
+    size: u64,
+    /// The earlier patch that added it, with its record of it: then its code is that patch's.
+    added_by: Option<(&'a InstalledPatch, &'a InstalledFunction)>,
+}
+
+/// Where the function `wanted` runs: its symbol in the process's modules, else the code of
+/// the newest live patch that added it (a function new at an earlier patch's revision is
+/// replaced in that patch's region). `None`: neither has it. `revision` is the one the new
+/// patch was made from, for the error about an added function without a fingerprint.
+fn replaced_function<'a>(
+    target: &Target,
+    (earlier, revision): (&'a [InstalledPatch], &str),
+    wanted: &SymbolRef,
+) -> Result<Option<Replaced<'a>>, ApplyError> {
+    let in_binary = lookup_function(target, wanted);
+    if let Ok(Some(found)) = &in_binary {
+        return Ok(Some(Replaced {
+            address: found.address,
+            size: found.symbol.size,
+            added_by: None,
+        }));
+    }
+    let added = earlier
+        .iter()
+        .rev()
+        .filter(|p| p.is_live())
+        .find_map(|patch| {
+            let function = patch.functions.iter().find(|f| {
+                f.action == FunctionAction::Add
+                    && f.name == wanted.name()
+                    && wanted
+                        .file()
+                        .is_none_or(|file| f.file.as_deref() == Some(file))
+            })?;
+            Some((patch, function))
+        });
+    let Some((patch, function)) = added else {
+        return in_binary.map(|_| None);
+    };
+    let size = function
+        .new_size
+        .or_else(|| patch.postimage(function).map(|image| image.size))
+        .ok_or_else(|| ApplyError::UnfingerprintedPatch {
+            name: function.name.clone(),
+            revision: revision.to_string(),
+            patch_id: patch.patch_id.clone(),
+            running: patch
+                .new_revision
+                .clone()
+                .unwrap_or_else(|| "a revision it does not record".into()),
+        })?;
+    Ok(Some(Replaced {
+        address: function.new_address,
+        size,
+        added_by: Some((patch, function)),
+    }))
 }
 
 /// Refuses when a manifest's target build id is that of no module of the process, naming the
@@ -375,7 +467,11 @@ struct Expected<'a> {
 
 /// Compares the function's code in the binary (no patch redirected it) with the fingerprint of
 /// its old code.
-fn check_preimage(target: &Target, expected: &Expected, found: &Found) -> Result<(), ApplyError> {
+fn check_preimage(
+    target: &Target,
+    expected: &Expected,
+    found: &Replaced,
+) -> Result<(), ApplyError> {
     let Expected {
         name,
         revision,
@@ -386,10 +482,10 @@ fn check_preimage(target: &Target, expected: &Expected, found: &Found) -> Result
         revision: revision.to_string(),
         detail,
     };
-    if found.symbol.size != preimage.size {
+    if found.size != preimage.size {
         return Err(mismatch(format!(
             "it is {} bytes at 0x{:x}, {revision} is {} bytes",
-            found.symbol.size, found.address, preimage.size
+            found.size, found.address, preimage.size
         )));
     }
     let len = usize::try_from(preimage.size)
@@ -552,7 +648,7 @@ fn check_redirect(
     let Site { index, entry, size } = site;
     let name = function.target.name();
     let size = if size < jump as u64 {
-        with_padding(target, name, entry, size, jump)?
+        with_padding(target, earlier, name, (entry, size), jump)?
     } else {
         size
     };
@@ -602,13 +698,14 @@ fn undo_jumps(code: &[u8], mut ranges: Vec<(u64, &str)>) -> Vec<u8> {
 }
 
 /// A function shorter than its jump can still take it when the bytes after it, up to the next
-/// symbol, are alignment padding (NOPs or `int3`, never executed): returns the function's size
-/// with that padding, or refuses.
+/// symbol (in an earlier patch's region: the next function its ledger records), are alignment
+/// padding (NOPs or `int3`, never executed) as the binary has them (an earlier patch's jump
+/// over them undone): returns the function's size with that padding, or refuses.
 fn with_padding(
     target: &Target,
+    earlier: &[InstalledPatch],
     name: &str,
-    entry: u64,
-    size: u64,
+    (entry, size): (u64, u64),
     jump: usize,
 ) -> Result<u64, ApplyError> {
     let too_short = |why: String| ApplyError::FunctionTooShort {
@@ -617,7 +714,10 @@ fn with_padding(
         jump,
         why,
     };
-    let Some(next) = target.next_symbol_after(entry) else {
+    let next = target
+        .next_symbol_after(entry)
+        .or_else(|| next_patch_function(earlier, entry));
+    let Some(next) = next else {
         return Err(too_short(
             "no symbol follows it in its module, so no padding after it can be relied on".into(),
         ));
@@ -629,7 +729,7 @@ fn with_padding(
         )));
     }
     let len = usize::try_from(padded).unwrap_or(0);
-    let bytes = read_memory(target.pid(), entry, len)?;
+    let bytes = without_patch_jumps(&read_memory(target.pid(), entry, len)?, entry, earlier);
     let start = usize::try_from(size).unwrap_or(usize::MAX);
     match bytes.get(start..) {
         Some(tail) if is_padding(tail, entry.wrapping_add(size)) => Ok(padded),
@@ -638,6 +738,17 @@ fn with_padding(
             padded.saturating_sub(size)
         ))),
     }
+}
+
+/// The start of the function that follows `entry` in the earlier patch whose region holds it,
+/// by that patch's ledger.
+fn next_patch_function(earlier: &[InstalledPatch], entry: u64) -> Option<u64> {
+    region_of(earlier, entry)?
+        .functions
+        .iter()
+        .map(|f| f.new_address)
+        .filter(|&a| a > entry)
+        .min()
 }
 
 fn is_external_function(target: &Target, patch: &PatchObject, sym: usize) -> bool {

@@ -18,7 +18,7 @@ use crate::ptrace::{read_memory, write_memory, StoppedProcess};
 use crate::references;
 use crate::region;
 use crate::target::Target;
-use crate::trampoline::jump_bytes;
+use crate::trampoline::{jump_bytes, jump_target};
 use crate::unwind::StackUnwinder;
 
 /// What [`revert`] did.
@@ -305,11 +305,16 @@ fn choose(pid: i32, installed: &[InstalledPatch], id: Option<&str>) -> Result<us
     }
 }
 
-/// Refuses when a later live patch redirected one of the same entries.
+/// Refuses when a later live patch redirected one of the same entries, or the entry of a
+/// function this one added (its code is in this patch's region).
 fn check_lifo(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Result<(), ApplyError> {
     for function in chosen.functions.iter() {
-        let Some(entry) = function.old_address else {
-            continue;
+        let (entry, how) = match function.old_address {
+            Some(entry) => (entry, "also replaces"),
+            None if function.action == FunctionAction::Add => {
+                (function.new_address, "replaces the new")
+            }
+            None => continue,
         };
         let later = installed.iter().find(|p| {
             p.is_live()
@@ -318,7 +323,7 @@ fn check_lifo(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Result<(
         });
         if let Some(later) = later {
             return Err(ApplyError::Revert(format!(
-                "cannot revert patch {}: patch {} was applied after it and also replaces `{}`; \
+                "cannot revert patch {}: patch {} was applied after it and {how} `{}`; \
                  revert {} first",
                 chosen.patch_id, later.patch_id, function.name, later.patch_id
             )));
@@ -480,20 +485,6 @@ fn keep_reason(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Option<
     None
 }
 
-/// Where a `jmp rel32` or the 14-byte absolute jump at `at` goes.
-fn jump_target(at: u64, bytes: &[u8]) -> Option<u64> {
-    match bytes {
-        [0xe9, d @ ..] if d.len() >= 4 => {
-            let disp = i32::from_le_bytes(d[..4].try_into().ok()?);
-            Some(at.wrapping_add(5).wrapping_add(disp as i64 as u64))
-        }
-        [0xff, 0x25, 0, 0, 0, 0, t @ ..] if t.len() >= 8 => {
-            Some(u64::from_le_bytes(t[..8].try_into().ok()?))
-        }
-        _ => None,
-    }
-}
-
 /// The bytes of lower-case or upper-case hex `text`; `None` for anything else.
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
@@ -527,14 +518,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_hex_and_jumps() {
+    fn decodes_hex() {
         assert_eq!(unhex("00ff1a"), Some(vec![0, 0xff, 0x1a]));
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
-        let jump = jump_bytes(0x1000, 0x2000);
-        assert_eq!(jump_target(0x1000, &jump), Some(0x2000));
-        let far = jump_bytes(0x1000, 0x7f00_0000_0000);
-        assert_eq!(jump_target(0x1000, &far), Some(0x7f00_0000_0000));
-        assert_eq!(jump_target(0x1000, &[0x55, 0x48]), None);
     }
 }

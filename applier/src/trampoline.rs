@@ -127,9 +127,32 @@ pub(crate) fn branches_into(code: &[u8], ip: u64, lo: u64, hi: u64) -> bool {
     false
 }
 
+/// Where a `jmp rel32` or the 14-byte absolute jump at `at` goes.
+pub(crate) fn jump_target(at: u64, bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [0xe9, d @ ..] if d.len() >= 4 => {
+            let disp = i32::from_le_bytes(d[..4].try_into().ok()?);
+            Some(at.wrapping_add(5).wrapping_add(disp as i64 as u64))
+        }
+        [0xff, 0x25, 0, 0, 0, 0, t @ ..] if t.len() >= 8 => {
+            Some(u64::from_le_bytes(t[..8].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_of_each_jump_form_is_read_back() {
+        let jump = jump_bytes(0x1000, 0x2000);
+        assert_eq!(jump_target(0x1000, &jump), Some(0x2000));
+        let far = jump_bytes(0x1000, 0x7f00_0000_0000);
+        assert_eq!(jump_target(0x1000, &far), Some(0x7f00_0000_0000));
+        assert_eq!(jump_target(0x1000, &[0x55, 0x48]), None);
+    }
 
     #[test]
     fn padding_is_nops_and_int3_only() {

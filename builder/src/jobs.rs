@@ -164,10 +164,12 @@ fn unit_fingerprints(
     let Some(object) = object else {
         return Ok(HashMap::new());
     };
+    // A new function has no old code; its new code is fingerprinted like the others, so that a
+    // later patch replacing it can be checked against it.
     let names: HashSet<&str> = unit
         .functions
         .iter()
-        .filter(|f| f.action != Action::Add)
+        .filter(|f| side == Side::New || f.action != Action::Add)
         .map(|f| f.name.as_str())
         .collect();
     if names.is_empty() {

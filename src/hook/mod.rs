@@ -188,8 +188,7 @@ fn deploy(git_dir: &Path, update: &RefUpdate, dry_run: bool) -> Result<String> {
     }
     deploy_to(
         (&pids, listed_at),
-        &old,
-        &config_snapshot,
+        (&old, &config_snapshot, git_dir),
         &changes,
         &config,
         &model,
@@ -261,8 +260,7 @@ fn check_runs_old_side(
 /// listed), so the service's new processes get it too.
 fn deploy_to(
     (pids, listed_at): (&[i32], std::time::SystemTime),
-    old: &Snapshot,
-    new: &Snapshot,
+    (old, new, git_dir): (&Snapshot, &Snapshot, &Path),
     changes: &hotpatch_differ::ChangeSet,
     config: &DeployConfig,
     model: &hotpatch_builder::BuildModel,
@@ -303,7 +301,7 @@ fn deploy_to(
             true => crate::proof::prove(
                 &target,
                 &patch.object,
-                (old, new),
+                (old, new, Some(git_dir)),
                 &mut accepted,
                 &forced,
                 &format!("cannot patch pid {pid}"),
