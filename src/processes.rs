@@ -415,6 +415,15 @@ pub fn has_patch(pid: i32, patch_id: &str) -> bool {
     matches!(applied_sequence(pid, patch_id), Ok(Some(_)))
 }
 
+/// Whether process `pid` has exited: no such process, or a zombie its parent has not reaped.
+pub fn has_exited(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
 /// Whether `error` says the process is gone.
 fn is_gone(error: &ApplyError) -> bool {
     matches!(

@@ -82,7 +82,7 @@ pub fn run(args: &RevertArgs) -> Result<()> {
             if index > 0 {
                 if let Ok(Some(id)) = &id {
                     if !has_live(pid, id) {
-                        skipped.push((pid, format!("it does not have patch {id} applied")));
+                        skipped.push((pid, not_reverted_because(pid, id)));
                         continue;
                     }
                 }
@@ -110,6 +110,11 @@ pub fn run(args: &RevertArgs) -> Result<()> {
             };
             match result {
                 Ok(report) => reverted.push((pid, report)),
+                // A member found beside the named process that exits meanwhile has nothing
+                // left to revert, as an apply drops it.
+                Err(_) if index > 0 && crate::processes::has_exited(pid) => {
+                    skipped.push((pid, "it exited before it was reverted".to_string()))
+                }
                 Err(e) if family => {
                     let back = put_back(&reverted, &options, group.len());
                     failed.push((pid, e.context(format!("cannot revert in pid {pid}{back}"))));
@@ -174,6 +179,14 @@ pub fn run(args: &RevertArgs) -> Result<()> {
         bail!("{}", messages.join("; "));
     }
     Ok(())
+}
+
+/// Why a member of a family without live patch `id` is skipped.
+fn not_reverted_because(pid: i32, id: &str) -> String {
+    match crate::processes::has_exited(pid) {
+        true => "it exited before it was reverted".to_string(),
+        false => format!("it does not have patch {id} applied"),
+    }
 }
 
 /// Puts the patch back in the members of a family of `processes` reverted before one failed

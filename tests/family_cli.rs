@@ -404,17 +404,7 @@ fn a_worker_forked_during_the_apply_is_patched_too() {
     let mut tool = ChildGuard(Some(tool));
     // While the apply waits for the frame to return, the master sleeps traced (not in a
     // tracing stop, as during the check): the family was listed before, and the breakpoint is in.
-    let deadline = Instant::now() + DEADLINE;
-    while !(sleeping_traced(master) && {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        sleeping_traced(master)
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the apply never waited for the master"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    until_waited_for(master, "apply");
     signal(master, "USR2");
     let late = field(&server.master.wait_for("late="), "late").unwrap() as i32;
     let out = tool.0.take().unwrap().wait_with_output().unwrap();
@@ -434,6 +424,22 @@ fn a_worker_forked_during_the_apply_is_patched_too() {
     server.until_values(&everyone, 2);
     assert_eq!(server.applied(late), 1);
     server.assert_state_survived();
+}
+
+/// Waits until the tool's `what` (apply, revert) waits for `pid`'s blocking frame to return:
+/// `pid` sleeps traced, twice 20 ms apart.
+fn until_waited_for(pid: i32, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !(sleeping_traced(pid) && {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sleeping_traced(pid)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the {what} never waited for pid {pid}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Whether `pid` is traced and sleeping (`TracerPid` not 0, `State: S`): let run by its tracer.
@@ -558,6 +564,62 @@ fn a_family_revert_that_fails_midway_puts_the_patch_back_where_it_took_it_out() 
     assert!(out.status.success(), "{}", stderr_of(&out));
     server.until_values(&family, 1);
     for &pid in &family {
+        assert_eq!(server.applied(pid), 0, "pid {pid}");
+    }
+    server.assert_state_survived();
+}
+
+/// A worker that exits while the family's revert waits for the master (held in the patch's
+/// code, `--wait-return`) has nothing left to revert: it is skipped as exited, and the rest of
+/// the family is reverted.
+#[test]
+fn a_member_that_exits_during_the_family_revert_is_skipped() {
+    let mut server = Server::start();
+    let master = server.master.pid();
+    let (out, json) = server.apply(&["--pid", &master.to_string()]);
+    assert!(out.status.success(), "{json}");
+    let family = server.family.clone();
+    server.until_values(&family, 2);
+    let worker = *server
+        .workers()
+        .iter()
+        .find(|&&p| family_of_pid(p).len() == 1)
+        .unwrap();
+    signal(master, "USR1");
+    server.master.wait_for(&format!("held pid={master}"));
+    let tool = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .args(["revert", "--pid", &master.to_string()])
+        .args(["--wait-return", "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tool = ChildGuard(Some(tool));
+    until_waited_for(master, "revert");
+    signal(worker, "KILL");
+    let deadline = Instant::now() + DEADLINE;
+    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+        assert!(Instant::now() < deadline, "the worker was never reaped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    signal(master, "USR2");
+    let out = tool.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    assert!(
+        stdout_of(&out).contains(&format!(
+            "skipped pid {worker}: it exited before it was reverted"
+        )),
+        "{}",
+        stdout_of(&out)
+    );
+    let rest: BTreeSet<i32> = family.iter().copied().filter(|&p| p != worker).collect();
+    server.until_values(&rest, 1);
+    for &pid in &rest {
         assert_eq!(server.applied(pid), 0, "pid {pid}");
     }
     server.assert_state_survived();

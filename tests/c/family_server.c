@@ -7,7 +7,8 @@
  * `held pid=P` first. Started with the argument `spawn-on-release`, a process released by SIGUSR2
  * forks a new worker before it returns from value() and prints `late=P`; the worker, forked with
  * a frame of value() on its stack, serves like its parent. Every child dies with its parent
- * (PR_SET_PDEATHSIG), so a test that kills the master leaves no process behind. */
+ * (PR_SET_PDEATHSIG), so a test that kills the master leaves no process behind; a child that
+ * exits is reaped at once (SIGCHLD ignored), as a real master reaps its workers. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,7 @@ int main(int argc, char **argv)
     sigemptyset(&action.sa_mask);
     sigaction(SIGUSR1, &action, NULL);
     sigaction(SIGUSR2, &action, NULL);
+    signal(SIGCHLD, SIG_IGN);
     pid_t helper = fork_child();
     if (helper == 0) {
         execl("/bin/sleep", "sleep", "1000", (char *)NULL);
