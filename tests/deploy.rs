@@ -290,6 +290,35 @@ fn two_pushes_that_touch_the_same_function_both_patch_it() {
     deployment.assert_still_prints("value=3");
 }
 
+/// A push that changes a function the previous push added (a `static` helper above `value`,
+/// which moved `value` down): it is replaced where the first patch put it, and `value`'s place
+/// is read against the commit the service was built from, not against the first push.
+#[test]
+fn a_push_that_changes_a_function_the_previous_push_added_patches_it() {
+    let mut deployment = Deployment::new();
+    let v1 = case_files("v1").remove(1).1;
+    let pid = deployment.service().pid();
+    for value in [2, 3] {
+        let bonus = format!(
+            "static int bonus(int x)\n{{\n    return x * {value} + (calls < 0);\n}}\n\nint value(void)"
+        );
+        let lib = v1
+            .replace("int value(void)", &bonus)
+            .replace("return 1;", "return bonus(1);");
+        let output = deployment.push_lib(&lib, &format!("bonus gives {value}"));
+        let messages = stderr_of(&output);
+        assert!(output.status.success(), "{messages}");
+        assert!(
+            messages.contains(&format!(
+                "remote: hotpatch: refs/heads/main: patched pid {pid}"
+            )),
+            "{messages}"
+        );
+        deployment.service().wait_for(&format!("value={value}"));
+    }
+    deployment.assert_still_prints("value=3");
+}
+
 /// A push records its patch for `hotpatch watch` as an apply does: a process of the service
 /// started after the push is patched by the watcher.
 #[test]
