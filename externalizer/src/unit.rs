@@ -113,8 +113,14 @@ pub fn make_unit(
         if let Some(member) = plan.members.get(name) {
             // Every patch function keeps its code in the object, even one the compiler inlines
             // into all its callers in the patch: the manifest names it and the builder checks it.
-            if item.is_static {
-                edits.insert(item.range.start, "__attribute__((used)) ");
+            // A function the patch adds is where a later patch replaces it: no caller in this
+            // patch may inline it, call a clone of it or rely on the registers it leaves alone
+            // (gcc's `noipa`), or that later patch would not reach them.
+            let adds = member.action == Action::Add && !item.is_inline;
+            match (adds, item.is_static) {
+                (true, _) => edits.insert(item.range.start, "__attribute__((used, noipa)) "),
+                (false, true) => edits.insert(item.range.start, "__attribute__((used)) "),
+                (false, false) => {}
             }
             if member.action != Action::Add {
                 static_locals.extend(

@@ -167,8 +167,13 @@ fn changed_static_helper_and_its_callers() {
     // line numbers are those of the original file
     assert_eq!(s.lines().count(), v2().lines().count() + 1);
     for (a, b) in s.lines().skip(1).zip(v2().lines()) {
-        if b.starts_with("int compute") || b.starts_with("int added") {
+        if b.starts_with("int compute") {
             assert_eq!(a, b);
+        }
+        // What the patch adds, a later patch may replace where this one puts it: no caller in
+        // the patch inlines it, clones it or relies on its registers.
+        if b.starts_with("int added") {
+            assert_eq!(a, format!("__attribute__((used, noipa)) {b}"));
         }
     }
 
