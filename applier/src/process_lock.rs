@@ -4,9 +4,15 @@
 //! waits for the helper to finish instead of writing under it. A helper keeps only the lock of
 //! its own target: one inherited from another thread's work on another process (a library
 //! caller patching several at once) would hold that lock for as long as the helper runs.
+//!
+//! A lock file outlives its process (it cannot be removed when the lock is dropped: a helper
+//! may still hold it). Taking a lock removes the files of processes that no longer exist, each
+//! under its own lock; a taker that then finds its file no longer at the path takes a new one.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -57,33 +63,110 @@ fn register(pid: i32, fd: RawFd) -> Option<usize> {
     })
 }
 
+/// The lock file of process `pid`.
+fn lock_path(pid: i32) -> PathBuf {
+    std::env::temp_dir().join(format!("{PREFIX}{pid}.lock"))
+}
+
+const PREFIX: &str = "hotpatch-pid-";
+
 /// Takes the lock of `pid`, waiting while another hotpatch holds it.
 pub(crate) fn lock(pid: i32) -> Result<ProcessLock, ApplyError> {
-    let path = std::env::temp_dir().join(format!("hotpatch-pid-{pid}.lock"));
+    remove_stale();
+    let path = lock_path(pid);
     let failed = |detail: String| ApplyError::ProcRead {
         pid,
         what: format!("the lock {}", path.display()),
         detail,
     };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| failed(e.to_string()))?;
     let started = Instant::now();
     loop {
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| failed(e.to_string()))?;
+        while !try_flock(&file) {
+            if started.elapsed() >= WAIT {
+                return Err(failed(format!(
+                    "another hotpatch has held it for {} s",
+                    WAIT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Removed (by a taker that found the process gone) while this one waited: the lock of
+        // an unlinked file is no lock.
+        if still_at(&file, &path) {
             let slot = register(pid, file.as_raw_fd());
             return Ok(ProcessLock { _file: file, slot });
         }
-        if started.elapsed() >= WAIT {
-            return Err(failed(format!(
-                "another hotpatch has held it for {} s",
-                WAIT.as_secs()
-            )));
+    }
+}
+
+/// Takes the exclusive lock on `file` if no one holds it.
+fn try_flock(file: &File) -> bool {
+    // SAFETY: flock on a descriptor `file` owns.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Whether `path` still names the file open as `file`.
+fn still_at(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the lock files of processes that no longer exist, each while holding its lock (one
+/// held is left: its holder is still at work).
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let gone = |pid: i32| !Path::new(&format!("/proc/{pid}")).exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| {
+            n.strip_prefix(PREFIX)?
+                .strip_suffix(".lock")?
+                .parse::<i32>()
+                .ok()
+        });
+        let Some(pid) = pid.filter(|&p| gone(p)) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        if try_flock(&file) && still_at(&file, &path) && gone(pid) {
+            let _ = std::fs::remove_file(&path);
         }
-        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taking_a_lock_removes_the_files_of_processes_that_are_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id() as i32;
+        child.wait().unwrap();
+        std::fs::write(lock_path(gone), b"").unwrap();
+        let me = std::process::id() as i32;
+        let held = lock(me).unwrap();
+        assert!(
+            !lock_path(gone).exists(),
+            "the lock file of pid {gone} stayed"
+        );
+        assert!(
+            lock_path(me).exists(),
+            "the lock file of a live process went"
+        );
+        drop(held);
     }
 }
