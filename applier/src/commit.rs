@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApplyError;
 use crate::ptrace::{write_memory, StoppedProcess, StoppedThread};
-use crate::references::{Hit, ReturnTargets};
+use crate::references::{Hit, Parts, ReturnTargets};
 use crate::unwind::{StackUnwinder, ThreadStack};
 
 /// One jump to write.
@@ -239,7 +239,7 @@ fn obstacle(
         let blockers = blockers(&stacks, safety);
         if blockers.is_empty() {
             return Ok(
-                match suspended_context(stopped.pid(), stopped.threads(), safety)? {
+                match suspended_context(stopped.pid(), (stopped.threads(), Parts::All), safety)? {
                     Some((hit, function)) => Err(Obstacle::Context(hit, function)),
                     None => Ok(stacks),
                 },
@@ -261,11 +261,12 @@ fn obstacle(
     }
 }
 
-/// A return address into a function being replaced stored in writable memory, with that
-/// function's name. A scan that fails is an error: what cannot be seen is not assumed safe.
+/// A return address into a function being replaced stored in writable memory (or a register of
+/// `threads`, as `parts` says), with that function's name. A scan that fails is an error: what
+/// cannot be seen is not assumed safe.
 pub(crate) fn suspended_context(
     pid: i32,
-    threads: &[StoppedThread],
+    (threads, parts): (&[StoppedThread], Parts),
     safety: &Safety<'_>,
 ) -> Result<Option<(Hit, String)>, ApplyError> {
     let Some(targets) = safety.contexts else {
@@ -273,7 +274,7 @@ pub(crate) fn suspended_context(
     };
     let hits = crate::references::scan(
         pid,
-        threads,
+        (threads, parts),
         &[],
         crate::references::Stacks::Walked,
         targets.bounds(),

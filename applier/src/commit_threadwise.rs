@@ -2,7 +2,10 @@
 //! time, each stopped alone and only for its own stack walk.
 //!
 //! 1. Every thread is seized (`PTRACE_SEIZE` stops nothing), with `PTRACE_O_TRACECLONE` so the
-//!    threads it creates are traced from their first instruction (see `ptrace::Seized`).
+//!    threads it creates are traced from their first instruction (see `ptrace::Seized`). The
+//!    writable memory is scanned for suspended contexts that return into the old code (threads
+//!    running): before any `int3` is in, so no thread waits at an entry while it reads a large
+//!    heap (tens of milliseconds).
 //! 2. An `int3` goes over the first byte of every entry being replaced, then the cores are
 //!    synchronised. A thread that executes one is stopped by it alone and sent on by its own
 //!    state: to the new code once it is *switched*, else to its *stub* in the patch region: the
@@ -15,8 +18,8 @@
 //!    stubs, an incomplete walk blocks), switched if nothing is in the old code, and resumed.
 //!    A switched thread never enters the old code again: every entry traps and sends it on.
 //!    So each thread's call chain is all old until it is switched and all new after.
-//! 4. Once every thread is switched, the suspended-context scan runs (threads running), then
-//!    every jump's tail is written behind its `int3`, the cores synchronised, the first byte
+//! 4. Once every thread is switched, and no thread's registers (as last seen) hold an address
+//!    of the old code, every jump's tail is written behind its `int3`, the cores synchronised, the first byte
 //!    written, the cores synchronised again (the kernel's cross-modifying-code protocol for
 //!    live text patching), and each thread is stopped alone once more and detached.
 //!
@@ -52,7 +55,7 @@ use crate::error::ApplyError;
 use crate::ptrace::{
     remote_syscall, write_memory, Seized, StoppedThread, TrapSite, MEMBARRIER_REGISTER_SYNC_CORE,
 };
-use crate::references::ReturnTargets;
+use crate::references::{Parts, ReturnTargets};
 use crate::trampoline::absolute_jump;
 use crate::unwind::StackUnwinder;
 
@@ -225,15 +228,26 @@ fn run(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
         trap_sites,
         Box::new(|t: &StoppedThread| forward_check(t).is_none()),
     )?;
-    seized.arm()?;
     let started = Instant::now();
+    let waited_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // The scan of memory for suspended contexts reads the process while its threads run (tens
+    // of milliseconds for a large heap): made before the `int3`s are in, so that no thread
+    // calling a replaced function waits at its entry for it. The threads' registers are
+    // looked at once they are switched (before, they hold addresses of the old code).
+    if let Some(obstacle) = lasting_context(pid, &mut seized, &forward, (started, request.timeout))?
+    {
+        seized.finish()?;
+        return Err(give_up(obstacle, &forward, waited_ms()));
+    }
+    seized.arm()?;
     let blocked = sweep(&mut seized, &forward_check, Some(request.timeout))?;
     let obstacle = match blocked {
         Some(blockers) => Some(Obstacle::Threads(blockers, None)),
-        None => lasting_context(pid, &mut seized, &forward, (started, request.timeout))?,
+        None => suspended_context(pid, (&seized.snapshots()?, Parts::Registers), &forward)?
+            .map(|(hit, function)| Obstacle::Context(hit, function)),
     };
     if let Some(obstacle) = obstacle {
-        let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let waited_ms = waited_ms();
         seized.set_goal(
             false,
             Box::new(|t: &StoppedThread| backward_check(t).is_none()),
@@ -260,7 +274,7 @@ fn run(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
 }
 
 /// A suspended context in memory that returns into replaced code, looked for again while the
-/// threads of `pid` run (handling their traps) until none is found or `timeout` passes since
+/// threads of `pid` run until none is found or `timeout` passes since `started`,
 /// `started`,
 /// as the stop-all commit backs off and retries: a word can be stale (the cached stack of a
 /// thread that exited, which the next thread created reuses) and be gone a moment later.
@@ -273,7 +287,8 @@ fn lasting_context(
     let mut backoff = Duration::from_micros(200);
     loop {
         let snapshots = seized.snapshots()?;
-        let Some((hit, function)) = suspended_context(pid, &snapshots, safety)? else {
+        let Some((hit, function)) = suspended_context(pid, (&snapshots, Parts::Memory), safety)?
+        else {
             return Ok(None);
         };
         if started.elapsed() >= timeout {

@@ -70,12 +70,23 @@ impl Hit {
     }
 }
 
+/// What of a process a [`scan`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parts {
+    /// Its writable memory and the registers of the threads given.
+    All,
+    /// Its writable memory only.
+    Memory,
+    /// The registers of the threads given only.
+    Registers,
+}
+
 /// Every word of writable memory and every register of `threads` (all of `pid`, stopped) that
 /// lies in `within` and for which `counts` holds, outside `skip` and the threads' stacks as
-/// `stacks` says.
+/// `stacks` says; of those, the `parts` asked for.
 pub(crate) fn scan(
     pid: i32,
-    threads: &[StoppedThread],
+    (threads, parts): (&[StoppedThread], Parts),
     skip: &[Range<u64>],
     stacks: Stacks,
     within: Range<u64>,
@@ -91,7 +102,7 @@ pub(crate) fn scan(
         (within.contains(&plain) && counts(plain)).then_some((plain, true))
     };
     let mut hits = Vec::new();
-    for thread in threads {
+    for thread in threads.iter().filter(|_| parts != Parts::Memory) {
         for &register in &thread.registers {
             if let Some((value, mangled)) = matches(register) {
                 hits.push(Hit {
@@ -102,6 +113,9 @@ pub(crate) fn scan(
                 });
             }
         }
+    }
+    if parts == Parts::Registers {
+        return Ok(hits);
     }
     let mem = File::open(format!("/proc/{pid}/mem")).map_err(|e| ApplyError::ProcRead {
         pid,
@@ -563,9 +577,14 @@ mod tests {
     fn scans_this_process_for_a_word_it_holds() {
         let pid = std::process::id() as i32;
         let marker: Box<u64> = Box::new(0x5eed_0000_1234_5678);
-        let hits = scan(pid, &[], &[], Stacks::Live, 0..u64::MAX, |w| {
-            w == 0x5eed_0000_1234_5678
-        })
+        let hits = scan(
+            pid,
+            (&[], Parts::All),
+            &[],
+            Stacks::Live,
+            0..u64::MAX,
+            |w| w == 0x5eed_0000_1234_5678,
+        )
         .unwrap();
         assert!(
             hits.iter().any(|h| h.at == &*marker as *const u64 as u64),

@@ -237,7 +237,7 @@ fn still_referenced(stopped: &StoppedProcess, region: &Range<u64>) -> Option<Str
     let skip = std::slice::from_ref(region);
     match references::scan(
         stopped.pid(),
-        stopped.threads(),
+        (stopped.threads(), references::Parts::All),
         skip,
         references::Stacks::Live,
         region.clone(),

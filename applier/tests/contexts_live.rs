@@ -35,6 +35,21 @@ fn poke(running: &Running, until: &str) {
 
 #[test]
 fn a_coroutine_suspended_inside_the_function_blocks_the_apply_naming_where_it_is() {
+    suspended_coroutine_blocks_the_apply(false);
+}
+
+/// The threadwise commit scans memory before its `int3`s go in: the same refusal, nothing
+/// left behind.
+#[test]
+fn a_coroutine_suspended_inside_the_function_blocks_the_threadwise_apply_too() {
+    suspended_coroutine_blocks_the_apply(true);
+}
+
+fn suspended_coroutine_blocks_the_apply(threadwise: bool) {
+    let options = |ms| ApplyOptions {
+        threadwise,
+        ..options(ms)
+    };
     let dir = tempfile::tempdir().unwrap();
     let (mut running, exe) = start_coroutines(dir.path(), &[]);
     poke(&running, "step begins");

@@ -348,16 +348,25 @@ impl<'a> Seized<'a> {
     /// `exec` or exited, and the child, or a thread it waits for, may need a trap served until
     /// then); `None` when it is gone. The hold is
     /// counted from the interrupt (the thread stops at some moment after it: an upper bound,
-    /// like the traps' in `route_trap`).
+    /// like the traps' in `route_trap`), or for a `vfork` parent from its child's `exec` or
+    /// exit: until then the kernel keeps it asleep whether it is stopped or not.
     pub(crate) fn stop_one(&mut self, tid: i32) -> Result<Option<Held>, PtraceError> {
         let pid = self.pid;
-        let since = Instant::now();
+        let mut since = Instant::now();
         match sys::interrupt(tid) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => return Err(op_failed(pid, tid, "PTRACE_INTERRUPT", e)),
         }
+        let mut in_vfork = false;
         loop {
-            let stop = if self.vforked.values().any(|&parent| parent == tid) {
+            let waits_for_child = self.vforked.values().any(|&parent| parent == tid);
+            if in_vfork && !waits_for_child {
+                since = Instant::now();
+            }
+            in_vfork = waits_for_child;
+            // A `vfork` child may be in its `exec` (milliseconds): meanwhile the others' traps
+            // are served, as for a parent waiting for it.
+            let stop = if waits_for_child || self.vforked.contains_key(&tid) {
                 match self.poll_fairly(tid)? {
                     Some(stop) => stop,
                     None => continue,
@@ -418,6 +427,8 @@ impl<'a> Seized<'a> {
             handled = true;
         }
         if !handled {
+            // Nothing was waiting: a trap collected later stopped after this moment.
+            self.quiet = Instant::now();
             wait_sigchld(Duration::from_millis(1));
         }
         Ok(None)
