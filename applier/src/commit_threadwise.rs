@@ -19,9 +19,10 @@
 //!    A switched thread never enters the old code again: every entry traps and sends it on.
 //!    So each thread's call chain is all old until it is switched and all new after.
 //! 4. Once every thread is switched, and no thread's registers (as last seen) hold an address
-//!    of the old code, every jump's tail is written behind its `int3`, the cores synchronised, the first byte
-//!    written, the cores synchronised again (the kernel's cross-modifying-code protocol for
-//!    live text patching), and each thread is stopped alone once more and detached.
+//!    of the old code, every jump's tail is written behind its `int3`, the cores synchronised,
+//!    the first byte written, the cores synchronised again (the kernel's cross-modifying-code
+//!    protocol for live text patching), and each thread is stopped alone once more and
+//!    detached.
 //!
 //! **Why the cores are synchronised in the target.** Writing through `/proc/PID/mem` changes
 //! the bytes, but a core running a thread of the target may still execute what it fetched
@@ -274,10 +275,9 @@ fn run(request: &Request<'_>) -> Result<ThreadStops, ApplyError> {
 }
 
 /// A suspended context in memory that returns into replaced code, looked for again while the
-/// threads of `pid` run until none is found or `timeout` passes since `started`,
-/// `started`,
-/// as the stop-all commit backs off and retries: a word can be stale (the cached stack of a
-/// thread that exited, which the next thread created reuses) and be gone a moment later.
+/// threads of `pid` run until none is found or `timeout` passes since `started`, as the
+/// stop-all commit backs off and retries: a word can be stale (the cached stack of a thread
+/// that exited, which the next thread created reuses) and be gone a moment later.
 fn lasting_context(
     pid: i32,
     seized: &mut Seized<'_>,
