@@ -86,6 +86,9 @@ pub(crate) struct Seized<'a> {
     sites: Vec<TrapSite>,
     /// Whether the `int3`s are in memory (so a release must take them out first).
     armed: bool,
+    /// Whether they are in and every core has seen them: a thread created from then on reaches
+    /// an old function only through a trap.
+    trapping: bool,
     clean: Box<CleanCheck<'a>>,
     syscall_insn: u64,
     /// Every time a thread was held stopped.
@@ -132,6 +135,7 @@ impl<'a> Seized<'a> {
             goal: true,
             sites,
             armed: false,
+            trapping: false,
             clean,
             syscall_insn: find_syscall_insn(pid)?,
             times: StopTimes::default(),
@@ -241,14 +245,16 @@ impl<'a> Seized<'a> {
         for site in self.sites.clone() {
             write_memory(self.pid, site.entry, &[INT3])?;
         }
-        self.sync_cores()
+        self.sync_cores()?;
+        self.trapping = true;
+        Ok(())
     }
 
     /// Writes every jump over its `int3` (the tail, sync, the first byte, sync): from then on
     /// no thread traps, and the threads may be released.
     pub(crate) fn commit_jumps(&mut self, jumps: &[Vec<u8>]) -> Result<(), PtraceError> {
         self.rewrite(jumps)?;
-        self.armed = false;
+        (self.armed, self.trapping) = (false, false);
         Ok(())
     }
 
@@ -680,11 +686,16 @@ impl<'a> Seized<'a> {
         let _ = sys::detach(child, 0);
     }
 
-    /// A thread created during the commit: it has no old frames, so it starts at the goal.
+    /// A thread created during the commit: once the `int3`s are in and synchronised, it has no
+    /// old frames and reaches an old function only through a trapping entry, so it starts at
+    /// the goal. One created before (while the memory is scanned) may already run old code
+    /// without a trap: it is checked like the others (this mixed call chains).
     fn adopt(&mut self, tid: i32) {
         if !self.held.contains(&tid) {
             self.held.push(tid);
-            self.reach_goal(tid);
+            if self.trapping {
+                self.reach_goal(tid);
+            }
         }
     }
 
@@ -714,7 +725,7 @@ impl<'a> Seized<'a> {
             site.old = site.entry;
         }
         self.rewrite(&originals)?;
-        self.armed = false;
+        (self.armed, self.trapping) = (false, false);
         Ok(())
     }
 
