@@ -115,6 +115,22 @@ impl Deployment {
         git(&self.work(), &["push", "deploy", "main"])
     }
 
+    /// Pushes `lib` (see [`Deployment::push_lib`]) and checks the push was accepted with the
+    /// service patched; returns the hook's messages.
+    fn push_patching(&mut self, lib: &str, message: &str) -> String {
+        let output = self.push_lib(lib, message);
+        let messages = stderr_of(&output);
+        assert!(output.status.success(), "{messages}");
+        let pid = self.service().pid();
+        assert!(
+            messages.contains(&format!(
+                "remote: hotpatch: refs/heads/main: patched pid {pid}"
+            )),
+            "{messages}"
+        );
+        messages
+    }
+
     /// The service keeps running, printing `expected`, its state counting up by one per line.
     fn assert_still_prints(&mut self, expected: &str) {
         let service = self.service();
@@ -149,16 +165,7 @@ fn case_files(version: &str) -> Vec<(String, String)> {
 fn a_push_live_patches_the_service_and_a_bad_push_is_rejected_untouched() {
     let mut deployment = Deployment::new();
     let v2 = case_files("v2").remove(1).1;
-    let output = deployment.push_lib(&v2, "stateless fix: value is 2");
-    let messages = stderr_of(&output);
-    assert!(output.status.success(), "{messages}");
-    let pid = deployment.service().pid();
-    assert!(
-        messages.contains(&format!(
-            "remote: hotpatch: refs/heads/main: patched pid {pid}"
-        )),
-        "{messages}"
-    );
+    deployment.push_patching(&v2, "stateless fix: value is 2");
     assert_eq!(
         deployment.deployed_commit(),
         git_ok(&deployment.work(), &["rev-parse", "HEAD"])
@@ -251,15 +258,7 @@ fn two_pushes_that_touch_the_same_function_both_patch_it() {
     // checked against the first patch's code, which is what runs.
     for value in [2, 3] {
         let lib = v2.replace("return 2;", &format!("return {value};"));
-        let output = deployment.push_lib(&lib, &format!("value is {value}"));
-        let messages = stderr_of(&output);
-        assert!(output.status.success(), "{messages}");
-        assert!(
-            messages.contains(&format!(
-                "remote: hotpatch: refs/heads/main: patched pid {pid}"
-            )),
-            "{messages}"
-        );
+        deployment.push_patching(&lib, &format!("value is {value}"));
         assert_eq!(
             deployment.deployed_commit(),
             git_ok(&deployment.work(), &["rev-parse", "HEAD"])
@@ -297,7 +296,6 @@ fn two_pushes_that_touch_the_same_function_both_patch_it() {
 fn a_push_that_changes_a_function_the_previous_push_added_patches_it() {
     let mut deployment = Deployment::new();
     let v1 = case_files("v1").remove(1).1;
-    let pid = deployment.service().pid();
     for value in [2, 3] {
         let bonus = format!(
             "static int bonus(int x)\n{{\n    return x * {value} + (calls < 0);\n}}\n\nint value(void)"
@@ -305,15 +303,7 @@ fn a_push_that_changes_a_function_the_previous_push_added_patches_it() {
         let lib = v1
             .replace("int value(void)", &bonus)
             .replace("return 1;", "return bonus(1);");
-        let output = deployment.push_lib(&lib, &format!("bonus gives {value}"));
-        let messages = stderr_of(&output);
-        assert!(output.status.success(), "{messages}");
-        assert!(
-            messages.contains(&format!(
-                "remote: hotpatch: refs/heads/main: patched pid {pid}"
-            )),
-            "{messages}"
-        );
+        deployment.push_patching(&lib, &format!("bonus gives {value}"));
         deployment.service().wait_for(&format!("value={value}"));
     }
     deployment.assert_still_prints("value=3");

@@ -73,6 +73,11 @@ pub struct InstalledFunction {
 }
 
 impl InstalledPatch {
+    /// The addresses of its region.
+    pub fn region(&self) -> std::ops::Range<u64> {
+        self.region_address..self.region_address.saturating_add(self.region_size)
+    }
+
     /// Whether the patch still has an effect (or a prepared region to settle).
     pub fn is_live(&self) -> bool {
         self.state != LedgerState::Reverted

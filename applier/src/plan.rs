@@ -250,13 +250,7 @@ fn home_module(target: &Target, functions: &[PlannedFunction]) -> usize {
 
 /// The earlier patch whose region holds `address`.
 fn region_of(earlier: &[InstalledPatch], address: u64) -> Option<&InstalledPatch> {
-    earlier
-        .iter()
-        .find(|p| p.region_address <= address && address < region_end(p))
-}
-
-fn region_end(patch: &InstalledPatch) -> u64 {
-    patch.region_address.saturating_add(patch.region_size)
+    earlier.iter().find(|p| p.region().contains(&address))
 }
 
 /// Largest span of patched modules one region is placed near: half of what `rel32` reaches,
@@ -277,7 +271,7 @@ fn region_anchor(
         let entry = f.old_address?;
         match target.module_at(entry) {
             Some(module) => Some(target.span_of(module)),
-            None => region_of(earlier, entry).map(|p| (p.region_address, region_end(p))),
+            None => region_of(earlier, entry).map(|p| (p.region().start, p.region().end)),
         }
     });
     let union = spans.reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));

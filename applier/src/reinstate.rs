@@ -83,7 +83,7 @@ fn sites(
         let covered = entry + original.len() as u64;
         let in_region = installed
             .iter()
-            .map(|p| p.region_address..p.region_address + p.region_size)
+            .map(InstalledPatch::region)
             .find(|r| r.contains(&entry));
         let end = target
             .next_symbol_after(entry)

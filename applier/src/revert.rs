@@ -144,7 +144,7 @@ fn revert_with(
     let target = Target::inspect(pid)?;
     let at = at.map(|f| safe_point(&target, f)).transpose()?;
     let unwinder = StackUnwinder::for_process(&target, pid, &installed);
-    let region = chosen.region_address..chosen.region_address.saturating_add(chosen.region_size);
+    let region = chosen.region();
     let mut busy = vec![Busy {
         what: format!(
             "the code of patch {}, which is being reverted",
@@ -462,7 +462,7 @@ fn keep_reason(chosen: &InstalledPatch, installed: &[InstalledPatch]) -> Option<
     {
         return Some("it holds new data the process may point to".into());
     }
-    let region = chosen.region_address..chosen.region_address + chosen.region_size;
+    let region = chosen.region();
     for later in installed
         .iter()
         .filter(|p| p.is_live() && p.sequence > chosen.sequence)
@@ -501,7 +501,7 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
 pub(crate) fn patch_names(installed: &[InstalledPatch]) -> Vec<(u64, u64, String)> {
     let mut out = Vec::new();
     for p in installed {
-        let end = p.region_address.saturating_add(p.region_size);
+        let end = p.region().end;
         for f in &p.functions {
             out.push((
                 f.new_address,
