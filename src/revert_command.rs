@@ -305,4 +305,7 @@ fn print_text(pid: i32, report: &RevertReport) {
         println!("  {} restored at 0x{:x}", f.name, f.address);
     }
     println!("  region {}", report.region);
+    if let Some(scan) = &report.reference_scan {
+        println!("  references sought: {scan}");
+    }
 }

@@ -132,11 +132,12 @@ fn current_value(target: &mut TargetProcess, pid: i32) -> i64 {
 }
 
 /// Process `pid` runs, untraced and unstopped (the kernel detaches a dead tracer's threads when
-/// it exits; allowed a moment to get them scheduled), and so does the target.
+/// it exits; allowed a moment to get them scheduled), none of its memory is write-tracked any more
+/// (the tool's userfaultfd died with it), and so does the target.
 fn assert_running_untraced(target: &mut TargetProcess, pid: i32, what: &str) {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        match untraced_and_running(pid) {
+        match untraced_and_running(pid).and_then(|()| no_write_tracking(pid)) {
             Ok(()) => break,
             Err(e) if Instant::now() >= deadline => panic!("{what}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -147,6 +148,20 @@ fn assert_running_untraced(target: &mut TargetProcess, pid: i32, what: &str) {
         "{what}: the target died ({})",
         target.how_it_ended()
     );
+}
+
+/// None of `pid`'s mappings is registered for userfaultfd write-protection (`uw` in the
+/// `VmFlags` of `/proc/PID/smaps`).
+fn no_write_tracking(pid: i32) -> Result<(), String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).map_err(|e| e.to_string())?;
+    match smaps
+        .lines()
+        .filter(|l| l.starts_with("VmFlags:"))
+        .find(|l| l.split_whitespace().any(|flag| flag == "uw"))
+    {
+        Some(line) => Err(format!("pid {pid} still has write-tracked memory: {line}")),
+        None => Ok(()),
+    }
 }
 
 /// Classifies process `pid` of the target after a kill and brings it back to the old code.

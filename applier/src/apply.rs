@@ -467,16 +467,7 @@ fn write_and_commit(
     region::protect(pid, text_base, plan.layout.text_size, PROT_READ | PROT_EXEC)?;
 
     let busy = Busy::for_sites(&sites);
-    let contexts = ReturnTargets::for_sites(pid, &sites);
-    let safety = Safety {
-        busy: &busy,
-        unwinder: Some(&prepared.unwinder),
-        incomplete_blocks: true,
-        timeout: options.timeout,
-        at: prepared.at.clone(),
-        contexts: Some(&contexts),
-        wait_return: options.wait_return,
-    };
+    let mut contexts = ReturnTargets::for_sites(pid, &sites);
     let applied = LedgerState::Applied.word().to_le_bytes();
     let state = (base + ledger::STATE_OFFSET, &applied[..]);
     let (stops, commit) = match threadwise_stubs(pid, options, prepared, &sites)? {
@@ -508,6 +499,18 @@ fn write_and_commit(
             (stops, report)
         }
         Err(because) => {
+            // Most of memory is searched for suspended contexts before the stop; each stop
+            // reads only what was written since.
+            contexts.scan_ahead(pid);
+            let safety = Safety {
+                busy: &busy,
+                unwinder: Some(&prepared.unwinder),
+                incomplete_blocks: true,
+                timeout: options.timeout,
+                at: prepared.at.clone(),
+                contexts: Some(&contexts),
+                wait_return: options.wait_return,
+            };
             let stops: Stops = commit(pid, &sites, &safety, Some(state))?;
             let report = CommitReport {
                 strategy: "stop-all".into(),

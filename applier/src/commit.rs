@@ -277,10 +277,10 @@ pub(crate) fn suspended_context(
         (threads, parts),
         &[],
         crate::references::Stacks::Walked,
-        targets.bounds(),
-        |w| targets.function_of(w).is_some(),
+        (targets.bounds(), |w| targets.function_of(w).is_some()),
+        targets.ahead(),
     )?;
-    Ok(hits.into_iter().next().map(|hit| {
+    Ok(hits.hits.into_iter().next().map(|hit| {
         let function = targets
             .function_of(hit.value)
             .unwrap_or_default()

@@ -22,7 +22,8 @@
 //! `trampoline` (entry jumps), `island` (jump islands near modules out of the region's reach), `ipara` (the register contract with unpatched callers, and its
 //! save/restore thunks), `commit` (the stop and its safety check), `unwind` (CFI stack
 //! walks), `references` (the scan of memory for code addresses: suspended contexts, regions
-//! still referenced), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
+//! still referenced), `written` (which pages a running process wrote since a moment: userfaultfd
+//! write tracking, so the scan reads most memory before its stop), [`apply`] (also `check`, the live dry run, and `apply_at`, the breakpoint safe point),
 //! [`inline_map`] (where each source function's code went, from the binary's DWARF),
 //! [`ledger`] (the header format), [`installed`] (reading it back), [`mod@revert`],
 //! [`mod@reinstate`], [`group`] (several
@@ -66,6 +67,7 @@ mod test_support;
 mod trampoline;
 pub mod type_layout;
 mod unwind;
+mod written;
 
 pub use apply::{
     apply, apply_at, check, AppliedFunction, ApplyOptions, ApplyReport, CheckReport, CommitReport,

@@ -2,10 +2,11 @@
 //! reverted patch's region may be unmapped, and finds contexts suspended inside a function being
 //! replaced (a `swapcontext` coroutine is on no thread's stack, so no stack walk sees it).
 //!
-//! The proof is a scan, made while every thread is stopped, of every aligned 8-byte word of every
-//! writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory; of a private
-//! mapping, the pages ever written, see `resident`) and of every
-//! general-purpose register of every thread. Each word is also tried demangled with glibc's
+//! The proof is a scan, as of a moment when every thread is stopped, of every aligned 8-byte word
+//! of every writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory; of a
+//! private mapping, the pages ever written, see `resident`) and of every general-purpose register
+//! of every thread. Most of it can be read before that stop ([`scan_ahead`], with the writes
+//! tracked by `written`): the stop then reads only what was written since. Each word is also tried demangled with glibc's
 //! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers).
 //!
 //! The threads' own stacks (the main stack, and mappings right above a guard page, as
@@ -32,8 +33,9 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl};
 use crate::commit::Site;
 use crate::error::ApplyError;
 use crate::maps::{read_maps, Mapping};
-use crate::ptrace::{read_memory, StoppedThread};
+use crate::ptrace::{read_memory, read_word, thread_pointer, StoppedThread};
 use crate::resident::Pagemap;
+use crate::written::WriteTracking;
 
 /// Bytes read from the process at once.
 const CHUNK: u64 = 1 << 20;
@@ -81,31 +83,144 @@ pub(crate) enum Parts {
     Registers,
 }
 
-/// Every word of writable memory and every register of `threads` (all of `pid`, stopped) that
-/// lies in `within` and for which `counts` holds, outside `skip` and the threads' stacks as
-/// `stacks` says; of those, the `parts` asked for.
-pub(crate) fn scan(
+/// What a [`scan`] found and how much it read.
+#[derive(Debug, Default)]
+pub(crate) struct Scanned {
+    /// The words found, in the order scanned (registers first).
+    pub(crate) hits: Vec<Hit>,
+    /// Bytes of memory read.
+    pub(crate) read: u64,
+    /// Bytes read beforehand by the [`Ahead`] scan it completed (0 without one).
+    pub(crate) read_ahead: u64,
+}
+
+impl Scanned {
+    /// `21.3 MiB read while the process ran, 0.1 MiB written since then read at the stop`, or
+    /// `21.3 MiB read at the stop` and why it was not read ahead.
+    pub(crate) fn describe(&self, ahead: &Result<Ahead, String>) -> String {
+        let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64);
+        match ahead {
+            Ok(_) if self.read_ahead > 0 => format!(
+                "{} read while the process ran, {} written since then read at the stop",
+                mib(self.read_ahead),
+                mib(self.read)
+            ),
+            Ok(_) => format!(
+                "{} read at the stop (the pointer guard changed since the scan ahead)",
+                mib(self.read)
+            ),
+            Err(why) => format!(
+                "{} read at the stop (writes could not be tracked: {why})",
+                mib(self.read)
+            ),
+        }
+    }
+}
+
+/// A scan of a process's memory made while it runs, with writes tracked from before it read a
+/// page: a [`scan`] at a stop that is given it reads only the pages written since (and what
+/// was not tracked) and keeps the words found in the rest, which still hold them. Only the
+/// time to read what changed is spent in the stop, not the time to read all memory.
+pub(crate) struct Ahead {
+    tracking: WriteTracking,
+    /// The pointer guard the words were demangled with; a stop that finds another one reads
+    /// everything itself.
+    guard: Option<u64>,
+    /// The words found, in address order.
+    hits: Vec<Hit>,
+    /// Bytes read.
+    read: u64,
+}
+
+/// The part of a [`scan`] of `pid` (running) that can be made ahead of the stop, for the same
+/// `skip`, `within` and `counts`; or why it cannot be made (see `written`).
+pub(crate) fn scan_ahead(
     pid: i32,
-    (threads, parts): (&[StoppedThread], Parts),
     skip: &[Range<u64>],
-    stacks: Stacks,
     within: Range<u64>,
     counts: impl Fn(u64) -> bool,
-) -> Result<Vec<Hit>, ApplyError> {
-    let maps = read_maps(pid)?;
-    let guard = pointer_guard(pid, threads);
-    let matches = |word: u64| -> Option<(u64, bool)> {
+) -> Result<Ahead, String> {
+    let maps = read_maps(pid).map_err(|e| e.to_string())?;
+    let candidates: Vec<Mapping> = maps
+        .into_iter()
+        .filter(|m| scanned(m) && !skip.iter().any(|r| r.start < m.end && m.start < r.end))
+        .collect();
+    let tracking = WriteTracking::start(pid, &candidates)?;
+    let guard = thread_pointer(pid)
+        .ok()
+        .and_then(|tp| read_word(pid, tp.checked_add(POINTER_GUARD_OFFSET)?));
+    let mem = open_mem(pid).map_err(|e| e.to_string())?;
+    let pagemap = Pagemap::open(pid);
+    let matches = matcher(&within, &counts, guard);
+    let mut hits = Vec::new();
+    let mut read = 0;
+    for mapping in &candidates {
+        if tracking.written(mapping.start..mapping.end).is_none() {
+            continue;
+        }
+        let place = place_of(mapping);
+        let whole = std::iter::once(mapping.start..mapping.end).collect();
+        for range in holding_data(&pagemap, mapping, whole) {
+            read += scan_range(&mem, range, &mut |at, word| {
+                if let Some((value, mangled)) = matches(word) {
+                    hits.push(Hit {
+                        place: place.clone(),
+                        at,
+                        value,
+                        mangled,
+                    });
+                }
+            });
+        }
+    }
+    Ok(Ahead {
+        tracking,
+        guard,
+        hits,
+        read,
+    })
+}
+
+/// Whether a word is sought: it lies in `within` and `counts` holds, plain or demangled with
+/// `guard`; returns the address it holds and whether it was mangled.
+fn matcher<'a>(
+    within: &'a Range<u64>,
+    counts: &'a impl Fn(u64) -> bool,
+    guard: Option<u64>,
+) -> impl Fn(u64) -> Option<(u64, bool)> + 'a {
+    move |word: u64| {
         if within.contains(&word) && counts(word) {
             return Some((word, false));
         }
         let plain = guard.map(|g| word.rotate_right(0x11) ^ g)?;
         (within.contains(&plain) && counts(plain)).then_some((plain, true))
+    }
+}
+
+/// Every word of writable memory and every register of `threads` (all of `pid`, stopped) that
+/// lies in `within` and for which `counts` holds, outside `skip` and the threads' stacks as
+/// `stacks` says; of those, the `parts` asked for. With `ahead` (made with the same `skip`,
+/// `within` and `counts`), the memory it read and that was not written since is not read again.
+pub(crate) fn scan(
+    pid: i32,
+    (threads, parts): (&[StoppedThread], Parts),
+    skip: &[Range<u64>],
+    stacks: Stacks,
+    (within, counts): (Range<u64>, impl Fn(u64) -> bool),
+    ahead: Option<&Ahead>,
+) -> Result<Scanned, ApplyError> {
+    let maps = read_maps(pid)?;
+    let guard = pointer_guard(pid, threads);
+    let ahead = ahead.filter(|a| a.guard == guard);
+    let matches = matcher(&within, &counts, guard);
+    let mut found = Scanned {
+        read_ahead: ahead.map_or(0, |a| a.read),
+        ..Scanned::default()
     };
-    let mut hits = Vec::new();
     for thread in threads.iter().filter(|_| parts != Parts::Memory) {
         for &register in &thread.registers {
             if let Some((value, mangled)) = matches(register) {
-                hits.push(Hit {
+                found.hits.push(Hit {
                     place: format!("a register of thread {}", thread.tid),
                     at: 0,
                     value,
@@ -115,13 +230,9 @@ pub(crate) fn scan(
         }
     }
     if parts == Parts::Registers {
-        return Ok(hits);
+        return Ok(found);
     }
-    let mem = File::open(format!("/proc/{pid}/mem")).map_err(|e| ApplyError::ProcRead {
-        pid,
-        what: format!("/proc/{pid}/mem"),
-        detail: e.to_string(),
-    })?;
+    let mem = open_mem(pid)?;
     let own_stacks = excluded_stacks(&maps, threads, stacks);
     let mut excluded: Vec<Range<u64>> = skip.to_vec();
     excluded.extend(own_stacks.iter().cloned());
@@ -129,21 +240,22 @@ pub(crate) fn scan(
         thread_descriptor(&mem, m)
     }));
     let pagemap = Pagemap::open(pid);
-    // The parts of a mapping to read: of a private one, only pages ever written.
-    let holding_data = |mapping: &Mapping, ranges: Vec<Range<u64>>| -> Vec<Range<u64>> {
-        match &pagemap {
-            Some(map) if mapping.perms.as_bytes().get(3) == Some(&b'p') => {
-                ranges.into_iter().flat_map(|r| map.written(r)).collect()
-            }
-            _ => ranges,
-        }
-    };
     for mapping in maps.iter().filter(|m| scanned(m)) {
         let place = place_of(mapping);
-        for range in holding_data(mapping, subtract(mapping.start..mapping.end, &excluded)) {
-            scan_range(&mem, range, &mut |at, word| {
+        let pieces = subtract(mapping.start..mapping.end, &excluded);
+        let written =
+            ahead.and_then(|a| Some((a, a.tracking.written(mapping.start..mapping.end)?)));
+        let to_read = match &written {
+            Some((ahead, written)) => {
+                found.hits.extend(still_held(&ahead.hits, &pieces, written));
+                intersect(&pieces, written)
+            }
+            None => holding_data(&pagemap, mapping, pieces),
+        };
+        for range in to_read {
+            found.read += scan_range(&mem, range, &mut |at, word| {
                 if let Some((value, mangled)) = matches(word) {
-                    hits.push(Hit {
+                    found.hits.push(Hit {
                         place: place.clone(),
                         at,
                         value,
@@ -166,13 +278,13 @@ pub(crate) fn scan(
                 .map(|t| t.sp)
                 .find(|sp| stack.contains(sp))
                 .unwrap_or(stack.start);
-            for range in holding_data(mapping, subtract(live..stack.end, skip)) {
-                scan_range(&mem, range, &mut |at, word| {
+            for range in holding_data(&pagemap, mapping, subtract(live..stack.end, skip)) {
+                found.read += scan_range(&mem, range, &mut |at, word| {
                     if within.contains(&word)
                         && counts(word)
                         && saved_context(&mem, &maps, at, word)
                     {
-                        hits.push(Hit {
+                        found.hits.push(Hit {
                             place: format!("{place} (a saved ucontext_t)"),
                             at,
                             value: word,
@@ -183,7 +295,63 @@ pub(crate) fn scan(
             }
         }
     }
-    Ok(hits)
+    Ok(found)
+}
+
+/// The hits of a scan ahead (in address order) that lie in `pieces` and on no page of
+/// `written` (in address order): their words hold the same value still.
+fn still_held<'a>(
+    hits: &'a [Hit],
+    pieces: &'a [Range<u64>],
+    written: &'a [Range<u64>],
+) -> impl Iterator<Item = Hit> + 'a {
+    pieces.iter().flat_map(move |piece| {
+        let from = hits.partition_point(|h| h.at < piece.start);
+        let to = hits.partition_point(|h| h.at < piece.end);
+        hits[from..to]
+            .iter()
+            .filter(|h| {
+                let i = written.partition_point(|w| w.end <= h.at);
+                written.get(i).is_none_or(|w| h.at < w.start)
+            })
+            .cloned()
+    })
+}
+
+/// The parts of `ranges` (of `mapping`) to read: of a private mapping, only pages ever written.
+fn holding_data(
+    pagemap: &Option<Pagemap>,
+    mapping: &Mapping,
+    ranges: Vec<Range<u64>>,
+) -> Vec<Range<u64>> {
+    match pagemap {
+        Some(map) if mapping.perms.as_bytes().get(3) == Some(&b'p') => {
+            ranges.into_iter().flat_map(|r| map.written(r)).collect()
+        }
+        _ => ranges,
+    }
+}
+
+/// The parts of `pieces` inside `written` (both in address order).
+fn intersect(pieces: &[Range<u64>], written: &[Range<u64>]) -> Vec<Range<u64>> {
+    pieces
+        .iter()
+        .flat_map(|p| {
+            written
+                .iter()
+                .map(|w| w.start.max(p.start)..w.end.min(p.end))
+                .filter(|r| r.start < r.end)
+        })
+        .collect()
+}
+
+/// `/proc/PID/mem`, to read a process's memory without stopping it.
+fn open_mem(pid: i32) -> Result<File, ApplyError> {
+    File::open(format!("/proc/{pid}/mem")).map_err(|e| ApplyError::ProcRead {
+        pid,
+        what: format!("/proc/{pid}/mem"),
+        detail: e.to_string(),
+    })
 }
 
 /// `2 words in [heap] and 1 in [stack] point into it (the first: a word in [heap] at 0x... holds
@@ -348,14 +516,17 @@ fn subtract(range: Range<u64>, excluded: &[Range<u64>]) -> Vec<Range<u64>> {
     pieces
 }
 
-/// Calls `each(address, word)` for every aligned word of `range` that can be read.
-fn scan_range(mem: &File, range: Range<u64>, each: &mut impl FnMut(u64, u64)) {
+/// Calls `each(address, word)` for every aligned word of `range` that can be read; returns the
+/// bytes read.
+fn scan_range(mem: &File, range: Range<u64>, each: &mut impl FnMut(u64, u64)) -> u64 {
     let mut at = range.start.next_multiple_of(8);
     let mut buf = Vec::new();
+    let mut read = 0;
     while at + 8 <= range.end {
         let len = CHUNK.min((range.end - at) & !7);
         buf.resize(len as usize, 0);
         if mem.read_exact_at(&mut buf, at).is_ok() {
+            read += len;
             for (i, word) in buf.chunks_exact(8).enumerate() {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(word);
@@ -364,6 +535,7 @@ fn scan_range(mem: &File, range: Range<u64>, each: &mut impl FnMut(u64, u64)) {
         }
         at += len;
     }
+    read
 }
 
 /// Whether the word `rip` at `at` is the saved pc of a glibc `ucontext_t` as `getcontext` and
@@ -389,14 +561,16 @@ fn saved_context(mem: &File, maps: &[Mapping], at: u64, rip: u64) -> bool {
 /// glibc's pointer guard, read from the thread control block of the first thread.
 fn pointer_guard(pid: i32, threads: &[StoppedThread]) -> Option<u64> {
     let tcb = threads.iter().map(|t| t.fs_base).find(|&b| b != 0)?;
-    let bytes = read_memory(pid, tcb.checked_add(POINTER_GUARD_OFFSET)?, 8).ok()?;
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    read_word(pid, tcb.checked_add(POINTER_GUARD_OFFSET)?)
 }
 
 /// The functions being replaced, with their code, to recognise return addresses into them.
 pub(crate) struct ReturnTargets {
     /// (entry, code, name), the code read from the process before the stop.
     functions: Vec<(u64, Vec<u8>, String)>,
+    /// The search of memory for them made ahead of a stop, if [`ReturnTargets::scan_ahead`]
+    /// made it.
+    ahead: Option<Ahead>,
 }
 
 impl ReturnTargets {
@@ -411,7 +585,23 @@ impl ReturnTargets {
                 Some((s.function.0, code, s.name.clone()))
             })
             .collect();
-        ReturnTargets { functions }
+        ReturnTargets {
+            functions,
+            ahead: None,
+        }
+    }
+
+    /// Searches `pid`'s memory for return addresses into the functions while it runs (see
+    /// [`scan_ahead`]), so that the search at each later stop reads only what was written
+    /// since. Without write tracking, nothing changes: each stop reads everything.
+    pub(crate) fn scan_ahead(&mut self, pid: i32) {
+        let ahead = scan_ahead(pid, &[], self.bounds(), |w| self.function_of(w).is_some());
+        self.ahead = ahead.ok();
+    }
+
+    /// The search made ahead of the stop, if any.
+    pub(crate) fn ahead(&self) -> Option<&Ahead> {
+        self.ahead.as_ref()
     }
 
     /// From the lowest entry to the highest end: no return address into them lies outside.
@@ -491,6 +681,7 @@ mod tests {
         ];
         let targets = ReturnTargets {
             functions: vec![(0x1000, code.to_vec(), "f".into())],
+            ahead: None,
         };
         assert_eq!(targets.function_of(0x1000), None, "the entry");
         assert_eq!(targets.function_of(0x1006), Some("f"), "after call rel32");
@@ -582,13 +773,79 @@ mod tests {
             (&[], Parts::All),
             &[],
             Stacks::Live,
-            0..u64::MAX,
-            |w| w == 0x5eed_0000_1234_5678,
+            (0..u64::MAX, |w| w == 0x5eed_0000_1234_5678),
+            None,
         )
-        .unwrap();
+        .unwrap()
+        .hits;
         assert!(
             hits.iter().any(|h| h.at == &*marker as *const u64 as u64),
             "{hits:?}"
         );
+    }
+
+    /// A word that moves, after the scan ahead, from a page it read into one it read already
+    /// is found where it is at the stop, and not where it was: the page it left was written
+    /// too, so it is read again.
+    #[test]
+    fn a_scan_completing_one_ahead_sees_a_word_moved_meanwhile() {
+        use crate::ptrace::StoppedProcess;
+        use crate::test_support::Conversation;
+
+        const MARKER: u64 = 0x5eed_0000_8765_4321;
+        let mut child = Conversation::start(
+            r#"#include <stdio.h>
+               #include <stdlib.h>
+               #include <unistd.h>
+               int main(void) {
+                   unsigned long *low = aligned_alloc(4096, 4096);
+                   unsigned long *high = aligned_alloc(4096, 4096);
+                   char c;
+                   low[0] = 0;
+                   high[0] = 0x5eed000087654321UL;
+                   printf("%lx %lx\n", (unsigned long)low, (unsigned long)high);
+                   fflush(stdout);
+                   if (read(0, &c, 1) != 1) return 1;
+                   *(volatile unsigned long *)&low[0] = high[0];
+                   *(volatile unsigned long *)&high[0] = 0;
+                   printf("moved\n");
+                   fflush(stdout);
+                   return read(0, &c, 1) != 1;
+               }"#,
+        );
+        let pid = child.pid();
+        let words: Vec<u64> = child
+            .line()
+            .split_whitespace()
+            .map(|w| u64::from_str_radix(w, 16).unwrap())
+            .collect();
+        let (low, high) = (words[0], words[1]);
+        let sought = || (MARKER..MARKER + 1, |_: u64| true);
+        let (within, counts) = sought();
+        let ahead = scan_ahead(pid, &[], within, counts).unwrap_or_else(|why| panic!("{why}"));
+        let at: Vec<u64> = ahead.hits.iter().map(|h| h.at).collect();
+        assert_eq!(at, vec![high], "the scan ahead finds it where it is first");
+
+        child.go_on();
+        assert_eq!(child.line(), "moved");
+        let stopped = StoppedProcess::stop_all(pid).unwrap();
+        let scanned = scan(
+            pid,
+            (stopped.threads(), Parts::Memory),
+            &[],
+            Stacks::Live,
+            sought(),
+            Some(&ahead),
+        )
+        .unwrap();
+        stopped.resume().unwrap();
+        let at: Vec<u64> = scanned.hits.iter().map(|h| h.at).collect();
+        assert_eq!(at, vec![low], "{scanned:?}");
+        assert_eq!(scanned.read_ahead, ahead.read);
+        assert!(
+            scanned.read < ahead.read,
+            "the stop reads less than the scan ahead: {scanned:?}"
+        );
+        child.finish();
     }
 }

@@ -1,8 +1,9 @@
 //! Reverting an installed patch from its ledger alone: last-in first-out per function, original
 //! bytes written back while every thread is stopped and none is inside the patch's code (pc or
 //! return address), the header marked `reverted` at the same stop, and the region unmapped
-//! afterwards when nothing can reach it any more: a scan at that stop found no address inside it
-//! in writable memory or registers (see `references`).
+//! afterwards when nothing can reach it any more: a scan as of that stop (most of it read before,
+//! with writes tracked) found no address inside it in writable memory or registers (see
+//! `references`).
 
 use std::ops::Range;
 
@@ -44,6 +45,11 @@ pub struct RevertReport {
     pub region: String,
     /// Why the region stays mapped, when it does.
     pub kept_because: Option<String>,
+    /// How the memory was scanned for references to the region, when it was: how much was
+    /// read while the process ran and how much at the stop (only what was written since, when
+    /// the kernel tracked writes), e.g. `21.3 MiB read while the process ran, 0.1 MiB written
+    /// since then read at the stop`.
+    pub reference_scan: Option<String>,
 }
 
 /// One entry given its previous bytes back.
@@ -175,8 +181,12 @@ fn revert_with(
     let reverted = LedgerState::Reverted.word().to_le_bytes();
     let state_at = chosen.region_address + ledger::STATE_OFFSET;
     let known_reason = keep_reason(chosen, &installed);
+    // Most of memory is read before the stop; the stop reads only what was written since.
+    let ahead = known_reason.is_none().then(|| {
+        references::scan_ahead(pid, std::slice::from_ref(&region), region.clone(), |_| true)
+    });
     let mut stops = Stops::default();
-    let kept_because =
+    let (kept_because, reference_scan) =
         stop_safely_surviving_the_tool(pid, &safety, &mut stops, "the revert", |stopped, _| {
             for r in &restores {
                 if read_memory(pid, r.entry, r.jump.len())? != r.jump {
@@ -200,8 +210,13 @@ fn revert_with(
             // No entry jumps to the region any more and no thread is in it: whatever still
             // refers to it now is in memory or in a register, and nothing can make a new
             // reference out of none.
-            Ok(known_reason.or_else(|| still_referenced(stopped, &region)))
+            Ok(match &ahead {
+                Some(ahead) => still_referenced(stopped, &region, ahead),
+                None => (known_reason.clone(), None),
+            })
         })?;
+    // The tracking ends: the process's pages take no more write faults.
+    drop(ahead);
 
     let unmapped = release && kept_because.is_none();
     if unmapped {
@@ -228,26 +243,37 @@ fn revert_with(
             (Some(why), _) => format!("kept mapped: {why}"),
         },
         kept_because,
+        reference_scan,
     })
 }
 
 /// Why `region` must stay mapped, if a word of writable memory or a register of a stopped
-/// thread holds an address inside it (or the memory cannot be scanned).
-fn still_referenced(stopped: &StoppedProcess, region: &Range<u64>) -> Option<String> {
+/// thread holds an address inside it (or the memory cannot be scanned), and how the memory was
+/// scanned: completing `ahead` (see [`references::scan_ahead`]) when it was made.
+fn still_referenced(
+    stopped: &StoppedProcess,
+    region: &Range<u64>,
+    ahead: &Result<references::Ahead, String>,
+) -> (Option<String>, Option<String>) {
     let skip = std::slice::from_ref(region);
     match references::scan(
         stopped.pid(),
         (stopped.threads(), references::Parts::All),
         skip,
         references::Stacks::Live,
-        region.clone(),
-        |_| true,
+        (region.clone(), |_| true),
+        ahead.as_ref().ok(),
     ) {
-        Ok(hits) if hits.is_empty() => None,
-        Ok(hits) => Some(references::summary(&hits)),
-        Err(e) => Some(format!(
-            "the process's memory could not be scanned for references to it ({e})"
-        )),
+        Ok(scanned) => (
+            (!scanned.hits.is_empty()).then(|| references::summary(&scanned.hits)),
+            Some(scanned.describe(ahead)),
+        ),
+        Err(e) => (
+            Some(format!(
+                "the process's memory could not be scanned for references to it ({e})"
+            )),
+            None,
+        ),
     }
 }
 

@@ -113,6 +113,8 @@ fn a_revert_keeps_the_code_a_suspended_context_returns_into_and_the_process_surv
         report.region
     );
     assert!(report.region.contains("a word in "), "{}", report.region);
+    let scan = report.reference_scan.as_deref().unwrap_or_default();
+    assert!(scan.contains(" read while the process ran, "), "{scan}");
     eprintln!("revert: region {}", report.region);
     let installed = installed_patches(running.pid()).unwrap();
     assert_eq!(installed.len(), 1, "{installed:?}");

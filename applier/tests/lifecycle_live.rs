@@ -64,6 +64,12 @@ fn list_from_process_then_revert_restores_v1() {
     assert_eq!(reverted.patch_id, "p2");
     assert_eq!(reverted.restored.len(), 1);
     assert!(reverted.unmapped, "{reverted:?}");
+    // The kernel tracked writes: most of memory was searched before the stop.
+    let scan = reverted.reference_scan.as_deref().unwrap_or_default();
+    assert!(
+        scan.contains(" read while the process ran, ") && scan.ends_with(" read at the stop"),
+        "{scan}"
+    );
     assert_eq!(
         read_mem(running.pid(), entry, 1),
         vec![0x83],
@@ -247,13 +253,15 @@ fn wait_for_leave_patches_right_after_the_thread_returns() {
         &manifest("ps", "slow", "v1", "v2"),
     );
     running.wait_for(30, |l| l == "enter");
-    // The worker now sleeps inside slow() for 300 ms: its pc is in libc, only its stack shows it.
+    // The worker now sleeps inside slow() for 1 s: its pc is in libc, only its stack shows it.
+    // (The apply searches memory for suspended contexts before its first stop: 0.1 s of it, in
+    // a debug build on a loaded machine, is spent before it sees the worker.)
     let started = Instant::now();
     let report = apply_patch(running.pid(), patch, &options(3000)).unwrap();
     let waited = started.elapsed();
     assert!(report.stops > 1, "{report:?}");
     assert!(waited >= Duration::from_millis(100), "{waited:?}");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
     eprintln!(
         "waited {waited:?}, {} stops, longest {} us, total {} us",
         report.stops, report.pause_us, report.total_stopped_us

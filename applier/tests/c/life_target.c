@@ -1,7 +1,7 @@
 /* Target of the lifecycle tests (list, revert, stacking, waiting for threads). argv[1] picks what
  * the extra threads do; the main thread prints `tick N value V counter C` every 50 ms.
  *   threads N  N workers call value() in a loop and print `w T value V`
- *   slow       one worker prints `enter`, spends 300 ms inside slow(), prints `left`
+ *   slow       one worker prints `enter`, spends 1 s inside slow(), prints `left`
  *   busy       one worker never leaves busy() (it sleeps in a loop inside it)
  *   stay       one worker calls stay() every 20 ms
  *   churn      a thread is created about every millisecond; each calls value() once and exits
@@ -33,7 +33,7 @@ __attribute__((noinline)) int value(int who) {
 }
 
 __attribute__((noinline)) void slow(void) {
-    usleep(300000);
+    usleep(1000000);
     done++;
 }
 
