@@ -141,8 +141,11 @@ pub(crate) fn scan_ahead(
     counts: impl Fn(u64) -> bool,
 ) -> Result<Ahead, String> {
     let maps = read_maps(pid).map_err(|e| e.to_string())?;
-    let candidates: Vec<Mapping> = maps
-        .into_iter()
+    // Stack-shaped mappings are left to the stop, which reads only their live part (their dead
+    // part may be large: a thread's stack on huge pages is present far below its pointer).
+    let candidates: Vec<Mapping> = (0..maps.len())
+        .filter(|&i| !stack_shaped(&maps, i))
+        .map(|i| maps[i].clone())
         .filter(|m| scanned(m) && !skip.iter().any(|r| r.start < m.end && m.start < r.end))
         .collect();
     let tracking = WriteTracking::start(pid, &candidates)?;
@@ -420,14 +423,10 @@ pub(crate) enum Stacks {
 fn excluded_stacks(maps: &[Mapping], threads: &[StoppedThread], stacks: Stacks) -> Vec<Range<u64>> {
     let mut out = Vec::new();
     for (i, mapping) in maps.iter().enumerate() {
-        let guarded = i
-            .checked_sub(1)
-            .map(|j| &maps[j])
-            .is_some_and(|below| below.end == mapping.start && below.perms.starts_with("---"));
-        let main = mapping.path.as_deref() == Some("[stack]");
-        if !(main || (mapping.path.is_none() && guarded)) {
+        if !stack_shaped(maps, i) {
             continue;
         }
+        let main = mapping.path.as_deref() == Some("[stack]");
         let inside = |a: u64| mapping.start <= a && a < mapping.end;
         let sp = threads.iter().map(|t| t.sp).find(|&sp| inside(sp));
         let tcb = threads.iter().any(|t| inside(t.fs_base));
@@ -440,6 +439,17 @@ fn excluded_stacks(maps: &[Mapping], threads: &[StoppedThread], stacks: Stacks) 
         }
     }
     out
+}
+
+/// Whether `maps[i]` has the shape of a thread's stack: `[stack]`, or an anonymous mapping right
+/// above a `---p` guard page, as `pthread_create` makes them.
+fn stack_shaped(maps: &[Mapping], i: usize) -> bool {
+    let mapping = &maps[i];
+    let guarded = i
+        .checked_sub(1)
+        .map(|j| &maps[j])
+        .is_some_and(|below| below.end == mapping.start && below.perms.starts_with("---"));
+    mapping.path.as_deref() == Some("[stack]") || (mapping.path.is_none() && guarded)
 }
 
 /// The stacks glibc keeps for reuse after their threads exited: anonymous mappings right above a
