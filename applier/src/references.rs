@@ -6,8 +6,9 @@
 //! of every writable mapping (stacks, heap, `.data`/`.bss`, anonymous and shared memory; of a
 //! private mapping, the pages ever written, see `resident`) and of every general-purpose register
 //! of every thread. Most of it can be read before that stop ([`scan_ahead`], with the writes
-//! tracked by `written`): the stop then reads only what was written since. Each word is also tried demangled with glibc's
-//! pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit` handlers).
+//! tracked by `written`): the stop then reads only what was written since. Each word is also
+//! tried demangled with glibc's pointer guard (`PTR_MANGLE`: `setjmp` buffers, `atexit`
+//! handlers).
 //!
 //! The threads' own stacks (the main stack, and mappings right above a guard page, as
 //! `pthread_create` makes them) are full of stale return addresses: a function that returned
@@ -90,8 +91,8 @@ pub(crate) struct Scanned {
     pub(crate) hits: Vec<Hit>,
     /// Bytes of memory read.
     pub(crate) read: u64,
-    /// Bytes read beforehand by the [`Ahead`] scan it completed (0 without one).
-    pub(crate) read_ahead: u64,
+    /// Bytes read beforehand by the [`Ahead`] scan it completed, if it completed one.
+    pub(crate) read_ahead: Option<u64>,
 }
 
 impl Scanned {
@@ -99,17 +100,17 @@ impl Scanned {
     /// `21.3 MiB read at the stop` and why it was not read ahead.
     pub(crate) fn describe(&self, ahead: &Result<Ahead, String>) -> String {
         let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64);
-        match ahead {
-            Ok(_) if self.read_ahead > 0 => format!(
+        match (ahead, self.read_ahead) {
+            (Ok(_), Some(read_ahead)) => format!(
                 "{} read while the process ran, {} written since then read at the stop",
-                mib(self.read_ahead),
+                mib(read_ahead),
                 mib(self.read)
             ),
-            Ok(_) => format!(
+            (Ok(_), None) => format!(
                 "{} read at the stop (the pointer guard changed since the scan ahead)",
                 mib(self.read)
             ),
-            Err(why) => format!(
+            (Err(why), _) => format!(
                 "{} read at the stop (writes could not be tracked: {why})",
                 mib(self.read)
             ),
@@ -217,7 +218,7 @@ pub(crate) fn scan(
     let ahead = ahead.filter(|a| a.guard == guard);
     let matches = matcher(&within, &counts, guard);
     let mut found = Scanned {
-        read_ahead: ahead.map_or(0, |a| a.read),
+        read_ahead: ahead.map(|a| a.read),
         ..Scanned::default()
     };
     for thread in threads.iter().filter(|_| parts != Parts::Memory) {
@@ -851,7 +852,7 @@ mod tests {
         stopped.resume().unwrap();
         let at: Vec<u64> = scanned.hits.iter().map(|h| h.at).collect();
         assert_eq!(at, vec![low], "{scanned:?}");
-        assert_eq!(scanned.read_ahead, ahead.read);
+        assert_eq!(scanned.read_ahead, Some(ahead.read));
         assert!(
             scanned.read < ahead.read,
             "the stop reads less than the scan ahead: {scanned:?}"
