@@ -159,7 +159,7 @@ pub(crate) fn scan_ahead(
     let mut hits = Vec::new();
     let mut read = 0;
     for mapping in &candidates {
-        if tracking.written(mapping.start..mapping.end).is_none() {
+        if !tracking.tracks(&(mapping.start..mapping.end)) {
             continue;
         }
         let place = place_of(mapping);

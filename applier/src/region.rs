@@ -92,7 +92,8 @@ pub(crate) fn choose(
         .min_by_key(|&c| distance(c))
 }
 
-fn errno_text(result: i64) -> String {
+/// `EPERM (Operation not permitted)` for the raw result `-1` of an injected system call.
+pub(crate) fn errno_text(result: i64) -> String {
     let errno = nix::errno::Errno::from_raw(i32::try_from(-result).unwrap_or(0));
     format!("{errno:?} ({})", errno.desc())
 }

@@ -181,15 +181,18 @@ impl WriteTracking {
         false
     }
 
+    /// Whether `range` lies in a mapping registered by [`WriteTracking::start`].
+    pub(crate) fn tracks(&self, range: &Range<u64>) -> bool {
+        self.tracked
+            .iter()
+            .any(|t| t.start <= range.start && range.end <= t.end)
+    }
+
     /// The parts of `range` written since tracking began, in address order; `None` when part
     /// of `range` is not tracked (never was, or its mapping was replaced since), so that all
     /// of it must be read.
     pub(crate) fn written(&self, range: Range<u64>) -> Option<Vec<Range<u64>>> {
-        if !self
-            .tracked
-            .iter()
-            .any(|t| t.start <= range.start && range.end <= t.end)
-        {
+        if !self.tracks(&range) {
             return None;
         }
         let mut regions = vec![PageRegion::default(); REGIONS_AT_ONCE];
@@ -244,8 +247,10 @@ fn userfaultfd_of(pid: i32) -> Result<OwnedFd, String> {
     let fd = remote_syscall(pid, nix::libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])
         .map_err(|e| format!("userfaultfd() could not be run in the process ({e})"))?;
     if fd < 0 {
-        let errno = nix::errno::Errno::from_raw(i32::try_from(-fd).unwrap_or(0));
-        return Err(format!("userfaultfd() failed in the process: {errno}"));
+        return Err(format!(
+            "userfaultfd() failed in the process: {}",
+            crate::region::errno_text(fd)
+        ));
     }
     let copy = copy_fd(pid, fd);
     let closed = remote_syscall(pid, SYS_CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
